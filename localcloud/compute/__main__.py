@@ -1,0 +1,3 @@
+from localcloud.compute.server import main
+import sys
+sys.exit(main())

@@ -1,0 +1,304 @@
+"""HTTP front end of the Compute Engine emulator: ``/compute/v1/...`` plus ``/_emulator/...``.
+
+``google-cloud-compute`` talks to it unchanged with ``client_options={"api_endpoint": URL}``.
+The ``/_emulator`` routes are the emulator's own: health, a state snapshot, the event log used by
+tests and benchmarks, settings (boot delay, failed boots, quota, grace periods), injected faults and
+preemption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from localcloud.compute.model import ApiError, Cloud, Operation, filter_of, invalid, not_found, paginate
+
+log = logging.getLogger("localcloud.compute")
+
+P = r"/compute/v1/projects/(?P<project>[^/]+)"
+Z = P + r"/zones/(?P<zone>[^/]+)"
+G = Z + r"/instanceGroupManagers/(?P<mig>[^/]+)"
+
+Handler = Callable[..., Any]
+ROUTES: list[tuple[str, re.Pattern[str], str, str]] = []
+
+
+def route(method: str, pattern: str, name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        ROUTES.append((method, re.compile(pattern + r"/?$"), name, fn.__name__))
+        return fn
+
+    return register
+
+
+class Api:
+    """Each method takes (match groups, query, body) and returns a JSON-able dict."""
+
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+
+    @staticmethod
+    def op(op: Operation) -> dict[str, Any]:
+        return op.to_json()
+
+    # instance templates
+    @route("POST", P + r"/global/instanceTemplates", "instanceTemplates.insert")
+    def template_insert(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
+        return self.op(self.cloud.insert_template(g["project"], body, q.get("requestId")))
+
+    @route("GET", P + r"/global/instanceTemplates/(?P<name>[^/]+)", "instanceTemplates.get")
+    def template_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.get_template(g["project"], g["name"])
+
+    @route("GET", P + r"/global/instanceTemplates", "instanceTemplates.list")
+    def template_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return paginate(self.cloud.list_templates(g["project"]), q, "items", filter_of(q))
+
+    @route("DELETE", P + r"/global/instanceTemplates/(?P<name>[^/]+)", "instanceTemplates.delete")
+    def template_delete(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.op(self.cloud.delete_template(g["project"], g["name"], q.get("requestId")))
+
+    # managed instance groups
+    @route("POST", Z + r"/instanceGroupManagers", "instanceGroupManagers.insert")
+    def mig_insert(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
+        return self.op(self.cloud.insert_mig(g["project"], g["zone"], body, q.get("requestId")))
+
+    @route("GET", Z + r"/instanceGroupManagers", "instanceGroupManagers.list")
+    def mig_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return paginate(self.cloud.list_migs(g["project"], g["zone"]), q, "items", filter_of(q))
+
+    @route("GET", G, "instanceGroupManagers.get")
+    def mig_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.get_mig(g["project"], g["zone"], g["mig"])
+
+    @route("DELETE", G, "instanceGroupManagers.delete")
+    def mig_delete(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.op(self.cloud.delete_mig(g["project"], g["zone"], g["mig"], q.get("requestId")))
+
+    @route("POST", G + r"/resize", "instanceGroupManagers.resize")
+    def mig_resize(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        if "size" not in q:
+            raise ApiError(400, "required", "Required field 'size' not specified")
+        try:
+            size = int(q["size"])
+        except ValueError:
+            raise invalid(f"Invalid value for field 'size': '{q['size']}'") from None
+        return self.op(self.cloud.resize(g["project"], g["zone"], g["mig"], size, q.get("requestId")))
+
+    @route("POST", G + r"/createInstances", "instanceGroupManagers.createInstances")
+    def mig_create_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
+        return self.op(self.cloud.create_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+
+    @route("POST", G + r"/deleteInstances", "instanceGroupManagers.deleteInstances")
+    def mig_delete_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
+        return self.op(self.cloud.delete_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+
+    @route("POST", G + r"/recreateInstances", "instanceGroupManagers.recreateInstances")
+    def mig_recreate_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
+        return self.op(self.cloud.recreate_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+
+    @route("POST", G + r"/listManagedInstances", "instanceGroupManagers.listManagedInstances")
+    def mig_list_managed(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        if "orderBy" in q:
+            raise invalid("orderBy is not supported by listManagedInstances")
+        items = self.cloud.list_managed(g["project"], g["zone"], g["mig"])
+        mig = self.cloud.get_mig(g["project"], g["zone"], g["mig"])
+        if mig["listManagedInstancesResults"] == "PAGELESS":
+            q = {k: v for k, v in q.items() if k not in ("maxResults", "pageToken")}
+            return {"managedInstances": [i for i in items if filter_of(q)(i)]}
+        return paginate(items, q, "managedInstances", filter_of(q))
+
+    @route("GET", G + r"/listErrors", "instanceGroupManagers.listErrors")
+    def mig_list_errors(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        if "filter" in q or "orderBy" in q:
+            raise invalid("listErrors supports neither filter nor orderBy")
+        return paginate(
+            self.cloud.list_errors(g["project"], g["zone"], g["mig"]), q, "items", lambda i: True
+        )
+
+    # instances
+    @route("GET", Z + r"/instances/(?P<name>[^/]+)", "instances.get")
+    def instance_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.get_instance(g["project"], g["zone"], g["name"])
+
+    @route("GET", Z + r"/instances", "instances.list")
+    def instance_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return paginate(self.cloud.list_instances(g["project"], g["zone"]), q, "items", filter_of(q))
+
+    # operations
+    @route("GET", Z + r"/operations/(?P<op>[^/]+)", "zoneOperations.get")
+    def zone_op_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.op(self.cloud.get_op(g["project"], g["zone"], g["op"]))
+
+    @route("POST", Z + r"/operations/(?P<op>[^/]+)/wait", "zoneOperations.wait")
+    def zone_op_wait(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.op(self.cloud.wait_op(g["project"], g["zone"], g["op"]))
+
+    @route("GET", Z + r"/operations", "zoneOperations.list")
+    def zone_op_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        with self.cloud.lock:
+            ops = [o.to_json() for o in self.cloud.ops.values() if (o.project, o.zone) == (g["project"], g["zone"])]
+        return paginate(ops, q, "items", filter_of(q))
+
+    @route("GET", P + r"/global/operations/(?P<op>[^/]+)", "globalOperations.get")
+    def global_op_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.op(self.cloud.get_op(g["project"], None, g["op"]))
+
+    @route("POST", P + r"/global/operations/(?P<op>[^/]+)/wait", "globalOperations.wait")
+    def global_op_wait(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.op(self.cloud.wait_op(g["project"], None, g["op"]))
+
+    # the emulator's own
+    @route("GET", r"/_emulator/health", "emulator.health")
+    def health(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return {"ok": True}
+
+    @route("GET", r"/_emulator/state", "emulator.state")
+    def state(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.snapshot()
+
+    @route("GET", r"/_emulator/events", "emulator.events")
+    def events(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        since = float(q.get("since", 0))
+        with self.cloud.lock:
+            return {"events": [e for e in self.cloud.events if e["t"] >= since]}
+
+    @route("POST", r"/_emulator/config", "emulator.config")
+    def config(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
+        with self.cloud.lock:
+            self.cloud.settings.update(body)
+            return dict(self.cloud.settings.__dict__)
+
+    @route("POST", r"/_emulator/faults", "emulator.faults")
+    def faults(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
+        if body.get("clear"):
+            with self.cloud.lock:
+                self.cloud.faults.clear()
+        else:
+            self.cloud.add_fault(body)
+        return {"ok": True}
+
+    @route("POST", r"/_emulator/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/preempt", "emulator.preempt")
+    def preempt(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.preempt(g["project"], g["zone"], g["name"])
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    server_version = "localcloud-compute/1"
+    protocol_version = "HTTP/1.1"
+    api: Api
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            for verb, pattern, name, fn_name in ROUTES:
+                m = pattern.match(url.path)
+                if m and verb == method:
+                    break
+            else:
+                raise not_found(url.path.removeprefix("/compute/v1/"))
+            try:
+                body = json.loads(raw) if raw else {}
+            except json.JSONDecodeError:
+                raise invalid("Invalid JSON payload received.") from None
+            if not name.startswith("emulator."):
+                self.api.cloud.check_fault(name)
+            result = getattr(self.api, fn_name)(m.groupdict(), query, body)
+            self._reply(200, result)
+        except ApiError as exc:
+            self._reply(exc.code, exc.body())
+        except Exception as exc:  # noqa: BLE001 - a bug must answer 500, not hang the client
+            log.exception("internal error on %s %s", method, self.path)
+            self._reply(500, ApiError(500, "backendError", f"Internal error: {exc}").body())
+
+    def _reply(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def serve(port: int, state_dir: Path, vm_env: dict[str, str]) -> None:
+    cloud = Cloud(state_dir, vm_env)
+    handler = type("Handler", (RequestHandler,), {"api": Api(cloud)})
+    server = Server(("127.0.0.1", port), handler)
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    log.info("compute emulator listening on 127.0.0.1:%d", server.server_address[1])
+    stop.wait()
+    log.info("stopping: shutting down %d VM(s)", len(cloud.instances))
+    server.shutdown()
+    cloud.shutdown()
+
+
+# What a local VM's runtime gets, like a Compute Engine VM's metadata and container env.
+VM_ENV_KEYS = (
+    "LOCALCLOUD_ID",
+    "LOCALCLOUD_DIR",
+    "GOOGLE_CLOUD_PROJECT",
+    "PUBSUB_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "MLFLOW_TRACKING_URI",
+    "SINERGYM_COMPUTE_ENDPOINT",
+    "SINERGYM_MONITORING_ENDPOINT",
+    "SINERGYM_STATE_BUCKET",
+    "SINERGYM_RESULTS_BUCKET",
+    "SINERGYM_HEARTBEAT_SECONDS",
+    "SINERGYM_UPLOAD_SECONDS",
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compute Engine REST emulator whose instances are local VMs.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    vm_env = {k: os.environ[k] for k in VM_ENV_KEYS if k in os.environ}
+    serve(args.port, args.state_dir, vm_env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""What Sinergym offers, known without importing it.
+
+The control plane validates experiments before any VM exists, and it must not need Sinergym,
+EnergyPlus or torch to do so. These tables were read off Sinergym 3.12.2's registry; a trainer test
+compares them with the installed Sinergym so that a version bump cannot drift silently.
+"""
+
+from __future__ import annotations
+
+SINERGYM_VERSION = "3.12.2"
+
+ENVIRONMENTS: frozenset[str] = frozenset(
+    {
+        "Eplus-demo-v1",
+        "Eplus-5zone-hot-continuous-v1",
+        "Eplus-5zone-hot-discrete-v1",
+        "Eplus-5zone-hot-continuous-stochastic-v1",
+        "Eplus-5zone-hot-discrete-stochastic-v1",
+        "Eplus-5zone-mixed-continuous-v1",
+        "Eplus-5zone-mixed-discrete-v1",
+        "Eplus-5zone-mixed-continuous-stochastic-v1",
+        "Eplus-5zone-mixed-discrete-stochastic-v1",
+        "Eplus-5zone-cool-continuous-v1",
+        "Eplus-5zone-cool-discrete-v1",
+        "Eplus-5zone-cool-continuous-stochastic-v1",
+        "Eplus-5zone-cool-discrete-stochastic-v1",
+        "Eplus-shop-hot-continuous-v1",
+        "Eplus-shop-hot-discrete-v1",
+        "Eplus-shop-hot-continuous-stochastic-v1",
+        "Eplus-shop-hot-discrete-stochastic-v1",
+        "Eplus-shop-mixed-continuous-v1",
+        "Eplus-shop-mixed-discrete-v1",
+        "Eplus-shop-mixed-continuous-stochastic-v1",
+        "Eplus-shop-mixed-discrete-stochastic-v1",
+        "Eplus-shop-cool-continuous-v1",
+        "Eplus-shop-cool-discrete-v1",
+        "Eplus-shop-cool-continuous-stochastic-v1",
+        "Eplus-shop-cool-discrete-stochastic-v1",
+        "Eplus-datacenter_cw-chicago-continuous-v1",
+        "Eplus-datacenter_cw-chicago-discrete-v1",
+        "Eplus-datacenter_cw-chicago-continuous-stochastic-v1",
+        "Eplus-datacenter_cw-chicago-discrete-stochastic-v1",
+        "Eplus-datacenter_cw-hot-continuous-v1",
+        "Eplus-datacenter_cw-hot-discrete-v1",
+        "Eplus-datacenter_cw-hot-continuous-stochastic-v1",
+        "Eplus-datacenter_cw-hot-discrete-stochastic-v1",
+        "Eplus-datacenter_cw-mixed-continuous-v1",
+        "Eplus-datacenter_cw-mixed-discrete-v1",
+        "Eplus-datacenter_cw-mixed-continuous-stochastic-v1",
+        "Eplus-datacenter_cw-mixed-discrete-stochastic-v1",
+        "Eplus-datacenter_cw-cool-continuous-v1",
+        "Eplus-datacenter_cw-cool-discrete-v1",
+        "Eplus-datacenter_cw-cool-continuous-stochastic-v1",
+        "Eplus-datacenter_cw-cool-discrete-stochastic-v1",
+        "Eplus-radiant-hot-discrete-v1",
+        "Eplus-radiant-hot-discrete-stochastic-v1",
+        "Eplus-radiant-mixed-discrete-v1",
+        "Eplus-radiant-mixed-discrete-stochastic-v1",
+        "Eplus-radiant-cool-discrete-v1",
+        "Eplus-radiant-cool-discrete-stochastic-v1",
+        "Eplus-radiant-stockholm-discrete-v1",
+        "Eplus-radiant-stockholm-discrete-stochastic-v1",
+        "Eplus-datacenter_dx-chicago-continuous-v1",
+        "Eplus-datacenter_dx-chicago-discrete-v1",
+        "Eplus-datacenter_dx-chicago-continuous-stochastic-v1",
+        "Eplus-datacenter_dx-chicago-discrete-stochastic-v1",
+        "Eplus-datacenter_dx-hot-continuous-v1",
+        "Eplus-datacenter_dx-hot-discrete-v1",
+        "Eplus-datacenter_dx-hot-continuous-stochastic-v1",
+        "Eplus-datacenter_dx-hot-discrete-stochastic-v1",
+        "Eplus-datacenter_dx-mixed-continuous-v1",
+        "Eplus-datacenter_dx-mixed-discrete-v1",
+        "Eplus-datacenter_dx-mixed-continuous-stochastic-v1",
+        "Eplus-datacenter_dx-mixed-discrete-stochastic-v1",
+        "Eplus-datacenter_dx-cool-continuous-v1",
+        "Eplus-datacenter_dx-cool-discrete-v1",
+        "Eplus-datacenter_dx-cool-continuous-stochastic-v1",
+        "Eplus-datacenter_dx-cool-discrete-stochastic-v1",
+        "Eplus-smalldatacenter-aurora-continuous-v1",
+        "Eplus-smalldatacenter-aurora-continuous-stochastic-v1",
+        "Eplus-smalldatacenter-hot-continuous-v1",
+        "Eplus-smalldatacenter-hot-continuous-stochastic-v1",
+        "Eplus-smalldatacenter-mixed-continuous-v1",
+        "Eplus-smalldatacenter-mixed-continuous-stochastic-v1",
+        "Eplus-smalldatacenter-cool-continuous-v1",
+        "Eplus-smalldatacenter-cool-continuous-stochastic-v1",
+        "Eplus-office-hot-continuous-v1",
+        "Eplus-office-hot-discrete-v1",
+        "Eplus-office-hot-continuous-stochastic-v1",
+        "Eplus-office-hot-discrete-stochastic-v1",
+        "Eplus-office-mixed-continuous-v1",
+        "Eplus-office-mixed-discrete-v1",
+        "Eplus-office-mixed-continuous-stochastic-v1",
+        "Eplus-office-mixed-discrete-stochastic-v1",
+        "Eplus-office-cool-continuous-v1",
+        "Eplus-office-cool-discrete-v1",
+        "Eplus-office-cool-continuous-stochastic-v1",
+        "Eplus-office-cool-discrete-stochastic-v1",
+        "Eplus-warehouse-hot-continuous-v1",
+        "Eplus-warehouse-hot-discrete-v1",
+        "Eplus-warehouse-hot-continuous-stochastic-v1",
+        "Eplus-warehouse-hot-discrete-stochastic-v1",
+        "Eplus-warehouse-mixed-continuous-v1",
+        "Eplus-warehouse-mixed-discrete-v1",
+        "Eplus-warehouse-mixed-continuous-stochastic-v1",
+        "Eplus-warehouse-mixed-discrete-stochastic-v1",
+        "Eplus-warehouse-cool-continuous-v1",
+        "Eplus-warehouse-cool-discrete-v1",
+        "Eplus-warehouse-cool-continuous-stochastic-v1",
+        "Eplus-warehouse-cool-discrete-stochastic-v1",
+        "Eplus-officegrid-hot-continuous-v1",
+        "Eplus-officegrid-hot-discrete-v1",
+        "Eplus-officegrid-hot-continuous-stochastic-v1",
+        "Eplus-officegrid-hot-discrete-stochastic-v1",
+        "Eplus-officegrid-mixed-continuous-v1",
+        "Eplus-officegrid-mixed-discrete-v1",
+        "Eplus-officegrid-mixed-continuous-stochastic-v1",
+        "Eplus-officegrid-mixed-discrete-stochastic-v1",
+        "Eplus-officegrid-cool-continuous-v1",
+        "Eplus-officegrid-cool-discrete-v1",
+        "Eplus-officegrid-cool-continuous-stochastic-v1",
+        "Eplus-officegrid-cool-discrete-stochastic-v1",
+    }
+)
+
+# Reward classes in sinergym.utils.rewards, by class name.
+REWARD_CLASSES: frozenset[str] = frozenset(
+    {
+        "EnergyCostLinearReward",
+        "ExpReward",
+        "HourlyLinearReward",
+        "LinearReward",
+        "MultiZoneReward",
+        "NormalizedLinearReward",
+    }
+)
+
+ALGORITHMS: tuple[str, ...] = ("PPO", "A2C", "DQN", "DDPG", "SAC", "TD3")
+
+# Which action spaces each algorithm can drive (Stable-Baselines3's own restrictions).
+ALGORITHM_ACTION_SPACES: dict[str, frozenset[str]] = {
+    "PPO": frozenset({"discrete", "continuous"}),
+    "A2C": frozenset({"discrete", "continuous"}),
+    "DQN": frozenset({"discrete"}),
+    "DDPG": frozenset({"continuous"}),
+    "SAC": frozenset({"continuous"}),
+    "TD3": frozenset({"continuous"}),
+}
+
+# Short reward names of the original tool, mapped to Sinergym's classes.
+REWARD_ALIASES: dict[str, str] = {"linear": "LinearReward", "exponential": "ExpReward"}
+
+_BY_LOWER = {env_id.lower(): env_id for env_id in ENVIRONMENTS}
+
+
+def resolve_environment(name: str) -> str | None:
+    """The registered id for ``name``, or None.
+
+    The original tool's documentation spells the 5-zone building ``Eplus-5Zone-...``; Sinergym 3
+    registers ``Eplus-5zone-...``. Ids differ only in case, so a case-insensitive match is exact.
+    """
+    return _BY_LOWER.get(name.lower())
+
+
+def action_space_kind(env_id: str) -> str:
+    """``discrete`` or ``continuous``, read from the id as Sinergym names its environments."""
+    return "discrete" if "-discrete" in env_id else "continuous"
+
+
+def resolve_reward(name: str) -> str | None:
+    """Sinergym's reward class name for ``name`` (an alias or a class name), or None."""
+    if name in REWARD_ALIASES:
+        return REWARD_ALIASES[name]
+    return name if name in REWARD_CLASSES else None

@@ -1,0 +1,122 @@
+"""The one place that builds Google clients, for Google Cloud or for the local cloud.
+
+Clients are built lazily and once per ``Clients`` object; core code receives them as arguments,
+so the functions, the publisher and the tests share the same construction. Against the local
+cloud every client gets anonymous credentials and the emulator's endpoint; against Google Cloud,
+the default credentials of the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import grpc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import compute_v1, monitoring_v3, pubsub_v1, storage
+
+from sinergym_cloud.config import Settings
+
+
+class Clients:
+    """Lazily built Google clients for one target."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # Pub/Sub ---------------------------------------------------------------
+    @functools.cached_property
+    def publisher(self) -> pubsub_v1.PublisherClient:
+        host = self.settings.pubsub_emulator
+        if host:
+            from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+            transport = PublisherGrpcTransport(channel=grpc.insecure_channel(host))
+            return pubsub_v1.PublisherClient(transport=transport)
+        return pubsub_v1.PublisherClient()
+
+    @functools.cached_property
+    def subscriber(self) -> pubsub_v1.SubscriberClient:
+        host = self.settings.pubsub_emulator
+        if host:
+            from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+            transport = SubscriberGrpcTransport(channel=grpc.insecure_channel(host))
+            return pubsub_v1.SubscriberClient(transport=transport)
+        return pubsub_v1.SubscriberClient()
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.settings.project}/topics/{topic}"
+
+    def publish(self, topic: str, data: bytes, timeout: float = 30.0, **attributes: str) -> str:
+        """Publish one message and wait (with a deadline) until Pub/Sub has it. Returns its id."""
+        future = self.publisher.publish(self.topic_path(topic), data, **attributes)
+        return str(future.result(timeout=timeout))
+
+    # Cloud Storage -----------------------------------------------------------
+    @functools.cached_property
+    def storage(self) -> storage.Client:
+        endpoint = self.settings.storage_endpoint
+        if endpoint:
+            return storage.Client(
+                project=self.settings.project,
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                client_options={"api_endpoint": endpoint},
+            )
+        return storage.Client(project=self.settings.project)
+
+    # Compute Engine ----------------------------------------------------------
+    def _compute_kwargs(self) -> dict[str, Any]:
+        endpoint = self.settings.compute_endpoint
+        if endpoint:
+            return {
+                "credentials": AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                "client_options": {"api_endpoint": endpoint},
+                "transport": "rest",
+            }
+        return {"transport": "rest"}
+
+    @functools.cached_property
+    def migs(self) -> compute_v1.InstanceGroupManagersClient:
+        return compute_v1.InstanceGroupManagersClient(**self._compute_kwargs())
+
+    @functools.cached_property
+    def instances(self) -> compute_v1.InstancesClient:
+        return compute_v1.InstancesClient(**self._compute_kwargs())
+
+    @functools.cached_property
+    def templates(self) -> compute_v1.InstanceTemplatesClient:
+        return compute_v1.InstanceTemplatesClient(**self._compute_kwargs())
+
+    @functools.cached_property
+    def zone_operations(self) -> compute_v1.ZoneOperationsClient:
+        return compute_v1.ZoneOperationsClient(**self._compute_kwargs())
+
+    @functools.cached_property
+    def global_operations(self) -> compute_v1.GlobalOperationsClient:
+        return compute_v1.GlobalOperationsClient(**self._compute_kwargs())
+
+    # Cloud Monitoring --------------------------------------------------------
+    @functools.cached_property
+    def metrics(self) -> monitoring_v3.MetricServiceClient:
+        host = self.settings.monitoring_endpoint
+        if host:
+            from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
+
+            return monitoring_v3.MetricServiceClient(
+                transport=MetricServiceGrpcTransport(channel=grpc.insecure_channel(host))
+            )
+        return monitoring_v3.MetricServiceClient()
+
+    @functools.cached_property
+    def alert_policies(self) -> monitoring_v3.AlertPolicyServiceClient:
+        host = self.settings.monitoring_endpoint
+        if host:
+            from google.cloud.monitoring_v3.services.alert_policy_service.transports import (
+                AlertPolicyServiceGrpcTransport,
+            )
+
+            return monitoring_v3.AlertPolicyServiceClient(
+                transport=AlertPolicyServiceGrpcTransport(channel=grpc.insecure_channel(host))
+            )
+        return monitoring_v3.AlertPolicyServiceClient()

@@ -1,0 +1,94 @@
+"""Where the system runs: Google Cloud, or the local cloud. Read from the environment, once.
+
+The same variables drive both targets. On Google Cloud only ``GOOGLE_CLOUD_PROJECT`` and the
+bucket names are needed (credentials come from the environment, as always with Google's clients).
+On the local cloud, ``make local-up`` writes ``.local/env`` with the emulator endpoints: the
+standard ``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST`` and ``MLFLOW_TRACKING_URI``, and this
+project's own ``SINERGYM_COMPUTE_ENDPOINT`` and ``SINERGYM_MONITORING_ENDPOINT``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_ZONE = "europe-west1-b"
+DEFAULT_TEMPLATE = "sinergym-template"
+DEFAULT_GROUP = "sinergym-group"
+LOCAL_PROJECT = "local-project"
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    pubsub_emulator: str | None = None  # host:port
+    storage_endpoint: str | None = None  # http://host:port
+    compute_endpoint: str | None = None  # http://host:port
+    monitoring_endpoint: str | None = None  # host:port (insecure gRPC)
+    mlflow_uri: str | None = None
+    state_bucket: str = ""
+    results_bucket: str = ""
+    ssh_user: str = "sinergym"
+    ssh_key_file: str | None = None
+    ssh_key_secret: str | None = None  # projects/P/secrets/S/versions/V
+    vm_agent: tuple[str, ...] = ("sinergym-vm",)
+    max_preemptions: int = 3
+    max_failures: int = 0
+    heartbeat_timeout: float = 600.0
+    boot_timeout: float = 900.0
+    max_runtime_hours: float = 48.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def local(self) -> bool:
+        """True when every Google service is an emulator."""
+        return bool(self.pubsub_emulator and self.storage_endpoint and self.compute_endpoint)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        project = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT") or env.get("CLOUDSDK_CORE_PROJECT")
+        if not project:
+            raise RuntimeError(
+                "no project: set GOOGLE_CLOUD_PROJECT, or source .local/env to use the local cloud (make local-up)"
+            )
+        storage = env.get("STORAGE_EMULATOR_HOST")
+        if storage and not storage.startswith("http"):
+            storage = f"http://{storage}"
+        return cls(
+            project=project,
+            pubsub_emulator=env.get("PUBSUB_EMULATOR_HOST") or None,
+            storage_endpoint=storage or None,
+            compute_endpoint=env.get("SINERGYM_COMPUTE_ENDPOINT") or None,
+            monitoring_endpoint=env.get("SINERGYM_MONITORING_ENDPOINT") or None,
+            mlflow_uri=env.get("MLFLOW_TRACKING_URI") or None,
+            state_bucket=env.get("SINERGYM_STATE_BUCKET") or f"{project}-sinergym-state",
+            results_bucket=env.get("SINERGYM_RESULTS_BUCKET") or f"{project}-sinergym-results",
+            ssh_user=env.get("SINERGYM_SSH_USER", "sinergym"),
+            ssh_key_file=env.get("SINERGYM_SSH_KEY_FILE") or None,
+            ssh_key_secret=env.get("SINERGYM_SSH_KEY_SECRET") or None,
+            vm_agent=tuple(shlex.split(env.get("SINERGYM_VM_AGENT", "sinergym-vm"))),
+            max_preemptions=int(env.get("SINERGYM_MAX_PREEMPTIONS", 3)),
+            max_failures=int(env.get("SINERGYM_MAX_FAILURES", 0)),
+            heartbeat_timeout=float(env.get("SINERGYM_HEARTBEAT_TIMEOUT", 600)),
+            boot_timeout=float(env.get("SINERGYM_BOOT_TIMEOUT", 900)),
+            max_runtime_hours=float(env.get("SINERGYM_MAX_RUNTIME_HOURS", 48)),
+        )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of a shell-sourceable ``export K=V`` file such as ``.local/env``."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ")
+        key, sep, value = line.partition("=")
+        if sep:
+            parts = shlex.split(value)
+            values[key.strip()] = parts[0] if parts else ""
+    return values

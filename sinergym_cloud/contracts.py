@@ -1,0 +1,271 @@
+"""The messages that cross a boundary: Batch, Experiment, InstanceReady, Completion.
+
+Every message is a versioned pydantic model. Experiments are structured: no field is ever a shell
+string, and every string field has a pattern that admits no shell metacharacter, so a message
+cannot smuggle a command onto a VM even if some later code forgot to quote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sinergym_cloud import catalog, flags, names
+
+SCHEMA_VERSION = 1
+MAX_EXPERIMENTS = 5000
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+GceName = Annotated[str, Field(pattern=names.GCE_NAME.pattern, max_length=63)]
+GroupName = Annotated[str, Field(pattern=names.GROUP_NAME.pattern, max_length=40)]
+BatchId = Annotated[str, Field(pattern=names.BATCH_ID.pattern, max_length=63)]
+Zone = Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+-[a-z]$", max_length=40)]
+BucketName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")]
+# A local directory or a gs:// URI: letters, digits and . _ - / only.
+SafePath = Annotated[str, Field(pattern=r"^(gs://[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9])?[A-Za-z0-9_./-]*$", max_length=512)]
+Label = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@ -]*$", max_length=200)]
+ExperimentStatus = Literal["succeeded", "failed", "preempted"]
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors, not silently dropped: a typo must not change what runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hyperparameters(Strict):
+    """Algorithm hyperparameters. Unset ones come from the trainer's YAML defaults."""
+
+    learning_rate: float | None = Field(None, gt=0, le=10)
+    gamma: float | None = Field(None, ge=0, le=1)
+    n_steps: int | None = Field(None, ge=1, le=1_000_000)
+    gae_lambda: float | None = Field(None, ge=0, le=1)
+    ent_coef: float | None = Field(None, ge=0, le=10)
+    vf_coef: float | None = Field(None, ge=0, le=10)
+    max_grad_norm: float | None = Field(None, gt=0, le=1000)
+    rms_prop_eps: float | None = Field(None, gt=0, le=1)
+    buffer_size: int | None = Field(None, ge=1, le=100_000_000)
+    learning_starts: int | None = Field(None, ge=0, le=100_000_000)
+    tau: float | None = Field(None, ge=0, le=1)
+    sigma: float | None = Field(None, ge=0, le=100)
+    batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    n_epochs: int | None = Field(None, ge=1, le=10_000)
+    clip_range: float | None = Field(None, gt=0, le=10)
+    train_freq: int | None = Field(None, ge=1, le=1_000_000)
+    gradient_steps: int | None = Field(None, ge=-1, le=1_000_000)
+    target_update_interval: int | None = Field(None, ge=1, le=100_000_000)
+    exploration_fraction: float | None = Field(None, ge=0, le=1)
+    exploration_initial_eps: float | None = Field(None, ge=0, le=1)
+    exploration_final_eps: float | None = Field(None, ge=0, le=1)
+    policy_delay: int | None = Field(None, ge=1, le=1000)
+    target_policy_noise: float | None = Field(None, ge=0, le=100)
+    target_noise_clip: float | None = Field(None, ge=0, le=100)
+
+    def given(self) -> dict[str, float | int]:
+        """The hyperparameters that were set explicitly."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+def _check_date(day: int, month: int, year: int) -> None:
+    dt.date(year, month, day)  # raises ValueError with a clear message
+
+
+class Experiment(Strict):
+    """One training run: what the original tool's DRL_battery.py flags described, as data."""
+
+    environment: str = Field(max_length=100, description="Sinergym environment id.")
+    episodes: int = Field(1, ge=1, le=10_000)
+    algorithm: Literal["PPO", "A2C", "DQN", "DDPG", "SAC", "TD3"] = "PPO"
+    reward: str = Field("linear", max_length=60, description="linear, exponential or a Sinergym reward class.")
+    normalization: bool = False
+    multiobs: bool = False
+    logger: bool = False
+    tensorboard: SafePath | None = Field(None, description="Local directory or gs:// URI; None disables.")
+    evaluation: bool = False
+    eval_freq: int = Field(2, ge=1, le=10_000, description="Evaluate every N training episodes.")
+    eval_length: int = Field(2, ge=1, le=1_000, description="Episodes per evaluation.")
+    log_interval: int = Field(1, ge=1, le=1_000_000)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    remote_store: bool = False
+    mlflow_store: bool = False
+    runperiod: tuple[int, int, int, int, int, int] | None = Field(
+        None, description="Simulated period (start day, month, year, end day, month, year)."
+    )
+    n_envs: int = Field(1, ge=1, le=64, description="Parallel simulations (PPO and A2C only).")
+    checkpoint_every: int = Field(1, ge=0, le=10_000, description="Checkpoint every N episodes; 0 disables.")
+    hyperparameters: Hyperparameters = Hyperparameters()
+
+    @field_validator("environment")
+    @classmethod
+    def _known_environment(cls, value: str) -> str:
+        resolved = catalog.resolve_environment(value)
+        if resolved is None:
+            raise ValueError(f"unknown Sinergym environment {value!r}")
+        return resolved
+
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, value: str) -> str:
+        if catalog.resolve_reward(value) is None:
+            known = ", ".join(sorted(catalog.REWARD_ALIASES) + sorted(catalog.REWARD_CLASSES))
+            raise ValueError(f"unknown reward {value!r} (known: {known})")
+        return value
+
+    @field_validator("runperiod")
+    @classmethod
+    def _valid_period(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        d1, m1, y1, d2, m2, y2 = value
+        _check_date(d1, m1, y1)
+        _check_date(d2, m2, y2)
+        if (y2, m2, d2) < (y1, m1, d1):
+            raise ValueError("runperiod ends before it starts")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        kind = catalog.action_space_kind(self.environment)
+        if kind not in catalog.ALGORITHM_ACTION_SPACES[self.algorithm]:
+            raise ValueError(f"{self.algorithm} cannot drive {self.environment}: it has a {kind} action space")
+        for name in self.hyperparameters.given():
+            allowed = flags.HYPERPARAMETERS[name].algorithms or frozenset()
+            if self.algorithm not in allowed:
+                raise ValueError(
+                    f"hyperparameter {name} does not apply to {self.algorithm} (it applies to {', '.join(sorted(allowed))})"
+                )
+        if self.n_envs > 1 and self.algorithm not in flags.ON_POLICY:
+            raise ValueError(f"n_envs > 1 is supported for PPO and A2C, not {self.algorithm}")
+        if self.tensorboard and ".." in self.tensorboard.split("/"):
+            raise ValueError("tensorboard path must not contain '..'")
+        return self
+
+    @property
+    def reward_class(self) -> str:
+        resolved = catalog.resolve_reward(self.reward)
+        assert resolved is not None  # checked by the validator
+        return resolved
+
+
+class Batch(Strict):
+    """A batch of experiments: one managed instance group, one VM per experiment.
+
+    This is the public contract of the ``experiment-batches`` topic: any service may publish it.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
+    group_name: GroupName = "sinergym-group"
+    zone: Zone = "europe-west1-b"
+    template_name: GceName = "sinergym-template"
+    results_bucket: BucketName | None = Field(None, description="Defaults to the deployment's results bucket.")
+    experiments: list[Experiment] = Field(min_length=1, max_length=MAX_EXPERIMENTS)
+    submitted_by: Label | None = None
+    submitted_at: dt.datetime | None = None
+
+    @property
+    def mig_parts(self) -> int:
+        return (len(self.experiments) - 1) // names.MIG_MAX_INSTANCES + 1
+
+
+class InstanceReady(Strict):
+    """Published by a VM once its trainer runtime is up and sshd listens."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    instance: GceName
+    zone: Zone
+    mig: GceName
+    batch_id: BatchId
+    address: str = Field(pattern=r"^[0-9.]{7,15}$|^[0-9a-f:]{2,39}$")
+    ssh_port: int = Field(22, ge=1, le=65535)
+    host_key_fingerprint: str = Field(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")
+    boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$", description="Changes at every boot of the VM.")
+
+
+class Completion(Strict):
+    """Published by the trainer when an experiment ends, on every path."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    batch_id: BatchId
+    experiment_index: int = Field(ge=0, lt=MAX_EXPERIMENTS)
+    experiment_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    instance: GceName
+    zone: Zone
+    boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+    status: ExperimentStatus
+    exit_reason: str = Field("", max_length=4000)
+    error_type: str | None = Field(None, max_length=200)
+    log_tail: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=50)
+    metrics: dict[Annotated[str, Field(max_length=100)], float] = Field(default_factory=dict)
+    output_uris: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=1000)
+    mlflow_run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,64}$")
+    timesteps: int = Field(0, ge=0)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class BadMessage(ValueError):
+    """A message that can never be processed: acknowledge it and dead-letter it, never retry."""
+
+
+def _summarise(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "message"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - 5
+    if more > 0:
+        parts.append(f"... and {more} more")
+    return "; ".join(parts)
+
+
+def parse[M: BaseModel](model: type[M], data: bytes | str | dict[str, Any]) -> M:
+    """Decode and validate a message, raising BadMessage with a reason a human can act on."""
+    if isinstance(data, bytes):
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise BadMessage(f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadMessage(f"message is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise BadMessage(f"message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise BadMessage(f"message must be a JSON object, not {type(data).__name__}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise BadMessage(f"unsupported schema_version {version!r}; this deployment reads version {SCHEMA_VERSION}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadMessage(f"invalid {model.__name__}: {_summarise(exc)}") from None
+
+
+def dump(message: BaseModel) -> bytes:
+    """The wire form of a message: compact JSON, unset optional fields left out."""
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def experiment_name(experiment: Experiment, submitted_at: dt.datetime, index: int) -> str:
+    """A unique, filesystem- and URL-safe name, as the original built it, made stable.
+
+    ``<ALG>-<env>-episodes-<n>[-seed-<s>]-<UTC time>-<index>``. The time is the batch's submission
+    time, not the trainer's start time, so that a VM replacing a preempted one finds the same name
+    (and so the same checkpoint and MLflow run).
+    """
+    stamp = submitted_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{experiment.algorithm}-{experiment.environment}-episodes-{experiment.episodes}"
+    if experiment.seed is not None:
+        name += f"-seed-{experiment.seed}"
+    name += f"-{stamp}-{index}"
+    return _SAFE_NAME.sub("-", name)

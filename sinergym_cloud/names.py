@@ -1,0 +1,140 @@
+"""Every name the system agrees on: topics, subscriptions, objects, groups and instances.
+
+One module, so that the publisher, the functions, the trainer, the local cloud and the Terraform
+checks all read the same strings. Names are derived, never looked up: an instance's name alone tells
+which batch and which experiment it serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+# Pub/Sub topics (the Terraform in infra/ declares the same names; a test checks it).
+TOPIC_BATCHES = "experiment-batches"
+TOPIC_READY = "instance-ready"
+TOPIC_COMPLETIONS = "experiment-completions"
+TOPIC_SWEEP = "sweeper-ticks"
+TOPICS = (TOPIC_BATCHES, TOPIC_READY, TOPIC_COMPLETIONS, TOPIC_SWEEP)
+
+
+def dead_letter_topic(topic: str) -> str:
+    """The dead-letter topic paired with ``topic``."""
+    return f"{topic}-dead-letter"
+
+
+# Which function consumes which topic.
+FUNCTION_TOPICS = {
+    "launch": TOPIC_BATCHES,
+    "dispatch": TOPIC_READY,
+    "cleanup": TOPIC_COMPLETIONS,
+    "sweeper": TOPIC_SWEEP,
+}
+
+
+def push_subscription(function: str) -> str:
+    """The subscription that delivers a function's topic to it."""
+    return f"{function}-push"
+
+
+# Metric types written to Cloud Monitoring (alert policies in infra/ filter on them).
+METRIC_PREFIX = "custom.googleapis.com/sinergym"
+METRIC_BATCH_FINISHED = f"{METRIC_PREFIX}/batch_finished"
+METRIC_EXPERIMENT_FAILED = f"{METRIC_PREFIX}/experiment_failed"
+METRIC_INSTANCE_OVERDUE = f"{METRIC_PREFIX}/instance_overdue"
+
+# Compute Engine names: 1-63 chars, [a-z]([-a-z0-9]{0,61}[a-z0-9])?
+GCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# The group name is a prefix: leave room for "-<short id>p<part>-<index>".
+GROUP_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+BATCH_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+# Compute Engine caps a managed instance group at 1000 instances: bigger batches are split.
+MIG_MAX_INSTANCES = 1000
+
+
+def batch_short_id(batch_id: str) -> str:
+    """An 8-character, name-safe digest of a batch id.
+
+    Batch ids are free-form (up to 63 characters), but instance names are capped at 63, so the
+    group and instance names carry this digest instead. It is deterministic: the same batch id
+    always names the same group, which is what makes a resubmitted batch a no-op.
+    """
+    digest = hashlib.sha256(batch_id.encode()).digest()
+    return base64.b32encode(digest).decode().lower()[:8]
+
+
+def mig_part(index: int) -> int:
+    """Which of a batch's groups holds experiment ``index``."""
+    return index // MIG_MAX_INSTANCES
+
+
+def mig_name(group: str, batch_id: str, part: int = 0) -> str:
+    """The managed instance group for part ``part`` of a batch."""
+    base = f"{group}-{batch_short_id(batch_id)}"
+    return base if part == 0 else f"{base}p{part}"
+
+
+def instance_name(group: str, batch_id: str, index: int) -> str:
+    """The one VM name experiment ``index`` of a batch runs on."""
+    return f"{mig_name(group, batch_id, mig_part(index))}-{index}"
+
+
+def experiment_index(mig: str, instance: str) -> int | None:
+    """The experiment index an instance of ``mig`` serves, or None if it is not one of ours.
+
+    Exact: the instance name must be the group name, a dash and a decimal index. No substring or
+    position matching.
+    """
+    prefix = f"{mig}-"
+    if not instance.startswith(prefix):
+        return None
+    tail = instance[len(prefix) :]
+    if not tail.isdigit() or (len(tail) > 1 and tail.startswith("0")):
+        return None
+    return int(tail)
+
+
+# Cloud Storage object names of the control plane's state (in the state bucket).
+def batch_prefix(batch_id: str) -> str:
+    return f"batches/{batch_id}/"
+
+
+def batch_object(batch_id: str) -> str:
+    """Create-only: the accepted batch. Its existence is the claim that the batch was accepted."""
+    return f"batches/{batch_id}/batch.json"
+
+
+def launch_object(batch_id: str) -> str:
+    """Compare-and-swap: what launch has created so far for the batch."""
+    return f"batches/{batch_id}/launch.json"
+
+
+def experiment_object(batch_id: str, index: int) -> str:
+    """Compare-and-swap: one experiment's state. One object each, so writers never contend."""
+    return f"batches/{batch_id}/experiments/{index:05d}.json"
+
+
+def experiments_prefix(batch_id: str) -> str:
+    return f"batches/{batch_id}/experiments/"
+
+
+def finalize_object(batch_id: str) -> str:
+    """Create-only claim, then compare-and-swap: the batch's one-time teardown (MIG delete, alert)."""
+    return f"batches/{batch_id}/finalize.json"
+
+
+def heartbeat_object(batch_id: str, index: int) -> str:
+    """Written by the trainer every few seconds; the sweeper reads its update time."""
+    return f"heartbeats/{batch_id}/{index:05d}.json"
+
+
+def checkpoint_prefix(batch_id: str, index: int) -> str:
+    """Where the trainer keeps its latest checkpoint, in the results bucket."""
+    return f"{batch_id}/checkpoints/{index:05d}/"
+
+
+def results_prefix(batch_id: str, experiment_name: str) -> str:
+    """Where an experiment's outputs go, in the results bucket: ``<batch>/<experiment>/``."""
+    return f"{batch_id}/{experiment_name}/"
