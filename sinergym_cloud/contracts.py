@@ -269,3 +269,21 @@ def experiment_name(experiment: Experiment, submitted_at: dt.datetime, index: in
         name += f"-seed-{experiment.seed}"
     name += f"-{stamp}-{index}"
     return _SAFE_NAME.sub("-", name)
+
+
+class TrainerSpec(Strict):
+    """What dispatch hands the trainer on the VM (over SSH, on stdin): one experiment, in context."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    project: str = Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+    batch_id: BatchId
+    experiment_index: int = Field(ge=0, lt=MAX_EXPERIMENTS)
+    experiment_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    group_name: GroupName
+    experiment: Experiment
+    results_bucket: BucketName
+    instance: GceName
+    zone: Zone
+    boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+    attempt: int = Field(1, ge=1)
+    mlflow_experiment: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")

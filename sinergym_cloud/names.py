@@ -125,16 +125,26 @@ def finalize_object(batch_id: str) -> str:
     return f"batches/{batch_id}/finalize.json"
 
 
-def heartbeat_object(batch_id: str, index: int) -> str:
-    """Written by the trainer every few seconds; the sweeper reads its update time."""
-    return f"heartbeats/{batch_id}/{index:05d}.json"
+def active_object(batch_id: str) -> str:
+    """Exists while a batch may have live VMs: the sweeper's index of what to look at."""
+    return f"active/{batch_id}"
 
 
-def checkpoint_prefix(batch_id: str, index: int) -> str:
-    """Where the trainer keeps its latest checkpoint, in the results bucket."""
-    return f"{batch_id}/checkpoints/{index:05d}/"
+ACTIVE_PREFIX = "active/"
 
 
+# Objects in the results bucket. Everything a trainer writes is under its experiment's prefix,
+# so its service account can be confined to that prefix (an IAM condition, see infra/).
 def results_prefix(batch_id: str, experiment_name: str) -> str:
-    """Where an experiment's outputs go, in the results bucket: ``<batch>/<experiment>/``."""
+    """Where an experiment's outputs go: ``<batch>/<experiment>/``."""
     return f"{batch_id}/{experiment_name}/"
+
+
+def heartbeat_object(batch_id: str, experiment_name: str) -> str:
+    """Rewritten by the trainer every few seconds; the sweeper reads its update time."""
+    return f"{results_prefix(batch_id, experiment_name)}heartbeat.json"
+
+
+def checkpoint_prefix(batch_id: str, experiment_name: str) -> str:
+    """The experiment's latest resumable checkpoint."""
+    return f"{results_prefix(batch_id, experiment_name)}checkpoint/"

@@ -1,6 +1,20 @@
+"""Cloud Function ``cleanup`` (2nd gen, CloudEvent from Pub/Sub): a completion message: record the result, remove the VM, tear the batch down when done.
+
+A thin entry point: decoding, the error policy and the work live in ``sinergym_cloud``.
+"""
+
+import logging
+
 import functions_framework
+from cloudevents.http import CloudEvent
+
+from sinergym_cloud import events, names, runtime
+from sinergym_cloud.control import cleanup as core
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 @functions_framework.cloud_event
-def cleanup(cloud_event):
-    print("cleanup", cloud_event["id"])
+def cleanup(cloud_event: CloudEvent) -> None:
+    rt = runtime.get()
+    events.handle(cloud_event, names.TOPIC_COMPLETIONS, lambda d: core.handle(rt, d), rt.clients.publish)

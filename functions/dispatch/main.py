@@ -1,6 +1,20 @@
+"""Cloud Function ``dispatch`` (2nd gen, CloudEvent from Pub/Sub): an instance-ready message: SSH to the VM and start its experiment's trainer.
+
+A thin entry point: decoding, the error policy and the work live in ``sinergym_cloud``.
+"""
+
+import logging
+
 import functions_framework
+from cloudevents.http import CloudEvent
+
+from sinergym_cloud import events, names, runtime
+from sinergym_cloud.control import dispatch as core
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 @functions_framework.cloud_event
-def dispatch(cloud_event):
-    print("dispatch", cloud_event["id"])
+def dispatch(cloud_event: CloudEvent) -> None:
+    rt = runtime.get()
+    events.handle(cloud_event, names.TOPIC_READY, lambda d: core.handle(rt, d), rt.clients.publish)

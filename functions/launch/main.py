@@ -1,6 +1,20 @@
+"""Cloud Function ``launch`` (2nd gen, CloudEvent from Pub/Sub): a batch message: validate, record, create the group and one VM per experiment.
+
+A thin entry point: decoding, the error policy and the work live in ``sinergym_cloud``.
+"""
+
+import logging
+
 import functions_framework
+from cloudevents.http import CloudEvent
+
+from sinergym_cloud import events, names, runtime
+from sinergym_cloud.control import launch as core
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 @functions_framework.cloud_event
-def launch(cloud_event):
-    print("launch", cloud_event["id"])
+def launch(cloud_event: CloudEvent) -> None:
+    rt = runtime.get()
+    events.handle(cloud_event, names.TOPIC_BATCHES, lambda d: core.handle(rt, d), rt.clients.publish)

@@ -1,6 +1,21 @@
+"""Cloud Function ``sweeper`` (2nd gen, CloudEvent from Pub/Sub, fed by Cloud Scheduler): retry or
+fail experiments whose trainer went silent or whose VM never came up, and finish stalled teardowns.
+
+A thin entry point: decoding, the error policy and the work live in ``sinergym_cloud``.
+"""
+
+import logging
+
 import functions_framework
+from cloudevents.http import CloudEvent
+
+from sinergym_cloud import events, names, runtime
+from sinergym_cloud.control import sweeper as core
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 @functions_framework.cloud_event
-def sweeper(cloud_event):
-    print("sweeper", cloud_event["id"])
+def sweeper(cloud_event: CloudEvent) -> None:
+    rt = runtime.get()
+    events.handle(cloud_event, names.TOPIC_SWEEP, lambda d: core.handle(rt, d), rt.clients.publish)

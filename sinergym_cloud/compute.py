@@ -1,0 +1,256 @@
+"""The narrow cloud module: the few Compute Engine verbs the control plane needs.
+
+Cloud-neutral verbs (ensure a group, create named instances, delete instances, delete a group,
+list members, wait) with Compute Engine behind them. Every call has a deadline and bounded retries
+on transient errors; every operation is waited for with ``ZoneOperationsClient.wait`` and a
+deadline (``ExtendedOperation.result()`` would poll Google's real endpoint, whatever endpoint the
+client was built with), and a failed operation raises the matching ``google.api_core`` exception.
+Instances are only ever removed through their group (``deleteInstances``), never directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from google.api_core import exceptions
+from google.cloud import compute_v1
+
+from sinergym_cloud import retry
+from sinergym_cloud.clients import Clients
+
+log = logging.getLogger(__name__)
+
+DONE = compute_v1.Operation.Status.DONE
+
+
+@dataclass(frozen=True)
+class Member:
+    """One instance of a managed instance group, as the group reports it."""
+
+    name: str
+    status: str  # the VM's status ("" before the VM exists)
+    action: str  # the group's current action on it (CREATING, NONE, DELETING, ...)
+    errors: tuple[str, ...] = field(default=())
+
+
+def raise_for_operation(op: compute_v1.Operation) -> None:
+    """Raise the api_core exception a failed operation stands for."""
+    if op.http_error_status_code:
+        errors = [{"code": e.code, "message": e.message} for e in op.error.errors] if op.error else []
+        message = "; ".join(f"{e['code']}: {e['message']}" for e in errors) or op.http_error_message
+        raise exceptions.from_http_status(op.http_error_status_code, f"operation {op.name} failed: {message}", errors=errors)
+    if op.error and op.error.errors:
+        # Only one of httpErrorStatusCode/httpErrorMessage is set, or neither: still a failure.
+        message = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
+        raise exceptions.GoogleAPICallError(f"operation {op.name} failed: {message}")
+
+
+class ComputeApi:
+    def __init__(self, clients: Clients, project: str, deadline: float = 120.0) -> None:
+        self.c = clients
+        self.project = project
+        self.deadline = deadline
+
+    # ------------------------------------------------------------- operations
+    def wait(self, op: compute_v1.Operation, zone: str | None, timeout: float | None = None) -> None:
+        """Wait for ``op`` to finish, at most ``timeout`` seconds, and raise if it failed."""
+        end = time.monotonic() + (timeout or self.deadline)
+        while op.status != DONE:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise exceptions.DeadlineExceeded(f"operation {op.name} not done after {timeout or self.deadline}s")
+            call_timeout = min(remaining, 150.0)
+            if zone:
+                op = self.c.zone_operations.wait(
+                    project=self.project, zone=zone, operation=op.name, timeout=call_timeout
+                )
+            else:
+                op = self.c.global_operations.wait(project=self.project, operation=op.name, timeout=call_timeout)
+        raise_for_operation(op)
+
+    def _call(self, what: str, fn: retry.Callable[[], compute_v1.Operation], zone: str | None) -> None:
+        """Issue a mutation with a request id (so a retry is never applied twice) and wait for it."""
+        op = retry.call(fn, what=what, deadline=self.deadline)
+        self.wait(op, zone)
+
+    # ------------------------------------------------------------------ groups
+    def ensure_group(self, zone: str, name: str, template: str) -> bool:
+        """Create the group (empty) unless it exists. True if this call created it."""
+        request_id = str(uuid.uuid4())
+        igm = compute_v1.InstanceGroupManager(
+            name=name,
+            base_instance_name=name,
+            instance_template=f"projects/{self.project}/global/instanceTemplates/{template}",
+            target_size=0,
+        )
+        try:
+            self._call(
+                f"create group {name}",
+                lambda: self.c.migs.insert_unary(
+                    project=self.project, zone=zone, instance_group_manager_resource=igm, request_id=request_id
+                ),
+                zone,
+            )
+            return True
+        except exceptions.Conflict:
+            return False
+
+    def template_exists(self, template: str) -> bool:
+        try:
+            retry.call(
+                lambda: self.c.templates.get(project=self.project, instance_template=template),
+                what=f"get template {template}",
+                deadline=self.deadline,
+            )
+            return True
+        except exceptions.NotFound:
+            return False
+
+    def group_exists(self, zone: str, name: str) -> bool:
+        try:
+            retry.call(
+                lambda: self.c.migs.get(project=self.project, zone=zone, instance_group_manager=name),
+                what=f"get group {name}",
+                deadline=self.deadline,
+            )
+            return True
+        except exceptions.NotFound:
+            return False
+
+    def list_groups(self, zone: str, prefix: str = "") -> list[compute_v1.InstanceGroupManager]:
+        pages = retry.call(
+            lambda: list(self.c.migs.list(project=self.project, zone=zone)),
+            what="list groups",
+            deadline=self.deadline,
+        )
+        return [g for g in pages if g.name.startswith(prefix)]
+
+    def members(self, zone: str, group: str) -> list[Member] | None:
+        """The group's instances, or None if the group does not exist."""
+        try:
+            managed = retry.call(
+                lambda: list(
+                    self.c.migs.list_managed_instances(project=self.project, zone=zone, instance_group_manager=group)
+                ),
+                what=f"list members of {group}",
+                deadline=self.deadline,
+            )
+        except exceptions.NotFound:
+            return None
+        result = []
+        for m in managed:
+            name = m.name or m.instance.rsplit("/", 1)[-1]
+            errors = tuple(f"{e.code}: {e.message}" for e in m.last_attempt.errors.errors) if m.last_attempt else ()
+            result.append(Member(name, m.instance_status or "", m.current_action or "", errors))
+        return result
+
+    def create_instances(self, zone: str, group: str, wanted: dict[str, dict[str, str]]) -> list[str]:
+        """Create the named instances that the group does not have yet. Returns the names created.
+
+        ``wanted`` maps instance name to the metadata preserved on it. Safe to repeat: existing names
+        are skipped, and a concurrent creation (409) is resolved by listing again.
+        """
+        for _ in range(3):
+            existing = {m.name for m in self.members(zone, group) or []}
+            missing = [n for n in wanted if n not in existing]
+            if not missing:
+                return []
+            configs = [
+                compute_v1.PerInstanceConfig(name=n, preserved_state=compute_v1.PreservedState(metadata=wanted[n]))
+                for n in missing
+            ]
+            request = compute_v1.InstanceGroupManagersCreateInstancesRequest(instances=configs)
+            request_id = str(uuid.uuid4())
+            try:
+                self._call(
+                    f"create {len(missing)} instance(s) in {group}",
+                    lambda: self.c.migs.create_instances_unary(
+                        project=self.project,
+                        zone=zone,
+                        instance_group_manager=group,
+                        instance_group_managers_create_instances_request_resource=request,
+                        request_id=request_id,
+                    ),
+                    zone,
+                )
+                return missing
+            except exceptions.Conflict:
+                log.info("some instances of %s were created concurrently; listing again", group)
+        raise exceptions.Conflict(f"could not create instances in {group}: concurrent changes")
+
+    def delete_instances(self, zone: str, group: str, instances: Iterable[str]) -> bool:
+        """Remove instances through their group. False if the group no longer exists."""
+        urls = [f"zones/{zone}/instances/{name}" for name in instances]
+        if not urls:
+            return True
+        request = compute_v1.InstanceGroupManagersDeleteInstancesRequest(
+            instances=urls, skip_instances_on_validation_error=True
+        )
+        request_id = str(uuid.uuid4())
+        try:
+            self._call(
+                f"delete {len(urls)} instance(s) of {group}",
+                lambda: self.c.migs.delete_instances_unary(
+                    project=self.project,
+                    zone=zone,
+                    instance_group_manager=group,
+                    instance_group_managers_delete_instances_request_resource=request,
+                    request_id=request_id,
+                ),
+                zone,
+            )
+            return True
+        except exceptions.NotFound:
+            return False
+
+    def recreate_instance(self, zone: str, group: str, instance: str) -> bool:
+        request = compute_v1.InstanceGroupManagersRecreateInstancesRequest(instances=[f"zones/{zone}/instances/{instance}"])
+        request_id = str(uuid.uuid4())
+        try:
+            self._call(
+                f"recreate {instance}",
+                lambda: self.c.migs.recreate_instances_unary(
+                    project=self.project,
+                    zone=zone,
+                    instance_group_manager=group,
+                    instance_group_managers_recreate_instances_request_resource=request,
+                    request_id=request_id,
+                ),
+                zone,
+            )
+            return True
+        except (exceptions.NotFound, exceptions.BadRequest):
+            return False
+
+    def delete_group(self, zone: str, name: str) -> bool:
+        """Delete the group and its instances. False if it did not exist (already deleted)."""
+        request_id = str(uuid.uuid4())
+        try:
+            self._call(
+                f"delete group {name}",
+                lambda: self.c.migs.delete_unary(
+                    project=self.project, zone=zone, instance_group_manager=name, request_id=request_id
+                ),
+                zone,
+            )
+            return True
+        except exceptions.NotFound:
+            return False
+        except exceptions.BadRequest as exc:
+            if "being deleted" in str(exc):
+                return False
+            raise
+
+    def instance(self, zone: str, name: str) -> compute_v1.Instance | None:
+        try:
+            return retry.call(
+                lambda: self.c.instances.get(project=self.project, zone=zone, instance=name),
+                what=f"get instance {name}",
+                deadline=self.deadline,
+            )
+        except exceptions.NotFound:
+            return None

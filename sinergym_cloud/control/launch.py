@@ -1,0 +1,224 @@
+"""launch: a batch message becomes state records, a managed instance group and one VM per experiment.
+
+Idempotent from top to bottom, so a redelivered or resubmitted batch converges on the same end
+state: the batch is claimed by a create-only object, experiment records are create-only, the group
+insert treats "already exists" as done, and ``createInstances`` only asks for the names the group
+does not have yet. Nothing is created for a batch that fails validation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions
+
+from sinergym_cloud import contracts, names, retry
+from sinergym_cloud.contracts import Batch, BadMessage
+from sinergym_cloud.events import Delivery, PermanentError
+from sinergym_cloud.records import ExperimentRecord, LaunchRecord
+from sinergym_cloud.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_LAUNCH_ATTEMPTS = 5
+
+
+def parse_batch(d: Delivery) -> Batch:
+    """The Batch in a message. A batch without an id gets one derived from the message id, so a
+    redelivery of the same message names the same batch."""
+    try:
+        raw: Any = json.loads(d.data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return contracts.parse(Batch, d.data)  # raises BadMessage with the precise reason
+    if isinstance(raw, dict) and not raw.get("batch_id") and d.message_id:
+        raw["batch_id"] = f"msg-{d.message_id}".lower()[:63]
+    return contracts.parse(Batch, raw)
+
+
+def handle(rt: Runtime, d: Delivery) -> None:
+    launch(rt, parse_batch(d), message_id=d.message_id)
+
+
+def mlflow_experiment(batch: Batch) -> str:
+    return f"{batch.group_name}.{batch.batch_id}"
+
+
+def plan(batch: Batch) -> list[tuple[str, list[int]]]:
+    """(group name, experiment indices) for each group of the batch: 1000 instances at most each."""
+    parts: dict[int, list[int]] = {}
+    for index in range(len(batch.experiments)):
+        parts.setdefault(names.mig_part(index), []).append(index)
+    return [(names.mig_name(batch.group_name, batch.batch_id, p), idx) for p, idx in sorted(parts.items())]
+
+
+def experiment_records(batch: Batch) -> list[ExperimentRecord]:
+    submitted = batch.submitted_at or datetime.now(UTC)
+    return [
+        ExperimentRecord(
+            batch_id=batch.batch_id,
+            index=i,
+            name=contracts.experiment_name(exp, submitted, i),
+            group=batch.group_name,
+            zone=batch.zone,
+            mig=names.mig_name(batch.group_name, batch.batch_id, names.mig_part(i)),
+            instance=names.instance_name(batch.group_name, batch.batch_id, i),
+            spec=exp,
+        )
+        for i, exp in enumerate(batch.experiments)
+    ]
+
+
+def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
+    state = rt.state
+    bid = batch.batch_id
+    current = state.read(names.launch_object(bid))
+    if current is None:
+        if not rt.compute.template_exists(batch.template_name):
+            raise PermanentError(
+                f"instance template {batch.template_name!r} does not exist in project {rt.settings.project}; "
+                "nothing was created (deploy infra/ or pass --template_name)"
+            )
+        if batch.submitted_at is None:
+            batch = batch.model_copy(update={"submitted_at": datetime.now(UTC)})
+        accepted = {"batch": batch.model_dump(mode="json"), "accepted_at": time.time(), "message_id": message_id}
+        state.create(names.batch_object(bid), accepted)
+        stored = state.read(names.batch_object(bid))
+        assert stored is not None
+        batch = Batch.model_validate(stored.data["batch"])  # the first accepted version wins
+        record = LaunchRecord(
+            batch_id=bid,
+            group=batch.group_name,
+            zone=batch.zone,
+            template=batch.template_name,
+            results_bucket=batch.results_bucket or rt.settings.results_bucket,
+            migs=[mig for mig, _ in plan(batch)],
+            experiments=len(batch.experiments),
+            mlflow_experiment=mlflow_experiment(batch),
+            message_id=message_id,
+        )
+        state.create(names.launch_object(bid), record.doc())
+    else:
+        stored = state.read(names.batch_object(bid))
+        if stored is None:
+            raise RuntimeError(f"batch {bid}: launch record without batch record")
+        if stored.data["batch"] != batch.model_dump(mode="json") and message_id != stored.data.get("message_id"):
+            log.info("batch %s was already accepted; the resubmission is ignored", bid)
+        batch = Batch.model_validate(stored.data["batch"])
+    record = LaunchRecord.model_validate(state.read(names.launch_object(bid)).data)  # type: ignore[union-attr]
+    if record.status != "launching":
+        log.info("batch %s is already %s: nothing to do", bid, record.status)
+        return record
+
+    def count_attempt(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["attempts"] = doc.get("attempts", 0) + 1
+        return doc
+
+    attempt_doc = state.update(names.launch_object(bid), count_attempt)
+    attempts = int((attempt_doc or {}).get("attempts", 1))
+    try:
+        _create(rt, batch, record)
+    except Exception as exc:
+        permanent = isinstance(exc, (exceptions.BadRequest, exceptions.NotFound, PermanentError))
+        if permanent or attempts >= MAX_LAUNCH_ATTEMPTS:
+            reason = f"launch failed after {attempts} attempt(s): {type(exc).__name__}: {exc}"
+            log.error("batch %s: %s; rolling back", bid, reason)
+            rollback(rt, batch, reason)
+            raise PermanentError(reason) from exc
+        log.warning("batch %s: launch attempt %d failed (%s); Pub/Sub will redeliver", bid, attempts, exc)
+        raise
+    return _mark_launched(rt, batch)
+
+
+def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
+    bid = batch.batch_id
+    _ensure_bucket(rt, record.results_bucket)
+    records = experiment_records(batch)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(
+            pool.map(
+                lambda r: rt.state.create(names.experiment_object(bid, r.index), r.doc(), r.object_metadata()),
+                records,
+            )
+        )
+    rt.state.put(names.active_object(bid), {"batch_id": bid, "since": time.time()})
+    for mig, indices in plan(batch):
+        if _cancelled(rt, bid):
+            return
+        rt.compute.ensure_group(batch.zone, mig, batch.template_name)
+        wanted = {
+            names.instance_name(batch.group_name, bid, i): {
+                "sinergym-batch-id": bid,
+                "sinergym-experiment-index": str(i),
+            }
+            for i in indices
+        }
+        created = rt.compute.create_instances(batch.zone, mig, wanted)
+        log.info("batch %s: group %s has %d instance(s) (%d created now)", bid, mig, len(wanted), len(created))
+
+
+def _cancelled(rt: Runtime, batch_id: str) -> bool:
+    current = rt.state.read(names.launch_object(batch_id))
+    return current is not None and current.data.get("status") == "cancelled"
+
+
+def _mark_launched(rt: Runtime, batch: Batch) -> LaunchRecord:
+    def launched(doc: dict[str, Any]) -> dict[str, Any] | None:
+        if doc["status"] != "launching":
+            return None
+        doc["status"] = "launched"
+        doc["launched_at"] = time.time()
+        return doc
+
+    doc = rt.state.update(names.launch_object(batch.batch_id), launched)
+    record = LaunchRecord.model_validate(doc)
+    if record.status == "cancelled":
+        # Cancelled while we were creating: undo what we made.
+        for mig in record.migs:
+            rt.compute.delete_group(batch.zone, mig)
+    log.info("batch %s: %s with %d experiment(s) in %s", batch.batch_id, record.status, record.experiments, record.migs)
+    return record
+
+
+def _ensure_bucket(rt: Runtime, bucket: str) -> None:
+    client = rt.clients.storage
+
+    def ensure() -> None:
+        if client.lookup_bucket(bucket, timeout=10) is None:
+            try:
+                client.create_bucket(bucket, timeout=10)
+                log.info("created results bucket %s", bucket)
+            except exceptions.Conflict:
+                pass
+
+    retry.call(ensure, what=f"ensure bucket {bucket}", deadline=60)
+
+
+def rollback(rt: Runtime, batch: Batch, reason: str) -> None:
+    """Undo a launch that cannot succeed: delete its groups, fail its experiments, say so once."""
+    from sinergym_cloud.control import cleanup
+
+    for mig, _ in plan(batch):
+        rt.compute.delete_group(batch.zone, mig)
+
+    def failed(doc: dict[str, Any]) -> dict[str, Any] | None:
+        if doc["status"] in ("failed", "cancelled"):
+            return None
+        doc["status"] = "failed"
+        doc["error"] = reason
+        return doc
+
+    rt.state.update(names.launch_object(batch.batch_id), failed)
+    for index in range(len(batch.experiments)):
+        cleanup.set_terminal(rt, batch.batch_id, index, "failed", reason)
+    cleanup.finalize_if_done(rt, batch.batch_id, owner=f"rollback-{batch.batch_id}")
+
+
+def validate_only(batch: Batch) -> None:
+    """What launch checks before touching the cloud (used by the publisher before publishing)."""
+    if not batch.experiments:
+        raise BadMessage("batch has no experiments")

@@ -1,0 +1,158 @@
+"""sweeper: the scheduled safety net (Cloud Scheduler -> Pub/Sub -> this; a timer on the local cloud).
+
+Completion messages drive the normal path. The sweeper catches what they cannot: a trainer that
+went silent (killed, out of memory: no heartbeat for ``heartbeat_timeout``), a VM that never
+became ready (``boot_timeout``: failed boot, quota, zone exhausted), a VM that vanished, a VM past
+the maximum runtime, a launch that never finished, and a batch teardown whose owner crashed.
+
+Lost experiments are retried, resuming from their checkpoint, within two separate budgets: infra
+losses (preemption, a vanished or never-ready VM) count against ``max_preemptions``, trainer
+deaths against ``max_failures``. Beyond the budget the experiment fails with the reason, its VM is
+removed through the group and on-call staff are alerted, through the same code as cleanup.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sinergym_cloud import metrics, names
+from sinergym_cloud.contracts import Batch
+from sinergym_cloud.control import cleanup, launch
+from sinergym_cloud.events import Delivery
+from sinergym_cloud.records import TERMINAL, ExperimentRecord, LaunchRecord
+from sinergym_cloud.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def handle(rt: Runtime, d: Delivery) -> None:
+    report = sweep(rt)
+    log.info("sweep: %s", report)
+
+
+def _meta(doc: dict[str, Any]) -> dict[str, str]:
+    return {"state": str(doc["state"]), "instance": str(doc["instance"])}
+
+
+def sweep(rt: Runtime, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    report: dict[str, Any] = {"batches": 0, "retried": [], "failed": [], "finalized": []}
+    active = [name.removeprefix(names.ACTIVE_PREFIX) for name, _, _ in rt.state.listing(names.ACTIVE_PREFIX)]
+    for batch_id in active:
+        report["batches"] += 1
+        try:
+            sweep_batch(rt, batch_id, now, report)
+        except Exception:  # noqa: BLE001 - one broken batch must not stop the sweep of the others
+            log.exception("sweeping batch %s failed", batch_id)
+    return report
+
+
+def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) -> None:
+    settings = rt.settings
+    launch_doc = rt.state.read(names.launch_object(batch_id))
+    if launch_doc is None:
+        return
+    record = LaunchRecord.model_validate(launch_doc.data)
+    if record.status == "launching":
+        if now - record.created_at > settings.boot_timeout:
+            stored = rt.state.read(names.batch_object(batch_id))
+            if stored is not None:
+                reason = f"launch did not complete within {settings.boot_timeout:.0f}s"
+                launch.rollback(rt, Batch.model_validate(stored.data["batch"]), reason)
+                report["failed"].append(batch_id)
+        return
+    members: dict[str, dict[str, Any]] = {}
+    for mig in record.migs:
+        for m in rt.compute.members(record.zone, mig) or []:
+            members[m.name] = {"status": m.status, "action": m.action, "errors": m.errors, "mig": mig}
+    for index, state in sorted(cleanup.experiment_states(rt, batch_id).items()):
+        if state in TERMINAL:
+            continue
+        current = rt.state.read(names.experiment_object(batch_id, index))
+        if current is None:
+            continue
+        rec = ExperimentRecord.model_validate(current.data)
+        verdict = diagnose(rt, rec, record, members.get(rec.instance), now)
+        if verdict is None:
+            continue
+        kind, reason = verdict
+        outcome = lose(rt, rec, kind, reason)
+        report["failed" if outcome == "failed" else "retried"].append(f"{batch_id}/{index}: {reason}")
+    if cleanup.finalize_if_done(rt, batch_id, owner="sweeper"):
+        report["finalized"].append(batch_id)
+
+
+def diagnose(
+    rt: Runtime, rec: ExperimentRecord, record: LaunchRecord, member: dict[str, Any] | None, now: float
+) -> tuple[str, str] | None:
+    """Why a live experiment is lost, as (budget, reason), or None if it looks healthy."""
+    s = rt.settings
+    if now - rec.created_at > s.max_runtime_hours * 3600:
+        metrics.instance_overdue(rt.clients, rec.batch_id, rec.instance, (now - rec.created_at) / 3600)
+        return "fatal", f"exceeded the maximum runtime of {s.max_runtime_hours:g} h"
+    if member is None:
+        return "infra", "its VM vanished from the group"
+    if rec.state == "running":
+        last = max(rec.running_at or 0.0, _heartbeat(rt, record.results_bucket, rec))
+        if now - last > s.heartbeat_timeout:
+            return "trainer", f"trainer silent for {now - last:.0f}s (no heartbeat)"
+        return None
+    since = max(rec.created_at, rec.dispatched_at or 0.0, rec.history[-1].at if rec.history else 0.0)
+    if now - since > s.boot_timeout:
+        errors = "; ".join(member["errors"]) if member["errors"] else f"VM {member['status'] or 'not created'}"
+        return "infra", f"VM not ready after {now - since:.0f}s ({errors})"
+    return None
+
+
+def _heartbeat(rt: Runtime, bucket: str, rec: ExperimentRecord) -> float:
+    blob = rt.clients.storage.bucket(bucket).get_blob(names.heartbeat_object(rec.batch_id, rec.name), timeout=10)
+    return blob.updated.timestamp() if blob is not None and blob.updated else 0.0
+
+
+def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str) -> str:
+    """Retry a lost experiment within its budget, or fail it. Returns "retried" or "failed"."""
+    s = rt.settings
+    path = names.experiment_object(rec.batch_id, rec.index)
+    outcome = ""
+
+    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal outcome
+        r = ExperimentRecord.model_validate(doc)
+        if r.terminal or r.boot_id != rec.boot_id or r.state != rec.state:
+            outcome = "unchanged"
+            return None  # it moved on meanwhile
+        if kind == "infra":
+            r.preemptions += 1
+            over = r.preemptions > s.max_preemptions
+        elif kind == "trainer":
+            r.failures += 1
+            over = r.failures > s.max_failures
+        else:
+            over = True
+        if over:
+            r.state = "failed"
+            r.reason = reason
+            r.finished_at = time.time()
+            outcome = "failed"
+        else:
+            r.state = "pending"
+            r.boot_id = None
+            outcome = "retried"
+        r.note(f"sweeper:{outcome}", reason)
+        return r.doc()
+
+    doc = rt.state.update(path, change, metadata=_meta)
+    if doc is None or outcome == "unchanged":
+        return "unchanged"
+    updated = ExperimentRecord.model_validate(doc)
+    log.warning("%s/%d %s: %s", rec.batch_id, rec.index, outcome, reason)
+    if outcome == "failed":
+        cleanup.settle(rt, updated)
+    else:
+        # Resume on a fresh VM of the same name: its boot publishes instance-ready again.
+        if not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):
+            wanted = {rec.instance: {"sinergym-batch-id": rec.batch_id, "sinergym-experiment-index": str(rec.index)}}
+            rt.compute.create_instances(rec.zone, rec.mig, wanted)
+    return outcome

@@ -1,0 +1,98 @@
+"""The Cloud Monitoring metrics that fire the on-call alerts (policies: infra/monitoring/)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from google.cloud import monitoring_v3
+
+from sinergym_cloud import names, retry
+from sinergym_cloud.clients import Clients
+
+log = logging.getLogger(__name__)
+
+
+def _label(value: Any) -> str:
+    # Label values are at most 1024 characters.
+    return str(value)[:1024]
+
+
+def write(clients: Clients, metric_type: str, labels: dict[str, Any], value: float = 1.0) -> None:
+    """Write one point of a gauge on the ``global`` resource."""
+    project = clients.settings.project
+    series = monitoring_v3.TimeSeries()
+    series.metric.type = metric_type
+    for key, val in labels.items():
+        series.metric.labels[key] = _label(val)
+    series.resource.type = "global"
+    series.resource.labels["project_id"] = project
+    now = time.time()
+    seconds = int(now)
+    point = monitoring_v3.Point(
+        {"interval": {"end_time": {"seconds": seconds, "nanos": int((now - seconds) * 1e9)}}, "value": {"double_value": value}}
+    )
+    series.points = [point]
+    retry.call(
+        lambda: clients.metrics.create_time_series(name=f"projects/{project}", time_series=[series], timeout=20),
+        what=f"write metric {metric_type}",
+        deadline=60,
+    )
+    log.info("metric %s written: %s", metric_type, labels)
+
+
+def batch_finished(clients: Clients, batch_id: str, group: str, counts: dict[str, int]) -> None:
+    write(
+        clients,
+        names.METRIC_BATCH_FINISHED,
+        {
+            "batch_id": batch_id,
+            "group": group,
+            "succeeded": counts.get("succeeded", 0),
+            "failed": counts.get("failed", 0),
+            "cancelled": counts.get("cancelled", 0),
+        },
+    )
+
+
+def experiment_failed(clients: Clients, batch_id: str, experiment: str, reason: str) -> None:
+    write(
+        clients,
+        names.METRIC_EXPERIMENT_FAILED,
+        {"batch_id": batch_id, "experiment": experiment, "reason": reason.splitlines()[0] if reason else "unknown"},
+    )
+
+
+def instance_overdue(clients: Clients, batch_id: str, instance: str, hours: float) -> None:
+    write(clients, names.METRIC_INSTANCE_OVERDUE, {"batch_id": batch_id, "instance": instance}, value=hours)
+
+
+def raised(clients: Clients, batch_id: str, since_hours: float = 24 * 30) -> list[dict[str, Any]]:
+    """The alert-firing points written for a batch (what on-call staff were told)."""
+    project = clients.settings.project
+    now = time.time()
+    found: list[dict[str, Any]] = []
+    for metric in (names.METRIC_BATCH_FINISHED, names.METRIC_EXPERIMENT_FAILED, names.METRIC_INSTANCE_OVERDUE):
+        interval = monitoring_v3.TimeInterval(
+            {"end_time": {"seconds": int(now) + 60}, "start_time": {"seconds": int(now - since_hours * 3600)}}
+        )
+        results = clients.metrics.list_time_series(
+            request={
+                "name": f"projects/{project}",
+                "filter": f'metric.type = "{metric}" AND metric.labels.batch_id = "{batch_id}"',
+                "interval": interval,
+                "view": monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
+            },
+            timeout=20,
+        )
+        for series in results:
+            for point in series.points:
+                found.append(
+                    {
+                        "metric": metric.rsplit("/", 1)[-1],
+                        "labels": dict(series.metric.labels),
+                        "time": point.interval.end_time.isoformat() if point.interval.end_time else "",
+                    }
+                )
+    return found

@@ -1,0 +1,94 @@
+"""The documents the control plane keeps per batch and per experiment in the state bucket."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sinergym_cloud.contracts import Experiment
+
+ExperimentState = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+HISTORY_LIMIT = 50
+
+
+class Event(BaseModel):
+    at: float = Field(default_factory=time.time)
+    event: str
+    detail: str = ""
+
+
+class Record(BaseModel):
+    # Records outlive code versions: unknown fields from a newer version are kept, not rejected.
+    model_config = ConfigDict(extra="allow")
+
+    def doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ExperimentRecord(Record):
+    batch_id: str
+    index: int
+    name: str
+    group: str
+    zone: str
+    mig: str
+    instance: str
+    spec: Experiment
+    state: ExperimentState = "pending"
+    boot_id: str | None = None
+    attempts: int = 0
+    preemptions: int = 0
+    failures: int = 0
+    created_at: float = Field(default_factory=time.time)
+    dispatched_at: float | None = None
+    running_at: float | None = None
+    finished_at: float | None = None
+    delete_requested_at: float | None = None
+    alerted_at: float | None = None
+    reason: str = ""
+    mlflow_run_id: str | None = None
+    output_uris: list[str] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    timesteps: int = 0
+    history: list[Event] = Field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def note(self, event: str, detail: str = "") -> None:
+        self.history.append(Event(event=event, detail=detail[:500]))
+        del self.history[:-HISTORY_LIMIT]
+
+    def object_metadata(self) -> dict[str, str]:
+        return {"state": self.state, "instance": self.instance}
+
+
+class LaunchRecord(Record):
+    batch_id: str
+    status: Literal["launching", "launched", "failed", "cancelled"] = "launching"
+    group: str
+    zone: str
+    template: str
+    results_bucket: str
+    migs: list[str]
+    experiments: int
+    mlflow_experiment: str
+    message_id: str = ""
+    created_at: float = Field(default_factory=time.time)
+    launched_at: float | None = None
+    attempts: int = 0
+    error: str = ""
+
+
+class FinalizeRecord(Record):
+    owner: str
+    claimed_at: float = Field(default_factory=time.time)
+    lease_until: float
+    mig_deleted: bool = False
+    alerted: bool = False
+    counts: dict[str, int] = Field(default_factory=dict)
+    finished_at: float | None = None

@@ -1,0 +1,72 @@
+"""Bounded retries with exponential backoff and a deadline (invariant 6: every wait has a timeout)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from google.api_core import exceptions
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: the service is busy or briefly unavailable, or we are rate limited."""
+    if isinstance(
+        exc,
+        (
+            exceptions.ServiceUnavailable,
+            exceptions.TooManyRequests,
+            exceptions.InternalServerError,
+            exceptions.BadGateway,
+            exceptions.GatewayTimeout,
+            exceptions.DeadlineExceeded,
+            exceptions.Aborted,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ):
+        return True
+    if isinstance(exc, exceptions.Forbidden):
+        reasons = {getattr(e, "get", lambda k, d=None: d)("reason") for e in (exc.errors or []) if isinstance(e, dict)}
+        return "rateLimitExceeded" in reasons or "rateLimitExceeded" in str(exc)
+    return False
+
+
+def call(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    deadline: float = 60.0,
+    initial: float = 0.25,
+    maximum: float = 8.0,
+    transient: Callable[[BaseException], bool] = is_transient,
+) -> T:
+    """Call ``fn`` until it succeeds, a non-transient error occurs, or ``deadline`` seconds pass.
+
+    The last transient error is re-raised at the deadline, so the caller (a function) fails and
+    Pub/Sub redelivers the message later: the retry budget of one invocation stays bounded.
+    """
+    end = time.monotonic() + deadline
+    delay = initial
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                log.warning("%s: giving up after %d attempts: %s", what, attempt, exc)
+                raise
+            pause = min(delay * (0.5 + random.random()), remaining, maximum)
+            log.info("%s: transient error (%s), retry %d in %.2fs", what, type(exc).__name__, attempt, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, maximum)

@@ -1,0 +1,38 @@
+"""What a function or a command needs to act: settings, clients, the state store, the compute API.
+
+Built once per process (module-level and lazy in the function entry points), passed to core code.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from sinergym_cloud.clients import Clients
+from sinergym_cloud.compute import ComputeApi
+from sinergym_cloud.config import Settings
+from sinergym_cloud.state import StateStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clients: Clients
+
+    @functools.cached_property
+    def state(self) -> StateStore:
+        return StateStore(self.clients.storage, self.settings.state_bucket)
+
+    @functools.cached_property
+    def compute(self) -> ComputeApi:
+        return ComputeApi(self.clients, self.settings.project)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        return cls(settings, Clients(settings))
+
+
+@functools.cache
+def get() -> Runtime:
+    """The process's runtime, from the environment."""
+    return Runtime.from_settings(Settings.from_env())

@@ -1,0 +1,112 @@
+"""``sinergym-vm``: the small agent dispatch talks to over SSH, on the VM (or in its container).
+
+``sinergym-vm start-trainer`` reads a TrainerSpec on stdin, writes it to the VM's disk and starts
+the trainer detached (its own session, output to a log file), so that the SSH session can end
+while training goes on. It answers one JSON line. It is idempotent per experiment and boot: a file
+lock serialises concurrent calls, and once a trainer was started on this VM, a repeated call
+reports it instead of starting a second one (a trainer that died is the sweeper's business, which
+retries it within the experiment's budget).
+
+The VM's home is ``$SINERGYM_VM_HOME`` (each local VM's sshd sets it) or ``/var/lib/sinergym``. If
+the home holds a ``vm.json`` (written by the local cloud), its ``env`` is the trainer's
+environment, as the container's environment is on Google Cloud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sinergym_cloud import procinfo
+from sinergym_cloud.contracts import TrainerSpec
+
+DEFAULT_HOME = "/var/lib/sinergym"
+
+
+def home() -> Path:
+    return Path(os.environ.get("SINERGYM_VM_HOME", DEFAULT_HOME))
+
+
+def vm_env(root: Path) -> dict[str, str]:
+    try:
+        data: dict[str, Any] = json.loads((root / "vm.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.get("env", {}).items()}
+
+
+def experiment_dir(root: Path, spec: TrainerSpec) -> Path:
+    return root / "experiments" / f"{spec.batch_id}-{spec.experiment_index}"
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        info = json.loads(pid_file.read_text())
+        return procinfo.alive(int(info["pid"]), int(info["start"]))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def start_trainer(raw: bytes) -> dict[str, Any]:
+    try:
+        spec = TrainerSpec.model_validate_json(raw)
+    except ValidationError as exc:
+        return {"status": "rejected", "reason": str(exc).splitlines()[0]}
+    root = home()
+    workdir = experiment_dir(root, spec)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pid_file = workdir / "trainer.pid"
+    with open(workdir / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if pid_file.exists():
+            return {"status": "running" if _alive(pid_file) else "exited", "workdir": str(workdir)}
+        spec_file = workdir / "spec.json"
+        spec_file.write_text(spec.model_dump_json(indent=2))
+        env = {**os.environ, **vm_env(root), "SINERGYM_VM_HOME": str(root)}
+        with open(workdir / "trainer.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "trainer", "run", "--spec", str(spec_file)],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        start = procinfo.start_time(process.pid)
+        pid_file.write_text(json.dumps({"pid": process.pid, "start": start, "boot_id": spec.boot_id}))
+        return {"status": "started", "pid": process.pid, "workdir": str(workdir)}
+
+
+def status() -> dict[str, Any]:
+    root = home()
+    trainers = {}
+    for pid_file in sorted((root / "experiments").glob("*/trainer.pid")):
+        trainers[pid_file.parent.name] = "running" if _alive(pid_file) else "exited"
+    return {"home": str(root), "trainers": trainers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sinergym-vm", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("start-trainer", help="start the trainer for the TrainerSpec read on stdin (idempotent)")
+    sub.add_parser("status", help="the trainers of this VM")
+    args = parser.parse_args(argv)
+    if args.command == "start-trainer":
+        result = start_trainer(sys.stdin.buffer.read(1024 * 1024))
+        print(json.dumps(result))
+        return 0 if result["status"] != "rejected" else 2
+    print(json.dumps(status()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

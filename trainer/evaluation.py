@@ -1,0 +1,56 @@
+"""Evaluation during training: every ``eval_freq`` episodes, ``eval_length`` deterministic episodes on
+a separate environment (with the training environment's normalization statistics, frozen), the
+best model kept.
+
+The evaluation environment lives in its own process: EnergyPlus keeps process-wide state
+(Sinergym's simulator clears the runtime's callbacks of every simulation when one stops), so two
+simulations in one process deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sinergym_cloud.contracts import Experiment
+
+if TYPE_CHECKING:
+    from trainer.run import Runner
+
+log = logging.getLogger(__name__)
+
+
+class Evaluator:
+    def __init__(self, runner: Runner, experiment: Experiment, episode_len: int) -> None:
+        self.runner = runner
+        self.experiment = experiment
+        self.episode_len = episode_len
+        self.env: Any = None
+        self.best: float | None = None
+        self.dir = runner.workdir / "eval"
+        self.best_path = self.dir / "best_model.zip"
+
+    def evaluate(self, model: Any, train_env: Any, episode: int) -> float:
+        from stable_baselines3.common.evaluation import evaluate_policy
+
+        from trainer import envs, tracking
+
+        if self.env is None:
+            experiment, name = self.experiment, f"{self.runner.ctx.name}-eval"
+            self.env = envs.vectorize([lambda: envs.monitored(envs.make_env(experiment, name, evaluation=True))], subprocess=True)
+        if self.experiment.normalization:
+            rms = train_env.env_method("get_wrapper_attr", "obs_rms", indices=[0])[0]
+            self.env.env_method("set_wrapper_attr", "obs_rms", rms)
+        mean, std = evaluate_policy(model, self.env, n_eval_episodes=self.experiment.eval_length, deterministic=True)
+        mean, std = float(mean), float(std)
+        tracking.log_eval(mean, std, episode)
+        log.info("evaluation after episode %d: mean reward %.2f (std %.2f)", episode, mean, std)
+        if self.best is None or mean > self.best:
+            self.best = mean
+            self.dir.mkdir(parents=True, exist_ok=True)
+            model.save(self.best_path)
+        return mean
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()

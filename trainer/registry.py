@@ -1,0 +1,39 @@
+"""Algorithms and their hyperparameters, rl-baselines3-zoo style.
+
+``ALGOS`` maps a name to its Stable-Baselines3 class; ``hyperparameters`` reads
+``hyperparams/<ALGO>.yml`` (keyed by environment id, with a ``default``) and lays the experiment's
+explicit values over it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from sinergym_cloud.contracts import Experiment
+
+
+def algos() -> dict[str, type[Any]]:
+    """Imported lazily: torch is heavy, and ``--help`` should not wait for it."""
+    from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+
+    return {"PPO": PPO, "A2C": A2C, "DQN": DQN, "DDPG": DDPG, "SAC": SAC, "TD3": TD3}
+
+
+def load_table(algorithm: str) -> dict[str, dict[str, Any]]:
+    text = resources.files("trainer").joinpath("hyperparams", f"{algorithm}.yml").read_text()
+    table = yaml.safe_load(text) or {}
+    if "default" not in table:
+        raise ValueError(f"hyperparams/{algorithm}.yml has no `default` entry")
+    return table
+
+
+def hyperparameters(experiment: Experiment) -> dict[str, Any]:
+    """The effective hyperparameters: YAML default, then the environment's entry, then the experiment."""
+    table = load_table(experiment.algorithm)
+    values = dict(table["default"])
+    values.update(table.get(experiment.environment, {}) or {})
+    values.update(experiment.hyperparameters.given())
+    return values

@@ -1,0 +1,159 @@
+"""Uploading outputs to Cloud Storage and proving they arrived.
+
+Every file is uploaded whole, then its MD5 as reported by Cloud Storage is compared with the local
+one; a manifest (path, size, md5) is written last. The completion message is only sent after this
+verification (invariant 5). TensorBoard cannot append to ``gs://`` without losing data, so event
+files are written locally and synced as whole files (``Syncer``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.cloud import storage
+
+from sinergym_cloud import retry
+
+log = logging.getLogger(__name__)
+
+
+def md5_b64(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode()
+
+
+class VerificationError(RuntimeError):
+    """An uploaded object does not match its local file."""
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    path: str
+    size: int
+    md5: str
+
+
+def upload_file(bucket: storage.Bucket, local: Path, name: str) -> Uploaded:
+    expected = md5_b64(local)
+    blob = bucket.blob(name)
+
+    def put() -> None:
+        blob.upload_from_filename(str(local), timeout=120)
+        blob.reload(timeout=30)
+
+    retry.call(put, what=f"upload {name}", deadline=300)
+    if blob.md5_hash and blob.md5_hash != expected:
+        raise VerificationError(f"gs://{bucket.name}/{name}: md5 {blob.md5_hash} != local {expected}")
+    if blob.size is not None and blob.size != local.stat().st_size:
+        raise VerificationError(f"gs://{bucket.name}/{name}: {blob.size} bytes != local {local.stat().st_size}")
+    return Uploaded(name, local.stat().st_size, expected)
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def upload_tree(bucket: storage.Bucket, root: Path, prefix: str) -> list[Uploaded]:
+    """Upload every file under ``root`` to ``prefix``, verified. Returns what was uploaded."""
+    done = []
+    for path in files_under(root):
+        done.append(upload_file(bucket, path, prefix + path.relative_to(root).as_posix()))
+    return done
+
+
+def write_manifest(bucket: storage.Bucket, prefix: str, uploaded: Iterable[Uploaded]) -> str:
+    manifest = [{"path": u.path, "size": u.size, "md5": u.md5} for u in uploaded]
+    name = prefix + "MANIFEST.json"
+    blob = bucket.blob(name)
+    retry.call(
+        lambda: blob.upload_from_string(json.dumps(manifest, indent=1), content_type="application/json", timeout=60),
+        what=f"upload {name}",
+        deadline=120,
+    )
+    return name
+
+
+def verify_manifest(bucket: storage.Bucket, prefix: str) -> list[str]:
+    """Problems found comparing the manifest with what the bucket holds (empty: all good)."""
+    blob = bucket.get_blob(prefix + "MANIFEST.json", timeout=30)
+    if blob is None:
+        return [f"no manifest at gs://{bucket.name}/{prefix}MANIFEST.json"]
+    problems = []
+    for entry in json.loads(blob.download_as_bytes(timeout=30)):
+        stored = bucket.get_blob(entry["path"], timeout=30)
+        if stored is None:
+            problems.append(f"missing: {entry['path']}")
+        elif stored.md5_hash and stored.md5_hash != entry["md5"]:
+            problems.append(f"corrupt: {entry['path']}")
+    return problems
+
+
+def download_prefix(bucket: storage.Bucket, prefix: str, target: Path) -> list[Path]:
+    """Download every object under ``prefix`` into ``target`` (keeping relative paths)."""
+    got = []
+    for blob in bucket.client.list_blobs(bucket, prefix=prefix, timeout=60):
+        relative = blob.name[len(prefix) :]
+        if not relative or relative.endswith("/"):
+            continue
+        local = target / relative
+        local.parent.mkdir(parents=True, exist_ok=True)
+        blob.download_to_filename(str(local), timeout=300)
+        got.append(local)
+    return got
+
+
+class Syncer:
+    """Uploads whole files of a growing directory at a steady interval (TensorBoard event files)."""
+
+    def __init__(self, bucket: storage.Bucket, root: Path, prefix: str, every: float) -> None:
+        self.bucket = bucket
+        self.root = root
+        self.prefix = prefix
+        self.every = every
+        self.sent: dict[Path, tuple[int, float]] = {}
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="tensorboard-sync", daemon=True)
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.every):
+            try:
+                self.sync()
+            except Exception as exc:  # noqa: BLE001 - a missed sync is retried at the next interval
+                log.warning("tensorboard sync to gs://%s/%s failed: %s", self.bucket.name, self.prefix, exc)
+
+    def sync(self) -> list[Uploaded]:
+        """Upload the files that changed since the last sync."""
+        uploaded = []
+        with self.lock:
+            if not self.root.exists():
+                return []
+            for path in files_under(self.root):
+                stat = path.stat()
+                key = (stat.st_size, stat.st_mtime)
+                if self.sent.get(path) == key:
+                    continue
+                uploaded.append(upload_file(self.bucket, path, self.prefix + path.relative_to(self.root).as_posix()))
+                self.sent[path] = key
+        return uploaded
+
+    def close(self) -> list[Uploaded]:
+        """Stop the thread and do a final, complete sync."""
+        self.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=60)
+        self.sync()
+        return [Uploaded(self.prefix + p.relative_to(self.root).as_posix(), s, "") for p, (s, _) in self.sent.items()]

@@ -1,0 +1,144 @@
+"""MLflow for one experiment: one run per experiment, resumed (not restarted) after a preemption."""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sinergym_cloud import retry
+
+if TYPE_CHECKING:
+    from trainer.run import Context, Runner
+
+log = logging.getLogger(__name__)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A lost creation race or a server hiccup; MLflow's HTTP client already retries connection errors."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return exc.error_code in ("RESOURCE_ALREADY_EXISTS", "TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR")
+    return isinstance(exc, ConnectionError) or retry.is_transient(exc)
+
+
+def start(ctx: Context, run_id: str | None) -> Any:
+    import mlflow
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        # No server: a local SQLite store beside the outputs (browse it with `mlflow ui --backend-store-uri ...`).
+        mlflow.set_tracking_uri(f"sqlite:///{Path.cwd().parent / 'mlflow.db'}")
+    retry.call(lambda: mlflow.set_experiment(ctx.mlflow_experiment), what="mlflow experiment", deadline=60, transient=_transient)
+    if run_id:
+        run = retry.call(lambda: mlflow.start_run(run_id=run_id), what="resume mlflow run", deadline=60, transient=_transient)
+        mlflow.set_tag("attempt", str(ctx.attempt))
+        log.info("resumed MLflow run %s", run.info.run_id)
+        return run
+    tags = {
+        "batch_id": ctx.batch_id,
+        "experiment_index": str(ctx.index),
+        "group": ctx.group,
+        "instance": ctx.instance or "local",
+        "attempt": str(ctx.attempt),
+        "algorithm": ctx.experiment.algorithm,
+        "environment": ctx.experiment.environment,
+    }
+    run = retry.call(
+        lambda: mlflow.start_run(run_name=ctx.name, tags=tags), what="start mlflow run", deadline=60, transient=_transient
+    )
+    log.info("MLflow run %s in experiment %s", run.info.run_id, ctx.mlflow_experiment)
+    return run
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def log_params(ctx: Context, hyper: dict[str, Any], episode_len: int, total: int) -> None:
+    import mlflow
+    import sinergym
+
+    from trainer.envs import energyplus_version
+
+    exp = ctx.experiment
+    params: dict[str, Any] = {
+        "env": exp.environment,
+        "episodes": exp.episodes,
+        "algorithm": exp.algorithm,
+        "reward": exp.reward_class,
+        "normalization": exp.normalization,
+        "multi-observations": exp.multiobs,
+        "logger": exp.logger,
+        "tensorboard": exp.tensorboard,
+        "evaluation": exp.evaluation,
+        "evaluation-frequency": exp.eval_freq,
+        "evaluation-length": exp.eval_length,
+        "log-interval": exp.log_interval,
+        "seed": exp.seed,
+        "remote-store": exp.remote_store,
+        "runperiod": exp.runperiod,
+        "n-envs": exp.n_envs,
+        "episode-timesteps": episode_len,
+        "total-timesteps": total,
+        "sinergym-version": sinergym.__version__,
+        "energyplus-version": energyplus_version(),
+        "sinergym-cloud-version": _version("sinergym-cloud"),
+        "stable-baselines3-version": _version("stable-baselines3"),
+    }
+    params.update({f"hp.{k}": v for k, v in hyper.items() if k != "action_noise"})
+    mlflow.log_params({k: str(v) for k, v in params.items()})
+
+
+def log_episode(summary: dict[str, float], episode: int) -> None:
+    import mlflow
+
+    try:
+        mlflow.log_metrics({f"train/{k}": float(v) for k, v in summary.items()}, step=episode)
+    except Exception as exc:  # noqa: BLE001 - a lost metric point must not kill hours of training
+        log.warning("episode %d metrics not logged to MLflow: %s", episode, exc)
+
+
+def log_eval(mean: float, std: float, episode: int) -> None:
+    import mlflow
+
+    try:
+        mlflow.log_metrics({"eval/mean_reward": mean, "eval/std_reward": std}, step=episode)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("evaluation metrics not logged to MLflow: %s", exc)
+
+
+def finish(runner: Runner, run: Any) -> None:
+    """The final model and Sinergym's CSV monitors as artifacts (the whole output with --mlflow_store)."""
+    import mlflow
+
+    if runner.stop_requested.is_set():
+        return
+    for model in ("model.zip", "best_model.zip"):
+        path = runner.models / model
+        if path.exists():
+            mlflow.log_artifact(str(path), artifact_path="models")
+    if runner.ctx.experiment.mlflow_store:
+        mlflow.log_artifacts(str(runner.out), artifact_path="sinergym")
+    else:
+        for csv in sorted(runner.out.rglob("*.csv")):
+            relative = csv.parent.relative_to(runner.out).as_posix()
+            mlflow.log_artifact(str(csv), artifact_path=f"monitors/{relative}")
+    final = {k: v for k, v in runner.outcome.metrics.items() if isinstance(v, (int, float))}
+    if final:
+        mlflow.log_metrics({f"summary/{k}": float(v) for k, v in final.items()})
+
+
+def end(killed: str | None, failed: bool) -> None:
+    import mlflow
+
+    status = "FAILED" if failed else (killed or "FINISHED")
+    try:
+        mlflow.end_run(status=status)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not close the MLflow run: %s", exc)
