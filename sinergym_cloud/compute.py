@@ -91,7 +91,9 @@ class ComputeApi:
             self._call(
                 f"create group {name}",
                 lambda: self.c.migs.insert_unary(
-                    project=self.project, zone=zone, instance_group_manager_resource=igm, request_id=request_id
+                    request=compute_v1.InsertInstanceGroupManagerRequest(
+                        project=self.project, zone=zone, instance_group_manager_resource=igm, request_id=request_id
+                    )
                 ),
                 zone,
             )
@@ -169,11 +171,13 @@ class ComputeApi:
                 self._call(
                     f"create {len(missing)} instance(s) in {group}",
                     lambda: self.c.migs.create_instances_unary(
-                        project=self.project,
-                        zone=zone,
-                        instance_group_manager=group,
-                        instance_group_managers_create_instances_request_resource=request,
-                        request_id=request_id,
+                        request=compute_v1.CreateInstancesInstanceGroupManagerRequest(
+                            project=self.project,
+                            zone=zone,
+                            instance_group_manager=group,
+                            instance_group_managers_create_instances_request_resource=request,
+                            request_id=request_id,
+                        )
                     ),
                     zone,
                 )
@@ -195,11 +199,13 @@ class ComputeApi:
             self._call(
                 f"delete {len(urls)} instance(s) of {group}",
                 lambda: self.c.migs.delete_instances_unary(
-                    project=self.project,
-                    zone=zone,
-                    instance_group_manager=group,
-                    instance_group_managers_delete_instances_request_resource=request,
-                    request_id=request_id,
+                    request=compute_v1.DeleteInstancesInstanceGroupManagerRequest(
+                        project=self.project,
+                        zone=zone,
+                        instance_group_manager=group,
+                        instance_group_managers_delete_instances_request_resource=request,
+                        request_id=request_id,
+                    )
                 ),
                 zone,
             )
@@ -214,11 +220,13 @@ class ComputeApi:
             self._call(
                 f"recreate {instance}",
                 lambda: self.c.migs.recreate_instances_unary(
-                    project=self.project,
-                    zone=zone,
-                    instance_group_manager=group,
-                    instance_group_managers_recreate_instances_request_resource=request,
-                    request_id=request_id,
+                    request=compute_v1.RecreateInstancesInstanceGroupManagerRequest(
+                        project=self.project,
+                        zone=zone,
+                        instance_group_manager=group,
+                        instance_group_managers_recreate_instances_request_resource=request,
+                        request_id=request_id,
+                    )
                 ),
                 zone,
             )
@@ -233,7 +241,9 @@ class ComputeApi:
             self._call(
                 f"delete group {name}",
                 lambda: self.c.migs.delete_unary(
-                    project=self.project, zone=zone, instance_group_manager=name, request_id=request_id
+                    request=compute_v1.DeleteInstanceGroupManagerRequest(
+                        project=self.project, zone=zone, instance_group_manager=name, request_id=request_id
+                    )
                 ),
                 zone,
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ZONE = "europe-west1-b"
@@ -40,7 +40,6 @@ class Settings:
     heartbeat_timeout: float = 600.0
     boot_timeout: float = 900.0
     max_runtime_hours: float = 48.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def local(self) -> bool:

@@ -1,0 +1,82 @@
+"""Declarative batches: a YAML file describing a study, turned into a Batch.
+
+```yaml
+batch_id: hot-vs-mixed-1            # optional; resubmitting the same id is a no-op
+group_name: sinergym-group          # optional (default sinergym-group)
+zone: europe-west1-b                # optional
+template_name: sinergym-template    # optional
+defaults:                           # optional: applied to every experiment below
+  episodes: 3
+  runperiod: [1, 1, 1991, 7, 1, 1991]
+  logger: true
+experiments:
+  - environment: Eplus-5zone-hot-continuous-v1
+    algorithm: PPO
+    seeds: [1, 2, 3]                # one experiment per seed
+    hyperparameters: {n_steps: 256}
+  - command: python3 DRL_battery.py --environment Eplus-5zone-mixed-discrete-v1 --algorithm DQN --seed 7
+```
+
+Each entry is either Experiment fields (see the Batch JSON Schema in docs/) or a legacy ``command``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sinergym_cloud import legacy
+from sinergym_cloud.contracts import Experiment
+
+BATCH_KEYS = {"batch_id", "group_name", "zone", "template_name", "results_bucket", "defaults", "experiments"}
+
+
+class BatchFileError(ValueError):
+    pass
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The Batch fields a YAML batch file describes (experiments already validated)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise BatchFileError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BatchFileError(f"{path}: expected a mapping with an `experiments` list")
+    unknown = set(data) - BATCH_KEYS
+    if unknown:
+        raise BatchFileError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(BATCH_KEYS))}")
+    defaults = data.get("defaults") or {}
+    entries = data.get("experiments")
+    if not isinstance(entries, list) or not entries:
+        raise BatchFileError(f"{path}: `experiments` must be a non-empty list")
+    experiments: list[Experiment] = []
+    for n, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise BatchFileError(f"{path}: experiment {n} must be a mapping")
+        try:
+            experiments.extend(_expand(entry, defaults))
+        except (ValueError, legacy.LegacyCommandError) as exc:
+            raise BatchFileError(f"{path}: experiment {n}: {exc}") from None
+    fields = {k: v for k, v in data.items() if k not in ("defaults", "experiments") and v is not None}
+    fields["experiments"] = experiments
+    return fields
+
+
+def _expand(entry: dict[str, Any], defaults: dict[str, Any]) -> list[Experiment]:
+    if "command" in entry:
+        if set(entry) != {"command"}:
+            raise ValueError("an entry with `command` takes no other keys")
+        experiment, _ = legacy.parse_command(str(entry["command"]))
+        return [experiment]
+    fields = {**defaults, **entry}
+    seeds = fields.pop("seeds", None)
+    if "runperiod" in fields and isinstance(fields["runperiod"], list):
+        fields["runperiod"] = tuple(fields["runperiod"])
+    if seeds is None:
+        return [Experiment.model_validate(fields)]
+    if not isinstance(seeds, list) or not seeds:
+        raise ValueError("`seeds` must be a non-empty list")
+    return [Experiment.model_validate({**fields, "seed": seed}) for seed in seeds]

@@ -1,0 +1,444 @@
+"""``python publisher.py``: send a batch of experiments, follow it, inspect it, cancel it.
+
+Submitting takes the original cloud_manager.py flags (``--project_id/-id``, ``--zone/-zo``,
+``--template_name/-tem``, ``--group_name/-group``, ``--experiment_commands/-cmds``) or a YAML batch
+file, validates locally with the same code as the launch function, and publishes one message on
+``experiment-batches``. With no project (no ``--project_id``, no ``GOOGLE_CLOUD_PROJECT``) it uses
+the local cloud, starting it if needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sinergym_cloud import batchfile, config, contracts, legacy, names
+from sinergym_cloud.contracts import Batch, _summarise
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+STEPS_PER_SECOND = {"PPO": 340.0, "A2C": 340.0, "DQN": 250.0, "DDPG": 150.0, "SAC": 60.0, "TD3": 150.0}
+STEPS_PER_HOUR = 4  # Sinergym's buildings mostly simulate 15-minute steps
+
+SUBCOMMANDS = {"status", "cancel", "wait", "report", "schema"}
+
+DESCRIPTION = """\
+Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or on the local cloud.
+
+  submit (default)   python publisher.py -cmds 'python3 DRL_battery.py --environment ...' ... [--wait]
+                     python publisher.py --batch-file study.yaml [--dry-run]
+  status BATCH_ID    experiments, states, instances, MLflow runs, outputs, groups, alerts [--json]
+  wait BATCH_ID      live progress until the batch ends (exit 0 only if every experiment succeeded)
+  cancel BATCH_ID    stop the experiments, delete the instances and the group
+  report BATCH_ID    an HTML report with learning curves and costs
+  schema             print the Batch JSON Schema (the contract of the experiment-batches topic)
+
+Target: --project_id (or GOOGLE_CLOUD_PROJECT) means Google Cloud; without a project, or with the
+local cloud's environment sourced (. .local/env), the local cloud is used and started if needed.
+"""
+
+
+def submit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python publisher.py",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--project_id", "-id", help="Google Cloud project (omit to use the local cloud)")
+    p.add_argument("--zone", "-zo", default=config.DEFAULT_ZONE, help="zone for the VMs (default %(default)s)")
+    p.add_argument("--template_name", "-tem", default=None, help="instance template (default sinergym-template)")
+    p.add_argument("--group_name", "-group", default=None, help="prefix of the group and VM names (default sinergym-group)")
+    p.add_argument(
+        "--experiment_commands",
+        "-cmds",
+        nargs="+",
+        metavar="COMMAND",
+        help="experiments as original DRL_battery.py command strings (parsed, never run)",
+    )
+    p.add_argument("--batch-file", type=Path, help="a YAML batch (see README: 'Batch files')")
+    p.add_argument("--batch-id", help="your id for the batch; resubmitting an existing id does nothing")
+    p.add_argument("--results-bucket", help="bucket for the outputs (default: the deployment's)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan; publish nothing")
+    p.add_argument("--wait", action="store_true", help="show live progress until the batch ends")
+    p.add_argument("--timeout", type=float, default=24 * 3600, help="--wait gives up after this many seconds")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def build_batch(args: argparse.Namespace) -> Batch:
+    fields: dict[str, Any] = {}
+    if args.batch_file:
+        fields = batchfile.load(args.batch_file)
+    if args.experiment_commands:
+        experiments = list(fields.get("experiments", []))
+        for n, command in enumerate(args.experiment_commands, 1):
+            try:
+                experiment, _group = legacy.parse_command(command)
+            except legacy.LegacyCommandError as exc:
+                raise SystemExit(_die(f"experiment command {n}: {exc}\n  {command}"))
+            experiments.append(experiment)
+        fields["experiments"] = experiments
+    if not fields.get("experiments"):
+        raise SystemExit(_die("no experiments: give --experiment_commands/-cmds or --batch-file"))
+    for key, value in (
+        ("zone", args.zone if args.zone != config.DEFAULT_ZONE or "zone" not in fields else None),
+        ("template_name", args.template_name),
+        ("group_name", args.group_name),
+        ("batch_id", args.batch_id),
+        ("results_bucket", args.results_bucket),
+    ):
+        if value:
+            fields[key] = value
+    if not fields.get("batch_id"):
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        fields["batch_id"] = f"b-{stamp}-{secrets.token_hex(2)}"
+    fields["submitted_at"] = dt.datetime.now(dt.UTC)
+    fields["submitted_by"] = os.environ.get("USER", "")[:100] or None
+    try:
+        return Batch.model_validate(fields)
+    except ValidationError as exc:
+        raise SystemExit(_die(f"invalid batch: {_summarise(exc)}")) from None
+
+
+def _die(message: str) -> int:
+    print(f"publisher: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def target_settings(project: str | None) -> tuple[config.Settings, bool]:
+    """Settings for Google Cloud or the local cloud (started if needed). Returns (settings, local)."""
+    env = dict(os.environ)
+    emulated = bool(env.get("PUBSUB_EMULATOR_HOST") and env.get("SINERGYM_COMPUTE_ENDPOINT"))
+    force_local = env.get("SINERGYM_TARGET") == "local"
+    if (project or env.get("GOOGLE_CLOUD_PROJECT")) and not emulated and not force_local:
+        if project:
+            env["GOOGLE_CLOUD_PROJECT"] = project
+        return config.Settings.from_env(env), False
+    if not emulated:
+        from localcloud.cloud import LocalCloud, StartupError
+
+        cloud = LocalCloud()
+        if not cloud.is_up():
+            print("publisher: no project given: starting the local cloud (make local-down stops it)", file=sys.stderr)
+        try:
+            env.update(cloud.up(say=lambda s: print(f"  {s}", file=sys.stderr)))
+        except StartupError as exc:
+            raise SystemExit(_die(str(exc))) from None
+    if project and project != env.get("GOOGLE_CLOUD_PROJECT"):
+        print(f"publisher: local cloud: project {project!r} is served by {env.get('GOOGLE_CLOUD_PROJECT')!r}", file=sys.stderr)
+    return config.Settings.from_env(env), True
+
+
+def estimate_hours(batch: Batch) -> list[float]:
+    """Rough VM-hours per experiment: timesteps / typical steps per second on 2 vCPUs, plus boot."""
+    hours = []
+    for exp in batch.experiments:
+        if exp.runperiod:
+            d1, m1, y1, d2, m2, y2 = exp.runperiod
+            days = (dt.date(y2, m2, d2) - dt.date(y1, m1, d1)).days + 1
+        else:
+            days = 365
+        steps = exp.episodes * days * 24 * STEPS_PER_HOUR
+        if exp.evaluation:
+            steps += (exp.episodes // exp.eval_freq) * exp.eval_length * days * 24 * STEPS_PER_HOUR
+        hours.append(steps / STEPS_PER_SECOND[exp.algorithm] / 3600 + 3 / 60)
+    return hours
+
+
+def print_plan(batch: Batch, settings: config.Settings | None, as_json: bool) -> None:
+    from sinergym_cloud.control.launch import plan
+
+    hours = estimate_hours(batch)
+    groups = plan(batch)
+    rows = [
+        {
+            "index": i,
+            "instance": names.instance_name(batch.group_name, batch.batch_id, i),
+            "environment": e.environment,
+            "algorithm": e.algorithm,
+            "episodes": e.episodes,
+            "seed": e.seed,
+            "estimated_vm_hours": round(h, 3),
+            "command": legacy.render_command(e),
+        }
+        for i, (e, h) in enumerate(zip(batch.experiments, hours, strict=True))
+    ]
+    summary = {
+        "batch_id": batch.batch_id,
+        "target": "local cloud" if settings is None or settings.local else f"project {settings.project}",
+        "zone": batch.zone,
+        "template": batch.template_name,
+        "machine_type": "as set in the instance template",
+        "groups": [{"name": g, "instances": len(ix)} for g, ix in groups],
+        "vms": len(batch.experiments),
+        "estimated_vm_hours": round(sum(hours), 2),
+        "experiments": rows,
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"Plan for batch {batch.batch_id} ({summary['target']}, zone {batch.zone})")
+    for column in ("#", "instance", "environment", "alg", "episodes", "seed", "≈VM-h"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r["index"]),
+            r["instance"],
+            r["environment"],
+            r["algorithm"],
+            str(r["episodes"]),
+            str(r["seed"]),
+            f"{r['estimated_vm_hours']:.2f}",
+        )
+    console.print(table)
+    console.print(
+        f"{len(rows)} VM(s) from template [bold]{batch.template_name}[/] in "
+        f"{', '.join(f'{g} ({n})' for g, n in ((x['name'], x['instances']) for x in summary['groups']))}; "
+        f"estimated {summary['estimated_vm_hours']} VM-hours (machine type: as set in the template)."
+    )
+
+
+def submit(argv: list[str]) -> int:
+    args = submit_parser().parse_args(argv)
+    batch = build_batch(args)
+    if args.dry_run:
+        print_plan(batch, None, args.json)
+        return EXIT_OK
+    settings, local = target_settings(args.project_id)
+    from sinergym_cloud.runtime import Runtime
+
+    rt = Runtime.from_settings(settings)
+    if rt.state.read(names.launch_object(batch.batch_id)) is not None:
+        print(f"publisher: batch {batch.batch_id} already exists: not resubmitted (see `status {batch.batch_id}`)")
+        return wait(rt, batch.batch_id, args.timeout, args.json) if args.wait else EXIT_OK
+    data = contracts.dump(batch)
+    contracts.parse(Batch, data)  # what launch will do with it
+    message_id = rt.clients.publish(
+        names.TOPIC_BATCHES, data, batch_id=batch.batch_id, schema_version=str(contracts.SCHEMA_VERSION)
+    )
+    bucket = batch.results_bucket or settings.results_bucket
+    mlflow = settings.mlflow_uri or "(MLFLOW_TRACKING_URI of the deployment)"
+    if args.json and not args.wait:
+        print(json.dumps({"batch_id": batch.batch_id, "message_id": message_id, "results": f"gs://{bucket}/{batch.batch_id}/"}))
+    else:
+        print(f"batch {batch.batch_id}: {len(batch.experiments)} experiment(s) submitted (message {message_id})")
+        print(f"  results:  gs://{bucket}/{batch.batch_id}/")
+        print(f"  MLflow:   {mlflow}  (experiment {batch.group_name}.{batch.batch_id})")
+        print(f"  status:   python publisher.py status {batch.batch_id}")
+        if local:
+            print("  local cloud: . .local/env to use its endpoints; make local-down to stop it")
+    if args.wait:
+        return wait(rt, batch.batch_id, args.timeout, args.json)
+    return EXIT_OK
+
+
+def _runtime() -> Any:
+    from sinergym_cloud.runtime import Runtime
+
+    settings, _ = target_settings(os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    return Runtime.from_settings(settings)
+
+
+def status_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python publisher.py status", description="Show a batch's status.")
+    p.add_argument("batch_id")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    from sinergym_cloud import status
+
+    rt = _runtime()
+    try:
+        info = status.batch_status(rt, args.batch_id)
+    except KeyError as exc:
+        print(f"publisher: {exc.args[0]}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        render_status(info)
+    return EXIT_OK
+
+
+def render_status(info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(info["counts"].items()))
+    console.print(f"[bold]batch {info['batch_id']}[/]: {info['status']} ({counts}) zone {info['zone']}")
+    if info["error"]:
+        console.print(f"  [red]{info['error']}[/]")
+    table = Table()
+    for column in ("#", "experiment", "state", "instance", "VM", "tries", "MLflow run", "note"):
+        table.add_column(column, overflow="fold")
+    for e in info["experiments"]:
+        note = e["reason"] or "; ".join(e["instance_errors"])
+        table.add_row(
+            str(e["index"]),
+            f"{e['algorithm']} {e['environment']} seed={e['seed']}",
+            e["state"],
+            e["instance"],
+            e["instance_status"] or "-",
+            f"{e['attempts']} (p{e['preemptions']}/f{e['failures']})",
+            e["mlflow_url"] or e["mlflow_run_id"] or "-",
+            note,
+        )
+    console.print(table)
+    console.print(f"outputs: {info['results']}   MLflow experiment: {info['mlflow_experiment']}")
+    for g in info["groups"]:
+        console.print(f"group {g['name']}: {'exists, ' + str(g['instances']) + ' instance(s)' if g['exists'] else 'deleted'}")
+    for a in info["alerts"]:
+        console.print(f"alert raised: {a['metric']} {a['labels']} at {a['time']}")
+
+
+def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
+    """Live progress until the batch ends. Exit code 0 only if every experiment succeeded."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from sinergym_cloud import status
+
+    console = Console(stderr=as_json)
+    deadline = time.monotonic() + timeout
+    started = time.time()
+
+    def table(info: dict[str, Any]) -> Table:
+        t = Table(title=f"batch {batch_id}: {info['status']}  ({time.time() - started:.0f}s)")
+        for column in ("#", "experiment", "instance", "state", "episode", "elapsed"):
+            t.add_column(column)
+        for e in info["experiments"]:
+            since = e["running_at"] or e["created_at"]
+            end = e["finished_at"] or time.time()
+            episode = _episode(rt, info, e)
+            t.add_row(
+                str(e["index"]),
+                f"{e['algorithm']} {e['environment']} s{e['seed']}",
+                f"{e['instance']} ({e['instance_status'] or '-'})",
+                e["state"],
+                episode,
+                f"{end - since:.0f}s",
+            )
+        return t
+
+    info = _first_status(rt, batch_id, deadline=min(deadline, time.monotonic() + 120))
+    with Live(table(info), console=console, refresh_per_second=2, transient=False) as live:
+        while True:
+            finished = info["status"] in ("finished", "cancelled", "failed") and info["done"]
+            if finished or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+            info = status.batch_status(rt, batch_id, with_alerts=False)
+            live.update(table(info))
+    info = status.batch_status(rt, batch_id)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        render_status(info)
+    if not info["done"]:
+        console.print(f"[yellow]gave up waiting after {timeout:.0f}s; the batch goes on[/]")
+        return EXIT_FAILED
+    ok = all(e["state"] == "succeeded" for e in info["experiments"])
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _first_status(rt: Any, batch_id: str, deadline: float) -> dict[str, Any]:
+    """The batch's status, waiting a little for launch to record a batch that was just published."""
+    from sinergym_cloud import status
+
+    while True:
+        try:
+            return status.batch_status(rt, batch_id, with_alerts=False)
+        except KeyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _episode(rt: Any, info: dict[str, Any], e: dict[str, Any]) -> str:
+    total = e["episodes"]
+    if e["state"] == "succeeded":
+        return f"{total}/{total}"
+    if e["state"] != "running":
+        return "-"
+    bucket = info["results"].removeprefix("gs://").split("/", 1)[0]
+    try:
+        blob = rt.clients.storage.bucket(bucket).get_blob(names.heartbeat_object(info["batch_id"], e["name"]), timeout=5)
+        beat = json.loads(blob.download_as_bytes(timeout=5)) if blob else {}
+    except Exception:  # noqa: BLE001 - progress display only
+        beat = {}
+    return f"{beat.get('episodes', 0)}/{total}" if beat else f"?/{total}"
+
+
+def wait_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python publisher.py wait", description="Follow a batch until it ends.")
+    p.add_argument("batch_id")
+    p.add_argument("--timeout", type=float, default=24 * 3600)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    rt = _runtime()
+    try:
+        return wait(rt, args.batch_id, args.timeout, args.json)
+    except KeyError as exc:
+        print(f"publisher: {exc.args[0]}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+
+
+def cancel_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python publisher.py cancel",
+        description="Cancel a batch: its experiments are marked cancelled, its instances and group deleted.",
+    )
+    p.add_argument("batch_id")
+    args = p.parse_args(argv)
+    from sinergym_cloud.control import cleanup
+
+    rt = _runtime()
+    try:
+        result = cleanup.cancel(rt, args.batch_id)
+    except KeyError as exc:
+        print(f"publisher: {exc.args[0]}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(
+        f"batch {args.batch_id}: cancelled {len(result['cancelled'])} experiment(s); "
+        f"deleted group(s) {', '.join(result['groups_deleted'])}"
+    )
+    return EXIT_OK
+
+
+def schema_command(argv: list[str]) -> int:
+    print(json.dumps(Batch.model_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def report_command(argv: list[str]) -> int:
+    from sinergym_cloud import report
+
+    return report.main(argv, _runtime)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        command, rest = argv[0], argv[1:]
+        handler = {
+            "status": status_command,
+            "cancel": cancel_command,
+            "wait": wait_command,
+            "report": report_command,
+            "schema": schema_command,
+        }[command]
+        return handler(rest)
+    return submit(argv)

@@ -1,0 +1,107 @@
+"""A batch's status, gathered from the state bucket, Compute Engine and Monitoring."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sinergym_cloud import metrics, names
+from sinergym_cloud.control import cleanup
+from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
+from sinergym_cloud.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def mlflow_run_url(tracking_uri: str | None, run_id: str | None, experiment_id: str | None = None) -> str | None:
+    if not tracking_uri or not run_id or not tracking_uri.startswith("http"):
+        return None
+    base = tracking_uri.rstrip("/")
+    if experiment_id:
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/runs/{run_id}"
+
+
+def batch_status(rt: Runtime, batch_id: str, with_compute: bool = True, with_alerts: bool = True) -> dict[str, Any]:
+    launch_doc = rt.state.read(names.launch_object(batch_id))
+    if launch_doc is None:
+        raise KeyError(f"no batch {batch_id!r} in gs://{rt.settings.state_bucket}")
+    launch = LaunchRecord.model_validate(launch_doc.data)
+    finalize_doc = rt.state.read(names.finalize_object(batch_id))
+    finalize = FinalizeRecord.model_validate(finalize_doc.data) if finalize_doc else None
+    experiments = []
+    for index in sorted(cleanup.experiment_states(rt, batch_id)):
+        doc = rt.state.read(names.experiment_object(batch_id, index))
+        if doc is not None:
+            experiments.append(ExperimentRecord.model_validate(doc.data))
+    members: dict[str, Any] = {}
+    groups = []
+    if with_compute:
+        for mig in launch.migs:
+            found = rt.compute.members(launch.zone, mig)
+            groups.append({"name": mig, "exists": found is not None, "instances": len(found or [])})
+            for m in found or []:
+                members[m.name] = {"status": m.status, "action": m.action, "errors": list(m.errors)}
+    alerts: list[dict[str, Any]] = []
+    if with_alerts:
+        try:
+            alerts = metrics.raised(rt.clients, batch_id)
+        except Exception as exc:  # noqa: BLE001 - status must work without Monitoring access
+            log.warning("could not read alerts from Monitoring: %s", exc)
+    counts: dict[str, int] = {}
+    for rec in experiments:
+        counts[rec.state] = counts.get(rec.state, 0) + 1
+    if launch.status in ("cancelled", "failed"):
+        overall = launch.status
+    elif finalize is not None and finalize.alerted:
+        overall = "finished"
+    elif launch.status == "launching":
+        overall = "launching"
+    else:
+        overall = "running"
+    tracking = rt.settings.mlflow_uri
+    return {
+        "batch_id": batch_id,
+        "status": overall,
+        "group": launch.group,
+        "zone": launch.zone,
+        "template": launch.template,
+        "results": f"gs://{launch.results_bucket}/{batch_id}/",
+        "mlflow_experiment": launch.mlflow_experiment,
+        "created_at": launch.created_at,
+        "launched_at": launch.launched_at,
+        "finished_at": finalize.finished_at if finalize else None,
+        "error": launch.error,
+        "counts": counts,
+        "done": len(experiments) == launch.experiments and all(r.state in TERMINAL for r in experiments),
+        "groups": groups,
+        "alerts": alerts,
+        "experiments": [
+            {
+                "index": r.index,
+                "name": r.name,
+                "environment": r.spec.environment,
+                "algorithm": r.spec.algorithm,
+                "seed": r.spec.seed,
+                "episodes": r.spec.episodes,
+                "state": r.state,
+                "instance": r.instance,
+                "instance_status": members.get(r.instance, {}).get("status", "" if with_compute else None),
+                "instance_errors": members.get(r.instance, {}).get("errors", []),
+                "attempts": r.attempts,
+                "preemptions": r.preemptions,
+                "failures": r.failures,
+                "reason": r.reason,
+                "mlflow_run_id": r.mlflow_run_id,
+                "mlflow_url": mlflow_run_url(tracking, r.mlflow_run_id),
+                "outputs": r.output_uris,
+                "metrics": r.metrics,
+                "timesteps": r.timesteps,
+                "created_at": r.created_at,
+                "running_at": r.running_at,
+                "finished_at": r.finished_at,
+                "history": [e.model_dump() for e in r.history],
+            }
+            for r in experiments
+        ],
+    }
