@@ -345,11 +345,12 @@ class LocalCloud:
             checks[f"fn-{function}"] = (lambda port=port: _http_answers(f"http://127.0.0.1:{port}/"), 60)  # type: ignore[misc]
         errors: list[str] = []
         lock = threading.Lock()
+        failed = threading.Event()  # one part failed: the others stop waiting
 
         def wait(service: procs.Service) -> None:
             check, timeout = checks[service.name]
             deadline = time.monotonic() + timeout
-            while True:
+            while not failed.is_set():
                 code = service.exited()
                 if code is not None:
                     reason = f"exited with code {code}"
@@ -360,6 +361,9 @@ class LocalCloud:
                     reason = f"did not answer within {timeout:.0f}s"
                     break
                 time.sleep(0.05)
+            else:
+                return
+            failed.set()
             with lock:
                 errors.append(f"{service.name} {reason}. Last lines of {service.log_file}:\n{service.log_tail()}")
 

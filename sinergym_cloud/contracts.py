@@ -131,7 +131,10 @@ class Experiment(Strict):
     def _consistent(self) -> Experiment:
         kind = catalog.action_space_kind(self.environment)
         if kind not in catalog.ALGORITHM_ACTION_SPACES[self.algorithm]:
-            raise ValueError(f"{self.algorithm} cannot drive {self.environment}: it has a {kind} action space")
+            needs = " or ".join(sorted(catalog.ALGORITHM_ACTION_SPACES[self.algorithm]))
+            raise ValueError(
+                f"{self.algorithm} needs a {needs} action space; {self.environment} has a {kind} one"
+            )
         for name in self.hyperparameters.given():
             allowed = flags.HYPERPARAMETERS[name].algorithms or frozenset()
             if self.algorithm not in allowed:
@@ -215,8 +218,9 @@ class BadMessage(ValueError):
 def _summarise(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "message"
-        parts.append(f"{where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}: {message}" if where else message)
     more = error.error_count() - 5
     if more > 0:
         parts.append(f"... and {more} more")

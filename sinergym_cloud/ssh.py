@@ -44,6 +44,12 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+def public_key_fingerprint(openssh_line: str) -> str:
+    """The fingerprint of a public key in OpenSSH's one-line format (``ssh-ed25519 AAAA... comment``)."""
+    digest = hashlib.sha256(base64.b64decode(openssh_line.split()[1])).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
 class _Verify(paramiko.MissingHostKeyPolicy):
     def __init__(self, expected: str) -> None:
         self.expected = expected

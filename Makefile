@@ -1,0 +1,52 @@
+# Two commands matter on a fresh machine:  make demo  and  make test.  Everything else is optional.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv local-up local-down local-status demo test test-fast test-slow lint format bench faults report clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+venv: ## Create .venv and install everything (Python >= 3.12, sshd, the Pub/Sub emulator)
+	@./scripts/bootstrap.sh
+
+local-up: venv ## Start the local cloud (writes .local/env)
+	@$(PY) -m localcloud up
+
+local-down: ## Stop every process of the local cloud
+	@if [ -x $(PY) ]; then $(PY) -m localcloud down; else echo "no $(VENV): nothing to stop"; fi
+
+local-status: ## Which local cloud services run
+	@$(PY) -m localcloud status
+
+demo: venv ## The main job: a real two-experiment batch on the local cloud, end to end (KEEP=1 keeps it up)
+	@$(PY) scripts/demo.py
+
+test: venv ## The whole test suite (slow tier included) with coverage per package
+	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) scripts/coverage_summary.py
+
+test-fast: venv ## Tests without the slow tier
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: venv ## ruff check, ruff format --check, mypy
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy
+
+format: venv ## Apply ruff's fixes and formatting
+	@$(VENV)/bin/ruff check --fix .
+	@$(VENV)/bin/ruff format .
+
+bench: venv ## Every benchmark, one table (also written to bench-results/)
+	@$(PY) -m bench
+
+faults: venv ## The whole fault-injection suite and its figures table
+	@$(PY) -m pytest tests/faults -m "faults" -p no:cacheprovider $(PYTEST_ARGS) --no-cov
+	@$(PY) scripts/faults_table.py
+
+clean: local-down ## Remove the local cloud's state, caches and test outputs (keeps .venv)
+	@rm -rf .local .pytest_cache .mypy_cache .ruff_cache .coverage coverage.json htmlcov bench-results reports

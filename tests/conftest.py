@@ -1,0 +1,144 @@
+"""Shared fixtures: one real local cloud per test session (free ports, its own directory).
+
+Tests reach it through the official Google client libraries, exactly as the product does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from localcloud.cloud import LocalCloud, Options
+from sinergym_cloud import names
+from sinergym_cloud.config import Settings
+from sinergym_cloud.runtime import Runtime
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Cloud:
+    local: LocalCloud
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    def runtime(self, **overrides: Any) -> Runtime:
+        """A runtime like the functions', with the SSH key and agent of the local cloud."""
+        from dataclasses import replace
+
+        settings = Settings.from_env(
+            {
+                **self.env,
+                "SINERGYM_SSH_USER": os.environ.get("USER") or __import__("getpass").getuser(),
+                "SINERGYM_SSH_KEY_FILE": str(self.local.ssh_key),
+                "SINERGYM_VM_AGENT": str(Path(os.sys.executable).parent / "sinergym-vm"),
+            }
+        )
+        return Runtime.from_settings(replace(settings, **overrides))
+
+    @property
+    def compute_url(self) -> str:
+        return self.env["SINERGYM_COMPUTE_ENDPOINT"]
+
+    def emulator(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{self.compute_url}/_emulator/{path}"
+        response = requests.post(url, json=body or {}, timeout=30) if body is not None else requests.get(url, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def events(self, since: float = 0.0, kind: str | None = None) -> list[dict[str, Any]]:
+        events = self.emulator(f"events?since={since}")["events"]
+        return [e for e in events if kind is None or e["kind"] == kind]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        path = self.local.dir / "monitoring" / "alerts.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def dead_letters(self, topic: str, wait: float = 10.0) -> list[dict[str, Any]]:
+        """Pull what was dead-lettered from ``topic`` (waiting up to ``wait`` seconds for the first)."""
+        rt = self.runtime()
+        sub = f"projects/{self.settings.project}/subscriptions/{names.dead_letter_topic(topic)}-inspect"
+        deadline = time.monotonic() + wait
+        got: list[dict[str, Any]] = []
+        while True:
+            response = rt.clients.subscriber.pull(
+                request={"subscription": sub, "max_messages": 100, "return_immediately": True}, timeout=10
+            )
+            if response.received_messages:
+                rt.clients.subscriber.acknowledge(
+                    request={"subscription": sub, "ack_ids": [m.ack_id for m in response.received_messages]}
+                )
+                got += [
+                    {"data": m.message.data, "attributes": dict(m.message.attributes)}
+                    for m in response.received_messages
+                ]
+            if got and not response.received_messages:
+                return got
+            if time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
+
+    def instances(self) -> dict[str, dict[str, Any]]:
+        return dict(self.emulator("state")["instances"])
+
+    def migs(self) -> dict[str, list[str]]:
+        return dict(self.emulator("state")["migs"])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def new_batch_id(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    local = LocalCloud(
+        tmp_path_factory.mktemp("localcloud"),
+        Options(port_base=0, sweep_interval=0, heartbeat_seconds=2, heartbeat_timeout=60, boot_timeout=120),
+    )
+    env = local.up()
+    try:
+        yield Cloud(local, env)
+    finally:
+        local.down()
+
+
+@pytest.fixture
+def rt(cloud: Cloud) -> Runtime:
+    return cloud.runtime()
+
+
+@pytest.fixture(autouse=True)
+def _reset_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests that change the Compute emulator's settings or inject faults leave it as they found it."""
+    yield
+    if "cloud" in request.fixturenames:
+        c: Cloud = request.getfixturevalue("cloud")
+        c.emulator("faults", {"clear": True})
+        c.emulator(
+            "config",
+            {"boot_delay": 0.0, "fail_boot": None, "zone_exhausted": False, "quota_instances": 200, "shutdown_grace": 5.0, "preempt_grace": 5.0},
+        )

@@ -1,0 +1,156 @@
+"""The message contracts, names and batch files (pure code, no cloud)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from sinergym_cloud import batchfile, catalog, contracts, names
+from sinergym_cloud.contracts import Batch, BadMessage, Completion, Experiment, InstanceReady
+
+EXP = {"environment": "Eplus-5zone-hot-continuous-v1", "algorithm": "PPO", "episodes": 1}
+
+
+def batch(**fields: object) -> dict[str, object]:
+    return {"batch_id": "b1", "experiments": [EXP], **fields}
+
+
+def test_batch_round_trips_through_the_wire_form() -> None:
+    b = Batch.model_validate(batch(group_name="study", zone="us-central1-a"))
+    assert contracts.parse(Batch, contracts.dump(b)) == b
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (json.dumps(batch(schema_version=2)).encode(), "unsupported schema_version 2"),
+        (json.dumps(batch(experiments=[])).encode(), "experiments"),
+        (json.dumps(batch(surprise=1)).encode(), "surprise"),
+        (json.dumps(batch(batch_id="Bad Id!")).encode(), "batch_id"),
+        (json.dumps(batch(group_name="x" * 41)).encode(), "group_name"),
+        (json.dumps(batch(zone="europe-west1-b; rm -rf /")).encode(), "zone"),
+        (json.dumps(batch(experiments=[{**EXP, "tensorboard": "$(id)"}])).encode(), "tensorboard"),
+        (json.dumps(batch(experiments=[{**EXP, "episodes": 0}])).encode(), "episodes"),
+        (b"x" * (contracts.MAX_MESSAGE_BYTES + 1), "limit"),
+    ],
+)
+def test_bad_batches_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(BadMessage) as info:
+        contracts.parse(Batch, data)
+    assert reason in str(info.value)
+
+
+def test_batch_size_limit_and_group_split() -> None:
+    big = Batch.model_validate(batch(experiments=[EXP] * 2500))
+    assert big.mig_parts == 3
+    with pytest.raises(BadMessage, match="experiments"):
+        contracts.parse(Batch, batch(experiments=[EXP] * (contracts.MAX_EXPERIMENTS + 1)))
+
+
+def test_names_are_deterministic_and_exact() -> None:
+    mig = names.mig_name("sinergym-group", "my-batch")
+    assert mig == names.mig_name("sinergym-group", "my-batch")
+    assert names.GCE_NAME.match(mig)
+    assert names.instance_name("sinergym-group", "my-batch", 7) == f"{mig}-7"
+    assert names.experiment_index(mig, f"{mig}-7") == 7
+    for other in (f"{mig}-07", f"{mig}-7x", f"{mig}7", f"x{mig}-7", f"{mig}-", mig):
+        assert names.experiment_index(mig, other) is None
+    # Part 2 of a huge batch has its own group; the longest names still fit Compute Engine's limit.
+    longest = names.instance_name("g" * 40, "b" * 63, 4999)
+    assert len(longest) <= 63 and names.GCE_NAME.match(longest)
+    assert names.experiment_index(names.mig_name("g" * 40, "b" * 63, 4), longest) == 4999
+
+
+def test_experiment_names_are_safe_and_stable() -> None:
+    exp = Experiment.model_validate({**EXP, "seed": 3})
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    name = contracts.experiment_name(exp, when, 4)
+    assert name == "PPO-Eplus-5zone-hot-continuous-v1-episodes-1-seed-3-20260102T030405Z-4"
+    assert contracts.experiment_name(exp, when, 4) == name
+
+
+def test_instance_ready_and_completion_validate() -> None:
+    ready = InstanceReady(
+        instance="g-abc-0",
+        zone="europe-west1-b",
+        mig="g-abc",
+        batch_id="b1",
+        address="127.0.0.1",
+        ssh_port=2222,
+        host_key_fingerprint="SHA256:" + "A" * 43,
+        boot_id="1-2-3",
+    )
+    assert contracts.parse(InstanceReady, contracts.dump(ready)) == ready
+    with pytest.raises(BadMessage, match="host_key_fingerprint"):
+        contracts.parse(InstanceReady, {**ready.model_dump(), "host_key_fingerprint": "MD5:aa"})
+    done = Completion(
+        batch_id="b1",
+        experiment_index=0,
+        experiment_name="x",
+        instance="g-abc-0",
+        zone="europe-west1-b",
+        boot_id="1",
+        status="succeeded",
+    )
+    assert contracts.parse(Completion, contracts.dump(done)).status == "succeeded"
+    with pytest.raises(BadMessage, match="status"):
+        contracts.parse(Completion, {**done.model_dump(), "status": "exploded"})
+
+
+def test_every_environment_id_has_a_known_action_space_kind() -> None:
+    for env_id in catalog.ENVIRONMENTS:
+        assert catalog.action_space_kind(env_id) in ("discrete", "continuous")
+    assert catalog.resolve_environment("EPLUS-5ZONE-HOT-DISCRETE-V1") == "Eplus-5zone-hot-discrete-v1"
+
+
+def test_schema_in_docs_matches_the_model() -> None:
+    path = Path(__file__).resolve().parent.parent / "docs" / "batch.schema.json"
+    assert json.loads(path.read_text()) == Batch.model_json_schema(), "run: python publisher.py schema > docs/batch.schema.json"
+
+
+def test_example_message_in_docs_is_a_valid_batch() -> None:
+    path = Path(__file__).resolve().parent.parent / "docs" / "batch.example.json"
+    contracts.parse(Batch, path.read_bytes())
+
+
+def test_batch_file_expands_seeds_and_legacy_commands(tmp_path: Path) -> None:
+    f = tmp_path / "study.yaml"
+    f.write_text(
+        """
+batch_id: study-1
+defaults: {episodes: 2, runperiod: [1, 1, 1991, 7, 1, 1991]}
+experiments:
+  - {environment: Eplus-5zone-hot-continuous-v1, algorithm: SAC, seeds: [1, 2, 3]}
+  - command: python3 DRL_battery.py --environment Eplus-5zone-mixed-discrete-v1 --algorithm DQN --seed 9
+"""
+    )
+    fields = batchfile.load(f)
+    assert fields["batch_id"] == "study-1"
+    exps = fields["experiments"]
+    assert [e.seed for e in exps] == [1, 2, 3, 9]
+    assert all(e.episodes == 2 and e.runperiod == (1, 1, 1991, 7, 1, 1991) for e in exps[:3])
+    assert exps[3].algorithm == "DQN"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("experiments: []", "non-empty"),
+        ("experimentz: [1]", "unknown key"),
+        ("experiments: [{command: 'python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1; id'}]", "not allowed"),
+        ("experiments: [{environment: Eplus-5zone-hot-continuous-v1, seeds: []}]", "seeds"),
+        ("[1, 2", "expected"),
+    ],
+)
+def test_bad_batch_files_say_why(tmp_path: Path, text: str, reason: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(batchfile.BatchFileError) as info:
+        batchfile.load(f)
+    assert reason in str(info.value)
