@@ -50,19 +50,21 @@ def raise_for_operation(op: compute_v1.Operation) -> None:
 
 
 class ComputeApi:
-    def __init__(self, clients: Clients, project: str, deadline: float = 120.0) -> None:
+    def __init__(self, clients: Clients, project: str, deadline: float = 30.0, op_timeout: float = 120.0) -> None:
         self.c = clients
         self.project = project
-        self.deadline = deadline
+        self.deadline = deadline  # retries of one call
+        self.op_timeout = op_timeout  # waiting for one operation
 
     # ------------------------------------------------------------- operations
     def wait(self, op: compute_v1.Operation, zone: str | None, timeout: float | None = None) -> None:
         """Wait for ``op`` to finish, at most ``timeout`` seconds, and raise if it failed."""
-        end = time.monotonic() + (timeout or self.deadline)
+        limit = timeout or self.op_timeout
+        end = time.monotonic() + limit
         while op.status != DONE:
             remaining = end - time.monotonic()
             if remaining <= 0:
-                raise exceptions.DeadlineExceeded(f"operation {op.name} not done after {timeout or self.deadline}s")
+                raise exceptions.DeadlineExceeded(f"operation {op.name} not done after {limit}s")
             call_timeout = min(remaining, 150.0)
             if zone:
                 op = self.c.zone_operations.wait(

@@ -40,6 +40,7 @@ class Settings:
     heartbeat_timeout: float = 600.0
     boot_timeout: float = 900.0
     max_runtime_hours: float = 48.0
+    call_deadline: float = 30.0  # retries of one external call stop here (well inside the ack deadline)
 
     @property
     def local(self) -> bool:
@@ -75,6 +76,7 @@ class Settings:
             heartbeat_timeout=float(env.get("SINERGYM_HEARTBEAT_TIMEOUT", 600)),
             boot_timeout=float(env.get("SINERGYM_BOOT_TIMEOUT", 900)),
             max_runtime_hours=float(env.get("SINERGYM_MAX_RUNTIME_HOURS", 48)),
+            call_deadline=float(env.get("SINERGYM_CALL_DEADLINE", 30)),
         )
 
 

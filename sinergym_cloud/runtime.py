@@ -21,11 +21,11 @@ class Runtime:
 
     @functools.cached_property
     def state(self) -> StateStore:
-        return StateStore(self.clients.storage, self.settings.state_bucket)
+        return StateStore(self.clients.storage, self.settings.state_bucket, self.settings.call_deadline)
 
     @functools.cached_property
     def compute(self) -> ComputeApi:
-        return ComputeApi(self.clients, self.settings.project)
+        return ComputeApi(self.clients, self.settings.project, self.settings.call_deadline)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

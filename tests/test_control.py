@@ -1,0 +1,341 @@
+"""The control plane on the local cloud: launch, dispatch, cleanup, cancel, and their invariants."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import mlflow
+import pytest
+
+from sinergym_cloud import contracts, names
+from sinergym_cloud.contracts import Batch
+from sinergym_cloud.control import cleanup, dispatch, launch
+from sinergym_cloud.events import PermanentError
+from tests.conftest import REPO, Cloud, new_batch_id, wait_for
+from tests.control_helpers import (
+    QUIET_TEMPLATE,
+    ZONE,
+    batch_status,
+    completion,
+    dqn,
+    ensure_quiet_template,
+    make_batch,
+    mig_events,
+    ppo,
+    publish_batch,
+    quiet_ready,
+    wait_batch,
+)
+from trainer import storage
+
+
+@pytest.mark.slow
+def test_batch_end_to_end_with_real_trainers(cloud: Cloud) -> None:
+    rt = cloud.runtime()
+    since = time.time()
+    batch = make_batch(ppo(seed=11, remote_store=True, logger=True), dqn(seed=12, remote_store=True))
+    publish_batch(rt, batch)
+    info = wait_batch(rt, batch.batch_id, timeout=420)
+    assert [e["state"] for e in info["experiments"]] == ["succeeded", "succeeded"], info
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    # The group is gone, and each VM was removed through it before the group was deleted.
+    assert f"{ZONE}/{mig}" not in cloud.migs()
+    deletes = mig_events(cloud, mig, since, "mig.deleteInstances")
+    assert sorted(i for e in deletes for i in e["instances"]) == sorted(e["instance"] for e in info["experiments"])
+    assert len(mig_events(cloud, mig, since, "mig.delete")) == 1
+    assert max(e["t"] for e in deletes) <= mig_events(cloud, mig, since, "mig.delete")[0]["t"]
+    assert not [k for k in cloud.instances() if k.startswith(f"{ZONE}/{mig}-")]
+    # MLflow has one run per experiment, with parameters, versions, metrics and the model.
+    client = mlflow.MlflowClient(tracking_uri=cloud.env["MLFLOW_TRACKING_URI"])
+    for e in info["experiments"]:
+        run = client.get_run(e["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.params["env"] == e["environment"]
+        assert run.data.params["energyplus-version"].startswith("25.")
+        assert "sinergym-version" in run.data.params
+        assert len(client.get_metric_history(run.info.run_id, "train/mean_reward")) == 1
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
+        assert "models/model.zip" in artifacts
+        # Every output is in the bucket and matches its manifest.
+        bucket = rt.clients.storage.bucket(rt.settings.results_bucket)
+        prefix = names.results_prefix(batch.batch_id, e["name"])
+        assert storage.verify_manifest(bucket, prefix) == []
+        assert bucket.get_blob(prefix + "models/model.zip") is not None
+        assert e["outputs"][0] == f"gs://{rt.settings.results_bucket}/{prefix}"
+    # On-call staff got one alert for the batch, with the counts.
+    alerts = [a for a in cloud.alerts() if a["incident"]["metric"]["labels"].get("batch_id") == batch.batch_id]
+    assert len(alerts) == 1
+    assert alerts[0]["incident"]["metric"]["labels"]["succeeded"] == "2"
+
+
+def test_bad_batches_are_dead_lettered_and_create_nothing(cloud: Cloud) -> None:
+    rt = cloud.runtime()
+    since = time.time()
+    cloud.dead_letters(names.TOPIC_BATCHES, wait=0)  # drain
+    bad = [
+        b"not json",
+        b'{"batch_id": "ok-id", "experiments": [{"environment": "Eplus-nope-v1"}]}',
+        b'{"schema_version": 9, "batch_id": "ok-id", "experiments": [{"environment": "Eplus-5zone-hot-continuous-v1"}]}',
+        json.dumps({"batch_id": "x; rm -rf /", "experiments": [{"environment": "Eplus-5zone-hot-continuous-v1"}]}).encode(),
+    ]
+    for data in bad:
+        rt.clients.publish(names.TOPIC_BATCHES, data)
+    letters: list[dict[str, object]] = []
+
+    def collect() -> bool:
+        letters.extend(cloud.dead_letters(names.TOPIC_BATCHES, wait=0.5))
+        return len(letters) >= len(bad)
+
+    wait_for(collect, 30, "4 dead letters")
+    reasons = sorted(str(m["attributes"]["dead_letter_reason"]) for m in letters)  # type: ignore[index]
+    assert any("not JSON" in r for r in reasons)
+    assert any("unknown Sinergym environment" in r for r in reasons)
+    assert any("schema_version 9" in r for r in reasons)
+    assert any("batch_id" in r for r in reasons)
+    assert cloud.events(since, "mig.insert") == []
+
+
+def test_missing_template_is_permanent_and_creates_nothing(cloud: Cloud) -> None:
+    rt = cloud.runtime()
+    since = time.time()
+    batch = make_batch(ppo(), template="no-such-template")
+    with pytest.raises(PermanentError, match="does not exist"):
+        launch.launch(rt, batch)
+    assert cloud.events(since, "mig.insert") == []
+    assert rt.state.read(names.launch_object(batch.batch_id)) is None
+
+
+def test_same_batch_twice_makes_one_group(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    since = time.time()
+    batch = make_batch(ppo(), ppo(seed=2), template=QUIET_TEMPLATE)
+    publish_batch(rt, batch)
+    publish_batch(rt, batch)
+    threads = [threading.Thread(target=launch.launch, args=(rt, batch)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # The publisher refuses to resubmit an existing id, and says so.
+    env = {**os.environ, **cloud.env}
+    again = subprocess.run(
+        [sys.executable, "publisher.py", "--batch-id", batch.batch_id, "-cmds",
+         "python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0 and "already exists" in again.stdout
+    info = wait_batch(rt, batch.batch_id, 60, until="launched")
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    wait_for(lambda: len(cloud.migs().get(f"{ZONE}/{mig}", [])) == 2, 30, "two instances")
+    assert len([e for e in cloud.events(since, "mig.insert") if e["mig"] == mig]) == 1
+    created = [i for e in mig_events(cloud, mig, since, "mig.createInstances") for i in e["instances"]]
+    assert sorted(created) == sorted(e["instance"] for e in info["experiments"])
+    cleanup.cancel(rt, batch.batch_id)
+
+
+def test_two_last_completions_together_delete_the_group_once(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    since = time.time()
+    batch = make_batch(ppo(), ppo(seed=2), template=QUIET_TEMPLATE)
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    messages = [contracts.dump(completion(rt, batch.batch_id, i, boot_id="b")) for i in range(2)]
+    threads = [threading.Thread(target=rt.clients.publish, args=(names.TOPIC_COMPLETIONS, m)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    info = wait_batch(rt, batch.batch_id, 60)
+    assert info["status"] == "finished"
+    wait_for(lambda: f"{ZONE}/{mig}" not in cloud.migs(), 30, "group deleted")
+    assert len(mig_events(cloud, mig, since, "mig.delete")) == 1
+    alerts = [a for a in cloud.alerts() if a["incident"]["metric"]["labels"].get("batch_id") == batch.batch_id]
+    assert len(alerts) == 1
+
+
+def test_duplicate_and_stale_completions_change_nothing(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    batch = make_batch(ppo(), template=QUIET_TEMPLATE)
+    launch.launch(rt, batch)
+    done = completion(rt, batch.batch_id, 0, boot_id="b")
+    first = cleanup.complete(rt, done, owner="m1")
+    since = time.time()
+    again = cleanup.complete(rt, done, owner="m1")
+    late_failure = cleanup.complete(rt, completion(rt, batch.batch_id, 0, "failed", boot_id="b"), owner="m2")
+    assert first.state == again.state == late_failure.state == "succeeded"
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    assert mig_events(cloud, mig, since, "mig.deleteInstances") == []
+    assert mig_events(cloud, mig, since, "mig.delete") == []
+
+
+@pytest.mark.slow
+def test_dispatch_is_idempotent_and_verifies_the_host_key(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    batch = make_batch(ppo(episodes=3), template=QUIET_TEMPLATE)
+    launch.launch(rt, batch)
+    instance = names.instance_name(batch.group_name, batch.batch_id, 0)
+    ready = quiet_ready(cloud, instance)
+    # A forged or stale message (another host key) is refused before anything runs.
+    forged = ready.model_copy(update={"host_key_fingerprint": "SHA256:" + "B" * 43, "boot_id": "forged-boot"})
+    assert dispatch.dispatch(rt, forged) == "refused: host key mismatch"
+    record = batch_status(rt, batch.batch_id)["experiments"][0]  # type: ignore[index]
+    assert record["state"] != "running"
+    assert any(h["event"] == "host-key-mismatch" for h in record["history"])
+    # The same ready message delivered three times, two of them at once: one trainer.
+    outcomes: list[str] = []
+    threads = [threading.Thread(target=lambda: outcomes.append(dispatch.dispatch(rt, ready))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    outcomes.append(dispatch.dispatch(rt, ready))
+    assert outcomes.count("trainer started") == 1, outcomes
+    home = cloud.instances()[f"{ZONE}/{instance}"]["home"]
+    pid_files = list((__import__("pathlib").Path(home) / "experiments").glob("*/trainer.pid"))
+    assert len(pid_files) == 1
+    trainers = subprocess.run(["pgrep", "-f", f"trainer run --spec {home}"], capture_output=True, text=True)
+    assert len(trainers.stdout.split()) == 1
+    cleanup.cancel(rt, batch.batch_id)
+
+
+@pytest.mark.slow
+def test_cancel_of_a_running_batch_leaves_nothing_behind(cloud: Cloud) -> None:
+    rt = cloud.runtime()
+    batch = make_batch(ppo(episodes=20))
+    publish_batch(rt, batch)
+    info = wait_batch(rt, batch.batch_id, 120, until="running")
+    instance = info["experiments"][0]["instance"]
+    vm = cloud.instances()[f"{ZONE}/{instance}"]
+    env = {**os.environ, **cloud.env}
+    result = subprocess.run(
+        [sys.executable, "publisher.py", "cancel", batch.batch_id], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cancelled 1 experiment" in result.stdout
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    wait_for(lambda: f"{ZONE}/{instance}" not in cloud.instances(), 60, "VM gone")
+    assert f"{ZONE}/{mig}" not in cloud.migs()
+    from localcloud import procs
+
+    assert procs.start_time(vm["pid"]) is None or procs.is_zombie(vm["pid"])
+    assert subprocess.run(["pgrep", "-f", f"trainer run --spec {vm['home']}"], capture_output=True).returncode == 1
+    final = batch_status(rt, batch.batch_id)
+    assert final is not None and final["status"] == "cancelled"
+    assert final["experiments"][0]["state"] == "cancelled"
+    # The trainer's SIGTERM completion ("preempted") arrives after the cancel and changes nothing.
+    time.sleep(3)
+    assert batch_status(rt, batch.batch_id)["experiments"][0]["state"] == "cancelled"  # type: ignore[index]
+
+
+def test_launch_function_through_functions_framework(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real functions-framework app: bad input acknowledged (200), transient errors retried (500)."""
+    import base64
+
+    from functions_framework import create_app
+
+    from sinergym_cloud import runtime
+
+    for key, value in cloud.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SINERGYM_CALL_DEADLINE", "2")
+    runtime.get.cache_clear()
+    app = create_app("launch", str(REPO / "functions" / "launch" / "main.py"), "cloudevent").test_client()
+
+    def post(data: bytes, message_id: str) -> int:
+        event = {
+            "specversion": "1.0",
+            "type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "source": f"//pubsub.googleapis.com/projects/local-project/topics/{names.TOPIC_BATCHES}",
+            "id": message_id,
+            "datacontenttype": "application/json",
+            "data": {"message": {"data": base64.b64encode(data).decode(), "messageId": message_id}},
+        }
+        return int(app.post("/", json=event, headers={"Content-Type": "application/cloudevents+json"}).status_code)
+
+    assert post(b"{broken", "m-1") == 200
+    ensure_quiet_template(cloud)
+    batch = make_batch(ppo(), template=QUIET_TEMPLATE)
+    cloud.emulator("faults", {"method": "instanceGroupManagers.insert", "code": 503, "reason": "backendError", "times": 50})
+    assert post(contracts.dump(batch), "m-2") == 500  # transient: Pub/Sub redelivers
+    cloud.emulator("faults", {"clear": True})
+    assert post(contracts.dump(batch), "m-2") == 200  # the redelivery finishes the work
+    assert wait_batch(rt := cloud.runtime(), batch.batch_id, 30, until="launched")["status"] == "running"
+    cleanup.cancel(rt, batch.batch_id)
+    runtime.get.cache_clear()
+
+
+def test_batch_without_id_gets_one_from_the_message(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    body = {"template_name": QUIET_TEMPLATE, "experiments": [ppo().model_dump(mode="json", exclude_none=True)]}
+    message_id = rt.clients.publish(names.TOPIC_BATCHES, json.dumps(body).encode())
+    batch_id = f"msg-{message_id}"
+    info = wait_batch(rt, batch_id, 30, until="launched")
+    assert info["experiments"][0]["instance"] == names.instance_name("sinergym-group", batch_id, 0)
+    cleanup.cancel(rt, batch_id)
+
+
+def test_publisher_seed_example_verbatim_on_the_local_cloud(cloud: Cloud) -> None:
+    """The original documentation's command, word for word, with the local cloud's environment sourced."""
+    env = {**os.environ, **cloud.env}
+    batch_id = new_batch_id("seed")
+    command = [
+        sys.executable, "publisher.py",
+        "--project_id", "sinergym",
+        "--zone", "europe-west1-b",
+        "--template_name", "sinergym-template",
+        "--group_name", "sinergym-group",
+        "--experiment_commands",
+        "python3 DRL_battery.py --environment Eplus-5Zone-hot-discrete-v1 --episodes 2 --algorithm DQN --logger "
+        "--log_interval 1 --seed 58 --evaluation --eval_freq 1 --eval_length 1 --tensorboard ./tensorboard_log "
+        "--remote_store",
+        "python3 DRL_battery.py --environment Eplus-5Zone-hot-continuous-v1 --episodes 3 --algorithm PPO --logger "
+        "--log_interval 300 --seed 52 --evaluation --eval_freq 1 --eval_length 1 --tensorboard ./tensorboard_log "
+        "--remote_store",
+        "--batch-id", batch_id,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"batch {batch_id}: 2 experiment(s) submitted" in result.stdout
+    rt = cloud.runtime()
+    info = wait_batch(rt, batch_id, 60, until="launched")
+    assert [e["algorithm"] for e in info["experiments"]] == ["DQN", "PPO"]
+    cleanup.cancel(rt, batch_id)  # a full year of EnergyPlus is not for a test
+
+
+def test_schema_and_gcloud_publish_line_in_docs_work(cloud: Cloud) -> None:
+    """docs/batches.md's `gcloud pubsub topics publish` line, run against the local cloud."""
+    ensure_quiet_template(cloud)
+    doc = (REPO / "docs" / "batches.md").read_text()
+    line = next(l for l in doc.splitlines() if l.startswith("gcloud pubsub topics publish"))
+    assert "docs/batch.example.json" in line
+    example = json.loads((REPO / "docs" / "batch.example.json").read_text())
+    batch_id = new_batch_id("doc")
+    example.update(batch_id=batch_id, template_name=QUIET_TEMPLATE)
+    tmp = REPO / ".local-test-example.json"
+    tmp.write_text(json.dumps(example))
+    try:
+        script = f". {cloud.local.dir / 'env'} && {line.replace('docs/batch.example.json', str(tmp))}"
+        result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        tmp.unlink()
+    if result.returncode == 127:
+        pytest.skip("gcloud not installed")
+    assert result.returncode == 0, result.stderr
+    rt = cloud.runtime()
+    assert wait_batch(rt, batch_id, 30, until="launched")
+    cleanup.cancel(rt, batch_id)
+
+
+def test_batch_model_is_what_launch_accepts() -> None:
+    example = json.loads((REPO / "docs" / "batch.example.json").read_text())
+    assert Batch.model_validate(example).batch_id == "hot-climate-study-1"
