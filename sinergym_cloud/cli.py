@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sinergym_cloud import batchfile, config, contracts, legacy, names
-from sinergym_cloud.contracts import Batch, _summarise
+from sinergym_cloud.contracts import Batch, Experiment, _summarise
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 STEPS_PER_SECOND = {"PPO": 340.0, "A2C": 340.0, "DQN": 250.0, "DDPG": 150.0, "SAC": 60.0, "TD3": 150.0}
@@ -64,6 +64,11 @@ def submit_parser() -> argparse.ArgumentParser:
         help="experiments as original DRL_battery.py command strings (parsed, never run)",
     )
     p.add_argument("--batch-file", type=Path, help="a YAML batch (see README: 'Batch files')")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="submit one runtime self-test experiment (EnergyPlus, bucket, MLflow, Pub/Sub) instead of training",
+    )
     p.add_argument("--batch-id", help="your id for the batch; resubmitting an existing id does nothing")
     p.add_argument("--results-bucket", help="bucket for the outputs (default: the deployment's)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; publish nothing")
@@ -86,8 +91,10 @@ def build_batch(args: argparse.Namespace) -> Batch:
                 raise SystemExit(_die(f"experiment command {n}: {exc}\n  {command}"))
             experiments.append(experiment)
         fields["experiments"] = experiments
+    if getattr(args, "check", False):
+        fields["experiments"] = [*fields.get("experiments", []), Experiment(environment="Eplus-5zone-hot-continuous-v1", mode="check")]
     if not fields.get("experiments"):
-        raise SystemExit(_die("no experiments: give --experiment_commands/-cmds or --batch-file"))
+        raise SystemExit(_die("no experiments: give --experiment_commands/-cmds, --batch-file or --check"))
     for key, value in (
         ("zone", args.zone if args.zone != config.DEFAULT_ZONE or "zone" not in fields else None),
         ("template_name", args.template_name),

@@ -98,6 +98,9 @@ class Experiment(Strict):
     n_envs: int = Field(1, ge=1, le=64, description="Parallel simulations (PPO and A2C only).")
     checkpoint_every: int = Field(1, ge=0, le=10_000, description="Checkpoint every N episodes; 0 disables.")
     hyperparameters: Hyperparameters = Hyperparameters()
+    mode: Literal["train", "check"] = Field(
+        "train", description="check: run `python -m trainer check` on the VM instead of training."
+    )
 
     @field_validator("environment")
     @classmethod

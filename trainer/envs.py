@@ -124,8 +124,8 @@ def normalization_stats(vec_env: Any) -> dict[str, Any] | None:
     return {"mean": np.asarray(rms.mean).tolist(), "var": np.asarray(rms.var).tolist(), "count": float(rms.count)}
 
 
-def monitored(env: Any) -> Any:
-    """SB3's Monitor, so that evaluation reports true episode rewards and lengths."""
+def make_monitored(experiment: Experiment, env_name: str) -> Any:
+    """An evaluation environment under SB3's Monitor, so episode rewards and lengths are reported as is."""
     from stable_baselines3.common.monitor import Monitor
 
-    return Monitor(env)
+    return Monitor(make_env(experiment, env_name, evaluation=True))

@@ -9,6 +9,7 @@ simulations in one process deadlock.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,8 @@ class Evaluator:
         from trainer import envs, tracking
 
         if self.env is None:
-            experiment, name = self.experiment, f"{self.runner.ctx.name}-eval"
-            self.env = envs.vectorize([lambda: envs.monitored(envs.make_env(experiment, name, evaluation=True))], subprocess=True)
+            factory = functools.partial(envs.make_monitored, self.experiment, f"{self.runner.ctx.name}-eval")
+            self.env = envs.vectorize([factory], subprocess=True)
         if self.experiment.normalization:
             rms = train_env.env_method("get_wrapper_attr", "obs_rms", indices=[0])[0]
             self.env.env_method("set_wrapper_attr", "obs_rms", rms)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -209,7 +210,10 @@ class Runner:
             heartbeat.start()
         log.info("experiment %s (attempt %d) starting in %s", self.ctx.name, self.ctx.attempt, self.workdir)
         try:
-            self._train()
+            if self.ctx.experiment.mode == "check":
+                self._check()
+            else:
+                self._train()
             if self.stop_requested.is_set():
                 self.outcome.status = "preempted"
                 self.outcome.reason = "stopped by SIGTERM; checkpoint saved"
@@ -228,6 +232,19 @@ class Runner:
         log.info("experiment %s: %s %s", self.ctx.name, self.outcome.status, self.outcome.reason)
         return {"succeeded": EXIT_OK, "preempted": EXIT_PREEMPTED}.get(self.outcome.status, EXIT_FAILED)
 
+    def _check(self) -> None:
+        """A runtime self-test launched as an experiment: the completion carries the verdicts."""
+        from trainer import check
+
+        os.chdir(self.workdir)
+        results = check.run_checks(self.ctx.results_bucket, self.ctx.prefix)
+        log.info("runtime check:\n%s", check.render(results))
+        self.outcome.metrics.update({f"check_{r.name}": 1.0 if r.ok else 0.0 for r in results if r.ok is not None})
+        failed = [f"{r.name}: {r.detail}" for r in results if r.ok is False]
+        if failed:
+            raise RuntimeError("runtime check failed: " + "; ".join(failed))
+        self.outcome.reason = "all runtime checks passed"
+
     def _train(self) -> None:
         from trainer import checkpoint, envs, tracking
 
@@ -240,11 +257,13 @@ class Runner:
         resume = checkpoint.fetch(self, self.workdir / "checkpoint") if self.ctx.results_bucket else None
         run = tracking.start(self.ctx, resume.run_id if resume else None)
         self.outcome.mlflow_run_id = run.info.run_id
+        failed = True
         try:
             self._learn(resume)
             tracking.finish(self, run)
+            failed = False
         finally:
-            tracking.end("KILLED" if self.stop_requested.is_set() else None, self.outcome.status == "failed")
+            tracking.end("KILLED" if self.stop_requested.is_set() else None, failed)
         if exp.remote_store and self.ctx.results_bucket and not self.stop_requested.is_set():
             self._store_outputs()
 
@@ -256,9 +275,8 @@ class Runner:
 
         exp = self.ctx.experiment
         norm = resume.norm_stats if resume else None
-        factories = [
-            (lambda i=i: envs.make_env(exp, self._env_name(i), norm_stats=norm)) for i in range(exp.n_envs)
-        ]
+        # Factories are pickled into the worker processes: plain functions and data only.
+        factories = [functools.partial(envs.make_env, exp, self._env_name(i), norm) for i in range(exp.n_envs)]
         vec_env = envs.vectorize(factories)
         try:
             episode_len = int(vec_env.env_method("get_wrapper_attr", "timestep_per_episode", indices=[0])[0])
@@ -304,7 +322,9 @@ class Runner:
                     checkpoint.save(self, model, vec_env)
 
             callback = EpisodeCallback(on_episode, self.stop_requested.is_set)
-            remaining = total - int(model.num_timesteps)
+            # Episodes are what was asked for. A resumed run restarts the episode it was stopped in
+            # (the simulation cannot resume mid-episode), so what is left is counted in whole episodes.
+            remaining = (exp.episodes - self.episodes_done) * episode_len if resume else total
             try:
                 if remaining > 0:
                     model.learn(
