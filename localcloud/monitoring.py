@@ -28,8 +28,8 @@ from typing import Any
 
 import grpc
 import requests
-from google.cloud.monitoring_v3 import types
 from google.api import metric_pb2
+from google.cloud.monitoring_v3 import types
 from google.protobuf import empty_pb2
 
 log = logging.getLogger("localcloud.monitoring")
@@ -134,17 +134,18 @@ class Store:
                 }
                 value = point_value(point)
                 end = point.interval.end_time
+                when: str = end.isoformat() if end else datetime.now(UTC).isoformat()
                 record = {
                     **series,
                     "value": value,
-                    "time": end.isoformat() if end else datetime.now(UTC).isoformat(),
+                    "time": when,
                     "received": time.time(),
                     "project": request.name,
                 }
                 self.points.append(record)
                 with self.series_file.open("a") as f:
                     f.write(json.dumps(record) + "\n")
-                notify.extend(self._evaluate(series, value, record["time"]))
+                notify.extend(self._evaluate(series, value, when))
         for incident in notify:
             self._deliver(incident)
 
@@ -316,7 +317,9 @@ def build_server(store: Store, port: int) -> tuple[grpc.Server, int]:
     alerts = grpc.method_handlers_generic_handler(
         "google.monitoring.v3.AlertPolicyService",
         {
-            "CreateAlertPolicy": _unary(store.create_policy, types.CreateAlertPolicyRequest, types.AlertPolicy.serialize),
+            "CreateAlertPolicy": _unary(
+                store.create_policy, types.CreateAlertPolicyRequest, types.AlertPolicy.serialize
+            ),
             "ListAlertPolicies": _unary(
                 store.list_policies, types.ListAlertPoliciesRequest, types.ListAlertPoliciesResponse.serialize
             ),

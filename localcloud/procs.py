@@ -229,7 +229,7 @@ def stop_recorded(pid_dir: Path, grace: float = 5.0, order: Sequence[str] = ()) 
     for wave in (first, rest):
         records = [(path, PidRecord.load(path)) for path in wave]
         threads = []
-        for path, record in records:
+        for _path, record in records:
             if record is not None and record.alive():
                 t = threading.Thread(target=kill_tree, args=(record.pid, grace))
                 t.start()

@@ -47,7 +47,9 @@ def load(path: Path) -> dict[str, Any]:
         raise BatchFileError(f"{path}: expected a mapping with an `experiments` list")
     unknown = set(data) - BATCH_KEYS
     if unknown:
-        raise BatchFileError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(BATCH_KEYS))}")
+        raise BatchFileError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(BATCH_KEYS))}"
+        )
     defaults = data.get("defaults") or {}
     entries = data.get("experiments")
     if not isinstance(entries, list) or not entries:

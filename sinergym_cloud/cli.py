@@ -55,7 +55,9 @@ def submit_parser() -> argparse.ArgumentParser:
     p.add_argument("--project_id", "-id", help="Google Cloud project (omit to use the local cloud)")
     p.add_argument("--zone", "-zo", default=config.DEFAULT_ZONE, help="zone for the VMs (default %(default)s)")
     p.add_argument("--template_name", "-tem", default=None, help="instance template (default sinergym-template)")
-    p.add_argument("--group_name", "-group", default=None, help="prefix of the group and VM names (default sinergym-group)")
+    p.add_argument(
+        "--group_name", "-group", default=None, help="prefix of the group and VM names (default sinergym-group)"
+    )
     p.add_argument(
         "--experiment_commands",
         "-cmds",
@@ -88,11 +90,14 @@ def build_batch(args: argparse.Namespace) -> Batch:
             try:
                 experiment, _group = legacy.parse_command(command)
             except legacy.LegacyCommandError as exc:
-                raise SystemExit(_die(f"experiment command {n}: {exc}\n  {command}"))
+                raise SystemExit(_die(f"experiment command {n}: {exc}\n  {command}")) from None
             experiments.append(experiment)
         fields["experiments"] = experiments
     if getattr(args, "check", False):
-        fields["experiments"] = [*fields.get("experiments", []), Experiment(environment="Eplus-5zone-hot-continuous-v1", mode="check")]
+        fields["experiments"] = [
+            *fields.get("experiments", []),
+            Experiment(environment="Eplus-5zone-hot-continuous-v1", mode="check"),
+        ]
     if not fields.get("experiments"):
         raise SystemExit(_die("no experiments: give --experiment_commands/-cmds, --batch-file or --check"))
     for key, value in (
@@ -140,7 +145,10 @@ def target_settings(project: str | None) -> tuple[config.Settings, bool]:
         except StartupError as exc:
             raise SystemExit(_die(str(exc))) from None
     if project and project != env.get("GOOGLE_CLOUD_PROJECT"):
-        print(f"publisher: local cloud: project {project!r} is served by {env.get('GOOGLE_CLOUD_PROJECT')!r}", file=sys.stderr)
+        print(
+            f"publisher: local cloud: project {project!r} is served by {env.get('GOOGLE_CLOUD_PROJECT')!r}",
+            file=sys.stderr,
+        )
     return config.Settings.from_env(env), True
 
 
@@ -164,7 +172,7 @@ def print_plan(batch: Batch, settings: config.Settings | None, as_json: bool) ->
     from sinergym_cloud.control.launch import plan
 
     hours = estimate_hours(batch)
-    groups = plan(batch)
+    groups = [{"name": g, "instances": len(ix)} for g, ix in plan(batch)]
     rows = [
         {
             "index": i,
@@ -184,7 +192,7 @@ def print_plan(batch: Batch, settings: config.Settings | None, as_json: bool) ->
         "zone": batch.zone,
         "template": batch.template_name,
         "machine_type": "as set in the instance template",
-        "groups": [{"name": g, "instances": len(ix)} for g, ix in groups],
+        "groups": groups,
         "vms": len(batch.experiments),
         "estimated_vm_hours": round(sum(hours), 2),
         "experiments": rows,
@@ -202,9 +210,9 @@ def print_plan(batch: Batch, settings: config.Settings | None, as_json: bool) ->
     for r in rows:
         table.add_row(
             str(r["index"]),
-            r["instance"],
-            r["environment"],
-            r["algorithm"],
+            str(r["instance"]),
+            str(r["environment"]),
+            str(r["algorithm"]),
             str(r["episodes"]),
             str(r["seed"]),
             f"{r['estimated_vm_hours']:.2f}",
@@ -212,7 +220,7 @@ def print_plan(batch: Batch, settings: config.Settings | None, as_json: bool) ->
     console.print(table)
     console.print(
         f"{len(rows)} VM(s) from template [bold]{batch.template_name}[/] in "
-        f"{', '.join(f'{g} ({n})' for g, n in ((x['name'], x['instances']) for x in summary['groups']))}; "
+        f"{', '.join(f'{g["name"]} ({g["instances"]})' for g in groups)}; "
         f"estimated {summary['estimated_vm_hours']} VM-hours (machine type: as set in the template)."
     )
 
@@ -238,7 +246,11 @@ def submit(argv: list[str]) -> int:
     bucket = batch.results_bucket or settings.results_bucket
     mlflow = settings.mlflow_uri or "(MLFLOW_TRACKING_URI of the deployment)"
     if args.json and not args.wait:
-        print(json.dumps({"batch_id": batch.batch_id, "message_id": message_id, "results": f"gs://{bucket}/{batch.batch_id}/"}))
+        print(
+            json.dumps(
+                {"batch_id": batch.batch_id, "message_id": message_id, "results": f"gs://{bucket}/{batch.batch_id}/"}
+            )
+        )
     else:
         print(f"batch {batch.batch_id}: {len(batch.experiments)} experiment(s) submitted (message {message_id})")
         print(f"  results:  gs://{bucket}/{batch.batch_id}/")
@@ -305,7 +317,9 @@ def render_status(info: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"outputs: {info['results']}   MLflow experiment: {info['mlflow_experiment']}")
     for g in info["groups"]:
-        console.print(f"group {g['name']}: {'exists, ' + str(g['instances']) + ' instance(s)' if g['exists'] else 'deleted'}")
+        console.print(
+            f"group {g['name']}: {'exists, ' + str(g['instances']) + ' instance(s)' if g['exists'] else 'deleted'}"
+        )
     for a in info["alerts"]:
         console.print(f"alert raised: {a['metric']} {a['labels']} at {a['time']}")
 
@@ -382,7 +396,9 @@ def _episode(rt: Any, info: dict[str, Any], e: dict[str, Any]) -> str:
         return "-"
     bucket = info["results"].removeprefix("gs://").split("/", 1)[0]
     try:
-        blob = rt.clients.storage.bucket(bucket).get_blob(names.heartbeat_object(info["batch_id"], e["name"]), timeout=5)
+        blob = rt.clients.storage.bucket(bucket).get_blob(
+            names.heartbeat_object(info["batch_id"], e["name"]), timeout=5
+        )
         beat = json.loads(blob.download_as_bytes(timeout=5)) if blob else {}
     except Exception:  # noqa: BLE001 - progress display only
         beat = {}

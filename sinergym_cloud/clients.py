@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import compute_v1, monitoring_v3, pubsub_v1, storage
+from google.cloud import compute_v1, monitoring_v3, pubsub_v1, storage  # type: ignore[attr-defined]
 
 from sinergym_cloud.config import Settings
 
@@ -60,7 +60,7 @@ class Clients:
         if endpoint:
             return storage.Client(
                 project=self.settings.project,
-                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                credentials=AnonymousCredentials(),
                 client_options={"api_endpoint": endpoint},
             )
         return storage.Client(project=self.settings.project)
@@ -70,7 +70,7 @@ class Clients:
         endpoint = self.settings.compute_endpoint
         if endpoint:
             return {
-                "credentials": AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                "credentials": AnonymousCredentials(),
                 "client_options": {"api_endpoint": endpoint},
                 "transport": "rest",
             }

@@ -10,10 +10,11 @@ Instances are only ever removed through their group (``deleteInstances``), never
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from google.api_core import exceptions
@@ -42,7 +43,9 @@ def raise_for_operation(op: compute_v1.Operation) -> None:
     if op.http_error_status_code:
         errors = [{"code": e.code, "message": e.message} for e in op.error.errors] if op.error else []
         message = "; ".join(f"{e['code']}: {e['message']}" for e in errors) or op.http_error_message
-        raise exceptions.from_http_status(op.http_error_status_code, f"operation {op.name} failed: {message}", errors=errors)
+        raise exceptions.from_http_status(
+            op.http_error_status_code, f"operation {op.name} failed: {message}", errors=errors
+        )
     if op.error and op.error.errors:
         # Only one of httpErrorStatusCode/httpErrorMessage is set, or neither: still a failure.
         message = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
@@ -74,7 +77,7 @@ class ComputeApi:
                 op = self.c.global_operations.wait(project=self.project, operation=op.name, timeout=call_timeout)
         raise_for_operation(op)
 
-    def _call(self, what: str, fn: retry.Callable[[], compute_v1.Operation], zone: str | None) -> None:
+    def _call(self, what: str, fn: Callable[[], compute_v1.Operation], zone: str | None) -> None:
         """Issue a mutation with a request id (so a retry is never applied twice) and wait for it."""
         op = retry.call(fn, what=what, deadline=self.deadline)
         self.wait(op, zone)
@@ -167,20 +170,19 @@ class ComputeApi:
                 compute_v1.PerInstanceConfig(name=n, preserved_state=compute_v1.PreservedState(metadata=wanted[n]))
                 for n in missing
             ]
-            request = compute_v1.InstanceGroupManagersCreateInstancesRequest(instances=configs)
-            request_id = str(uuid.uuid4())
+            request = compute_v1.CreateInstancesInstanceGroupManagerRequest(
+                project=self.project,
+                zone=zone,
+                instance_group_manager=group,
+                instance_group_managers_create_instances_request_resource=(
+                    compute_v1.InstanceGroupManagersCreateInstancesRequest(instances=configs)
+                ),
+                request_id=str(uuid.uuid4()),
+            )
             try:
                 self._call(
                     f"create {len(missing)} instance(s) in {group}",
-                    lambda: self.c.migs.create_instances_unary(
-                        request=compute_v1.CreateInstancesInstanceGroupManagerRequest(
-                            project=self.project,
-                            zone=zone,
-                            instance_group_manager=group,
-                            instance_group_managers_create_instances_request_resource=request,
-                            request_id=request_id,
-                        )
-                    ),
+                    functools.partial(self.c.migs.create_instances_unary, request=request),
                     zone,
                 )
                 return missing
@@ -216,7 +218,9 @@ class ComputeApi:
             return False
 
     def recreate_instance(self, zone: str, group: str, instance: str) -> bool:
-        request = compute_v1.InstanceGroupManagersRecreateInstancesRequest(instances=[f"zones/{zone}/instances/{instance}"])
+        request = compute_v1.InstanceGroupManagersRecreateInstancesRequest(
+            instances=[f"zones/{zone}/instances/{instance}"]
+        )
         request_id = str(uuid.uuid4())
         try:
             self._call(

@@ -83,12 +83,11 @@ class Settings:
 def read_env_file(path: Path) -> dict[str, str]:
     """The variables of a shell-sourceable ``export K=V`` file such as ``.local/env``."""
     values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        line = line.removeprefix("export ")
-        key, sep, value = line.partition("=")
+        key, sep, value = line.removeprefix("export ").partition("=")
         if sep:
             parts = shlex.split(value)
             values[key.strip()] = parts[0] if parts else ""

@@ -135,15 +135,12 @@ class Experiment(Strict):
         kind = catalog.action_space_kind(self.environment)
         if kind not in catalog.ALGORITHM_ACTION_SPACES[self.algorithm]:
             needs = " or ".join(sorted(catalog.ALGORITHM_ACTION_SPACES[self.algorithm]))
-            raise ValueError(
-                f"{self.algorithm} needs a {needs} action space; {self.environment} has a {kind} one"
-            )
+            raise ValueError(f"{self.algorithm} needs a {needs} action space; {self.environment} has a {kind} one")
         for name in self.hyperparameters.given():
             allowed = flags.HYPERPARAMETERS[name].algorithms or frozenset()
             if self.algorithm not in allowed:
-                raise ValueError(
-                    f"hyperparameter {name} does not apply to {self.algorithm} (it applies to {', '.join(sorted(allowed))})"
-                )
+                takers = ", ".join(sorted(allowed))
+                raise ValueError(f"hyperparameter {name} does not apply to {self.algorithm} (it applies to {takers})")
         if self.n_envs > 1 and self.algorithm not in flags.ON_POLICY:
             raise ValueError(f"n_envs > 1 is supported for PPO and A2C, not {self.algorithm}")
         if self.tensorboard and ".." in self.tensorboard.split("/"):
@@ -163,7 +160,7 @@ class Batch(Strict):
     This is the public contract of the ``experiment-batches`` topic: any service may publish it.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
     group_name: GroupName = "sinergym-group"
     zone: Zone = "europe-west1-b"
@@ -181,7 +178,7 @@ class Batch(Strict):
 class InstanceReady(Strict):
     """Published by a VM once its trainer runtime is up and sshd listens."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     instance: GceName
     zone: Zone
     mig: GceName
@@ -195,7 +192,7 @@ class InstanceReady(Strict):
 class Completion(Strict):
     """Published by the trainer when an experiment ends, on every path."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     batch_id: BatchId
     experiment_index: int = Field(ge=0, lt=MAX_EXPERIMENTS)
     experiment_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")
@@ -281,7 +278,7 @@ def experiment_name(experiment: Experiment, submitted_at: dt.datetime, index: in
 class TrainerSpec(Strict):
     """What dispatch hands the trainer on the VM (over SSH, on stdin): one experiment, in context."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     project: str = Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
     batch_id: BatchId
     experiment_index: int = Field(ge=0, lt=MAX_EXPERIMENTS)

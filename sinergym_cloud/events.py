@@ -73,9 +73,7 @@ def dead_letter(publish: Callable[..., str], topic: str, d: Delivery, reason: st
         log.exception("could not publish to %s", names.dead_letter_topic(topic))
 
 
-def handle(
-    cloud_event: Any, topic: str, handler: Callable[[Delivery], None], publish: Callable[..., str]
-) -> None:
+def handle(cloud_event: Any, topic: str, handler: Callable[[Delivery], None], publish: Callable[..., str]) -> None:
     """Run ``handler`` on the event's message, with the permanent/transient error policy."""
     try:
         d = delivery(cloud_event)

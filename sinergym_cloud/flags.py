@@ -42,7 +42,9 @@ RUN_FLAGS: tuple[Flag, ...] = (
         "str",
         "linear (default), exponential, or a Sinergym reward class name such as HourlyLinearReward.",
     ),
-    Flag("--normalization", "-norm", "normalization", "bool", "Normalize observations (Sinergym NormalizeObservation)."),
+    Flag(
+        "--normalization", "-norm", "normalization", "bool", "Normalize observations (Sinergym NormalizeObservation)."
+    ),
     Flag("--multiobs", "-mobs", "multiobs", "bool", "Stack observations (Sinergym MultiObsWrapper)."),
     Flag("--logger", "-log", "logger", "bool", "Log every step with Sinergym's LoggerWrapper and CSV monitors."),
     Flag(
@@ -104,9 +106,7 @@ HYPERPARAMETER_FLAGS: tuple[Flag, ...] = (
     Flag("--gae_lambda", "-gl", "gae_lambda", "float", "GAE lambda.", ON_POLICY),
     Flag("--ent_coef", "-ec", "ent_coef", "float", "Entropy coefficient.", ON_POLICY | frozenset({"SAC"})),
     Flag("--vf_coef", "-v", "vf_coef", "float", "Value function coefficient.", ON_POLICY),
-    Flag(
-        "--max_grad_norm", "-m", "max_grad_norm", "float", "Gradient clipping norm.", ON_POLICY | frozenset({"DQN"})
-    ),
+    Flag("--max_grad_norm", "-m", "max_grad_norm", "float", "Gradient clipping norm.", ON_POLICY | frozenset({"DQN"})),
     Flag("--rms_prop_eps", "-rms", "rms_prop_eps", "float", "RMSprop epsilon.", frozenset({"A2C"})),
     Flag("--buffer_size", "-bfs", "buffer_size", "int", "Replay buffer size.", OFF_POLICY),
     Flag("--learning_starts", "-ls", "learning_starts", "int", "Steps before learning starts.", OFF_POLICY),
@@ -125,12 +125,8 @@ HYPERPARAMETER_FLAGS: tuple[Flag, ...] = (
         "Target network update interval.",
         frozenset({"DQN", "SAC"}),
     ),
-    Flag(
-        "--exploration_fraction", None, "exploration_fraction", "float", "Exploration schedule.", frozenset({"DQN"})
-    ),
-    Flag(
-        "--exploration_initial_eps", None, "exploration_initial_eps", "float", "Initial epsilon.", frozenset({"DQN"})
-    ),
+    Flag("--exploration_fraction", None, "exploration_fraction", "float", "Exploration schedule.", frozenset({"DQN"})),
+    Flag("--exploration_initial_eps", None, "exploration_initial_eps", "float", "Initial epsilon.", frozenset({"DQN"})),
     Flag("--exploration_final_eps", None, "exploration_final_eps", "float", "Final epsilon.", frozenset({"DQN"})),
     Flag("--policy_delay", None, "policy_delay", "int", "TD3 policy delay.", frozenset({"TD3"})),
     Flag("--target_policy_noise", None, "target_policy_noise", "float", "TD3 target noise.", frozenset({"TD3"})),

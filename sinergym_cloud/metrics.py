@@ -31,7 +31,10 @@ def write(clients: Clients, metric_type: str, labels: dict[str, Any], value: flo
     now = time.time()
     seconds = int(now)
     point = monitoring_v3.Point(
-        {"interval": {"end_time": {"seconds": seconds, "nanos": int((now - seconds) * 1e9)}}, "value": {"double_value": value}}
+        {
+            "interval": {"end_time": {"seconds": seconds, "nanos": int((now - seconds) * 1e9)}},
+            "value": {"double_value": value},
+        }
     )
     series.points = [point]
     retry.call(

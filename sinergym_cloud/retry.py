@@ -6,13 +6,10 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 from google.api_core import exceptions
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -38,7 +35,7 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def call(
+def call[T](
     fn: Callable[[], T],
     *,
     what: str,

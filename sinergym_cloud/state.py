@@ -14,6 +14,7 @@ state of every experiment of a batch without reading each object.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -123,7 +124,5 @@ class StateStore:
             yield blob.name, dict(blob.metadata or {}), blob.updated
 
     def delete(self, path: str) -> None:
-        try:
+        with contextlib.suppress(exceptions.NotFound):
             self.bucket.blob(path).delete(timeout=10)
-        except exceptions.NotFound:
-            pass

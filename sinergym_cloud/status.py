@@ -51,6 +51,7 @@ def batch_status(rt: Runtime, batch_id: str, with_compute: bool = True, with_ale
     counts: dict[str, int] = {}
     for rec in experiments:
         counts[rec.state] = counts.get(rec.state, 0) + 1
+    overall: str
     if launch.status in ("cancelled", "failed"):
         overall = launch.status
     elif finalize is not None and finalize.alerted:

@@ -54,7 +54,9 @@ class Cloud:
 
     def emulator(self, path: str, body: dict[str, Any] | None = None) -> Any:
         url = f"{self.compute_url}/_emulator/{path}"
-        response = requests.post(url, json=body or {}, timeout=30) if body is not None else requests.get(url, timeout=30)
+        response = (
+            requests.post(url, json=body or {}, timeout=30) if body is not None else requests.get(url, timeout=30)
+        )
         response.raise_for_status()
         return response.json()
 
@@ -140,5 +142,12 @@ def _reset_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
         c.emulator("faults", {"clear": True})
         c.emulator(
             "config",
-            {"boot_delay": 0.0, "fail_boot": None, "zone_exhausted": False, "quota_instances": 200, "shutdown_grace": 5.0, "preempt_grace": 5.0},
+            {
+                "boot_delay": 0.0,
+                "fail_boot": None,
+                "zone_exhausted": False,
+                "quota_instances": 200,
+                "shutdown_grace": 5.0,
+                "preempt_grace": 5.0,
+            },
         )

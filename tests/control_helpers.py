@@ -135,7 +135,9 @@ def quiet_ready(cloud: Cloud, instance: str, timeout: float = 60) -> InstanceRea
     return found[0]
 
 
-def completion(rt: Runtime, batch_id: str, index: int, status_: str = "succeeded", boot_id: str = "boot-1") -> Completion:
+def completion(
+    rt: Runtime, batch_id: str, index: int, status_: str = "succeeded", boot_id: str = "boot-1"
+) -> Completion:
     record = status.batch_status(rt, batch_id, with_compute=False, with_alerts=False)["experiments"][index]
     return Completion(
         batch_id=batch_id,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sinergym_cloud import batchfile, catalog, contracts, names
-from sinergym_cloud.contracts import Batch, BadMessage, Completion, Experiment, InstanceReady
+from sinergym_cloud.contracts import BadMessage, Batch, Completion, Experiment, InstanceReady
 
 EXP = {"environment": "Eplus-5zone-hot-continuous-v1", "algorithm": "PPO", "episodes": 1}
 
@@ -111,7 +111,9 @@ def test_every_environment_id_has_a_known_action_space_kind() -> None:
 
 def test_schema_in_docs_matches_the_model() -> None:
     path = Path(__file__).resolve().parent.parent / "docs" / "batch.schema.json"
-    assert json.loads(path.read_text()) == Batch.model_json_schema(), "run: python publisher.py schema > docs/batch.schema.json"
+    assert json.loads(path.read_text()) == Batch.model_json_schema(), (
+        "run: python publisher.py schema > docs/batch.schema.json"
+    )
 
 
 def test_example_message_in_docs_is_a_valid_batch() -> None:
@@ -143,7 +145,10 @@ experiments:
     [
         ("experiments: []", "non-empty"),
         ("experimentz: [1]", "unknown key"),
-        ("experiments: [{command: 'python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1; id'}]", "not allowed"),
+        (
+            "experiments: [{command: 'python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1; id'}]",
+            "not allowed",
+        ),
         ("experiments: [{environment: Eplus-5zone-hot-continuous-v1, seeds: []}]", "seeds"),
         ("[1, 2", "expected"),
     ],

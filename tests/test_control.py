@@ -81,7 +81,9 @@ def test_bad_batches_are_dead_lettered_and_create_nothing(cloud: Cloud) -> None:
         b"not json",
         b'{"batch_id": "ok-id", "experiments": [{"environment": "Eplus-nope-v1"}]}',
         b'{"schema_version": 9, "batch_id": "ok-id", "experiments": [{"environment": "Eplus-5zone-hot-continuous-v1"}]}',
-        json.dumps({"batch_id": "x; rm -rf /", "experiments": [{"environment": "Eplus-5zone-hot-continuous-v1"}]}).encode(),
+        json.dumps(
+            {"batch_id": "x; rm -rf /", "experiments": [{"environment": "Eplus-5zone-hot-continuous-v1"}]}
+        ).encode(),
     ]
     for data in bad:
         rt.clients.publish(names.TOPIC_BATCHES, data)
@@ -217,7 +219,12 @@ def test_cancel_of_a_running_batch_leaves_nothing_behind(cloud: Cloud) -> None:
     vm = cloud.instances()[f"{ZONE}/{instance}"]
     env = {**os.environ, **cloud.env}
     result = subprocess.run(
-        [sys.executable, "publisher.py", "cancel", batch.batch_id], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "publisher.py", "cancel", batch.batch_id],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "cancelled 1 experiment" in result.stdout
@@ -264,11 +271,14 @@ def test_launch_function_through_functions_framework(cloud: Cloud, monkeypatch: 
     assert post(b"{broken", "m-1") == 200
     ensure_quiet_template(cloud)
     batch = make_batch(ppo(), template=QUIET_TEMPLATE)
-    cloud.emulator("faults", {"method": "instanceGroupManagers.insert", "code": 503, "reason": "backendError", "times": 50})
+    cloud.emulator(
+        "faults", {"method": "instanceGroupManagers.insert", "code": 503, "reason": "backendError", "times": 50}
+    )
     assert post(contracts.dump(batch), "m-2") == 500  # transient: Pub/Sub redelivers
     cloud.emulator("faults", {"clear": True})
     assert post(contracts.dump(batch), "m-2") == 200  # the redelivery finishes the work
-    assert wait_batch(rt := cloud.runtime(), batch.batch_id, 30, until="launched")["status"] == "running"
+    rt = cloud.runtime()
+    assert wait_batch(rt, batch.batch_id, 30, until="launched")["status"] == "running"
     cleanup.cancel(rt, batch.batch_id)
     runtime.get.cache_clear()
 
@@ -316,7 +326,7 @@ def test_schema_and_gcloud_publish_line_in_docs_work(cloud: Cloud) -> None:
     """docs/batches.md's `gcloud pubsub topics publish` line, run against the local cloud."""
     ensure_quiet_template(cloud)
     doc = (REPO / "docs" / "batches.md").read_text()
-    line = next(l for l in doc.splitlines() if l.startswith("gcloud pubsub topics publish"))
+    line = next(x for x in doc.splitlines() if x.startswith("gcloud pubsub topics publish"))
     assert "docs/batch.example.json" in line
     example = json.loads((REPO / "docs" / "batch.example.json").read_text())
     batch_id = new_batch_id("doc")

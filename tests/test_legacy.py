@@ -104,7 +104,10 @@ def test_every_hyperparameter_flag_for_an_algorithm_that_takes_it(flag: flags.Fl
 @pytest.mark.parametrize(
     ("command", "fragment"),
     [
-        ("python3 DRL_battery.py --environment Eplus-5zone-hot-discrete-v1 --algorithm PPO --buffer_size 10", "buffer_size does not apply to PPO"),
+        (
+            "python3 DRL_battery.py --environment Eplus-5zone-hot-discrete-v1 --algorithm PPO --buffer_size 10",
+            "buffer_size does not apply to PPO",
+        ),
         ("python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1 --algorithm DQN", "discrete"),
         ("python3 DRL_battery.py --environment Eplus-5zone-hot-discrete-v1 --algorithm SAC", "continuous"),
         ("python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1 --algorithm SAC --n-envs 2", "n_envs"),
@@ -118,7 +121,10 @@ def test_every_hyperparameter_flag_for_an_algorithm_that_takes_it(flag: flags.Fl
         ("python3 train.py --environment Eplus-5zone-hot-continuous-v1", "unexpected program 'train.py'"),
         ("bash -c DRL_battery.py", "unexpected program 'bash'"),
         ("python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1 --seed 1 --seed 2", "given twice"),
-        ("python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1 --runperiod 31 2 1991 1 3 1991", "day is out of range"),
+        (
+            "python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1 --runperiod 31 2 1991 1 3 1991",
+            "day is out of range",
+        ),
         ("python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1 --tensorboard ../../etc", "'..'"),
         ("", "empty experiment command"),
     ],

@@ -123,7 +123,10 @@ def test_google_shaped_errors_surface_as_client_exceptions(cloud: Cloud) -> None
                 name="Bad_Name", instance_template="global/instanceTemplates/sinergym-template"
             ),
         )
-    cloud.emulator("faults", {"method": "instanceGroupManagers.get", "code": 403, "reason": "quotaExceeded", "message": "Quota exceeded"})
+    cloud.emulator(
+        "faults",
+        {"method": "instanceGroupManagers.get", "code": 403, "reason": "quotaExceeded", "message": "Quota exceeded"},
+    )
     with pytest.raises(exceptions.Forbidden, match="Quota"):
         rt.clients.migs.get(project=PROJECT, zone=ZONE, instance_group_manager="anything")
 
@@ -135,12 +138,19 @@ def test_operations_wait_and_filters(cloud: Cloud) -> None:
         project=PROJECT,
         zone=ZONE,
         instance_group_manager_resource=compute_v1.InstanceGroupManager(
-            name=group, base_instance_name=group, instance_template="global/instanceTemplates/sinergym-template", target_size=1
+            name=group,
+            base_instance_name=group,
+            instance_template="global/instanceTemplates/sinergym-template",
+            target_size=1,
         ),
     )
     done = rt.clients.zone_operations.wait(project=PROJECT, zone=ZONE, operation=op.name)
     assert done.status == compute_v1.Operation.Status.DONE
-    wait_for(lambda: rt.clients.migs.get(project=PROJECT, zone=ZONE, instance_group_manager=group).status.is_stable, 30, "stable")
+    wait_for(
+        lambda: rt.clients.migs.get(project=PROJECT, zone=ZONE, instance_group_manager=group).status.is_stable,
+        30,
+        "stable",
+    )
     listed = rt.clients.instances.list(
         request=compute_v1.ListInstancesRequest(project=PROJECT, zone=ZONE, filter=f"name eq {group}-.*")
     )
@@ -202,13 +212,22 @@ def test_env_file_points_tools_at_the_local_cloud(cloud: Cloud) -> None:
 
 def test_local_up_then_down_leaves_no_process(tmp_path: Path) -> None:
     """`make local-up` then `make local-down`, through the CLI, with the processes checked in /proc."""
-    env = {**os.environ, "LOCALCLOUD_DIR": str(tmp_path / "lc"), "LOCALCLOUD_PORT_BASE": "0", "LOCALCLOUD_SWEEP_INTERVAL": "1"}
-    up = subprocess.run([sys.executable, "-m", "localcloud", "up"], env=env, capture_output=True, text=True, timeout=180)
+    env = {
+        **os.environ,
+        "LOCALCLOUD_DIR": str(tmp_path / "lc"),
+        "LOCALCLOUD_PORT_BASE": "0",
+        "LOCALCLOUD_SWEEP_INTERVAL": "1",
+    }
+    up = subprocess.run(
+        [sys.executable, "-m", "localcloud", "up"], env=env, capture_output=True, text=True, timeout=180
+    )
     assert up.returncode == 0, up.stderr
     info = json.loads((tmp_path / "lc" / "cloud.json").read_text())
     running = procs.marked(info["id"])
     assert len(running) >= 9, "pubsub, gcs, mlflow, monitoring, compute, 4 functions, scheduler"
-    down = subprocess.run([sys.executable, "-m", "localcloud", "down"], env=env, capture_output=True, text=True, timeout=120)
+    down = subprocess.run(
+        [sys.executable, "-m", "localcloud", "down"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert down.returncode == 0, down.stderr
     left = [p for p in procs.marked(info["id"]) if not procs.is_zombie(p)]
     assert left == [], f"processes left behind: {left}"
@@ -229,7 +248,13 @@ def test_down_after_a_crash_of_the_starter_still_stops_everything(tmp_path: Path
     state_url = f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/state"
     import requests
 
-    vm = wait_for(lambda: (v := requests.get(state_url, timeout=5).json()["instances"].get(f"{ZONE}/crash-0")) and v["ready"] and v, 30, "VM up")
+    vm = wait_for(
+        lambda: (
+            (v := requests.get(state_url, timeout=5).json()["instances"].get(f"{ZONE}/crash-0")) and v["ready"] and v
+        ),
+        30,
+        "VM up",
+    )
     # A process the VM started that left its process group (like a detached trainer).
     subprocess.run(["kill", "-9", str(procs.PidRecord.load(cloud.pid_dir / "compute.json").pid)], check=True)  # type: ignore[union-attr]
     os_pid = vm["pid"]

@@ -8,10 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-
 
 import mlflow
 import pytest
@@ -284,7 +282,9 @@ print(json.dumps({"version": sinergym.__version__, "ids": ids, "rewards": reward
 
 
 def test_trainer_help_lists_every_original_flag() -> None:
-    result = subprocess.run([sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert result.returncode == 0
     for flag in ("--environment", "-env", "--episodes", "-ep", "--algorithm", "-alg", "--reward", "-rw", "--normalization",
                  "-norm", "--multiobs", "-mobs", "--logger", "-log", "--tensorboard", "-tens", "--evaluation", "-eval",
@@ -329,5 +329,3 @@ def test_uploads_are_verified(cloud: Cloud, tmp_path: Path) -> None:
     assert f"missing: {prefix}a/x.csv" in storage.verify_manifest(bucket, prefix)
     with contextlib.suppress(exceptions.NotFound):
         bucket.blob(prefix + "MANIFEST.json").delete()
-
-

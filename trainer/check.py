@@ -132,7 +132,9 @@ def render(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer check", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer check", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--bucket", help="results bucket to test (default $SINERGYM_RESULTS_BUCKET)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

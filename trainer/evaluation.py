@@ -43,7 +43,7 @@ class Evaluator:
             rms = train_env.env_method("get_wrapper_attr", "obs_rms", indices=[0])[0]
             self.env.env_method("set_wrapper_attr", "obs_rms", rms)
         mean, std = evaluate_policy(model, self.env, n_eval_episodes=self.experiment.eval_length, deterministic=True)
-        mean, std = float(mean), float(std)
+        mean, std = float(mean), float(std)  # type: ignore[arg-type]  # scalars unless return_episode_rewards
         tracking.log_eval(mean, std, episode)
         log.info("evaluation after episode %d: mean reward %.2f (std %.2f)", episode, mean, std)
         if self.best is None or mean > self.best:

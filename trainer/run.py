@@ -177,7 +177,7 @@ class Runner:
         self.stop_requested.set()
 
     def _heartbeat(self) -> None:
-        every = float(os.environ.get("SINERGYM_HEARTBEAT_SECONDS", 30))
+        every = float(os.environ.get("SINERGYM_HEARTBEAT_SECONDS", "30"))
         blob_name = names.heartbeat_object(self.ctx.batch_id, self.ctx.name)
         while True:
             try:
@@ -380,7 +380,7 @@ class Runner:
             self.clients.storage.bucket(bucket_name),
             tb_dir,
             prefix,
-            float(os.environ.get("SINERGYM_UPLOAD_SECONDS", 30)),
+            float(os.environ.get("SINERGYM_UPLOAD_SECONDS", "30")),
         )
         syncer.start()
         self.outcome.output_uris.append(f"gs://{bucket_name}/{prefix}")
@@ -408,7 +408,9 @@ class Runner:
 
     def _publish_completion(self) -> None:
         ctx = self.ctx
-        assert ctx.instance and ctx.zone and ctx.boot_id
+        assert ctx.instance
+        assert ctx.zone
+        assert ctx.boot_id
         metrics = {k: float(v) for k, v in self.outcome.metrics.items() if isinstance(v, (int, float))}
         message = Completion(
             batch_id=ctx.batch_id,
@@ -417,7 +419,7 @@ class Runner:
             instance=ctx.instance,
             zone=ctx.zone,
             boot_id=ctx.boot_id,
-            status=self.outcome.status,  # type: ignore[arg-type]
+            status=self.outcome.status,
             exit_reason=self.outcome.reason[:4000],
             error_type=self.outcome.error_type,
             log_tail=list(self.tail.lines)[-20:] if self.outcome.status == "failed" else [],

@@ -31,9 +31,16 @@ def start(ctx: Context, run_id: str | None) -> Any:
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         # No server: a local SQLite store beside the outputs (browse it with `mlflow ui --backend-store-uri ...`).
         mlflow.set_tracking_uri(f"sqlite:///{Path.cwd().parent / 'mlflow.db'}")
-    retry.call(lambda: mlflow.set_experiment(ctx.mlflow_experiment), what="mlflow experiment", deadline=60, transient=_transient)
+    retry.call(
+        lambda: mlflow.set_experiment(ctx.mlflow_experiment),
+        what="mlflow experiment",
+        deadline=60,
+        transient=_transient,
+    )
     if run_id:
-        run = retry.call(lambda: mlflow.start_run(run_id=run_id), what="resume mlflow run", deadline=60, transient=_transient)
+        run = retry.call(
+            lambda: mlflow.start_run(run_id=run_id), what="resume mlflow run", deadline=60, transient=_transient
+        )
         mlflow.set_tag("attempt", str(ctx.attempt))
         log.info("resumed MLflow run %s", run.info.run_id)
         return run
@@ -47,7 +54,10 @@ def start(ctx: Context, run_id: str | None) -> Any:
         "environment": ctx.experiment.environment,
     }
     run = retry.call(
-        lambda: mlflow.start_run(run_name=ctx.name, tags=tags), what="start mlflow run", deadline=60, transient=_transient
+        lambda: mlflow.start_run(run_name=ctx.name, tags=tags),
+        what="start mlflow run",
+        deadline=60,
+        transient=_transient,
     )
     log.info("MLflow run %s in experiment %s", run.info.run_id, ctx.mlflow_experiment)
     return run

@@ -1,4 +1,6 @@
-"""Cloud Function ``cleanup`` (2nd gen, CloudEvent from Pub/Sub): a completion message: record the result, remove the VM, tear the batch down when done.
+"""Cloud Function ``cleanup`` (2nd gen, CloudEvent from Pub/Sub).
+
+On a completion message: record the result, remove the VM, tear the batch down when done.
 
 A thin entry point: decoding, the error policy and the work live in ``sinergym_cloud``.
 """

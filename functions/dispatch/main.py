@@ -1,4 +1,6 @@
-"""Cloud Function ``dispatch`` (2nd gen, CloudEvent from Pub/Sub): an instance-ready message: SSH to the VM and start its experiment's trainer.
+"""Cloud Function ``dispatch`` (2nd gen, CloudEvent from Pub/Sub).
+
+On an instance-ready message: SSH to the VM and start its experiment's trainer.
 
 A thin entry point: decoding, the error policy and the work live in ``sinergym_cloud``.
 """

@@ -1,4 +1,6 @@
-"""Cloud Function ``launch`` (2nd gen, CloudEvent from Pub/Sub): a batch message: validate, record, create the group and one VM per experiment.
+"""Cloud Function ``launch`` (2nd gen, CloudEvent from Pub/Sub).
+
+On a batch message: validate, record, create the group and one VM per experiment.
 
 A thin entry point: decoding, the error policy and the work live in ``sinergym_cloud``.
 """

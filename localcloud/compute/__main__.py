@@ -1,3 +1,5 @@
-from localcloud.compute.server import main
 import sys
+
+from localcloud.compute.server import main
+
 sys.exit(main())

@@ -416,8 +416,7 @@ class Cloud:
                 raise ApiError(
                     400,
                     "resourceInUseByAnotherResource",
-                    f"The instance_template resource '{template['selfLink']}' is already being used by "
-                    f"'{in_use[0]}'",
+                    f"The instance_template resource '{template['selfLink']}' is already being used by '{in_use[0]}'",
                 )
             del self.templates[(project, name)]
             op.finish()
@@ -571,9 +570,7 @@ class Cloud:
             if member is None or member.current_action == "DELETING":
                 if skip:
                     continue
-                raise invalid(
-                    f"The instance '{url}' is not a member of '{mig.self_link}' or is already being deleted"
-                )
+                raise invalid(f"The instance '{url}' is not a member of '{mig.self_link}' or is already being deleted")
             members.append(member)
         return members
 
@@ -826,10 +823,8 @@ class Cloud:
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(grace + 2)
-            except subprocess.TimeoutExpired:
-                pass
             procs.kill_tree(process.pid, grace=1.0, sig=signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(5)

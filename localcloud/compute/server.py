@@ -123,9 +123,7 @@ class Api:
     def mig_list_errors(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
         if "filter" in q or "orderBy" in q:
             raise invalid("listErrors supports neither filter nor orderBy")
-        return paginate(
-            self.cloud.list_errors(g["project"], g["zone"], g["mig"]), q, "items", lambda i: True
-        )
+        return paginate(self.cloud.list_errors(g["project"], g["zone"], g["mig"]), q, "items", lambda i: True)
 
     # instances
     @route("GET", Z + r"/instances/(?P<name>[^/]+)", "instances.get")
@@ -189,7 +187,11 @@ class Api:
             self.cloud.add_fault(body)
         return {"ok": True}
 
-    @route("POST", r"/_emulator/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/preempt", "emulator.preempt")
+    @route(
+        "POST",
+        r"/_emulator/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/preempt",
+        "emulator.preempt",
+    )
     def preempt(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
         return self.cloud.preempt(g["project"], g["zone"], g["name"])
 
@@ -208,23 +210,28 @@ class RequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
-            for verb, pattern, name, fn_name in ROUTES:
-                m = pattern.match(url.path)
-                if m and verb == method:
-                    break
-            else:
+            found = next(
+                (
+                    (m, name, handler)
+                    for verb, pattern, name, handler in ROUTES
+                    if verb == method and (m := pattern.match(url.path))
+                ),
+                None,
+            )
+            if found is None:
                 raise not_found(url.path.removeprefix("/compute/v1/"))
+            m, route_name, handler_name = found
             try:
                 body = json.loads(raw) if raw else {}
             except json.JSONDecodeError:
                 raise invalid("Invalid JSON payload received.") from None
-            if not name.startswith("emulator."):
-                self.api.cloud.check_fault(name)
-            result = getattr(self.api, fn_name)(m.groupdict(), query, body)
+            if not route_name.startswith("emulator."):
+                self.api.cloud.check_fault(route_name)
+            result = getattr(self.api, handler_name)(m.groupdict(), query, body)
             self._reply(200, result)
         except ApiError as exc:
             self._reply(exc.code, exc.body())
-        except Exception as exc:  # noqa: BLE001 - a bug must answer 500, not hang the client
+        except Exception as exc:
             log.exception("internal error on %s %s", method, self.path)
             self._reply(500, ApiError(500, "backendError", f"Internal error: {exc}").body())
 
@@ -236,13 +243,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
 

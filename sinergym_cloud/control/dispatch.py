@@ -45,7 +45,9 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
         raise BadMessage(f"no experiment {index} in batch {ready.batch_id}")
     rec = ExperimentRecord.model_validate(current.data)
     if (rec.instance, rec.mig, rec.zone) != (ready.instance, ready.mig, ready.zone):
-        raise BadMessage(f"instance {ready.instance} in {ready.zone} does not serve experiment {index} of {ready.batch_id}")
+        raise BadMessage(
+            f"instance {ready.instance} in {ready.zone} does not serve experiment {index} of {ready.batch_id}"
+        )
     if rec.terminal:
         # A VM of a finished experiment came up (recreated, or a late ready): make sure it goes away.
         cleanup.settle(rt, rec)

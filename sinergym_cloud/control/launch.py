@@ -18,7 +18,7 @@ from typing import Any
 from google.api_core import exceptions
 
 from sinergym_cloud import contracts, names, retry
-from sinergym_cloud.contracts import Batch, BadMessage
+from sinergym_cloud.contracts import BadMessage, Batch
 from sinergym_cloud.events import Delivery, PermanentError
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime

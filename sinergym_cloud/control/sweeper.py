@@ -44,7 +44,7 @@ def sweep(rt: Runtime, now: float | None = None) -> dict[str, Any]:
         report["batches"] += 1
         try:
             sweep_batch(rt, batch_id, now, report)
-        except Exception:  # noqa: BLE001 - one broken batch must not stop the sweep of the others
+        except Exception:
             log.exception("sweeping batch %s failed", batch_id)
     return report
 
@@ -150,9 +150,8 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str) -> str:
     log.warning("%s/%d %s: %s", rec.batch_id, rec.index, outcome, reason)
     if outcome == "failed":
         cleanup.settle(rt, updated)
-    else:
-        # Resume on a fresh VM of the same name: its boot publishes instance-ready again.
-        if not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):
-            wanted = {rec.instance: {"sinergym-batch-id": rec.batch_id, "sinergym-experiment-index": str(rec.index)}}
-            rt.compute.create_instances(rec.zone, rec.mig, wanted)
+    # Resume on a fresh VM of the same name: its boot publishes instance-ready again.
+    elif not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):
+        wanted = {rec.instance: {"sinergym-batch-id": rec.batch_id, "sinergym-experiment-index": str(rec.index)}}
+        rt.compute.create_instances(rec.zone, rec.mig, wanted)
     return outcome

@@ -1,0 +1,44 @@
+"""Print test coverage per package (and the total) from the .coverage data of the last run.
+
+Coverage is measured in the test process and in every Python subprocess it starts (the local
+cloud's functions, emulators and trainers), then combined here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGES = ("sinergym_cloud", "functions", "localcloud", "trainer")
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parent.parent
+    coverage = [sys.executable, "-m", "coverage"]
+    subprocess.run([*coverage, "combine", "--quiet"], cwd=root, check=False)
+    out = root / "coverage.json"
+    result = subprocess.run([*coverage, "json", "--quiet", "-o", str(out)], cwd=root, check=False)
+    if result.returncode != 0 or not out.exists():
+        print("coverage: no data (run the tests first)")
+        return 0
+    data = json.loads(out.read_text())
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for path, info in data["files"].items():
+        package = Path(path).parts[0]
+        summary = info["summary"]
+        totals[package][0] += summary["covered_lines"]
+        totals[package][1] += summary["num_statements"]
+    print("coverage by package")
+    for package in PACKAGES:
+        covered, statements = totals.get(package, [0, 0])
+        share = 100 * covered / statements if statements else 0.0
+        print(f"  {package:16} {share:5.1f}%  ({covered}/{statements} statements)")
+    print(f"  {'TOTAL':16} {data['totals']['percent_covered']:5.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
