@@ -25,7 +25,8 @@ local-status: ## Which local cloud services run
 demo: venv ## The main job: a real two-experiment batch on the local cloud, end to end (KEEP=1 keeps it up)
 	@$(PY) scripts/demo.py
 
-test: venv ## The whole test suite (slow tier included) with coverage per package
+test: ## The whole test suite (slow tier included) with coverage per package
+	@./scripts/bootstrap.sh --with-browser
 	@$(PY) -m pytest $(PYTEST_ARGS)
 	@$(PY) scripts/coverage_summary.py
 

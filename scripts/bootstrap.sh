@@ -64,6 +64,19 @@ ensure_sshd() {
     fi
 }
 
+ensure_chromium() {
+    # Only the report test needs it (a real headless browser opens the HTML report).
+    command -v chromium >/dev/null 2>&1 && return
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing chromium (the report test opens the HTML report in a headless browser)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+            || say "chromium could not be installed: the report's browser test will be skipped"
+    else
+        say "chromium is missing (Debian: sudo apt-get install chromium): the report's browser test will be skipped"
+    fi
+}
+
 ensure_pubsub_emulator() {
     command -v java >/dev/null 2>&1 || die "java is missing: the Pub/Sub emulator needs a Java 11+ runtime (Debian: apt-get install default-jre-headless)"
     "$VENV/bin/python" -c 'from localcloud.pubsub import find_emulator; find_emulator()' >/dev/null 2>&1 \
@@ -75,4 +88,6 @@ ensure_packages
 if [ "${1:-}" != "--python-only" ]; then
     ensure_sshd
     ensure_pubsub_emulator
+    [ "${1:-}" = "--with-browser" ] && ensure_chromium
 fi
+exit 0

@@ -41,6 +41,7 @@ class Row:
     episodes: int
     final_reward: float | None = None
     best_reward: float | None = None
+    best_eval: float | None = None
     comfort_violation: float | None = None
     energy_kwh: float | None = None
     wall_hours: float | None = None
@@ -113,7 +114,8 @@ def gather(rt: Any, batch_id: str) -> tuple[dict[str, Any], list[Row]]:
                 evals = [m.value for m in client.get_metric_history(e["mlflow_run_id"], EVAL)]
                 rewards = [v for _, v in row.curve]
                 row.final_reward = rewards[-1] if rewards else None
-                row.best_reward = max(evals or rewards) if (evals or rewards) else None
+                row.best_reward = max(rewards) if rewards else None
+                row.best_eval = max(evals) if evals else None
             except Exception as exc:  # noqa: BLE001 - a report without one run's curve is still a report
                 log.warning("MLflow run %s: %s", e["mlflow_run_id"], exc)
         rows.append(row)
@@ -152,6 +154,9 @@ def plot_learning_curves(rows: list[Row]) -> bytes | None:
         steps = [p[0] for p in points]
         ax.plot(steps, [p[1] for p in points], marker="o", label=label)
         ax.fill_between(steps, [p[2] for p in points], [p[3] for p in points], alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training episode")
     ax.set_ylabel("mean reward per step")
     ax.set_title("Learning curves (line: mean across seeds; band: min-max)")
@@ -218,7 +223,7 @@ def render(info: dict[str, Any], rows: list[Row], images: dict[str, bytes], stor
             "<tr>"
             f"<td>{r.index}</td><td>{html.escape(r.environment)}</td><td>{r.algorithm}</td><td>{r.seed}</td>"
             f'<td class="state {r.state}">{r.state}</td><td>{r.episodes}</td>'
-            f"<td>{_fmt(r.final_reward, 3)}</td><td>{_fmt(r.best_reward, 3)}</td>"
+            f"<td>{_fmt(r.final_reward, 3)}</td><td>{_fmt(r.best_reward, 3)}</td><td>{_fmt(r.best_eval, 1)}</td>"
             f"<td>{_fmt(r.comfort_violation, 1)}</td><td>{_fmt(r.energy_kwh, 1)}</td>"
             f"<td>{_fmt(r.wall_hours * 60 if r.wall_hours is not None else None, 1)}</td>"
             f"<td>{_fmt(r.vm_hours, 3)}</td><td>{run}</td><td>{outputs_link(r.outputs, storage_endpoint)}</td>"
@@ -261,7 +266,7 @@ MLflow experiment <code>{html.escape(info["mlflow_experiment"])}</code>; outputs
 idle share {idle_share:.0f}% (VM alive but not training: boot, dispatch, upload, deletion).</p>
 <table id="experiments">
 <thead><tr><th>#</th><th>environment</th><th>algorithm</th><th>seed</th><th>state</th><th>episodes</th>
-<th>final mean reward</th><th>best mean reward</th><th>comfort violation %</th><th>energy kWh</th>
+<th>final mean reward</th><th>best mean reward</th><th>best evaluation (episode reward)</th><th>comfort violation %</th><th>energy kWh</th>
 <th>wall min</th><th>VM-hours</th><th>MLflow</th><th>outputs</th><th>note</th></tr></thead>
 <tbody>
 {"".join(body)}

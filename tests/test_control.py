@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -34,14 +36,25 @@ from tests.control_helpers import (
 from trainer import storage
 
 
-@pytest.mark.slow
-def test_batch_end_to_end_with_real_trainers(cloud: Cloud) -> None:
+@pytest.fixture(scope="module")
+def finished_batch(cloud: Cloud) -> tuple[Batch, dict[str, Any], float]:
+    """A real two-experiment batch (PPO and DQN, real EnergyPlus), run to the end once per module."""
     rt = cloud.runtime()
     since = time.time()
-    batch = make_batch(ppo(seed=11, remote_store=True, logger=True), dqn(seed=12, remote_store=True))
+    batch = make_batch(
+        ppo(seed=11, remote_store=True, logger=True),
+        ppo(seed=13, remote_store=True),
+        dqn(seed=12, remote_store=True),
+    )
     publish_batch(rt, batch)
-    info = wait_batch(rt, batch.batch_id, timeout=420)
-    assert [e["state"] for e in info["experiments"]] == ["succeeded", "succeeded"], info
+    return batch, wait_batch(rt, batch.batch_id, timeout=600), since
+
+
+@pytest.mark.slow
+def test_batch_end_to_end_with_real_trainers(cloud: Cloud, finished_batch: tuple[Batch, dict[str, Any], float]) -> None:
+    rt = cloud.runtime()
+    batch, info, since = finished_batch
+    assert [e["state"] for e in info["experiments"]] == ["succeeded"] * 3, info
     mig = names.mig_name(batch.group_name, batch.batch_id)
     # The group is gone, and each VM was removed through it before the group was deleted.
     assert f"{ZONE}/{mig}" not in cloud.migs()
@@ -61,16 +74,61 @@ def test_batch_end_to_end_with_real_trainers(cloud: Cloud) -> None:
         assert len(client.get_metric_history(run.info.run_id, "train/mean_reward")) == 1
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
         assert "models/model.zip" in artifacts
-        # Every output is in the bucket and matches its manifest.
+        # Every output is in the bucket and matches its manifest, and was there before the completion.
         bucket = rt.clients.storage.bucket(rt.settings.results_bucket)
         prefix = names.results_prefix(batch.batch_id, e["name"])
         assert storage.verify_manifest(bucket, prefix) == []
         assert bucket.get_blob(prefix + "models/model.zip") is not None
         assert e["outputs"][0] == f"gs://{rt.settings.results_bucket}/{prefix}"
+        events = [h["event"] for h in e["history"]]
+        assert events.index("completion:succeeded") > events.index("trainer")
     # On-call staff got one alert for the batch, with the counts.
     alerts = [a for a in cloud.alerts() if a["incident"]["metric"]["labels"].get("batch_id") == batch.batch_id]
     assert len(alerts) == 1
-    assert alerts[0]["incident"]["metric"]["labels"]["succeeded"] == "2"
+    assert alerts[0]["incident"]["metric"]["labels"]["succeeded"] == "3"
+
+
+@pytest.mark.slow
+def test_report_of_the_batch_renders_in_a_real_browser(
+    cloud: Cloud, finished_batch: tuple[Batch, dict[str, Any], float], tmp_path: Path
+) -> None:
+    import base64
+    import re
+    import shutil
+
+    batch, _, _ = finished_batch
+    env = {**os.environ, **cloud.env}
+    result = subprocess.run(
+        [sys.executable, "publisher.py", "report", batch.batch_id, "--out", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    page = tmp_path / "report.html"
+    assert str(page.resolve()) in result.stdout
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    data = json.loads((tmp_path / "report.json").read_text())
+    ppo_rows = [e for e in data["experiments"] if e["algorithm"] == "PPO"]
+    assert len(ppo_rows) == 2 and all(e["curve"] for e in ppo_rows)
+    assert data["vm_hours"] > 0 and 0 <= data["idle_hours"] <= data["vm_hours"]
+    html = page.read_text()
+    for encoded in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html):
+        assert base64.b64decode(encoded).startswith(b"\x89PNG")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make test installs it when it can)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chrome'}"]  # fmt: skip
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rows = re.findall(r"<tr><td>(\d+)</td>", dom.stdout)
+    assert rows == ["0", "1", "2"]
+    assert dom.stdout.count('src="data:image/png;base64,') == 2
+    assert "VM-hours" in dom.stdout and "succeeded" in dom.stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1300,1600", page.as_uri()],
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert shot.stat().st_size > 20_000
 
 
 def test_bad_batches_are_dead_lettered_and_create_nothing(cloud: Cloud) -> None:
