@@ -26,7 +26,7 @@ demo: venv ## The main job: a real two-experiment batch on the local cloud, end 
 	@$(PY) scripts/demo.py
 
 test: ## The whole test suite (slow tier included) with coverage per package
-	@./scripts/bootstrap.sh --with-browser
+	@./scripts/bootstrap.sh --full
 	@$(PY) -m pytest $(PYTEST_ARGS)
 	@$(PY) scripts/coverage_summary.py
 

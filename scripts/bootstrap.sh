@@ -77,6 +77,15 @@ ensure_chromium() {
     fi
 }
 
+ensure_test_tools() {
+    # checkov pins many libraries of its own: it gets a virtualenv of its own, beside .venv.
+    [ -x .venv-tools/bin/checkov ] && return
+    say "installing checkov into .venv-tools (the infra checks run it)"
+    "$VENV/bin/python" -m venv .venv-tools
+    .venv-tools/bin/python -m pip install --quiet --progress-bar off checkov \
+        || say "checkov could not be installed: the infra test that runs it will be skipped"
+}
+
 ensure_pubsub_emulator() {
     command -v java >/dev/null 2>&1 || die "java is missing: the Pub/Sub emulator needs a Java 11+ runtime (Debian: apt-get install default-jre-headless)"
     "$VENV/bin/python" -c 'from localcloud.pubsub import find_emulator; find_emulator()' >/dev/null 2>&1 \
@@ -88,6 +97,9 @@ ensure_packages
 if [ "${1:-}" != "--python-only" ]; then
     ensure_sshd
     ensure_pubsub_emulator
-    [ "${1:-}" = "--with-browser" ] && ensure_chromium
+    if [ "${1:-}" = "--full" ]; then
+        ensure_chromium
+        ensure_test_tools
+    fi
 fi
 exit 0

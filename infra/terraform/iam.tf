@@ -1,0 +1,132 @@
+# Least privilege: one service account per component, no owner/editor, no keys.
+# Every role granted here is in the allowlist a test checks (tests/test_infra.py).
+
+locals {
+  service_accounts = {
+    launch   = "creates each batch's instance group and VMs, records state"
+    dispatch = "reads instances and the SSH key, records state"
+    cleanup  = "removes VMs and groups, records state, writes alert metrics"
+    sweeper  = "retries or fails lost experiments through the same code as cleanup"
+    trainer  = "runs on the VMs: writes results, publishes ready and completion messages"
+    mlflow   = "runs the MLflow server: Cloud SQL client, artifact bucket"
+  }
+  control_plane = ["launch", "dispatch", "cleanup", "sweeper"]
+}
+
+resource "google_service_account" "sa" {
+  for_each     = local.service_accounts
+  project      = var.project_id
+  account_id   = "${var.prefix}-${each.key}"
+  display_name = "Sinergym ${each.key}: ${each.value}"
+}
+
+# Creating a results bucket on first use needs only these two permissions, not storage.admin.
+resource "google_project_iam_custom_role" "bucket_creator" {
+  project     = var.project_id
+  role_id     = replace("${var.prefix}_bucket_creator", "-", "_")
+  title       = "Sinergym bucket creator"
+  permissions = ["storage.buckets.create", "storage.buckets.get"]
+}
+
+resource "google_project_iam_member" "launch_bucket_creator" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.bucket_creator.id
+  member  = "serviceAccount:${google_service_account.sa["launch"].email}"
+}
+
+# Groups and VMs: launch creates, cleanup and the sweeper delete (through the group) and recreate.
+resource "google_project_iam_member" "instance_admin" {
+  for_each = toset(["launch", "cleanup", "sweeper"])
+  project  = var.project_id
+  role     = "roles/compute.instanceAdmin.v1"
+  member   = "serviceAccount:${google_service_account.sa[each.key].email}"
+}
+
+resource "google_project_iam_member" "compute_viewer" {
+  project = var.project_id
+  role    = "roles/compute.viewer"
+  member  = "serviceAccount:${google_service_account.sa["dispatch"].email}"
+}
+
+# VMs run as the trainer account: whoever creates them must be allowed to use it.
+resource "google_service_account_iam_member" "act_as_trainer" {
+  for_each           = toset(["launch", "cleanup", "sweeper"])
+  service_account_id = google_service_account.sa["trainer"].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.sa[each.key].email}"
+}
+
+resource "google_storage_bucket_iam_member" "state_rw" {
+  for_each = toset(local.control_plane)
+  bucket   = google_storage_bucket.state.name
+  role     = "roles/storage.objectUser"
+  member   = "serviceAccount:${google_service_account.sa[each.key].email}"
+}
+
+# The sweeper reads heartbeats; nobody in the control plane writes results.
+resource "google_storage_bucket_iam_member" "results_reader" {
+  bucket = google_storage_bucket.results.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.sa["sweeper"].email}"
+}
+
+# Trainers write the results bucket only, and only under batch prefixes (not at its root, where
+# nothing of ours lives). The per-experiment prefix is enforced by the trainer's code: a
+# condition cannot name which experiment a VM runs. See infra/README.md, "Security".
+resource "google_storage_bucket_iam_member" "trainer_results" {
+  bucket = google_storage_bucket.results.name
+  role   = "roles/storage.objectUser"
+  member = "serviceAccount:${google_service_account.sa["trainer"].email}"
+  condition {
+    title       = "batch-prefixes-only"
+    description = "Objects below a batch prefix: <bucket>/<batch>/<experiment>/..."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.results.name}/objects/\") && resource.name.extract(\"/objects/{batch}/\") != \"\""
+  }
+}
+
+resource "google_pubsub_topic_iam_member" "trainer_publishes" {
+  for_each = toset(["ready", "completions"])
+  project  = var.project_id
+  topic    = module.topics[each.key].topic_id
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${google_service_account.sa["trainer"].email}"
+}
+
+# Functions publish rejected messages to their topic's dead-letter topic.
+resource "google_pubsub_topic_iam_member" "dead_letters" {
+  for_each = { launch = "batches", dispatch = "ready", cleanup = "completions", sweeper = "sweep" }
+  project  = var.project_id
+  topic    = module.topics[each.value].dead_letter_topic_id
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${google_service_account.sa[each.key].email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "dispatch_reads_key" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.ssh_key.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.sa["dispatch"].email}"
+}
+
+resource "google_project_iam_member" "metric_writer" {
+  for_each = toset(["cleanup", "sweeper", "launch"])
+  project  = var.project_id
+  role     = "roles/monitoring.metricWriter"
+  member   = "serviceAccount:${google_service_account.sa[each.key].email}"
+}
+
+resource "google_project_iam_member" "log_writer" {
+  for_each = toset(["trainer", "mlflow"])
+  project  = var.project_id
+  role     = "roles/logging.logWriter"
+  member   = "serviceAccount:${google_service_account.sa[each.key].email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "pull" {
+  for_each   = toset(["trainer", "mlflow"])
+  project    = var.project_id
+  location   = var.region
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.reader"
+  member     = "serviceAccount:${google_service_account.sa[each.key].email}"
+}

