@@ -45,8 +45,9 @@ format: venv ## Apply ruff's fixes and formatting
 bench: venv ## Every benchmark, one table (also written to bench-results/)
 	@$(PY) -m bench
 
-faults: venv ## The whole fault-injection suite and its figures table
-	@$(PY) -m pytest tests/faults -m "faults" -p no:cacheprovider $(PYTEST_ARGS) --no-cov
+faults: venv ## The whole fault-injection suite (full run counts) and its figures table
+	@rm -f bench-results/faults.jsonl
+	@SINERGYM_FAULTS_FULL=1 $(PY) -m pytest tests/faults -p no:cacheprovider --no-cov $(PYTEST_ARGS)
 	@$(PY) scripts/faults_table.py
 
 clean: local-down ## Remove the local cloud's state, caches and test outputs (keeps .venv)

@@ -17,6 +17,10 @@ from google.cloud import compute_v1, monitoring_v3, pubsub_v1, storage  # type: 
 
 from sinergym_cloud.config import Settings
 
+# Pub/Sub messages reach 10 MB: gRPC's default 4 MB receive limit would refuse some (Google's own
+# channels are unlimited; emulator channels are built here).
+GRPC_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+
 
 class Clients:
     """Lazily built Google clients for one target."""
@@ -31,7 +35,7 @@ class Clients:
         if host:
             from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-            transport = PublisherGrpcTransport(channel=grpc.insecure_channel(host))
+            transport = PublisherGrpcTransport(channel=grpc.insecure_channel(host, options=GRPC_OPTIONS))
             return pubsub_v1.PublisherClient(transport=transport)
         return pubsub_v1.PublisherClient()
 
@@ -41,7 +45,7 @@ class Clients:
         if host:
             from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-            transport = SubscriberGrpcTransport(channel=grpc.insecure_channel(host))
+            transport = SubscriberGrpcTransport(channel=grpc.insecure_channel(host, options=GRPC_OPTIONS))
             return pubsub_v1.SubscriberClient(transport=transport)
         return pubsub_v1.SubscriberClient()
 

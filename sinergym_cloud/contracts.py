@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sinergym_cloud import catalog, flags, names
 
@@ -32,9 +32,21 @@ ExperimentStatus = Literal["succeeded", "failed", "preempted"]
 
 
 class Strict(BaseModel):
-    """Unknown fields are errors, not silently dropped: a typo must not change what runs."""
+    """Unknown fields are errors, not silently dropped: a typo must not change what runs.
+
+    Booleans are not numbers either: ``"episodes": true`` is a mistake, not one episode.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name:
+            annotation = cls.model_fields[info.field_name].annotation
+            if bool not in get_args(annotation) and annotation is not bool:
+                raise ValueError(f"expected {getattr(annotation, '__name__', annotation)}, not a boolean")
+        return value
 
 
 class Hyperparameters(Strict):

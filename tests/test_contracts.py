@@ -159,3 +159,11 @@ def test_bad_batch_files_say_why(tmp_path: Path, text: str, reason: str) -> None
     with pytest.raises(batchfile.BatchFileError) as info:
         batchfile.load(f)
     assert reason in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["episodes", "seed", "eval_freq"])
+def test_booleans_are_not_numbers(field: str) -> None:
+    with pytest.raises(BadMessage, match="not a boolean"):
+        contracts.parse(Batch, batch(experiments=[{**EXP, field: True}]))
+    with pytest.raises(BadMessage, match="not a boolean"):
+        contracts.parse(Batch, batch(experiments=[{**EXP, "hyperparameters": {"learning_rate": False}}]))

@@ -23,7 +23,10 @@ from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-SSH_DEADLINE = 90.0
+
+def ssh_deadline(rt: Runtime) -> float:
+    """How long dispatch keeps retrying a VM that refuses or is slow to accept SSH (90 s by default)."""
+    return 3 * rt.settings.call_deadline
 
 
 def handle(rt: Runtime, d: Delivery) -> None:
@@ -136,7 +139,7 @@ def start_trainer(rt: Runtime, ready: InstanceReady, spec: TrainerSpec) -> dict[
     def transient(exc: BaseException) -> bool:
         return isinstance(exc, ssh.TRANSIENT) and not isinstance(exc, ssh.HostKeyMismatch)
 
-    result = retry.call(attempt, what=f"ssh {ready.instance}", deadline=SSH_DEADLINE, transient=transient)
+    result = retry.call(attempt, what=f"ssh {ready.instance}", deadline=ssh_deadline(rt), transient=transient)
     if result.code != 0:
         raise RuntimeError(f"VM agent on {ready.instance} exited {result.code}: {result.stderr.strip()[-500:]}")
     try:

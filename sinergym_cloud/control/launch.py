@@ -213,8 +213,13 @@ def rollback(rt: Runtime, batch: Batch, reason: str) -> None:
         return doc
 
     rt.state.update(names.launch_object(batch.batch_id), failed)
-    for index in range(len(batch.experiments)):
-        cleanup.set_terminal(rt, batch.batch_id, index, "failed", reason)
+    for rec in experiment_records(batch):
+        # Records a crashed launch never wrote are created failed; existing ones are moved to failed.
+        rec.state = "failed"
+        rec.reason = reason
+        rec.finished_at = time.time()
+        if not rt.state.create(names.experiment_object(batch.batch_id, rec.index), rec.doc(), rec.object_metadata()):
+            cleanup.set_terminal(rt, batch.batch_id, rec.index, "failed", reason)
     cleanup.finalize_if_done(rt, batch.batch_id, owner=f"rollback-{batch.batch_id}")
 
 

@@ -36,11 +36,14 @@ def _meta(doc: dict[str, Any]) -> dict[str, str]:
     return {"state": str(doc["state"]), "instance": str(doc["instance"])}
 
 
-def sweep(rt: Runtime, now: float | None = None) -> dict[str, Any]:
+def sweep(rt: Runtime, now: float | None = None, only: set[str] | None = None) -> dict[str, Any]:
+    """Sweep every active batch (or only the ones named). Returns what was done."""
     now = time.time() if now is None else now
     report: dict[str, Any] = {"batches": 0, "retried": [], "failed": [], "finalized": []}
     active = [name.removeprefix(names.ACTIVE_PREFIX) for name, _, _ in rt.state.listing(names.ACTIVE_PREFIX)]
     for batch_id in active:
+        if only is not None and batch_id not in only:
+            continue
         report["batches"] += 1
         try:
             sweep_batch(rt, batch_id, now, report)
