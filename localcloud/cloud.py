@@ -310,7 +310,10 @@ class LocalCloud:
         ]  # fmt: skip
         fn_env = {
             **base,
-            "THREADS": "16",
+            # Two gunicorn workers of eight threads: a function's work (SSH, JSON, TLS-free gRPC) is partly
+            # CPU-bound, and one process would serialise concurrent deliveries on its GIL.
+            "WORKERS": "2",
+            "THREADS": "8",
             "SINERGYM_SSH_USER": getpass.getuser(),
             "SINERGYM_SSH_KEY_FILE": str(self.ssh_key),
             "SINERGYM_VM_AGENT": str(VENV_BIN / "sinergym-vm"),

@@ -46,6 +46,7 @@ class ExperimentRecord(Record):
     dispatched_at: float | None = None
     running_at: float | None = None
     finished_at: float | None = None
+    trainer_finished_at: float | None = None  # when the trainer sent its completion (its own clock)
     delete_requested_at: float | None = None
     alerted_at: float | None = None
     reason: str = ""

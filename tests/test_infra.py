@@ -290,4 +290,4 @@ def test_the_vm_ready_step_publishes_the_contract_dispatch_reads(cloud: Cloud, t
         ["sh", str(REPO / "infra" / "vm" / "publish-ready.sh")],
         env={**env, "BATCH_ID": 'x","evil":"1'}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert bad.returncode != 0 and "unexpected value" in bad.stderr
+    assert bad.returncode != 0 and "unexpected value" in bad.stderr and "evil" in bad.stderr

@@ -325,6 +325,8 @@ class Runner:
             # Episodes are what was asked for. A resumed run restarts the episode it was stopped in
             # (the simulation cannot resume mid-episode), so what is left is counted in whole episodes.
             remaining = (exp.episodes - self.episodes_done) * episode_len if resume else total
+            before = int(model.num_timesteps)
+            learn_started = time.monotonic()
             try:
                 if remaining > 0:
                     model.learn(
@@ -340,6 +342,10 @@ class Runner:
                 if evaluator is not None:
                     evaluator.close()
             self.outcome.timesteps = int(model.num_timesteps)
+            learn_seconds = time.monotonic() - learn_started
+            self.outcome.metrics["learn_seconds"] = learn_seconds
+            if learn_seconds > 0:
+                self.outcome.metrics["steps_per_second"] = (model.num_timesteps - before) / learn_seconds
             if self.stop_requested.is_set():
                 if self.ctx.results_bucket:
                     checkpoint.save(self, model, vec_env)

@@ -16,23 +16,29 @@ PUBSUB_API=${PUBSUB_API:-https://pubsub.googleapis.com}
 fail() { echo "publish-ready: $*" >&2; exit 1; }
 
 # Every value goes into JSON unquoted by any encoder: refuse anything outside its expected shape.
-check() { # name value extended-regex
-    printf '%s' "$2" | grep -Eqx "$3" || fail "$1 has an unexpected value: '$2'"
-}
+# One grep for all the checks (a boot should not fork one per value). A line is NAME<TAB>value; a
+# value with a newline makes an extra line, which matches no pattern and is refused too.
+tab=$(printf '\t')
 name_re='[a-z]([-a-z0-9]{0,61}[a-z0-9])?'
-check READY_PROJECT "$READY_PROJECT" '[a-z][-a-z0-9]{4,28}[a-z0-9]'
-check READY_TOPIC "$READY_TOPIC" '[A-Za-z][-A-Za-z0-9._~%+]{2,254}'
-check INSTANCE_NAME "$INSTANCE_NAME" "$name_re"
-check ZONE "$ZONE" '[a-z]+-[a-z]+[0-9]+-[a-z]'
-check MIG "$MIG" "$name_re"
-check BATCH_ID "$BATCH_ID" '[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?'
-check ADDRESS "$ADDRESS" '[0-9.]{7,15}'
-check SSH_PORT "$SSH_PORT" '[0-9]{1,5}'
-check BOOT_ID "$BOOT_ID" '[A-Za-z0-9-]{1,64}'
+bad=$(printf '%s\n' \
+    "READY_PROJECT${tab}${READY_PROJECT}" "READY_TOPIC${tab}${READY_TOPIC}" "INSTANCE_NAME${tab}${INSTANCE_NAME}" \
+    "ZONE${tab}${ZONE}" "MIG${tab}${MIG}" "BATCH_ID${tab}${BATCH_ID}" "ADDRESS${tab}${ADDRESS}" \
+    "SSH_PORT${tab}${SSH_PORT}" "BOOT_ID${tab}${BOOT_ID}" \
+    | grep -Evx \
+        -e "READY_PROJECT${tab}[a-z][-a-z0-9]{4,28}[a-z0-9]" \
+        -e "READY_TOPIC${tab}[A-Za-z][-A-Za-z0-9._~%+]{2,254}" \
+        -e "INSTANCE_NAME${tab}${name_re}" \
+        -e "ZONE${tab}[a-z]+-[a-z]+[0-9]+-[a-z]" \
+        -e "MIG${tab}${name_re}" \
+        -e "BATCH_ID${tab}[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?" \
+        -e "ADDRESS${tab}[0-9.]{7,15}" \
+        -e "SSH_PORT${tab}[0-9]{1,5}" \
+        -e "BOOT_ID${tab}[A-Za-z0-9-]{1,64}" || true)
+[ -z "$bad" ] || fail "unexpected value(s), refusing to publish: $(printf '%s' "$bad" | tr '\t\n' '= ')"
 [ -r "$HOST_KEY_PUB" ] || fail "host key $HOST_KEY_PUB is not readable"
 
 fingerprint=$(ssh-keygen -l -E sha256 -f "$HOST_KEY_PUB" | awk '{print $2}')
-check fingerprint "$fingerprint" 'SHA256:[A-Za-z0-9+/]{43}'
+printf '%s\n' "$fingerprint" | grep -Eqx 'SHA256:[A-Za-z0-9+/]{43}' || fail "unexpected host key fingerprint: '$fingerprint'"
 
 message=$(printf '{"schema_version":1,"instance":"%s","zone":"%s","mig":"%s","batch_id":"%s","address":"%s","ssh_port":%s,"host_key_fingerprint":"%s","boot_id":"%s"}' \
     "$INSTANCE_NAME" "$ZONE" "$MIG" "$BATCH_ID" "$ADDRESS" "$SSH_PORT" "$fingerprint" "$BOOT_ID")

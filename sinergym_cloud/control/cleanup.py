@@ -58,6 +58,8 @@ def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:
         rec.output_uris = c.output_uris or rec.output_uris
         rec.metrics.update(c.metrics)
         rec.timesteps = max(rec.timesteps, c.timesteps)
+        if c.finished_at is not None:
+            rec.trainer_finished_at = c.finished_at.timestamp()
         detail = c.exit_reason or c.status
         if c.status == "succeeded":
             rec.state = "succeeded"

@@ -1,0 +1,1 @@
+"""`make bench`: every benchmark of the project, one table, figures against goals (never asserted)."""

@@ -1,0 +1,102 @@
+"""`python -m bench [--only cloud,control,trainer] [--quick]`: run the benchmarks, print one table.
+
+Each figure is printed with its goal; nothing is asserted. Results are written to
+bench-results/bench-<time>.json and bench-results/latest.json; a previous latest.json is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import figures  # noqa: E402
+
+
+def machine() -> dict[str, Any]:
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = platform.processor()
+    memory = 0
+    with contextlib.suppress(OSError, StopIteration):
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        memory = int(next(x for x in meminfo if x.startswith("MemTotal")).split()[1])
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def render(rows: list[dict[str, Any]], previous: dict[str, Any] | None) -> str:
+    before = {r["figure"]: r["value"] for r in (previous or {}).get("rows", [])}
+    headers = ["figure", "value", "goal", "met", "previous"]
+    table = []
+    for r in rows:
+        prev = before.get(r["figure"])
+        table.append(
+            [
+                r["figure"],
+                f"{r['value']:.3g} {r['unit']}" if isinstance(r["value"], (int, float)) else str(r["value"]),
+                r["goal"],
+                {True: "yes", False: "NO", None: "-"}[r["met"]],
+                f"{prev:.3g}" if isinstance(prev, (int, float)) else "-",
+            ]
+        )
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*row) for row in table]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--only", default="cloud,control,trainer", help="comma-separated groups: cloud, control, trainer"
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller batches")
+    args = parser.parse_args(argv)
+    groups = set(args.only.split(","))
+    started = dt.datetime.now(dt.UTC)
+    rows: list[dict[str, Any]] = []
+    if "cloud" in groups:
+        rows += figures.cloud(quick=args.quick)
+    if "control" in groups:
+        rows += figures.control(quick=args.quick)
+    if "trainer" in groups:
+        rows += figures.trainer(quick=args.quick)
+    out = REPO / "bench-results"
+    out.mkdir(exist_ok=True)
+    latest = out / "latest.json"
+    previous = json.loads(latest.read_text()) if latest.exists() else None
+    m = machine()
+    result = {"date": started.isoformat(), "machine": m, "rows": rows}
+    print(f"\nsinergym-cloud benchmarks, {started:%Y-%m-%d %H:%M} UTC")
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}\n")
+    print(render(rows, previous))
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    (out / f"bench-{stamp}.json").write_text(json.dumps(result, indent=2))
+    latest.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten: {out / f'bench-{stamp}.json'} (and latest.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

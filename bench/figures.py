@@ -1,0 +1,327 @@
+"""The benchmarks. Each returns rows: figure, value, unit, goal, met (True/False, None: no goal)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+WEEK = (1, 1, 1991, 7, 1, 1991)
+ZONE = "europe-west1-b"
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def row(figure: str, value: Any, unit: str, goal: str, met: bool | None) -> dict[str, Any]:
+    return {"figure": figure, "value": value, "unit": unit, "goal": goal, "met": met}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def local_cloud(extra_env: dict[str, str] | None = None) -> Iterator[tuple[Any, dict[str, str]]]:
+    from localcloud.cloud import LocalCloud, Options
+
+    saved = dict(os.environ)
+    os.environ.update(extra_env or {})
+    cloud = LocalCloud(Path(tempfile.mkdtemp(prefix="bench-cloud-")), Options(port_base=0, sweep_interval=0))
+    try:
+        env = cloud.up()
+        yield cloud, env
+    finally:
+        cloud.down()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def runtime(env: dict[str, str]) -> Any:
+    from sinergym_cloud.config import Settings
+    from sinergym_cloud.runtime import Runtime
+
+    return Runtime.from_settings(Settings.from_env(env))
+
+
+def events(env: dict[str, str], since: float) -> list[dict[str, Any]]:
+    import requests
+
+    url = f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/events?since={since}"
+    return list(requests.get(url, timeout=30).json()["events"])
+
+
+# ------------------------------------------------------------------------ the local cloud
+def cloud(quick: bool = False) -> list[dict[str, Any]]:
+    from localcloud.cloud import LocalCloud, Options
+
+    starts, stops = [], []
+    for i in range(1 if quick else 3):
+        say(f"local cloud cold start {i + 1}")
+        lc = LocalCloud(Path(tempfile.mkdtemp(prefix="bench-cold-")), Options(port_base=0, sweep_interval=0))
+        t = time.monotonic()
+        lc.up()
+        starts.append(time.monotonic() - t)
+        t = time.monotonic()
+        lc.down()
+        stops.append(time.monotonic() - t)
+    rows = [
+        row("local cloud cold start (median)", statistics.median(starts), "s", "< 15 s", max(starts) < 15),
+        row("local cloud stop (median)", statistics.median(stops), "s", "-", None),
+    ]
+    with local_cloud() as (_, env):
+        rt = runtime(env)
+        for n in (1, 20):
+            say(f"boot-to-ready of {n} instance(s)")
+            group = f"boot-{n}-{int(time.time())}"
+            rt.compute.ensure_group(ZONE, group, "sinergym-template")
+            wanted = {
+                f"{group}-{i}": {"sinergym-batch-id": "bench", "sinergym-experiment-index": str(i)} for i in range(n)
+            }
+            since = time.time()
+            rt.compute.create_instances(ZONE, group, wanted)
+
+            def ready(w: dict[str, Any] = wanted, s: float = since) -> list[dict[str, Any]] | None:
+                got = [e for e in events(env, s) if e["kind"] == "vm.ready" and e["instance"] in w]
+                return got if len(got) == len(w) else None
+
+            got = wait_for(ready, 120, f"{n} VMs ready")
+            latencies = [e["t"] - since for e in got]
+            goal_ok = pct(latencies, 0.95) < 1.0
+            rows.append(
+                row(f"instance boot-to-ready, {n} VM(s), p50", statistics.median(latencies), "s", "< 1 s", None)
+            )
+            rows.append(row(f"instance boot-to-ready, {n} VM(s), p95", pct(latencies, 0.95), "s", "< 1 s", goal_ok))
+            rt.compute.delete_group(ZONE, group)
+    return rows
+
+
+# ------------------------------------------------------------------------ control plane
+def control(quick: bool = False) -> list[dict[str, Any]]:
+    from sinergym_cloud import contracts, names
+    from sinergym_cloud.contracts import Batch, Experiment
+    from sinergym_cloud.records import ExperimentRecord
+
+    plan = [(1, 2 if quick else 5), (10, 1 if quick else 2), (20 if quick else 50, 1)]
+    rows: list[dict[str, Any]] = []
+    workload = {"SINERGYM_TRAINER_MODULE": "bench.workload", "BENCH_WORK_SECONDS": "2"}
+    with local_cloud(workload) as (_, env):
+        rt = runtime(env)
+        for n, repeats in plan:
+            started_lat: list[float] = []
+            delete_lat: list[float] = []
+            mig_lat: list[float] = []
+            for r in range(repeats):
+                say(f"control plane, batch of {n} ({r + 1}/{repeats})")
+                experiment = Experiment(environment="Eplus-5zone-hot-continuous-v1", runperiod=WEEK)
+                batch = Batch(batch_id=f"bench-{n}-{r}-{int(time.time())}", experiments=[experiment] * n)
+                since = time.time()
+                rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
+                mig = names.mig_name(batch.group_name, batch.batch_id)
+
+                def finished(m: str = mig, s: float = since) -> list[dict[str, Any]] | None:
+                    evs = events(env, s)
+                    return evs if any(e["kind"] == "mig.delete" and e.get("mig") == m for e in evs) else None
+
+                evs = wait_for(finished, 300 + 3 * n, f"batch of {n} to end")
+                records = [
+                    ExperimentRecord.model_validate(rt.state.read(names.experiment_object(batch.batch_id, i)).data)
+                    for i in range(n)
+                ]
+                for rec in records:
+                    ready = [e["t"] for e in evs if e["kind"] == "vm.ready" and e["instance"] == rec.instance]
+                    delete = [
+                        e["t"] for e in evs if e["kind"] == "mig.deleteInstances" and rec.instance in e["instances"]
+                    ]
+                    if ready and rec.running_at:
+                        started_lat.append(rec.running_at - ready[-1])
+                    if delete and rec.trainer_finished_at:
+                        delete_lat.append(delete[0] - rec.trainer_finished_at)
+                last = max(r.trainer_finished_at or 0 for r in records)
+                mig_delete = next(e["t"] for e in evs if e["kind"] == "mig.delete" and e.get("mig") == mig)
+                mig_lat.append(mig_delete - last)
+            # The goals are per figure and flat in N: 1 s, 1 s, 2 s at the 95th percentile.
+            for label, values, goal in (
+                ("instance-ready -> trainer started", started_lat, 1.0),
+                ("completion -> deleteInstances requested", delete_lat, 1.0),
+                ("batch done -> MIG deleted", mig_lat, 2.0),
+            ):
+                rows.append(row(f"{label}, N={n}, p50", pct(values, 0.5), "s", f"p95 < {goal:g} s", None))
+                p95 = pct(values, 0.95)
+                rows.append(row(f"{label}, N={n}, p95", p95, "s", f"< {goal:g} s", p95 < goal))
+    return rows
+
+
+# ------------------------------------------------------------------------------ trainer
+BARE = """
+import json, os, sys, time
+import gymnasium as gym, sinergym
+from sinergym.utils.wrappers import NormalizeAction
+from stable_baselines3 import PPO
+env = NormalizeAction(gym.make("Eplus-5zone-hot-continuous-v1", env_name="bare",
+                               building_config={"runperiod": (1, 1, 1991, 7, 1, 1991)}, seed=1))
+model = PPO("MlpPolicy", env, n_steps=256, batch_size=64, seed=1)
+steps = 2 * env.get_wrapper_attr("timestep_per_episode")
+t = time.monotonic()
+model.learn(total_timesteps=steps)
+print(json.dumps({"steps_per_second": model.num_timesteps / (time.monotonic() - t)}))
+"""
+
+
+def _bare_steps_per_second() -> float:
+    from trainer.envs import ensure_energyplus
+
+    ensure_energyplus()
+    with tempfile.TemporaryDirectory(prefix="bench-bare-") as cwd:
+        env = {**os.environ, "TQDM_DISABLE": "1"}
+        out = subprocess.run(
+            [sys.executable, "-c", BARE], cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["steps_per_second"])
+
+
+def _trainer_metrics(env: dict[str, str], experiment: Any, sub: str) -> dict[str, float]:
+    from sinergym_cloud import contracts
+    from sinergym_cloud.contracts import Completion, TrainerSpec
+
+    rt = runtime(env)
+    batch_id = f"bench-tr-{int(time.time() * 1000)}"
+    spec = TrainerSpec(
+        project="local-project",
+        batch_id=batch_id,
+        experiment_index=0,
+        experiment_name=f"bench-{batch_id}",
+        group_name="bench",
+        experiment=experiment,
+        results_bucket="experiments-storage",
+        instance="bench-0",
+        zone=ZONE,
+        boot_id="bench-1",
+        mlflow_experiment="bench",
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as work:
+        path = Path(work) / "spec.json"
+        path.write_text(spec.model_dump_json())
+        result = subprocess.run(
+            [sys.executable, "-m", "trainer", "run", "--spec", str(path)],
+            cwd=work,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        response = rt.clients.subscriber.pull(request={"subscription": sub, "max_messages": 10}, timeout=10)
+        for m in response.received_messages:
+            rt.clients.subscriber.acknowledge(request={"subscription": sub, "ack_ids": [m.ack_id]})
+            done = contracts.parse(Completion, m.message.data)
+            if done.batch_id == batch_id:
+                return dict(done.metrics)
+    raise TimeoutError("no completion from the trainer")
+
+
+def trainer(quick: bool = False) -> list[dict[str, Any]]:
+    from sinergym_cloud import names
+    from sinergym_cloud.contracts import Experiment
+
+    rows: list[dict[str, Any]] = []
+    say("bare Sinergym + SB3 loop (PPO, two one-week episodes)")
+    bare = _bare_steps_per_second()
+    with local_cloud() as (_, env):
+        rt = runtime(env)
+        sub = f"projects/local-project/subscriptions/bench-{int(time.time())}"
+        rt.clients.subscriber.create_subscription(name=sub, topic=rt.clients.topic_path(names.TOPIC_COMPLETIONS))
+        base = {
+            "environment": "Eplus-5zone-hot-continuous-v1",
+            "algorithm": "PPO",
+            "episodes": 2,
+            "seed": 1,
+            "runperiod": WEEK,
+            "hyperparameters": {"n_steps": 256, "batch_size": 64},
+        }
+        say("the trainer, same run, with logger, normalization, MLflow, checkpoints, remote store")
+        full = _trainer_metrics(
+            env, Experiment.model_validate({**base, "logger": True, "normalization": True, "remote_store": True}), sub
+        )
+        ratio = full["steps_per_second"] / bare
+        rows.append(row("bare Sinergym + SB3 PPO", bare, "steps/s", "-", None))
+        rows.append(row("trainer (wrappers + MLflow + checkpoints)", full["steps_per_second"], "steps/s", "-", None))
+        rows.append(row("trainer / bare", ratio, "x", ">= 0.9", ratio >= 0.9))
+        say("--n-envs 1 vs 2")
+        one = _trainer_metrics(env, Experiment.model_validate(base), sub)["steps_per_second"]
+        two = _trainer_metrics(env, Experiment.model_validate({**base, "episodes": 4, "n_envs": 2}), sub)[
+            "steps_per_second"
+        ]
+        rows.append(row("--n-envs 2 / --n-envs 1", two / one, "x", ">= 1.6 (2 cores)", two / one >= 1.6))
+        if not quick:
+            rows += _idle_share(env)
+    return rows
+
+
+def _idle_share(env: dict[str, str]) -> list[dict[str, Any]]:
+    """VM alive but not training, for a real two-experiment batch of one-week episodes."""
+    from sinergym_cloud import contracts, names, report
+    from sinergym_cloud.contracts import Batch, Experiment
+
+    say("idle VM share of a real batch")
+    rt = runtime(env)
+    experiment = Experiment.model_validate(
+        {
+            "environment": "Eplus-5zone-hot-continuous-v1",
+            "episodes": 2,
+            "runperiod": WEEK,
+            "hyperparameters": {"n_steps": 256},
+        }
+    )
+    batch = Batch(batch_id=f"bench-idle-{int(time.time())}", experiments=[experiment, experiment])
+    rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    since = time.time() - 5
+    wait_for(
+        lambda: any(e["kind"] == "mig.delete" and e.get("mig") == mig for e in events(env, since)), 600, "the batch"
+    )
+    _, rows = report.gather(rt, batch.batch_id)
+    vm = sum(r.vm_hours or 0 for r in rows)
+    idle = sum(r.idle_hours or 0 for r in rows)
+    share = 100 * idle / vm if vm else float("nan")
+    return [
+        row("VM-hours of a 2-experiment batch (2 one-week episodes each)", vm, "h", "-", None),
+        row("idle VM share (boot, dispatch, upload, deletion)", share, "%", "reported (falls as runs grow)", None),
+    ]
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
