@@ -275,6 +275,11 @@ class Runner:
 
         exp = self.ctx.experiment
         norm = resume.norm_stats if resume else None
+        if exp.n_envs > 1:
+            # Each simulation has a core of its own; torch's own threads would only fight them.
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - exp.n_envs + 1))
         # Factories are pickled into the worker processes: plain functions and data only.
         factories = [functools.partial(envs.make_env, exp, self._env_name(i), norm) for i in range(exp.n_envs)]
         vec_env = envs.vectorize(factories)
