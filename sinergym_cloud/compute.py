@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.api_core import exceptions
 from google.cloud import compute_v1
@@ -77,31 +78,27 @@ class ComputeApi:
                 op = self.c.global_operations.wait(project=self.project, operation=op.name, timeout=call_timeout)
         raise_for_operation(op)
 
-    def _call(self, what: str, fn: Callable[[], compute_v1.Operation], zone: str | None) -> None:
-        """Issue a mutation with a request id (so a retry is never applied twice) and wait for it."""
-        op = retry.call(fn, what=what, deadline=self.deadline)
+    def _mutate(self, what: str, method: Callable[..., compute_v1.Operation], request: Any, zone: str | None) -> None:
+        """Issue a mutation and wait for it. Its request id is set once, so a retry of the same call
+        is recognised by Compute Engine and never applied twice."""
+        request.request_id = str(uuid.uuid4())
+        op = retry.call(functools.partial(method, request=request), what=what, deadline=self.deadline)
         self.wait(op, zone)
 
     # ------------------------------------------------------------------ groups
     def ensure_group(self, zone: str, name: str, template: str) -> bool:
         """Create the group (empty) unless it exists. True if this call created it."""
-        request_id = str(uuid.uuid4())
         igm = compute_v1.InstanceGroupManager(
             name=name,
             base_instance_name=name,
             instance_template=f"projects/{self.project}/global/instanceTemplates/{template}",
             target_size=0,
         )
+        request = compute_v1.InsertInstanceGroupManagerRequest(
+            project=self.project, zone=zone, instance_group_manager_resource=igm
+        )
         try:
-            self._call(
-                f"create group {name}",
-                lambda: self.c.migs.insert_unary(
-                    request=compute_v1.InsertInstanceGroupManagerRequest(
-                        project=self.project, zone=zone, instance_group_manager_resource=igm, request_id=request_id
-                    )
-                ),
-                zone,
-            )
+            self._mutate(f"create group {name}", self.c.migs.insert_unary, request, zone)
             return True
         except exceptions.Conflict:
             return False
@@ -177,14 +174,10 @@ class ComputeApi:
                 instance_group_managers_create_instances_request_resource=(
                     compute_v1.InstanceGroupManagersCreateInstancesRequest(instances=configs)
                 ),
-                request_id=str(uuid.uuid4()),
             )
             try:
-                self._call(
-                    f"create {len(missing)} instance(s) in {group}",
-                    functools.partial(self.c.migs.create_instances_unary, request=request),
-                    zone,
-                )
+                what = f"create {len(missing)} instance(s) in {group}"
+                self._mutate(what, self.c.migs.create_instances_unary, request, zone)
                 return missing
             except exceptions.Conflict:
                 log.info("some instances of %s were created concurrently; listing again", group)
@@ -195,64 +188,49 @@ class ComputeApi:
         urls = [f"zones/{zone}/instances/{name}" for name in instances]
         if not urls:
             return True
-        request = compute_v1.InstanceGroupManagersDeleteInstancesRequest(
-            instances=urls, skip_instances_on_validation_error=True
+        request = compute_v1.DeleteInstancesInstanceGroupManagerRequest(
+            project=self.project,
+            zone=zone,
+            instance_group_manager=group,
+            instance_group_managers_delete_instances_request_resource=(
+                compute_v1.InstanceGroupManagersDeleteInstancesRequest(
+                    instances=urls, skip_instances_on_validation_error=True
+                )
+            ),
         )
-        request_id = str(uuid.uuid4())
         try:
-            self._call(
-                f"delete {len(urls)} instance(s) of {group}",
-                lambda: self.c.migs.delete_instances_unary(
-                    request=compute_v1.DeleteInstancesInstanceGroupManagerRequest(
-                        project=self.project,
-                        zone=zone,
-                        instance_group_manager=group,
-                        instance_group_managers_delete_instances_request_resource=request,
-                        request_id=request_id,
-                    )
-                ),
-                zone,
+            self._mutate(
+                f"delete {len(urls)} instance(s) of {group}", self.c.migs.delete_instances_unary, request, zone
             )
             return True
         except exceptions.NotFound:
             return False
 
     def recreate_instance(self, zone: str, group: str, instance: str) -> bool:
-        request = compute_v1.InstanceGroupManagersRecreateInstancesRequest(
-            instances=[f"zones/{zone}/instances/{instance}"]
+        """Replace an instance of the group by a fresh VM of the same name. False if it is not there."""
+        request = compute_v1.RecreateInstancesInstanceGroupManagerRequest(
+            project=self.project,
+            zone=zone,
+            instance_group_manager=group,
+            instance_group_managers_recreate_instances_request_resource=(
+                compute_v1.InstanceGroupManagersRecreateInstancesRequest(
+                    instances=[f"zones/{zone}/instances/{instance}"]
+                )
+            ),
         )
-        request_id = str(uuid.uuid4())
         try:
-            self._call(
-                f"recreate {instance}",
-                lambda: self.c.migs.recreate_instances_unary(
-                    request=compute_v1.RecreateInstancesInstanceGroupManagerRequest(
-                        project=self.project,
-                        zone=zone,
-                        instance_group_manager=group,
-                        instance_group_managers_recreate_instances_request_resource=request,
-                        request_id=request_id,
-                    )
-                ),
-                zone,
-            )
+            self._mutate(f"recreate {instance}", self.c.migs.recreate_instances_unary, request, zone)
             return True
         except (exceptions.NotFound, exceptions.BadRequest):
             return False
 
     def delete_group(self, zone: str, name: str) -> bool:
         """Delete the group and its instances. False if it did not exist (already deleted)."""
-        request_id = str(uuid.uuid4())
+        request = compute_v1.DeleteInstanceGroupManagerRequest(
+            project=self.project, zone=zone, instance_group_manager=name
+        )
         try:
-            self._call(
-                f"delete group {name}",
-                lambda: self.c.migs.delete_unary(
-                    request=compute_v1.DeleteInstanceGroupManagerRequest(
-                        project=self.project, zone=zone, instance_group_manager=name, request_id=request_id
-                    )
-                ),
-                zone,
-            )
+            self._mutate(f"delete group {name}", self.c.migs.delete_unary, request, zone)
             return True
         except exceptions.NotFound:
             return False
