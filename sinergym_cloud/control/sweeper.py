@@ -81,7 +81,7 @@ def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) 
         if verdict is None:
             continue
         kind, reason = verdict
-        outcome = lose(rt, rec, kind, reason)
+        outcome = lose(rt, rec, kind, reason, record.template)
         report["failed" if outcome == "failed" else "retried"].append(f"{batch_id}/{index}: {reason}")
     if cleanup.finalize_if_done(rt, batch_id, owner="sweeper"):
         report["finalized"].append(batch_id)
@@ -114,7 +114,7 @@ def _heartbeat(rt: Runtime, bucket: str, rec: ExperimentRecord) -> float:
     return blob.updated.timestamp() if blob is not None and blob.updated else 0.0
 
 
-def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str) -> str:
+def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str, template: str) -> str:
     """Retry a lost experiment within its budget, or fail it. Returns "retried" or "failed"."""
     s = rt.settings
     path = names.experiment_object(rec.batch_id, rec.index)
@@ -153,8 +153,10 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str) -> str:
     log.warning("%s/%d %s: %s", rec.batch_id, rec.index, outcome, reason)
     if outcome == "failed":
         cleanup.settle(rt, updated)
-    # Resume on a fresh VM of the same name: its boot publishes instance-ready again.
+    # Resume on a fresh VM of the same name: its boot publishes instance-ready again. If the VM, or
+    # its whole group, is gone (deleted by hand, or a restarted local cloud), they are made again.
     elif not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):
         wanted = {rec.instance: {"sinergym-batch-id": rec.batch_id, "sinergym-experiment-index": str(rec.index)}}
+        rt.compute.ensure_group(rec.zone, rec.mig, template)
         rt.compute.create_instances(rec.zone, rec.mig, wanted)
     return outcome

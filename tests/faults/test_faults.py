@@ -507,3 +507,25 @@ def test_no_secret_in_logs_messages_state_or_metadata(cloud: Cloud, record: Any)
         Counter({f"none found ({len(haystacks)} files and objects, {instance})": 1}),
         *leaks(cloud, [batch]),
     )
+
+
+def test_a_vanished_group_is_recreated_and_the_experiment_retried(cloud: Cloud, record: Any) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    batch = make_batch(ppo(), template=QUIET_TEMPLATE)
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    rt.compute.delete_group(ZONE, mig)  # lost behind the control plane's back
+    report = sweeper.sweep(cloud.runtime(max_preemptions=1), only={batch.batch_id})
+    assert len(report["retried"]) == 1 and "vanished" in report["retried"][0]
+    members = wait_for(lambda: rt.compute.members(ZONE, mig), 30, "the group made again")
+    assert [m.name for m in members] == [names.instance_name(batch.group_name, batch.batch_id, 0)]
+    info = batch_status(rt, batch.batch_id)
+    assert info is not None and info["experiments"][0]["preemptions"] == 1
+    cleanup.cancel(rt, batch.batch_id)
+    wait_for(lambda: leaks(cloud, [batch]) == (0, 0), 60, "nothing left")
+    record(
+        "instance group deleted behind our back",
+        Counter({"group and VM made again, retried": 1}),
+        *leaks(cloud, [batch]),
+    )
