@@ -136,6 +136,8 @@ def control(quick: bool = False) -> list[dict[str, Any]]:
         rt = runtime(env)
         for n, repeats in plan:
             started_lat: list[float] = []
+            queued: list[float] = []  # ready -> dispatch claimed the boot (waiting for a push delivery)
+            working: list[float] = []  # claimed -> trainer running (dispatch's own work: SSH, VM agent)
             delete_lat: list[float] = []
             mig_lat: list[float] = []
             for r in range(repeats):
@@ -162,19 +164,29 @@ def control(quick: bool = False) -> list[dict[str, Any]]:
                     ]
                     if ready and rec.running_at:
                         started_lat.append(rec.running_at - ready[-1])
+                        if rec.dispatched_at:
+                            queued.append(rec.dispatched_at - ready[-1])
+                            working.append(rec.running_at - rec.dispatched_at)
                     if delete and rec.trainer_finished_at:
                         delete_lat.append(delete[0] - rec.trainer_finished_at)
                 last = max(r.trainer_finished_at or 0 for r in records)
                 mig_delete = next(e["t"] for e in evs if e["kind"] == "mig.delete" and e.get("mig") == mig)
                 mig_lat.append(mig_delete - last)
-            # The goals are per figure and flat in N: 1 s, 1 s, 2 s at the 95th percentile.
+            # The goals are per figure and flat in N: 1 s, 1 s, 2 s at the 95th percentile. Where
+            # ready -> started goes is split in two: waiting for the push delivery (the Pub/Sub emulator
+            # pushes at most two requests at a time per subscription, docs/design.md) and dispatch's work.
             for label, values, goal in (
                 ("instance-ready -> trainer started", started_lat, 1.0),
+                ("  of which waiting for delivery", queued, None),
+                ("  of which dispatch work (SSH, VM agent)", working, None),
                 ("completion -> deleteInstances requested", delete_lat, 1.0),
                 ("batch done -> MIG deleted", mig_lat, 2.0),
             ):
-                rows.append(row(f"{label}, N={n}, p50", pct(values, 0.5), "s", f"p95 < {goal:g} s", None))
                 p95 = pct(values, 0.95)
+                if goal is None:
+                    rows.append(row(f"{label}, N={n}, p95", p95, "s", "-", None))
+                    continue
+                rows.append(row(f"{label}, N={n}, p50", pct(values, 0.5), "s", f"p95 < {goal:g} s", None))
                 rows.append(row(f"{label}, N={n}, p95", p95, "s", f"< {goal:g} s", p95 < goal))
     return rows
 

@@ -37,6 +37,40 @@ def test_pubsub_publish_and_pull(cloud: Cloud) -> None:
     assert response.received_messages[0].message.attributes["kind"] == "test"
 
 
+LEAN_TRAINER = """
+import json, os, sys
+import trainer.run
+from sinergym_cloud.clients import Clients
+from sinergym_cloud.config import Settings
+clients = Clients(Settings.from_env(dict(os.environ)))
+message_id = clients.publish(sys.argv[1], b"from a trainer")
+clients.storage.bucket(sys.argv[2]).reload()
+print(json.dumps({"id": message_id, "loaded": sorted(m for m in sys.modules if m.startswith("google.cloud."))}))
+"""
+
+
+def test_trainer_publishes_and_stores_without_loading_compute_or_monitoring(cloud: Cloud) -> None:
+    # compute_v1 alone costs 1.3 s of CPU to import; fifty trainers starting at once on one machine
+    # would pay it fifty times. A trainer only needs Pub/Sub and Storage.
+    rt = cloud.runtime()
+    topic = f"t-{new_batch_id()}"
+    rt.clients.publisher.create_topic(name=rt.clients.topic_path(topic))
+    out = subprocess.run(
+        [sys.executable, "-c", LEAN_TRAINER, topic, rt.settings.state_bucket],
+        env={**os.environ, **cloud.env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["id"]
+    assert "google.cloud.pubsub_v1" in report["loaded"]
+    assert "google.cloud.storage" in report["loaded"]
+    assert not [m for m in report["loaded"] if m.startswith(("google.cloud.compute", "google.cloud.monitoring"))]
+
+
 def test_push_delivers_a_cloudevent_to_the_function_which_dead_letters_a_bad_batch(cloud: Cloud) -> None:
     rt = cloud.runtime()
     rt.clients.publish(names.TOPIC_BATCHES, b'{"batch_id": "x", "experiments": "not a list"}', probe="push")

@@ -205,6 +205,12 @@ class Runner:
         os.environ.setdefault("TQDM_DISABLE", "1")  # Sinergym's progress bars would flood the log
         self.workdir.mkdir(parents=True, exist_ok=True)
         heartbeat = None
+        if self.ctx.on_vm:
+            # Build the Pub/Sub client now, not after a SIGTERM: the completion then goes out at once.
+            try:
+                self.clients.publisher  # noqa: B018 - a cached property, read for its side effect
+            except Exception as exc:  # noqa: BLE001 - publishing retries at the end anyway
+                log.warning("Pub/Sub client not ready yet: %s", exc)
         if self.ctx.on_vm and self.ctx.results_bucket:
             heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
             heartbeat.start()
