@@ -44,8 +44,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def render(rows: list[dict[str, Any]], previous: dict[str, Any] | None) -> str:
-    before = {r["figure"]: r["value"] for r in (previous or {}).get("rows", [])}
+def previous_values(out: Path) -> dict[str, Any]:
+    """Each figure's value in the newest earlier run that measured it (runs with --only measure a part)."""
+    before: dict[str, Any] = {}
+    for path in sorted(out.glob("bench-*.json")):  # names carry a UTC stamp: oldest first
+        try:
+            before.update({r["figure"]: r["value"] for r in json.loads(path.read_text())["rows"]})
+        except (ValueError, KeyError, TypeError):
+            continue  # a hand-edited or truncated file is not a reason to fail the run
+    return before
+
+
+def render(rows: list[dict[str, Any]], before: dict[str, Any]) -> str:
     headers = ["figure", "value", "goal", "met", "previous"]
     table = []
     for r in rows:
@@ -85,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)
     latest = out / "latest.json"
-    previous = json.loads(latest.read_text()) if latest.exists() else None
+    before = previous_values(out)
     m = machine()
     result = {"date": started.isoformat(), "machine": m, "rows": rows}
     print(f"\nsinergym-cloud benchmarks, {started:%Y-%m-%d %H:%M} UTC")
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}\n")
-    print(render(rows, previous))
+    print(render(rows, before))
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     (out / f"bench-{stamp}.json").write_text(json.dumps(result, indent=2))
     latest.write_text(json.dumps(result, indent=2))
