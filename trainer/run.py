@@ -211,9 +211,9 @@ class Runner:
                 self.clients.publisher  # noqa: B018 - a cached property, read for its side effect
             except Exception as exc:  # noqa: BLE001 - publishing retries at the end anyway
                 log.warning("Pub/Sub client not ready yet: %s", exc)
-        if self.ctx.on_vm and self.ctx.results_bucket:
-            heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
-            heartbeat.start()
+            if self.ctx.results_bucket:
+                heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+                heartbeat.start()
         log.info("experiment %s (attempt %d) starting in %s", self.ctx.name, self.ctx.attempt, self.workdir)
         try:
             if self.ctx.experiment.mode == "check":
