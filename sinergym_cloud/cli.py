@@ -168,7 +168,9 @@ def estimate_hours(batch: Batch) -> list[float]:
     return hours
 
 
-def print_plan(batch: Batch, settings: config.Settings | None, as_json: bool) -> None:
+def print_plan(batch: Batch, settings: config.Settings | None, template: dict[str, str] | None, as_json: bool) -> None:
+    """The plan of a batch. ``template`` is what the instance template says (machine type, provisioning
+    model) when it could be read; ``settings`` is None when no cloud was asked."""
     from sinergym_cloud.control.launch import plan
 
     hours = estimate_hours(batch)
@@ -191,7 +193,8 @@ def print_plan(batch: Batch, settings: config.Settings | None, as_json: bool) ->
         "target": "local cloud" if settings is None or settings.local else f"project {settings.project}",
         "zone": batch.zone,
         "template": batch.template_name,
-        "machine_type": "as set in the instance template",
+        "machine_type": template["machine_type"] if template else None,
+        "provisioning": template["provisioning"] if template else None,
         "groups": groups,
         "vms": len(batch.experiments),
         "estimated_vm_hours": round(sum(hours), 2),
@@ -218,23 +221,65 @@ def print_plan(batch: Batch, settings: config.Settings | None, as_json: bool) ->
             f"{r['estimated_vm_hours']:.2f}",
         )
     console.print(table)
-    console.print(
-        f"{len(rows)} VM(s) from template [bold]{batch.template_name}[/] in "
-        f"{', '.join(f'{g["name"]} ({g["instances"]})' for g in groups)}; "
-        f"estimated {summary['estimated_vm_hours']} VM-hours (machine type: as set in the template)."
+    machine = (
+        f"{template['machine_type']}, {template['provisioning'].lower()}"
+        if template
+        else "machine type not read: no cloud running (start it, or give --project_id)"
     )
+    console.print(
+        f"{len(rows)} VM(s) from template [bold]{batch.template_name}[/] ({machine}) in "
+        f"{', '.join(f'{g["name"]} ({g["instances"]})' for g in groups)}; "
+        f"estimated {summary['estimated_vm_hours']} VM-hours."
+    )
+
+
+def _no_template(batch: Batch, settings: config.Settings) -> str:
+    return (
+        f"instance template {batch.template_name!r} does not exist in project {settings.project}: nothing published "
+        "(deploy infra/, or pass --template_name)"
+    )
+
+
+def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
+    """Print the plan. The template is read (machine type) only where a cloud is there to ask without
+    starting one: a project, or a local cloud that is already up."""
+    settings: config.Settings | None = None
+    template = None
+    reachable = bool(project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("PUBSUB_EMULATOR_HOST"))
+    if not reachable:
+        from localcloud.cloud import LocalCloud
+
+        reachable = LocalCloud().is_up()
+    if reachable:
+        settings, _ = target_settings(project)
+        from sinergym_cloud.clients import Clients
+        from sinergym_cloud.compute import ComputeApi
+
+        try:
+            template = ComputeApi(Clients(settings), settings.project, deadline=10).template_summary(
+                batch.template_name
+            )
+        except Exception as exc:  # noqa: BLE001 - a plan is still worth printing; say why the template is unread
+            print(f"publisher: could not read the instance template: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            if template is None:
+                print_plan(batch, settings, None, as_json)
+                return _die(_no_template(batch, settings).replace("nothing published", "the batch would be rejected"))
+    print_plan(batch, settings, template, as_json)
+    return EXIT_OK
 
 
 def submit(argv: list[str]) -> int:
     args = submit_parser().parse_args(argv)
     batch = build_batch(args)
     if args.dry_run:
-        print_plan(batch, None, args.json)
-        return EXIT_OK
+        return dry_run(batch, args.project_id, args.json)
     settings, local = target_settings(args.project_id)
     from sinergym_cloud.runtime import Runtime
 
     rt = Runtime.from_settings(settings)
+    if rt.compute.template_summary(batch.template_name) is None:
+        return _die(_no_template(batch, settings))
     if rt.state.read(names.launch_object(batch.batch_id)) is not None:
         print(f"publisher: batch {batch.batch_id} already exists: not resubmitted (see `status {batch.batch_id}`)")
         return wait(rt, batch.batch_id, args.timeout, args.json) if args.wait else EXIT_OK
@@ -244,7 +289,13 @@ def submit(argv: list[str]) -> int:
         names.TOPIC_BATCHES, data, batch_id=batch.batch_id, schema_version=str(contracts.SCHEMA_VERSION)
     )
     bucket = batch.results_bucket or settings.results_bucket
-    mlflow = settings.mlflow_uri or "(MLFLOW_TRACKING_URI of the deployment)"
+    from sinergym_cloud import status
+    from sinergym_cloud.control.launch import mlflow_experiment
+
+    experiment = mlflow_experiment(batch)
+    mlflow = status.mlflow_experiment_url(settings.mlflow_uri, experiment, create=True) or (
+        f"{settings.mlflow_uri or 'the MLFLOW_TRACKING_URI of the deployment'}  (experiment {experiment})"
+    )
     if args.json and not args.wait:
         print(
             json.dumps(
@@ -254,8 +305,9 @@ def submit(argv: list[str]) -> int:
     else:
         print(f"batch {batch.batch_id}: {len(batch.experiments)} experiment(s) submitted (message {message_id})")
         print(f"  results:  gs://{bucket}/{batch.batch_id}/")
-        print(f"  MLflow:   {mlflow}  (experiment {batch.group_name}.{batch.batch_id})")
-        print(f"  status:   python publisher.py status {batch.batch_id}")
+        target = "" if local else f" --project_id {settings.project}"
+        print(f"  MLflow:   {mlflow}")
+        print(f"  status:   python publisher.py status {batch.batch_id}{target}")
         if local:
             print("  local cloud: . .local/env to use its endpoints; make local-down to stop it")
     if args.wait:
@@ -263,23 +315,30 @@ def submit(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def _runtime() -> Any:
+def _runtime(project: str | None = None) -> Any:
     from sinergym_cloud.runtime import Runtime
 
-    settings, _ = target_settings(os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    settings, _ = target_settings(project or os.environ.get("GOOGLE_CLOUD_PROJECT"))
     return Runtime.from_settings(settings)
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--project_id", "-id", help="Google Cloud project (default GOOGLE_CLOUD_PROJECT; none means the local cloud)"
+    )
 
 
 def status_command(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python publisher.py status", description="Show a batch's status.")
     p.add_argument("batch_id")
     p.add_argument("--json", action="store_true")
+    _add_target(p)
     args = p.parse_args(argv)
     from sinergym_cloud import status
 
-    rt = _runtime()
+    rt = _runtime(args.project_id)
     try:
-        info = status.batch_status(rt, args.batch_id)
+        info = status.batch_status(rt, args.batch_id, with_links=True)
     except KeyError as exc:
         print(f"publisher: {exc.args[0]}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -315,7 +374,10 @@ def render_status(info: dict[str, Any]) -> None:
             note,
         )
     console.print(table)
-    console.print(f"outputs: {info['results']}   MLflow experiment: {info['mlflow_experiment']}")
+    console.print(
+        f"outputs: {info['results']}   MLflow experiment: {info['mlflow_experiment']}"
+        + (f" ({info['mlflow_experiment_url']})" if info.get("mlflow_experiment_url") else "")
+    )
     for g in info["groups"]:
         console.print(
             f"group {g['name']}: {'exists, ' + str(g['instances']) + ' instance(s)' if g['exists'] else 'deleted'}"
@@ -363,7 +425,7 @@ def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
             time.sleep(2)
             info = status.batch_status(rt, batch_id, with_alerts=False)
             live.update(table(info))
-    info = status.batch_status(rt, batch_id)
+    info = status.batch_status(rt, batch_id, with_links=True)
     if as_json:
         print(json.dumps(info, indent=2, default=str))
     else:
@@ -408,10 +470,11 @@ def _episode(rt: Any, info: dict[str, Any], e: dict[str, Any]) -> str:
 def wait_command(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python publisher.py wait", description="Follow a batch until it ends.")
     p.add_argument("batch_id")
-    p.add_argument("--timeout", type=float, default=24 * 3600)
+    p.add_argument("--timeout", type=float, default=24 * 3600, help="give up after this many seconds")
     p.add_argument("--json", action="store_true")
+    _add_target(p)
     args = p.parse_args(argv)
-    rt = _runtime()
+    rt = _runtime(args.project_id)
     try:
         return wait(rt, args.batch_id, args.timeout, args.json)
     except KeyError as exc:
@@ -425,10 +488,11 @@ def cancel_command(argv: list[str]) -> int:
         description="Cancel a batch: its experiments are marked cancelled, its instances and group deleted.",
     )
     p.add_argument("batch_id")
+    _add_target(p)
     args = p.parse_args(argv)
     from sinergym_cloud.control import cleanup
 
-    rt = _runtime()
+    rt = _runtime(args.project_id)
     try:
         result = cleanup.cancel(rt, args.batch_id)
     except KeyError as exc:

@@ -103,16 +103,24 @@ class ComputeApi:
         except exceptions.Conflict:
             return False
 
-    def template_exists(self, template: str) -> bool:
+    def template_summary(self, template: str) -> dict[str, str] | None:
+        """Machine type and provisioning model of an instance template, or None if it does not exist."""
         try:
-            retry.call(
+            found = retry.call(
                 lambda: self.c.templates.get(project=self.project, instance_template=template),
                 what=f"get template {template}",
                 deadline=self.deadline,
             )
-            return True
         except exceptions.NotFound:
-            return False
+            return None
+        props = found.properties
+        return {
+            "machine_type": props.machine_type.rsplit("/", 1)[-1] or "unknown",
+            "provisioning": props.scheduling.provisioning_model or "STANDARD",
+        }
+
+    def template_exists(self, template: str) -> bool:
+        return self.template_summary(template) is not None
 
     def group_exists(self, zone: str, name: str) -> bool:
         try:

@@ -80,6 +80,9 @@ def handle(cloud_event: Any, topic: str, handler: Callable[[Delivery], None], pu
     except BadMessage as exc:
         log.error("rejected an event on %s: %s", topic, exc)
         return
+    if names.PROBE_ATTRIBUTE in d.attributes:
+        log.info("probe %s on %s from %s: acknowledged", d.message_id, topic, d.attributes[names.PROBE_ATTRIBUTE])
+        return
     try:
         handler(d)
     except (BadMessage, PermanentError) as exc:

@@ -17,6 +17,9 @@ TOPIC_READY = "instance-ready"
 TOPIC_COMPLETIONS = "experiment-completions"
 TOPIC_SWEEP = "sweeper-ticks"
 TOPICS = (TOPIC_BATCHES, TOPIC_READY, TOPIC_COMPLETIONS, TOPIC_SWEEP)
+# A message carrying this attribute is a probe (``trainer check`` proving it may publish): every
+# function acknowledges it and does nothing else.
+PROBE_ATTRIBUTE = "sinergym_probe"
 
 
 def dead_letter_topic(topic: str) -> str:

@@ -300,15 +300,18 @@ def write(rt: Any, batch_id: str, out_dir: Path) -> Path:
     return page
 
 
-def main(argv: list[str], runtime: Callable[[], Any]) -> int:
+def main(argv: list[str], runtime: Callable[[str | None], Any]) -> int:
     parser = argparse.ArgumentParser(
         prog="python publisher.py report",
         description="Write an HTML report of a batch (learning curves, energy and comfort, cost) and PNGs beside it.",
     )
     parser.add_argument("batch_id")
     parser.add_argument("--out", type=Path, default=None, help="directory (default reports/<batch id>/)")
+    parser.add_argument(
+        "--project_id", "-id", help="Google Cloud project (default GOOGLE_CLOUD_PROJECT; none means the local cloud)"
+    )
     args = parser.parse_args(argv)
-    rt = runtime()
+    rt = runtime(args.project_id)
     try:
         page = write(rt, args.batch_id, args.out or Path("reports") / args.batch_id)
     except KeyError as exc:

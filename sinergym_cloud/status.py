@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any
 
 from sinergym_cloud import metrics, names
@@ -22,7 +26,42 @@ def mlflow_run_url(tracking_uri: str | None, run_id: str | None, experiment_id: 
     return f"{base}/#/runs/{run_id}"
 
 
-def batch_status(rt: Runtime, batch_id: str, with_compute: bool = True, with_alerts: bool = True) -> dict[str, Any]:
+def mlflow_experiment_url(
+    tracking_uri: str | None, name: str, create: bool = False, timeout: float = 3.0
+) -> str | None:
+    """The MLflow UI address of experiment ``name`` (created first if ``create``), or None when the
+    tracking server is not an http(s) server this machine reaches, or has no such experiment."""
+    if not tracking_uri or not tracking_uri.startswith("http"):
+        return None
+    base = tracking_uri.rstrip("/")
+    api = f"{base}/api/2.0/mlflow/experiments"
+    try:
+        query = urllib.parse.urlencode({"experiment_name": name})
+        url = f"{api}/get-by-name?{query}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above
+            experiment_id = json.load(response)["experiment"]["experiment_id"]
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404 or not create:
+            return None
+        body = json.dumps({"name": name}).encode()
+        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
+            f"{api}/create", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - as above
+                experiment_id = json.load(response)["experiment_id"]
+        except (OSError, ValueError, KeyError):  # a trainer created it meanwhile, or the server said no
+            return mlflow_experiment_url(tracking_uri, name, create=False, timeout=timeout)
+    except (OSError, ValueError, KeyError):  # not reachable from here (e.g. behind IAP): the caller prints the name
+        return None
+    return f"{base}/#/experiments/{experiment_id}"
+
+
+def batch_status(
+    rt: Runtime, batch_id: str, with_compute: bool = True, with_alerts: bool = True, with_links: bool = False
+) -> dict[str, Any]:
+    """Everything known about a batch. ``with_links`` also asks the MLflow server for the experiment's
+    UI address (a network call: the status and report commands want it, polling loops do not)."""
     launch_doc = rt.state.read(names.launch_object(batch_id))
     if launch_doc is None:
         raise KeyError(f"no batch {batch_id!r} in gs://{rt.settings.state_bucket}")
@@ -69,6 +108,7 @@ def batch_status(rt: Runtime, batch_id: str, with_compute: bool = True, with_ale
         "template": launch.template,
         "results": f"gs://{launch.results_bucket}/{batch_id}/",
         "mlflow_experiment": launch.mlflow_experiment,
+        "mlflow_experiment_url": mlflow_experiment_url(tracking, launch.mlflow_experiment) if with_links else None,
         "created_at": launch.created_at,
         "launched_at": launch.launched_at,
         "finished_at": finalize.finished_at if finalize else None,

@@ -407,3 +407,65 @@ def test_schema_and_gcloud_publish_line_in_docs_work(cloud: Cloud) -> None:
 def test_batch_model_is_what_launch_accepts() -> None:
     example = json.loads((REPO / "docs" / "batch.example.json").read_text())
     assert Batch.model_validate(example).batch_id == "hot-climate-study-1"
+
+
+def _publisher(args: list[str], env: dict[str, str], script: str = "publisher.py") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+LEGACY_PPO = "python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1 --algorithm PPO --seed 3"
+
+
+def test_dry_run_plans_without_a_cloud_and_reads_the_template_with_one(cloud: Cloud, tmp_path: Path) -> None:
+    # No cloud to ask (no project, no local cloud in LOCALCLOUD_DIR): the plan, and nothing started.
+    bare = {k: v for k, v in os.environ.items() if k not in cloud.env and k != "GOOGLE_CLOUD_PROJECT"}
+    bare["LOCALCLOUD_DIR"] = str(tmp_path / "no-cloud")
+    result = _publisher(["--dry-run", "--json", "-cmds", LEGACY_PPO, LEGACY_PPO.replace("3", "4")], bare)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["vms"] == 2 and plan["machine_type"] is None and plan["estimated_vm_hours"] > 0
+    assert [e["seed"] for e in plan["experiments"]] == [3, 4]
+    assert not (tmp_path / "no-cloud").exists(), "a dry run starts no local cloud"
+    # With the local cloud's environment: the template's machine type is read.
+    env = {**os.environ, **cloud.env}
+    result = _publisher(["--dry-run", "--json", "-cmds", LEGACY_PPO], env)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert (plan["machine_type"], plan["provisioning"]) == ("e2-standard-2", "STANDARD")
+    # A template that does not exist: the plan, then an error saying launch would reject it.
+    result = _publisher(["--dry-run", "--template_name", "no-such-template", "-cmds", LEGACY_PPO], env)
+    assert result.returncode == 2
+    assert "'no-such-template' does not exist" in result.stderr and "would be rejected" in result.stderr
+
+
+def test_publisher_refuses_a_missing_template_before_publishing(cloud: Cloud) -> None:
+    env = {**os.environ, **cloud.env}
+    batch_id = new_batch_id("notpl")
+    result = _publisher(["--batch-id", batch_id, "--template_name", "no-such-template", "-cmds", LEGACY_PPO], env)
+    assert result.returncode == 2
+    assert "'no-such-template' does not exist" in result.stderr and "nothing published" in result.stderr
+    time.sleep(2)  # had it been published, launch would have recorded (and rejected) it by now
+    assert batch_status(cloud.runtime(), batch_id) is None
+
+
+def test_cloud_manager_alias_and_subcommands_with_a_project(cloud: Cloud) -> None:
+    """`python cloud_manager.py`, the original name, submits; status takes --project_id and links MLflow."""
+    ensure_quiet_template(cloud)
+    env = {**os.environ, **cloud.env}
+    project = cloud.env["GOOGLE_CLOUD_PROJECT"]
+    batch_id = new_batch_id("alias")
+    args = ["--project_id", project, "--template_name", QUIET_TEMPLATE, "--batch-id", batch_id, "-cmds", LEGACY_PPO]
+    result = _publisher(args, env, script="cloud_manager.py")
+    assert result.returncode == 0, result.stderr
+    mlflow_uri = cloud.env["MLFLOW_TRACKING_URI"].rstrip("/")
+    assert f"MLflow:   {mlflow_uri}/#/experiments/" in result.stdout, result.stdout
+    assert f"python publisher.py status {batch_id}" in result.stdout
+    wait_batch(cloud.runtime(), batch_id, 30, until="launched")
+    status = _publisher(["status", batch_id, "--json", "-id", project], env)
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert info["mlflow_experiment_url"] and info["mlflow_experiment_url"] in result.stdout
+    assert info["experiments"][0]["seed"] == 3
+    assert _publisher(["cancel", batch_id, "--project_id", project], env).returncode == 0

@@ -28,6 +28,7 @@ ROLE_ALLOWLIST = {
     "roles/storage.objectUser",
     "roles/storage.objectViewer",
     "roles/pubsub.publisher",
+    "roles/pubsub.subscriber",  # Pub/Sub's own agent, on each function's subscription (dead-lettering)
     "roles/secretmanager.secretAccessor",
     "roles/monitoring.metricWriter",
     "roles/logging.logWriter",
@@ -134,6 +135,31 @@ def test_topics_and_functions_in_terraform_are_the_codes() -> None:
         assert local_values["topics"][spec["topic"]] == names.FUNCTION_TOPICS[function]
         source = (REPO / "functions" / function / "main.py").read_text()
         assert re.search(rf"@functions_framework\.cloud_event\s+def {function}\(", source), function
+
+
+def test_each_function_is_pushed_with_backoff_and_a_dead_letter_policy() -> None:
+    module = _parsed(TF / "modules" / "function")
+    subscriptions = {
+        k: v for block in module["resource"] for k, v in block.items() if k == "google_pubsub_subscription"
+    }
+    push = _unquote(subscriptions["google_pubsub_subscription"]["push"])
+    # The URL path names the topic, so functions-framework builds Eventarc's CloudEvent (as locally).
+    assert push["push_config"][0]["push_endpoint"].endswith("/${var.topic_id}")
+    assert push["push_config"][0]["oidc_token"][0]["service_account_email"] == "${var.service_account}"
+    assert push["dead_letter_policy"][0]["dead_letter_topic"] == "${var.dead_letter_topic_id}"
+    assert {"minimum_backoff", "maximum_backoff"} <= set(push["retry_policy"][0])
+    function = _unquote(
+        next(v for block in module["resource"] for k, v in block.items() if k == "google_cloudfunctions2_function")
+    )
+    assert "event_trigger" not in function["function"], "one trigger per function: the push subscription"
+    text = _text(TF / "modules" / "function")
+    grant = text[text.index('resource "google_pubsub_subscription_iam_member"') :]
+    assert '"roles/pubsub.subscriber"' in grant and "var.pubsub_agent" in grant.split("}")[0]
+    for module_dir in MODULE_DIRS:  # the subscriber role goes to nobody else
+        body = _text(module_dir)
+        for match in re.finditer(r'role\s*=\s*"roles/pubsub\.subscriber"', body):
+            block = body[body.rindex("resource", 0, match.start()) : match.start()]
+            assert block.startswith('resource "google_pubsub_subscription_iam_member"'), module_dir
 
 
 def test_functions_get_every_setting_the_code_reads() -> None:

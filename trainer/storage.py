@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from google.cloud import storage
@@ -41,6 +41,7 @@ class Uploaded:
     path: str
     size: int
     md5: str
+    bucket: str | None = None  # set when the object is in another bucket than the manifest's
 
 
 def upload_file(bucket: storage.Bucket, local: Path, name: str) -> Uploaded:
@@ -72,7 +73,9 @@ def upload_tree(bucket: storage.Bucket, root: Path, prefix: str) -> list[Uploade
 
 
 def write_manifest(bucket: storage.Bucket, prefix: str, uploaded: Iterable[Uploaded]) -> str:
-    manifest = [{"path": u.path, "size": u.size, "md5": u.md5} for u in uploaded]
+    manifest = [
+        {"path": u.path, "size": u.size, "md5": u.md5} | ({"bucket": u.bucket} if u.bucket else {}) for u in uploaded
+    ]
     name = prefix + "MANIFEST.json"
     blob = bucket.blob(name)
     retry.call(
@@ -90,11 +93,13 @@ def verify_manifest(bucket: storage.Bucket, prefix: str) -> list[str]:
         return [f"no manifest at gs://{bucket.name}/{prefix}MANIFEST.json"]
     problems = []
     for entry in json.loads(blob.download_as_bytes(timeout=30)):
-        stored = bucket.get_blob(entry["path"], timeout=30)
+        home = bucket.client.bucket(entry["bucket"]) if entry.get("bucket") else bucket
+        stored = home.get_blob(entry["path"], timeout=30)
+        where = f"gs://{home.name}/{entry['path']}"
         if stored is None:
-            problems.append(f"missing: {entry['path']}")
+            problems.append(f"missing: {where}")
         elif stored.md5_hash and stored.md5_hash != entry["md5"]:
-            problems.append(f"corrupt: {entry['path']}")
+            problems.append(f"corrupt: {where}")
     return problems
 
 
@@ -121,6 +126,7 @@ class Syncer:
         self.prefix = prefix
         self.every = every
         self.sent: dict[Path, tuple[int, float]] = {}
+        self.uploaded: dict[Path, Uploaded] = {}
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="tensorboard-sync", daemon=True)
         self.lock = threading.Lock()
@@ -146,14 +152,17 @@ class Syncer:
                 key = (stat.st_size, stat.st_mtime)
                 if self.sent.get(path) == key:
                     continue
-                uploaded.append(upload_file(self.bucket, path, self.prefix + path.relative_to(self.root).as_posix()))
+                done = upload_file(self.bucket, path, self.prefix + path.relative_to(self.root).as_posix())
+                uploaded.append(done)
                 self.sent[path] = key
+                self.uploaded[path] = done
         return uploaded
 
     def close(self) -> list[Uploaded]:
-        """Stop the thread and do a final, complete sync."""
+        """Stop the thread, do a final, complete sync, and return every file as last uploaded
+        (with the bucket's name, for a manifest kept in another bucket)."""
         self.stop_event.set()
         if self.thread.is_alive():
             self.thread.join(timeout=60)
         self.sync()
-        return [Uploaded(self.prefix + p.relative_to(self.root).as_posix(), s, "") for p, (s, _) in self.sent.items()]
+        return [replace(u, bucket=self.bucket.name) for u in self.uploaded.values()]

@@ -15,6 +15,7 @@ locals {
     sweeper  = { topic = "sweep", vpc = false }
   }
   labels         = merge({ app = "sinergym" }, var.labels)
+  pubsub_agent   = "service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   results_bucket = coalesce(var.buckets.results, "${var.project_id}-${var.prefix}-results")
   state_bucket   = coalesce(var.buckets.state, "${var.project_id}-${var.prefix}-state")
   registry       = "${var.region}-docker.pkg.dev/${var.project_id}/${var.prefix}"
@@ -25,7 +26,7 @@ locals {
   subnet_cidr    = "10.10.0.0/20"
   apis = [
     "artifactregistry.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
-    "cloudscheduler.googleapis.com", "compute.googleapis.com", "eventarc.googleapis.com", "iap.googleapis.com",
+    "cloudscheduler.googleapis.com", "compute.googleapis.com", "iap.googleapis.com",
     "logging.googleapis.com", "monitoring.googleapis.com", "pubsub.googleapis.com", "run.googleapis.com",
     "secretmanager.googleapis.com", "servicenetworking.googleapis.com", "sqladmin.googleapis.com",
     "storage.googleapis.com", "vpcaccess.googleapis.com",
@@ -243,7 +244,7 @@ module "topics" {
   project_id        = var.project_id
   name              = each.value
   labels            = local.labels
-  pubsub_agent      = "service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  pubsub_agent      = local.pubsub_agent
   retention_seconds = 604800
   depends_on        = [google_project_service.apis]
 }
@@ -298,11 +299,15 @@ module "functions" {
   source_bucket   = google_storage_bucket.functions_source.name
   topic_id        = module.topics[each.value.topic].topic_id
   service_account = google_service_account.sa[each.key].email
-  max_instances   = var.functions.max_instances
-  timeout_seconds = var.functions.timeout_seconds
-  memory          = var.functions.memory
-  vpc_connector   = each.value.vpc ? google_vpc_access_connector.dispatch.id : null
-  labels          = local.labels
+
+  dead_letter_topic_id  = module.topics[each.value.topic].dead_letter_topic_id
+  pubsub_agent          = local.pubsub_agent
+  max_delivery_attempts = var.functions.max_delivery_attempts
+  max_instances         = var.functions.max_instances
+  timeout_seconds       = var.functions.timeout_seconds
+  memory                = var.functions.memory
+  vpc_connector         = each.value.vpc ? google_vpc_access_connector.dispatch.id : null
+  labels                = local.labels
   environment = {
     GOOGLE_CLOUD_PROJECT       = var.project_id
     SINERGYM_STATE_BUCKET      = google_storage_bucket.state.name

@@ -78,6 +78,8 @@ variable "functions" {
     max_instances   = optional(number, 20)
     timeout_seconds = optional(number, 300)
     memory          = optional(string, "512M")
+    # Deliveries of a message a function keeps failing on before it goes to the dead-letter topic.
+    max_delivery_attempts = optional(number, 10)
   })
   default = {}
   validation {

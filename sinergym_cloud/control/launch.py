@@ -18,7 +18,7 @@ from typing import Any
 from google.api_core import exceptions
 
 from sinergym_cloud import contracts, names, retry
-from sinergym_cloud.contracts import BadMessage, Batch
+from sinergym_cloud.contracts import Batch
 from sinergym_cloud.events import Delivery, PermanentError
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
@@ -221,9 +221,3 @@ def rollback(rt: Runtime, batch: Batch, reason: str) -> None:
         if not rt.state.create(names.experiment_object(batch.batch_id, rec.index), rec.doc(), rec.object_metadata()):
             cleanup.set_terminal(rt, batch.batch_id, rec.index, "failed", reason)
     cleanup.finalize_if_done(rt, batch.batch_id, owner=f"rollback-{batch.batch_id}")
-
-
-def validate_only(batch: Batch) -> None:
-    """What launch checks before touching the cloud (used by the publisher before publishing)."""
-    if not batch.experiments:
-        raise BadMessage("batch has no experiments")

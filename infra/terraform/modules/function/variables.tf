@@ -32,8 +32,42 @@ variable "topic_id" {
   type        = string
 }
 
+variable "dead_letter_topic_id" {
+  description = "Topic that receives messages the function failed on max_delivery_attempts times."
+  type        = string
+}
+
+variable "pubsub_agent" {
+  description = "The project's Pub/Sub service agent (service-<number>@gcp-sa-pubsub.iam.gserviceaccount.com)."
+  type        = string
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of one message before it is dead-lettered."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "Pub/Sub allows 5 to 100 delivery attempts."
+  }
+}
+
+variable "retry_backoff_seconds" {
+  description = "Exponential backoff between redeliveries of a failed message, in seconds."
+  type = object({
+    min = optional(number, 10)
+    max = optional(number, 600)
+  })
+  default = {}
+  validation {
+    condition = (var.retry_backoff_seconds.min >= 0 && var.retry_backoff_seconds.max <= 600 &&
+    var.retry_backoff_seconds.min <= var.retry_backoff_seconds.max)
+    error_message = "Backoff is between 0 and 600 seconds, min <= max."
+  }
+}
+
 variable "service_account" {
-  description = "The function's own service account (also used by its trigger)."
+  description = "The function's own service account (also the identity of its push subscription)."
   type        = string
 }
 

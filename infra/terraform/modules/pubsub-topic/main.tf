@@ -1,6 +1,7 @@
 # A topic, its dead-letter topic, and a subscription on the dead letters so they can be read back.
-# The functions' Eventarc subscriptions are managed by Cloud Functions; messages that can never be
-# processed are dead-lettered by the functions themselves, with the reason attached.
+# Two roads lead there: a function dead-letters a message that can never be processed itself (with
+# the reason attached), and Pub/Sub forwards one a function failed on too many times (the dead-letter
+# policy of the function's push subscription, modules/function).
 
 resource "google_pubsub_topic" "topic" {
   #checkov:skip=CKV_GCP_83:Messages carry experiment specs and outcomes, no personal data or secret; Google-managed encryption at rest suffices.
