@@ -27,8 +27,8 @@ demo: venv ## The main job: a real two-experiment batch on the local cloud, end 
 
 test: ## The whole test suite (slow tier included) with coverage per package
 	@./scripts/bootstrap.sh --full
-	@$(PY) -m pytest $(PYTEST_ARGS)
-	@$(PY) scripts/coverage_summary.py
+	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	  $(PY) scripts/coverage_summary.py || true; exit $$status
 
 test-fast: venv ## Tests without the slow tier
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -19,7 +19,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import figures  # noqa: E402
+from bench import figures  # noqa: E402 - run as a script: sys.path is set first
 
 
 def machine() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from localcloud.cloud import LocalCloud, StartupError
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 - one branch and exit code per subcommand
     parser = argparse.ArgumentParser(
         prog="localcloud",
         description="The local cloud: Pub/Sub, Cloud Storage, Compute Engine (real local VMs with sshd), "

@@ -23,6 +23,7 @@ subscriptions to the functions, buckets, the instance template, alert policies. 
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import json
 import logging
@@ -347,7 +348,7 @@ class LocalCloud:
         }
         for function in FUNCTIONS:
             port = ports[f"fn-{function}"]
-            checks[f"fn-{function}"] = (lambda port=port: _http_answers(f"http://127.0.0.1:{port}/"), 60)  # type: ignore[misc]
+            checks[f"fn-{function}"] = (functools.partial(_http_answers, f"http://127.0.0.1:{port}/"), 60)
         errors: list[str] = []
         lock = threading.Lock()
         failed = threading.Event()  # one part failed: the others stop waiting

@@ -21,11 +21,11 @@ from rich.console import Console
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from localcloud.cloud import LocalCloud  # noqa: E402
-from sinergym_cloud import cli, names, report  # noqa: E402
-from sinergym_cloud.config import Settings  # noqa: E402
-from sinergym_cloud.contracts import Batch, Experiment  # noqa: E402
-from sinergym_cloud.runtime import Runtime  # noqa: E402
+from localcloud.cloud import LocalCloud  # noqa: E402 - run as a script: sys.path is set first
+from sinergym_cloud import cli, names, report  # noqa: E402 - run as a script: sys.path is set first
+from sinergym_cloud.config import Settings  # noqa: E402 - run as a script: sys.path is set first
+from sinergym_cloud.contracts import Batch, Experiment  # noqa: E402 - run as a script: sys.path is set first
+from sinergym_cloud.runtime import Runtime  # noqa: E402 - run as a script: sys.path is set first
 
 console = Console()
 WEEK = (1, 1, 1991, 7, 1, 1991)

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT = Path(os.environ.get("SINERGYM_FAULTS_REPORT", REPO / "bench-results" / "faults.jsonl"))
@@ -19,7 +20,7 @@ def main() -> int:
     if not REPORT.exists():
         print(f"no fault-suite results in {REPORT}: run `make faults`")
         return 1
-    latest: dict[str, dict[str, object]] = {}
+    latest: dict[str, dict[str, Any]] = {}  # one JSON row per scenario, as the fault suite wrote it
     for line in REPORT.read_text().splitlines():
         row = json.loads(line)
         latest[row["scenario"]] = row
@@ -28,7 +29,7 @@ def main() -> int:
         (
             str(r["scenario"]),
             str(r["runs"]),
-            ", ".join(f"{v} {k}" for k, v in sorted(dict(r["outcomes"]).items())),  # type: ignore[call-overload]
+            ", ".join(f"{v} {k}" for k, v in sorted(r["outcomes"].items())),
             str(r["leaked_instances"]),
             str(r["leaked_migs"]),
             str(r["lost_outputs"]),

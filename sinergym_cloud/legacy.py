@@ -82,7 +82,7 @@ def _convert(flag: flags.Flag, raw: str) -> Any:
     return raw
 
 
-def parse_options(tokens: list[str]) -> dict[str, Any]:
+def parse_options(tokens: list[str]) -> dict[str, Any]:  # noqa: PLR0912 - one branch per kind of token
     """Turn flag tokens into a dict of Experiment fields (hyperparameters nested)."""
     table = flags.by_spelling()
     values: dict[str, Any] = {}

@@ -197,12 +197,12 @@ def plot_energy_comfort(rows: list[Row]) -> bytes | None:
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    return "&ndash;" if value is None else f"{value:.{digits}f}"
 
 
 def outputs_link(uri: str | None, storage_endpoint: str | None) -> str:
     if not uri:
-        return "–"
+        return "&ndash;"
     bucket, _, prefix = uri.removeprefix("gs://").partition("/")
     if storage_endpoint:
         href = f"{storage_endpoint.rstrip('/')}/storage/v1/b/{bucket}/o?prefix={prefix}"
@@ -218,7 +218,7 @@ def render(info: dict[str, Any], rows: list[Row], images: dict[str, bytes], stor
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info["counts"].items()))
     body = []
     for r in rows:
-        run = f'<a href="{html.escape(r.mlflow_url)}">run</a>' if r.mlflow_url else "–"
+        run = f'<a href="{html.escape(r.mlflow_url)}">run</a>' if r.mlflow_url else "&ndash;"
         body.append(
             "<tr>"
             f"<td>{r.index}</td><td>{html.escape(r.environment)}</td><td>{r.algorithm}</td><td>{r.seed}</td>"

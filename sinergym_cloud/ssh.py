@@ -95,6 +95,7 @@ class Result:
 def run(
     host: str,
     port: int,
+    *,
     user: str,
     key: paramiko.PKey,
     expected_fingerprint: str,

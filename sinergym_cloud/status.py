@@ -57,7 +57,7 @@ def mlflow_experiment_url(
     return f"{base}/#/experiments/{experiment_id}"
 
 
-def batch_status(
+def batch_status(  # noqa: PLR0912 - one view assembled from every source
     rt: Runtime, batch_id: str, with_compute: bool = True, with_alerts: bool = True, with_links: bool = False
 ) -> dict[str, Any]:
     """Everything known about a batch. ``with_links`` also asks the MLflow server for the experiment's

@@ -11,7 +11,7 @@ from google.api_core import exceptions
 from google.cloud import compute_v1
 
 from sinergym_cloud import contracts, names, status
-from sinergym_cloud.contracts import Batch, Completion, Experiment, InstanceReady
+from sinergym_cloud.contracts import Batch, Completion, Experiment, ExperimentStatus, InstanceReady
 from sinergym_cloud.runtime import Runtime
 from tests.conftest import Cloud, new_batch_id, wait_for
 
@@ -136,7 +136,7 @@ def quiet_ready(cloud: Cloud, instance: str, timeout: float = 60) -> InstanceRea
 
 
 def completion(
-    rt: Runtime, batch_id: str, index: int, status_: str = "succeeded", boot_id: str = "boot-1"
+    rt: Runtime, batch_id: str, index: int, status_: ExperimentStatus = "succeeded", boot_id: str = "boot-1"
 ) -> Completion:
     record = status.batch_status(rt, batch_id, with_compute=False, with_alerts=False)["experiments"][index]
     return Completion(
@@ -146,7 +146,7 @@ def completion(
         instance=record["instance"],
         zone=ZONE,
         boot_id=boot_id,
-        status=status_,  # type: ignore[arg-type]
+        status=status_,
         exit_reason="" if status_ == "succeeded" else "test",
     )
 

@@ -152,7 +152,7 @@ def test_bad_batches_are_dead_lettered_and_create_nothing(cloud: Cloud) -> None:
         return len(letters) >= len(bad)
 
     wait_for(collect, 30, "4 dead letters")
-    reasons = sorted(str(m["attributes"]["dead_letter_reason"]) for m in letters)  # type: ignore[index]
+    reasons = sorted(str(m["attributes"]["dead_letter_reason"]) for m in letters)  # type: ignore[index] - dead letters are plain dicts
     assert any("not JSON" in r for r in reasons)
     assert any("unknown Sinergym environment" in r for r in reasons)
     assert any("schema_version 9" in r for r in reasons)
@@ -247,7 +247,7 @@ def test_dispatch_is_idempotent_and_verifies_the_host_key(cloud: Cloud) -> None:
     # A forged or stale message (another host key) is refused before anything runs.
     forged = ready.model_copy(update={"host_key_fingerprint": "SHA256:" + "B" * 43, "boot_id": "forged-boot"})
     assert dispatch.dispatch(rt, forged) == "refused: host key mismatch"
-    record = batch_status(rt, batch.batch_id)["experiments"][0]  # type: ignore[index]
+    record = batch_status(rt, batch.batch_id)["experiments"][0]  # type: ignore[index] - the batch exists here
     assert record["state"] != "running"
     assert any(h["event"] == "host-key-mismatch" for h in record["history"])
     # The same ready message delivered three times, two of them at once: one trainer.
@@ -298,7 +298,7 @@ def test_cancel_of_a_running_batch_leaves_nothing_behind(cloud: Cloud) -> None:
     assert final["experiments"][0]["state"] == "cancelled"
     # The trainer's SIGTERM completion ("preempted") arrives after the cancel and changes nothing.
     time.sleep(3)
-    assert batch_status(rt, batch.batch_id)["experiments"][0]["state"] == "cancelled"  # type: ignore[index]
+    assert batch_status(rt, batch.batch_id)["experiments"][0]["state"] == "cancelled"  # type: ignore[index] - the batch exists here
 
 
 def test_launch_function_through_functions_framework(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,7 +100,14 @@ def test_storage_crud_and_generation_preconditions(cloud: Cloud) -> None:
 
 def _ssh_ok(cloud: Cloud, port: int, fingerprint: str) -> str:
     key = ssh.private_key(cloud.runtime().settings)
-    result = ssh.run("127.0.0.1", port, getpass.getuser(), key, fingerprint, ["sh", "-c", "echo up $SINERGYM_VM_HOME"])
+    result = ssh.run(
+        "127.0.0.1",
+        port,
+        user=getpass.getuser(),
+        key=key,
+        expected_fingerprint=fingerprint,
+        argv=["sh", "-c", "echo up $SINERGYM_VM_HOME"],
+    )
     return result.stdout
 
 
@@ -272,7 +279,7 @@ def test_down_after_a_crash_of_the_starter_still_stops_everything(tmp_path: Path
     """Kill -9 whatever started the cloud, and a VM's init: pid files and the marker sweep still find all."""
     cloud = LocalCloud(tmp_path / "lc", Options(port_base=0, sweep_interval=0))
     env = cloud.up()
-    cloud_id = cloud.info()["id"]  # type: ignore[index]
+    cloud_id = cloud.info()["id"]  # type: ignore[index] - the cloud is up
     from sinergym_cloud.clients import Clients
     from sinergym_cloud.config import Settings
 
@@ -290,7 +297,7 @@ def test_down_after_a_crash_of_the_starter_still_stops_everything(tmp_path: Path
         "VM up",
     )
     # A process the VM started that left its process group (like a detached trainer).
-    subprocess.run(["kill", "-9", str(procs.PidRecord.load(cloud.pid_dir / "compute.json").pid)], check=True)  # type: ignore[union-attr]
+    subprocess.run(["kill", "-9", str(procs.PidRecord.load(cloud.pid_dir / "compute.json").pid)], check=True)  # type: ignore[union-attr] - its pid file exists while the cloud is up
     os_pid = vm["pid"]
     assert procs.start_time(os_pid) is not None
     LocalCloud(tmp_path / "lc").down()
@@ -304,12 +311,12 @@ def test_startup_failure_names_the_part_that_failed(tmp_path: Path) -> None:
     from localcloud import cloud as cloud_module
 
     real = cloud_module.pubsub.argv
-    cloud_module.pubsub.argv = lambda port: ["sh", "-c", "echo 'no java here' >&2; exit 3"]  # type: ignore[assignment]
+    cloud_module.pubsub.argv = lambda port: ["sh", "-c", "echo 'no java here' >&2; exit 3"]  # type: ignore[assignment] - a stand-in for the emulator's command
     try:
         with pytest.raises(cloud_module.StartupError) as info:
             cloud.up()
     finally:
-        cloud_module.pubsub.argv = real  # type: ignore[assignment]
+        cloud_module.pubsub.argv = real  # type: ignore[assignment] - a stand-in for the emulator's command
     assert "pubsub exited with code 3" in str(info.value)
     assert "no java here" in str(info.value)
     assert cloud.running() == {}, "a failed start stops what it started"

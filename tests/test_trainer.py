@@ -188,7 +188,7 @@ def test_sigterm_checkpoints_then_a_new_attempt_resumes(cloud: Cloud, completion
         assert process.wait(120) == 143, log_of(first)[-3000:]
     stopped = completion_of(cloud, completions, spec.batch_id)
     assert stopped.status == "preempted"
-    meta = json.loads(bucket.get_blob(meta_name).download_as_bytes())  # type: ignore[union-attr]
+    meta = json.loads(bucket.get_blob(meta_name).download_as_bytes())  # type: ignore[union-attr] - waited for above
     assert meta["mlflow_run_id"] == stopped.mlflow_run_id
     assert "replay_buffer.pkl" in meta["files"] and meta["norm_stats"]["count"] > 1
     # The replacement VM: same experiment, next attempt, fresh disk.
@@ -340,7 +340,7 @@ def test_a_flag_the_algorithm_does_not_take_is_a_clear_error() -> None:
 def test_hyperparameters_come_from_yaml_with_overrides() -> None:
     from trainer import registry
 
-    exp = Experiment(environment=CONT, algorithm="PPO", hyperparameters={"n_steps": 99})  # type: ignore[arg-type]
+    exp = Experiment(environment=CONT, algorithm="PPO", hyperparameters={"n_steps": 99})  # type: ignore[arg-type] - pydantic validates a plain dict
     values = registry.hyperparameters(exp)
     assert values["n_steps"] == 99 and values["gamma"] == 0.99 and values["policy"] == "MlpPolicy"
     for algorithm in ("PPO", "A2C", "DQN", "DDPG", "SAC", "TD3"):

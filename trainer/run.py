@@ -274,7 +274,7 @@ class Runner:
         if exp.remote_store and self.ctx.results_bucket and not self.stop_requested.is_set():
             self._store_outputs()
 
-    def _learn(self, resume: Any) -> None:
+    def _learn(self, resume: Any) -> None:  # noqa: PLR0912, PLR0915 - the run in the original's order
         from stable_baselines3.common.noise import NormalActionNoise
 
         from trainer import checkpoint, envs, evaluation, registry, tracking

@@ -119,7 +119,7 @@ def log_eval(mean: float, std: float, episode: int) -> None:
 
     try:
         mlflow.log_metrics({"eval/mean_reward": mean, "eval/std_reward": std}, step=episode)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - MLflow down must not stop training; the log says so
         log.warning("evaluation metrics not logged to MLflow: %s", exc)
 
 
@@ -150,5 +150,5 @@ def end(killed: str | None, failed: bool) -> None:
     status = "FAILED" if failed else (killed or "FINISHED")
     try:
         mlflow.end_run(status=status)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the run's outcome is already decided; the log says so
         log.warning("could not close the MLflow run: %s", exc)

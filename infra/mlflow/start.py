@@ -15,6 +15,6 @@ env = dict(os.environ)
 env["MLFLOW_BACKEND_STORE_URI"] = f"postgresql://{user}:{password}@{host}:5432/{database}"
 env["MLFLOW_ARTIFACTS_DESTINATION"] = os.environ["MLFLOW_ARTIFACTS_BUCKET"]
 # All interfaces of the container: the VM's firewall decides who reaches port 5000 (trainers, IAP).
-host = "0.0.0.0"  # noqa: S104
+host = "0.0.0.0"  # noqa: S104 - the container's interfaces; the firewall decides who reaches it
 argv = ["mlflow", "server", "--host", host, "--port", "5000", "--workers", os.environ.get("MLFLOW_WORKERS", "2")]
 os.execvpe("mlflow", argv, env)  # noqa: S606 - replaces this process; argv carries no secret

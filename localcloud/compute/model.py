@@ -342,7 +342,7 @@ class Cloud:
                     raise ApiError(fault.code, fault.reason, fault.message)
 
     def _op(
-        self, project: str, zone: str | None, op_type: str, target: str, target_id: str, request_id: str | None
+        self, project: str, zone: str | None, op_type: str, target: str, target_id: str, *, request_id: str | None
     ) -> tuple[Operation, bool]:
         """A new operation, or the one already made for this requestId (then True: do not redo)."""
         if request_id:
@@ -367,7 +367,7 @@ class Cloud:
         name = check_name("resource.name", body.get("name"))
         link = f"{GOOGLE}/projects/{project}/global/instanceTemplates/{name}"
         with self.lock:
-            op, repeat = self._op(project, None, "compute.instanceTemplates.insert", link, "", request_id)
+            op, repeat = self._op(project, None, "compute.instanceTemplates.insert", link, "", request_id=request_id)
             if repeat:
                 return op
             if (project, name) in self.templates:
@@ -407,7 +407,12 @@ class Cloud:
         with self.lock:
             template = self.get_template(project, name)
             op, repeat = self._op(
-                project, None, "compute.instanceTemplates.delete", template["selfLink"], template["id"], request_id
+                project,
+                None,
+                "compute.instanceTemplates.delete",
+                template["selfLink"],
+                template["id"],
+                request_id=request_id,
             )
             if repeat:
                 return op
@@ -437,7 +442,9 @@ class Cloud:
             raise ApiError(400, "required", "Required field 'resource.instanceTemplate' not specified")
         link = f"{GOOGLE}/projects/{project}/zones/{zone}/instanceGroupManagers/{name}"
         with self.lock:
-            op, repeat = self._op(project, zone, "compute.instanceGroupManagers.insert", link, "", request_id)
+            op, repeat = self._op(
+                project, zone, "compute.instanceGroupManagers.insert", link, "", request_id=request_id
+            )
             if repeat:
                 return op
             if (project, zone, name) in self.migs:
@@ -470,7 +477,7 @@ class Cloud:
         with self.lock:
             mig = self._mig(project, zone, name)
             op, repeat = self._op(
-                project, zone, "compute.instanceGroupManagers.delete", mig.self_link, mig.id, request_id
+                project, zone, "compute.instanceGroupManagers.delete", mig.self_link, mig.id, request_id=request_id
             )
             if repeat:
                 return op
@@ -505,7 +512,7 @@ class Cloud:
         with self.lock:
             mig = self._mig(project, zone, name)
             op, repeat = self._op(
-                project, zone, "compute.instanceGroupManagers.resize", mig.self_link, mig.id, request_id
+                project, zone, "compute.instanceGroupManagers.resize", mig.self_link, mig.id, request_id=request_id
             )
             if repeat:
                 return op
@@ -534,7 +541,12 @@ class Cloud:
         with self.lock:
             mig = self._mig(project, zone, name)
             op, repeat = self._op(
-                project, zone, "compute.instanceGroupManagers.createInstances", mig.self_link, mig.id, request_id
+                project,
+                zone,
+                "compute.instanceGroupManagers.createInstances",
+                mig.self_link,
+                mig.id,
+                request_id=request_id,
             )
             if repeat:
                 return op
@@ -580,7 +592,12 @@ class Cloud:
         with self.lock:
             mig = self._mig(project, zone, name)
             op, repeat = self._op(
-                project, zone, "compute.instanceGroupManagers.deleteInstances", mig.self_link, mig.id, request_id
+                project,
+                zone,
+                "compute.instanceGroupManagers.deleteInstances",
+                mig.self_link,
+                mig.id,
+                request_id=request_id,
             )
             if repeat:
                 return op
@@ -601,7 +618,12 @@ class Cloud:
         with self.lock:
             mig = self._mig(project, zone, name)
             op, repeat = self._op(
-                project, zone, "compute.instanceGroupManagers.recreateInstances", mig.self_link, mig.id, request_id
+                project,
+                zone,
+                "compute.instanceGroupManagers.recreateInstances",
+                mig.self_link,
+                mig.id,
+                request_id=request_id,
             )
             if repeat:
                 return op

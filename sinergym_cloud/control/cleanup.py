@@ -20,7 +20,7 @@ from typing import Any
 from sinergym_cloud import contracts, metrics, names
 from sinergym_cloud.contracts import BadMessage, Completion
 from sinergym_cloud.events import Delivery
-from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
+from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState, FinalizeRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _meta(doc: dict[str, Any]) -> dict[str, str]:
     return {"state": str(doc["state"]), "instance": str(doc["instance"])}
 
 
-def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:
+def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:  # noqa: PLR0915 - the protocol, in order
     path = names.experiment_object(c.batch_id, c.experiment_index)
     settings = rt.settings
     actions: set[str] = set()
@@ -123,7 +123,9 @@ def _mark(rt: Runtime, rec: ExperimentRecord, field: str) -> None:
     rt.state.update(names.experiment_object(rec.batch_id, rec.index), change, metadata=_meta)
 
 
-def set_terminal(rt: Runtime, batch_id: str, index: int, state: str, reason: str) -> ExperimentRecord | None:
+def set_terminal(
+    rt: Runtime, batch_id: str, index: int, state: ExperimentState, reason: str
+) -> ExperimentRecord | None:
     """Force an experiment into a terminal state (cancel, rollback, sweeper), unless it already is."""
     assert state in TERMINAL
 
@@ -131,7 +133,7 @@ def set_terminal(rt: Runtime, batch_id: str, index: int, state: str, reason: str
         rec = ExperimentRecord.model_validate(doc)
         if rec.terminal:
             return None
-        rec.state = state  # type: ignore[assignment]
+        rec.state = state
         rec.reason = reason
         rec.finished_at = time.time()
         rec.note(state, reason)
@@ -151,7 +153,7 @@ def experiment_states(rt: Runtime, batch_id: str) -> dict[int, str]:
     return states
 
 
-def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:
+def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: PLR0911 - one return per reason to stop
     """If no experiment of the batch is live, delete its groups and raise the alert, once. True if done."""
     launch_doc = rt.state.read(names.launch_object(batch_id))
     if launch_doc is None:
@@ -189,7 +191,9 @@ def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:
             rt.state.update(path, take_over)
         except _Lost:
             return False
-        claim = FinalizeRecord.model_validate(rt.state.read(path).data)  # type: ignore[union-attr]
+        claimed = rt.state.read(path)
+        assert claimed is not None, "a claim just written cannot be missing"
+        claim = FinalizeRecord.model_validate(claimed.data)
     if not claim.mig_deleted:
         for mig in launch.migs:
             deleted = rt.compute.delete_group(launch.zone, mig)

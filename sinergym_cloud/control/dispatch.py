@@ -128,10 +128,10 @@ def start_trainer(rt: Runtime, ready: InstanceReady, spec: TrainerSpec) -> dict[
         return ssh.run(
             ready.address,
             ready.ssh_port,
-            rt.settings.ssh_user,
-            key,
-            ready.host_key_fingerprint,
-            argv,
+            user=rt.settings.ssh_user,
+            key=key,
+            expected_fingerprint=ready.host_key_fingerprint,
+            argv=argv,
             stdin=spec.model_dump_json().encode(),
             timeout=60,
         )

@@ -109,7 +109,9 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
         if stored.data["batch"] != batch.model_dump(mode="json") and message_id != stored.data.get("message_id"):
             log.info("batch %s was already accepted; the resubmission is ignored", bid)
         batch = Batch.model_validate(stored.data["batch"])
-    record = LaunchRecord.model_validate(state.read(names.launch_object(bid)).data)  # type: ignore[union-attr]
+    launched = state.read(names.launch_object(bid))
+    assert launched is not None, "the launch record was written above or found"
+    record = LaunchRecord.model_validate(launched.data)
     if record.status != "launching":
         log.info("batch %s is already %s: nothing to do", bid, record.status)
         return record

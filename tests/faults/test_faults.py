@@ -350,7 +350,7 @@ def test_dispatch_under_ssh_faults(cloud: Cloud, record: Any) -> None:
     os.kill(sshd_pid(dead_vm), signal.SIGKILL)
     with pytest.raises(ssh.TRANSIENT):
         dispatch.dispatch(rt, dead_ready)
-    assert batch_status(rt, batch.batch_id)["experiments"][1]["state"] == "starting"  # type: ignore[index]
+    assert batch_status(rt, batch.batch_id)["experiments"][1]["state"] == "starting"  # type: ignore[index] - the batch exists here
     outcomes["SSH refused: failed for redelivery"] += 1
     cleanup.cancel(rt, batch.batch_id)
     wait_for(lambda: leaks(cloud, [batch]) == (0, 0), 60, "nothing left")
