@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions
@@ -246,6 +247,13 @@ class ComputeApi:
             if "being deleted" in str(exc):
                 return False
             raise
+
+    def created_at(self, zone: str, name: str) -> float | None:
+        """When the instance was created (its creationTimestamp, epoch seconds), None if it is gone."""
+        found = self.instance(zone, name)
+        if found is None or not found.creation_timestamp:
+            return None
+        return datetime.fromisoformat(found.creation_timestamp).timestamp()
 
     def instance(self, zone: str, name: str) -> compute_v1.Instance | None:
         try:

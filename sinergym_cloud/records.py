@@ -12,6 +12,7 @@ from sinergym_cloud.contracts import Experiment
 ExperimentState = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 HISTORY_LIMIT = 50
+MAX_BOOTS_KEPT = 50  # VM creation times kept per experiment (each retry or preemption adds one)
 
 
 class Event(BaseModel):
@@ -49,6 +50,9 @@ class ExperimentRecord(Record):
     trainer_finished_at: float | None = None  # when the trainer sent its completion (its own clock)
     delete_requested_at: float | None = None
     alerted_at: float | None = None
+    # Each boot's VM creation time, from Compute Engine's creationTimestamp (read by dispatch): the
+    # VM-hours of the report are counted from these. A recreated VM (preemption, retry) adds one.
+    vm_created: dict[str, float] = Field(default_factory=dict)
     reason: str = ""
     mlflow_run_id: str | None = None
     output_uris: list[str] = Field(default_factory=list)
@@ -59,6 +63,11 @@ class ExperimentRecord(Record):
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    def vm_booted(self, boot_id: str, created_at: float | None) -> None:
+        """Keep a boot's VM creation time (the first MAX_BOOTS_KEPT boots)."""
+        if created_at is not None and len(self.vm_created) < MAX_BOOTS_KEPT:
+            self.vm_created[boot_id] = created_at
 
     def note(self, event: str, detail: str = "") -> None:
         self.history.append(Event(event=event, detail=detail[:500]))

@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import html
 import io
+import itertools
 import json
 import logging
 import statistics
@@ -54,17 +55,24 @@ class Row:
 
 
 def vm_hours(e: dict[str, Any], now: float) -> tuple[float | None, float | None]:
-    """(VM-hours, idle hours) from the experiment's timestamps.
+    """(VM-hours, idle hours) of one experiment.
 
-    The VM lives from its creation (the record is written just before ``createInstances``) to the
-    ``deleteInstances`` request; it trains from the trainer's start to the end of the run. The rest
-    is idle: booting, waiting to be dispatched, uploading, waiting to be deleted.
+    Each VM of the experiment lives from its creation (Compute Engine's creationTimestamp, read by
+    dispatch for every boot) until the next VM of the same experiment was created (a preempted or
+    failed VM is replaced) or, for the last, until its ``deleteInstances`` request. Experiments
+    whose VM never reached dispatch fall back to the record's creation (written just before
+    ``createInstances``). Training runs from the trainer's start to the end of the run; the rest is
+    idle: booting, waiting to be dispatched, uploading, waiting to be deleted.
     """
-    start = e.get("created_at")
-    if not start:
-        return None, None
     end = e.get("delete_requested_at") or e.get("finished_at") or now
-    alive = max(0.0, end - start) / 3600
+    created = sorted(float(t) for t in (e.get("vm_created") or {}).values())
+    if created:
+        lives = [b - a for a, b in itertools.pairwise(created)] + [end - created[-1]]
+        alive = sum(max(0.0, life) for life in lives) / 3600
+    elif e.get("created_at"):
+        alive = max(0.0, end - e["created_at"]) / 3600
+    else:
+        return None, None
     training = 0.0
     if e.get("running_at"):
         training = max(0.0, (e.get("finished_at") or now) - e["running_at"]) / 3600
@@ -263,6 +271,7 @@ figure {{ display: inline-block; margin: 1rem 1rem 0 0; }} img {{ max-width: 100
 <p>{html.escape(info["status"])} — {html.escape(counts)} — group {html.escape(info["group"])}, zone {html.escape(info["zone"])}.
 MLflow experiment <code>{html.escape(info["mlflow_experiment"])}</code>; outputs {outputs_link(info["results"], storage_endpoint)}.</p>
 <p class="cost" id="cost">Cost: <strong>{total_vm:.3f} VM-hours</strong> for {len(rows)} experiment(s);
+each VM counted from its creation (Compute Engine's timestamp) to its deletion request;
 idle share {idle_share:.0f}% (VM alive but not training: boot, dispatch, upload, deletion).</p>
 <table id="experiments">
 <thead><tr><th>#</th><th>environment</th><th>algorithm</th><th>seed</th><th>state</th><th>episodes</th>

@@ -167,3 +167,17 @@ def test_booleans_are_not_numbers(field: str) -> None:
         contracts.parse(Batch, batch(experiments=[{**EXP, field: True}]))
     with pytest.raises(BadMessage, match="not a boolean"):
         contracts.parse(Batch, batch(experiments=[{**EXP, "hyperparameters": {"learning_rate": False}}]))
+
+
+def test_vm_hours_count_each_vm_from_its_creation() -> None:
+    from sinergym_cloud.report import vm_hours
+
+    # Two VMs: the first preempted (replaced at t=1000), the second deleted at t=4600.
+    e = {"created_at": 0.0, "vm_created": {"b1": 100.0, "b2": 1000.0}, "running_at": 1100.0,
+         "finished_at": 4500.0, "delete_requested_at": 4600.0}  # fmt: skip
+    alive, idle = vm_hours(e, now=9999.0)
+    assert alive == pytest.approx((900 + 3600) / 3600)
+    assert idle == pytest.approx((900 + 3600 - 3400) / 3600)
+    # No VM reached dispatch: from the record's creation; still running: until now.
+    assert vm_hours({"created_at": 10.0}, now=3610.0) == (1.0, 1.0)
+    assert vm_hours({}, now=1.0) == (None, None)

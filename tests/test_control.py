@@ -110,6 +110,14 @@ def test_report_of_the_batch_renders_in_a_real_browser(
     ppo_rows = [e for e in data["experiments"] if e["algorithm"] == "PPO"]
     assert len(ppo_rows) == 2 and all(e["curve"] for e in ppo_rows)
     assert data["vm_hours"] > 0 and 0 <= data["idle_hours"] <= data["vm_hours"]
+    # VM-hours come from each VM's own creation time (Compute Engine's), read by dispatch.
+    rt = cloud.runtime()
+    for e in data["experiments"]:
+        rec = rt.state.read(names.experiment_object(batch.batch_id, e["index"]))
+        assert rec is not None and len(rec.data["vm_created"]) == 1, rec
+        (created,) = rec.data["vm_created"].values()
+        assert rec.data["created_at"] < created < rec.data["running_at"]
+        assert e["vm_hours"] == pytest.approx((rec.data["delete_requested_at"] - created) / 3600)
     html = page.read_text()
     for encoded in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html):
         assert base64.b64decode(encoded).startswith(b"\x89PNG")

@@ -487,14 +487,25 @@ def test_no_secret_in_logs_messages_state_or_metadata(cloud: Cloud, record: Any)
     secret_lines = [line for line in key_text.splitlines() if line and not line.startswith("-----")]
     needles = [*secret_lines, "PRIVATE KEY"]
     haystacks: list[tuple[str, str]] = []
+    # Files of the local cloud (logs, VM homes, MLflow's database and artifacts), read as bytes.
     for path in cloud.local.dir.rglob("*"):
-        readable = path.is_file() and path != cloud.local.ssh_key and path.suffix not in (".db", ".zip", ".pkl")
+        readable = path.is_file() and path != cloud.local.ssh_key and path.suffix not in (".zip", ".pkl")
         if readable and "gcs" not in path.parts and path.stat().st_size < 20_000_000:
-            haystacks.append((str(path), path.read_text(errors="replace")))
+            haystacks.append((str(path), path.read_bytes().decode(errors="replace")))
+    # The state bucket, and every output of this batch in the results bucket.
     for blob in rt.clients.storage.list_blobs(rt.settings.state_bucket):
         haystacks.append((f"gs://state/{blob.name}", blob.download_as_bytes().decode(errors="replace")))
+    results = list(rt.clients.storage.list_blobs(rt.settings.results_bucket, prefix=f"{batch.batch_id}/"))
+    for blob in results:
+        if not blob.name.endswith((".zip", ".pkl")):
+            haystacks.append((f"gs://results/{blob.name}", blob.download_as_bytes().decode(errors="replace")))
+    # The instance template's metadata (what every VM is given) and the messages' history.
+    template = rt.clients.templates.get(project=rt.settings.project, instance_template=batch.template_name)
+    metadata = {item.key: item.value for item in template.properties.metadata.items}
+    haystacks.append(("instance template metadata", json.dumps(metadata)))
     instance = info["experiments"][0]["instance"]
     haystacks.append(("completion history", json.dumps(info)))
+    assert any(name.startswith("gs://results/") for name, _ in haystacks), "the batch's outputs were searched"
     for name, text in haystacks:
         for needle in needles:
             assert needle not in text, f"secret material in {name}"
