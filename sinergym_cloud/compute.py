@@ -22,7 +22,7 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import compute_v1
 
-from sinergym_cloud import retry
+from sinergym_cloud import names, retry
 from sinergym_cloud.clients import Clients
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,12 @@ class ComputeApi:
         self.wait(op, zone)
 
     # ------------------------------------------------------------------ groups
-    def ensure_group(self, zone: str, name: str, template: str) -> bool:
-        """Create the group (empty) unless it exists. True if this call created it."""
+    def ensure_group(self, zone: str, name: str, template: str, batch_id: str | None = None) -> bool:
+        """Create the group (empty) unless it exists. True if this call created it. The batch id goes
+        into the group's description (groups have no labels), for the sweeper's orphan search."""
         igm = compute_v1.InstanceGroupManager(
             name=name,
+            description=names.group_description(batch_id) if batch_id else None,
             base_instance_name=name,
             instance_template=f"projects/{self.project}/global/instanceTemplates/{template}",
             target_size=0,

@@ -135,6 +135,29 @@ def active_object(batch_id: str) -> str:
 
 ACTIVE_PREFIX = "active/"
 
+# Every zone a batch was launched in (``zones/<zone>``): where the sweeper looks for orphan groups.
+ZONES_PREFIX = "zones/"
+
+
+def zone_object(zone: str) -> str:
+    return f"{ZONES_PREFIX}{zone}"
+
+
+# A group's description names its batch, so a group that outlived its records can be traced back.
+GROUP_DESCRIPTION = "sinergym batch "
+
+
+def group_description(batch_id: str) -> str:
+    return f"{GROUP_DESCRIPTION}{batch_id}"
+
+
+def batch_of_group(description: str | None) -> str | None:
+    """The batch id a group's description names, or None for a group that is not ours."""
+    if not description or not description.startswith(GROUP_DESCRIPTION):
+        return None
+    batch_id = description.removeprefix(GROUP_DESCRIPTION)
+    return batch_id if BATCH_ID.match(batch_id) else None
+
 
 # Objects in the results bucket. Everything a trainer writes is under its experiment's prefix,
 # so its service account can be confined to that prefix (an IAM condition, see infra/).

@@ -235,6 +235,7 @@ class Mig:
     members: dict[str, Member] = field(default_factory=dict)
     deleting: bool = False
     list_mode: str = "PAGELESS"
+    description: str = ""
 
     @property
     def self_link(self) -> str:
@@ -267,6 +268,7 @@ class Mig:
             "zone": zone_url,
             "selfLink": self.self_link,
             "creationTimestamp": self.created,
+            "description": self.description,
             "baseInstanceName": self.base_instance_name,
             "instanceTemplate": self.template_url,
             "instanceGroup": f"{zone_url}/instanceGroups/{self.name}",
@@ -454,7 +456,7 @@ class Cloud:
             size = int(body.get("targetSize", 0))
             if size < 0:
                 raise invalid("Invalid value for field 'resource.targetSize': must be >= 0")
-            mig = Mig(project, zone, name, base, template["selfLink"])
+            mig = Mig(project, zone, name, base, template["selfLink"], description=str(body.get("description", "")))
             mode = body.get("listManagedInstancesResults")
             if mode:
                 mig.list_mode = mode

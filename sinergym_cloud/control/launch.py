@@ -148,10 +148,11 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
             )
         )
     rt.state.put(names.active_object(bid), {"batch_id": bid, "since": time.time()})
+    rt.state.put(names.zone_object(batch.zone), {"zone": batch.zone})
     for mig, indices in plan(batch):
         if _cancelled(rt, bid):
             return
-        rt.compute.ensure_group(batch.zone, mig, batch.template_name)
+        rt.compute.ensure_group(batch.zone, mig, batch.template_name, batch_id=bid)
         wanted = {
             names.instance_name(batch.group_name, bid, i): {
                 "sinergym-batch-id": bid,

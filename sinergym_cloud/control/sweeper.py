@@ -5,6 +5,10 @@ went silent (killed, out of memory: no heartbeat for ``heartbeat_timeout``), a V
 became ready (``boot_timeout``: failed boot, quota, zone exhausted), a VM that vanished, a VM past
 the maximum runtime, a launch that never finished, and a batch teardown whose owner crashed.
 
+Last, it deletes orphan groups: a group (named by its description after its batch) whose batch is
+no longer active or has no record at all, older than ``orphan_grace``. Such a group can outlive its
+batch when a cancel's teardown runs while launch is still creating groups, or when state is lost.
+
 Lost experiments are retried, resuming from their checkpoint, within two separate budgets: infra
 losses (preemption, a vanished or never-ready VM) count against ``max_preemptions``, trainer
 deaths against ``max_failures``. Beyond the budget the experiment fails with the reason, its VM is
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from sinergym_cloud import metrics, names
@@ -36,10 +41,15 @@ def _meta(doc: dict[str, Any]) -> dict[str, str]:
     return {"state": str(doc["state"]), "instance": str(doc["instance"])}
 
 
-def sweep(rt: Runtime, now: float | None = None, only: set[str] | None = None) -> dict[str, Any]:
-    """Sweep every active batch (or only the ones named). Returns what was done."""
+ORPHAN_GRACE = 600.0  # seconds a group of an inactive batch is left alone (a teardown in progress)
+
+
+def sweep(
+    rt: Runtime, now: float | None = None, only: set[str] | None = None, orphan_grace: float = ORPHAN_GRACE
+) -> dict[str, Any]:
+    """Sweep every active batch (or only the ones named), then orphan groups. Returns what was done."""
     now = time.time() if now is None else now
-    report: dict[str, Any] = {"batches": 0, "retried": [], "failed": [], "finalized": []}
+    report: dict[str, Any] = {"batches": 0, "retried": [], "failed": [], "finalized": [], "orphans": []}
     active = [name.removeprefix(names.ACTIVE_PREFIX) for name, _, _ in rt.state.listing(names.ACTIVE_PREFIX)]
     for batch_id in active:
         if only is not None and batch_id not in only:
@@ -49,7 +59,33 @@ def sweep(rt: Runtime, now: float | None = None, only: set[str] | None = None) -
             sweep_batch(rt, batch_id, now, report)
         except Exception:
             log.exception("sweeping batch %s failed", batch_id)
+    try:
+        # Batches finalized just now are no longer active: list again.
+        still = {name.removeprefix(names.ACTIVE_PREFIX) for name, _, _ in rt.state.listing(names.ACTIVE_PREFIX)}
+        sweep_orphans(rt, now, still, only=only, grace=orphan_grace, report=report)
+    except Exception:
+        log.exception("sweeping orphan groups failed")
     return report
+
+
+def sweep_orphans(
+    rt: Runtime, now: float, active: set[str], *, only: set[str] | None, grace: float, report: dict[str, Any]
+) -> None:
+    """Delete the groups (and so their VMs) of batches that are over or unknown, in every zone used."""
+    zones = {name.removeprefix(names.ZONES_PREFIX) for name, _, _ in rt.state.listing(names.ZONES_PREFIX)}
+    for zone in sorted(zones):
+        for group in rt.compute.list_groups(zone):
+            batch_id = names.batch_of_group(group.description)
+            if batch_id is None or batch_id in active or (only is not None and batch_id not in only):
+                continue
+            created = datetime.fromisoformat(group.creation_timestamp).timestamp()
+            if now - created < grace:
+                continue
+            known = rt.state.read(names.launch_object(batch_id)) is not None
+            why = "its batch is over" if known else "no record of its batch"
+            if rt.compute.delete_group(zone, group.name):
+                log.warning("deleted orphan group %s/%s of batch %s: %s", zone, group.name, batch_id, why)
+                report["orphans"].append(f"{zone}/{group.name}: {why}")
 
 
 def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) -> None:
@@ -157,6 +193,6 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str, template: s
     # its whole group, is gone (deleted by hand, or a restarted local cloud), they are made again.
     elif not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):
         wanted = {rec.instance: {"sinergym-batch-id": rec.batch_id, "sinergym-experiment-index": str(rec.index)}}
-        rt.compute.ensure_group(rec.zone, rec.mig, template)
+        rt.compute.ensure_group(rec.zone, rec.mig, template, batch_id=rec.batch_id)
         rt.compute.create_instances(rec.zone, rec.mig, wanted)
     return outcome

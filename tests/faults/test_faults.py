@@ -520,6 +520,43 @@ def test_no_secret_in_logs_messages_state_or_metadata(cloud: Cloud, record: Any)
     )
 
 
+def test_orphan_groups_are_found_in_compute_and_deleted(cloud: Cloud, record: Any) -> None:
+    """Groups that outlived their batch (a cancel racing launch, lost state) are found by listing Compute."""
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    # A cancelled batch whose group came back: launch created it after the cancel's teardown.
+    over = make_batch(ppo(), template=QUIET_TEMPLATE)
+    launch.launch(rt, over)
+    cleanup.cancel(rt, over.batch_id)
+    mig_over = names.mig_name(over.group_name, over.batch_id)
+    wait_for(lambda: not rt.compute.group_exists(ZONE, mig_over), 30, "the cancelled batch's group gone")
+    rt.compute.ensure_group(ZONE, mig_over, QUIET_TEMPLATE, batch_id=over.batch_id)
+    rt.compute.create_instances(ZONE, mig_over, {names.instance_name(over.group_name, over.batch_id, 0): {}})
+    # A group of a batch there is no record of at all.
+    unknown = make_batch(ppo(), template=QUIET_TEMPLATE)
+    mig_unknown = names.mig_name(unknown.group_name, unknown.batch_id)
+    rt.compute.ensure_group(ZONE, mig_unknown, QUIET_TEMPLATE, batch_id=unknown.batch_id)
+    # A live batch, whose group must be left alone.
+    live = make_batch(ppo(), template=QUIET_TEMPLATE)
+    launch.launch(rt, live)
+    mig_live = names.mig_name(live.group_name, live.batch_id)
+    ids = {over.batch_id, unknown.batch_id, live.batch_id}
+    assert sweeper.sweep(rt, only=ids)["orphans"] == [], "younger than the grace period: left alone"
+    report = sweeper.sweep(rt, only=ids, orphan_grace=0)
+    assert sorted(report["orphans"]) == sorted(
+        [f"{ZONE}/{mig_over}: its batch is over", f"{ZONE}/{mig_unknown}: no record of its batch"]
+    )
+    wait_for(lambda: leaks(cloud, [over, unknown]) == (0, 0), 60, "the orphans and their VMs gone")
+    assert rt.compute.group_exists(ZONE, mig_live)
+    cleanup.cancel(rt, live.batch_id)
+    wait_for(lambda: leaks(cloud, [over, unknown, live]) == (0, 0), 60, "nothing left")
+    record(
+        "orphan groups (batch over, batch unknown) beside a live one",
+        Counter({"orphan found in Compute and deleted": 2, "live group kept": 1}),
+        *leaks(cloud, [over, unknown, live]),
+    )
+
+
 def test_a_vanished_group_is_recreated_and_the_experiment_retried(cloud: Cloud, record: Any) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
