@@ -22,7 +22,6 @@ from tests.conftest import REPO, Cloud, new_batch_id
 TF = REPO / "infra" / "terraform"
 MODULE_DIRS = [TF, *sorted(p for p in (TF / "modules").iterdir() if p.is_dir())]
 ROLE_ALLOWLIST = {
-    "roles/compute.instanceAdmin.v1",
     "roles/compute.viewer",
     "roles/iam.serviceAccountUser",
     "roles/storage.objectUser",
@@ -189,6 +188,36 @@ def test_iam_roles_are_least_privilege() -> None:
         assert not re.search(r"roles/(owner|editor)\b", text)
     assert roles, "no role found: the parser is broken"
     assert roles <= ROLE_ALLOWLIST, f"roles outside the allowlist: {roles - ROLE_ALLOWLIST}"
+
+
+# What each Compute Engine call of sinergym_cloud/compute.py needs (the API reference's
+# "Authorization requires the following IAM permission" of each method).
+CALL_PERMISSIONS = {
+    "migs.insert_unary": "compute.instanceGroupManagers.create",
+    "migs.get": "compute.instanceGroupManagers.get",
+    "migs.list_managed_instances": "compute.instanceGroupManagers.get",
+    "migs.list": "compute.instanceGroupManagers.list",
+    "migs.create_instances_unary": "compute.instanceGroupManagers.update",
+    "migs.delete_instances_unary": "compute.instanceGroupManagers.update",
+    "migs.recreate_instances_unary": "compute.instanceGroupManagers.update",
+    "migs.delete_unary": "compute.instanceGroupManagers.delete",
+    "templates.get": "compute.instanceTemplates.get",
+    "instances.get": "compute.instances.get",
+    "zone_operations.wait": "compute.zoneOperations.get",
+    "global_operations.wait": "compute.globalOperations.get",
+}
+
+
+def test_the_group_operator_role_is_exactly_what_the_compute_calls_need() -> None:
+    """launch, cleanup and the sweeper get a custom role, not compute.instanceAdmin.v1: every
+    permission in it is used by a call, and every call is covered."""
+    roles = {k: v for block in _parsed(TF)["resource"] for k, v in block.items()}["google_project_iam_custom_role"]
+    granted = set(_unquote(roles["group_operator"])["permissions"])
+    calls = set(re.findall(r"self\.c\.([a-z_]+\.[a-z_]+)\b", (REPO / "sinergym_cloud" / "compute.py").read_text()))
+    assert calls, "no Compute call found: the pattern is broken"
+    assert calls <= set(CALL_PERMISSIONS), f"calls without a known permission: {calls - set(CALL_PERMISSIONS)}"
+    needed = {CALL_PERMISSIONS[c] for c in calls} | {"compute.instanceTemplates.useReadOnly"}  # group from template
+    assert granted == needed, f"missing {needed - granted}, unused {granted - needed}"
 
 
 def test_no_secret_in_instance_metadata_or_images() -> None:

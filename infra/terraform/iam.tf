@@ -35,10 +35,31 @@ resource "google_project_iam_member" "launch_bucket_creator" {
 }
 
 # Groups and VMs: launch creates, cleanup and the sweeper delete (through the group) and recreate.
-resource "google_project_iam_member" "instance_admin" {
+# The group's own service agent creates and deletes the VMs, so the callers need the group verbs
+# and read access only, not compute.instanceAdmin.v1 (which could also create, stop or reconfigure
+# any VM, disk or image of the project). Every permission here is one call in sinergym_cloud/compute.py.
+resource "google_project_iam_custom_role" "group_operator" {
+  project = var.project_id
+  role_id = replace("${var.prefix}_group_operator", "-", "_")
+  title   = "Sinergym instance-group operator"
+  permissions = [
+    "compute.instanceGroupManagers.create",  # insert (launch; the sweeper remakes a vanished group)
+    "compute.instanceGroupManagers.get",     # get, listManagedInstances
+    "compute.instanceGroupManagers.list",    # the sweeper's orphan search
+    "compute.instanceGroupManagers.update",  # createInstances, deleteInstances, recreateInstances
+    "compute.instanceGroupManagers.delete",  # delete (the batch's teardown)
+    "compute.instanceTemplates.get",         # does the batch's template exist
+    "compute.instanceTemplates.useReadOnly", # a group made from the template
+    "compute.instances.get",                 # a VM's creation time and liveness
+    "compute.zoneOperations.get",            # waiting for an operation (get and wait)
+    "compute.globalOperations.get",
+  ]
+}
+
+resource "google_project_iam_member" "group_operator" {
   for_each = toset(["launch", "cleanup", "sweeper"])
   project  = var.project_id
-  role     = "roles/compute.instanceAdmin.v1"
+  role     = google_project_iam_custom_role.group_operator.id
   member   = "serviceAccount:${google_service_account.sa[each.key].email}"
 }
 
