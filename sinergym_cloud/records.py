@@ -50,8 +50,8 @@ class ExperimentRecord(Record):
     trainer_finished_at: float | None = None  # when the trainer sent its completion (its own clock)
     delete_requested_at: float | None = None
     alerted_at: float | None = None
-    # Each boot's VM creation time, from Compute Engine's creationTimestamp (read by dispatch): the
-    # VM-hours of the report are counted from these. A recreated VM (preemption, retry) adds one.
+    # Each boot's VM creation time, from Compute Engine's creationTimestamp, read when that VM's life
+    # ends (its completion, or the sweeper losing it): the report's VM-hours are counted from these.
     vm_created: dict[str, float] = Field(default_factory=dict)
     reason: str = ""
     mlflow_run_id: str | None = None

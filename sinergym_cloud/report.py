@@ -57,10 +57,10 @@ class Row:
 def vm_hours(e: dict[str, Any], now: float) -> tuple[float | None, float | None]:
     """(VM-hours, idle hours) of one experiment.
 
-    Each VM of the experiment lives from its creation (Compute Engine's creationTimestamp, read by
-    dispatch for every boot) until the next VM of the same experiment was created (a preempted or
+    Each VM of the experiment lives from its creation (Compute Engine's creationTimestamp, recorded
+    per boot by cleanup and the sweeper) until the next VM of the same experiment was created (a preempted or
     failed VM is replaced) or, for the last, until its ``deleteInstances`` request. Experiments
-    whose VM never reached dispatch fall back to the record's creation (written just before
+    with no VM recorded fall back to the record's creation (written just before
     ``createInstances``). Training runs from the trainer's start to the end of the run; the rest is
     idle: booting, waiting to be dispatched, uploading, waiting to be deleted.
     """

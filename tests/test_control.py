@@ -110,7 +110,7 @@ def test_report_of_the_batch_renders_in_a_real_browser(
     ppo_rows = [e for e in data["experiments"] if e["algorithm"] == "PPO"]
     assert len(ppo_rows) == 2 and all(e["curve"] for e in ppo_rows)
     assert data["vm_hours"] > 0 and 0 <= data["idle_hours"] <= data["vm_hours"]
-    # VM-hours come from each VM's own creation time (Compute Engine's), read by dispatch.
+    # VM-hours come from each VM's own creation time (Compute Engine's), recorded at its completion.
     rt = cloud.runtime()
     for e in data["experiments"]:
         rec = rt.state.read(names.experiment_object(batch.batch_id, e["index"]))

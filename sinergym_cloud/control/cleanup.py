@@ -40,6 +40,7 @@ def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:  # noq
     path = names.experiment_object(c.batch_id, c.experiment_index)
     settings = rt.settings
     actions: set[str] = set()
+    vm_created = vm_creation_time(rt, c.zone, c.instance)  # the VM of this boot, before it is removed
 
     def change(doc: dict[str, Any]) -> dict[str, Any] | None:
         actions.clear()
@@ -54,6 +55,7 @@ def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:  # noq
         if rec.boot_id is not None and c.boot_id != rec.boot_id:
             log.info("ignoring a %s completion of %s from an earlier boot", c.status, rec.instance)
             return None
+        rec.vm_booted(c.boot_id, vm_created)
         rec.mlflow_run_id = c.mlflow_run_id or rec.mlflow_run_id
         rec.output_uris = c.output_uris or rec.output_uris
         rec.metrics.update(c.metrics)
@@ -98,6 +100,17 @@ def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:  # noq
         settle(rt, rec)
         finalize_if_done(rt, rec.batch_id, owner)
     return rec
+
+
+def vm_creation_time(rt: Runtime, zone: str, instance: str) -> float | None:
+    """When the VM was created (Compute Engine's creationTimestamp), for the report's VM-hours;
+    None if it is gone or cannot be read. Read when a VM's life ends: its completion, or the sweeper
+    giving up on it."""
+    try:
+        return rt.compute.created_at(zone, instance)
+    except Exception as exc:  # noqa: BLE001 - a missing cost figure must not stop the cleanup
+        log.warning("could not read the creation time of %s: %s", instance, exc)
+        return None
 
 
 def settle(rt: Runtime, rec: ExperimentRecord) -> None:

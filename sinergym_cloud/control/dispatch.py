@@ -37,7 +37,7 @@ def _meta(doc: dict[str, Any]) -> dict[str, str]:
     return {"state": str(doc["state"]), "instance": str(doc["instance"])}
 
 
-def dispatch(rt: Runtime, ready: InstanceReady) -> str:  # noqa: PLR0915 - the protocol, in order
+def dispatch(rt: Runtime, ready: InstanceReady) -> str:
     """Start the experiment's trainer on the VM that announced itself. Returns what happened."""
     index = names.experiment_index(ready.mig, ready.instance)
     if index is None:
@@ -104,13 +104,11 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:  # noqa: PLR0915 - the p
     status = answer.get("status")
     if status not in ("started", "running", "exited"):
         raise RuntimeError(f"VM agent on {ready.instance} answered {answer}")
-    vm_created = _vm_created(rt, ready)  # the trainer already runs: this delays nothing
 
     def running(doc: dict[str, Any]) -> dict[str, Any] | None:
         r = ExperimentRecord.model_validate(doc)
         if r.boot_id != ready.boot_id or r.state != "starting":
             return None
-        r.vm_booted(ready.boot_id, vm_created)
         r.state = "running"
         r.running_at = time.time()
         r.note("trainer", str(status))
@@ -119,15 +117,6 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:  # noqa: PLR0915 - the p
     rt.state.update(path, running, metadata=_meta)
     log.info("%s: trainer %s on %s (boot %s)", rec.name, status, ready.instance, ready.boot_id)
     return f"trainer {status}"
-
-
-def _vm_created(rt: Runtime, ready: InstanceReady) -> float | None:
-    """The VM's creation time, for the report's VM-hours (None if it cannot be read)."""
-    try:
-        return rt.compute.created_at(ready.zone, ready.instance)
-    except Exception as exc:  # noqa: BLE001 - a missing cost figure must not fail a started experiment
-        log.warning("could not read the creation time of %s: %s", ready.instance, exc)
-        return None
 
 
 def start_trainer(rt: Runtime, ready: InstanceReady, spec: TrainerSpec) -> dict[str, Any]:

@@ -155,6 +155,7 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str, template: s
     s = rt.settings
     path = names.experiment_object(rec.batch_id, rec.index)
     outcome = ""
+    vm_created = cleanup.vm_creation_time(rt, rec.zone, rec.instance) if rec.boot_id else None
 
     def change(doc: dict[str, Any]) -> dict[str, Any] | None:
         nonlocal outcome
@@ -162,6 +163,8 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str, template: s
         if r.terminal or r.boot_id != rec.boot_id or r.state != rec.state:
             outcome = "unchanged"
             return None  # it moved on meanwhile
+        if r.boot_id and vm_created is not None:
+            r.vm_booted(r.boot_id, vm_created)
         if kind == "infra":
             r.preemptions += 1
             over = r.preemptions > s.max_preemptions

@@ -279,6 +279,10 @@ def test_preempted_experiment_resumes_on_the_recreated_vm(cloud: Cloud, record: 
     assert steps == [1, 2, 3], "one continuous history"
     boots = {x["boot_id"] for x in cloud.events(0, "vm.running") if x["instance"] == e["instance"]}
     assert first_boot in boots and len(boots) == 2
+    # Both VMs are counted in the cost, each from its own creation time.
+    stored = rt.state.read(names.experiment_object(batch.batch_id, 0))
+    assert stored is not None and set(stored.data["vm_created"]) == boots
+    assert stored.data["vm_created"][first_boot] == min(stored.data["vm_created"].values())
     li, lm = leaks(cloud, [batch])
     lost = lost_outputs(cloud, final)
     record("spot preemption (SIGTERM, recreate, resume)", Counter({"resumed, then succeeded": 1}), li, lm, lost)
