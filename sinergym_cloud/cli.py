@@ -40,6 +40,7 @@ Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or o
   cancel BATCH_ID    stop the experiments, delete the instances and the group
   report BATCH_ID    an HTML report with learning curves and costs
   schema             print the Batch JSON Schema (the contract of the experiment-batches topic)
+  (status, wait, cancel and report take --project_id/-id too; `python publisher.py status -h`)
 
 Target: --project_id (or GOOGLE_CLOUD_PROJECT) means Google Cloud; without a project, or with the
 local cloud's environment sourced (. .local/env), the local cloud is used and started if needed.
