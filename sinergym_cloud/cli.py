@@ -126,16 +126,26 @@ def _die(message: str) -> int:
     return EXIT_USAGE
 
 
+def target_kind(project: str | None) -> str:
+    """Which cloud a command talks to: "google", "emulated" (the local cloud's environment is
+    sourced) or "local" (the local cloud of this checkout, started if needed)."""
+    env = os.environ
+    if env.get("PUBSUB_EMULATOR_HOST") and env.get("SINERGYM_COMPUTE_ENDPOINT"):
+        return "emulated"
+    if (project or env.get("GOOGLE_CLOUD_PROJECT")) and env.get("SINERGYM_TARGET") != "local":
+        return "google"
+    return "local"
+
+
 def target_settings(project: str | None) -> tuple[config.Settings, bool]:
     """Settings for Google Cloud or the local cloud (started if needed). Returns (settings, local)."""
     env = dict(os.environ)
-    emulated = bool(env.get("PUBSUB_EMULATOR_HOST") and env.get("SINERGYM_COMPUTE_ENDPOINT"))
-    force_local = env.get("SINERGYM_TARGET") == "local"
-    if (project or env.get("GOOGLE_CLOUD_PROJECT")) and not emulated and not force_local:
+    kind = target_kind(project)
+    if kind == "google":
         if project:
             env["GOOGLE_CLOUD_PROJECT"] = project
         return config.Settings.from_env(env), False
-    if not emulated:
+    if kind == "local":
         from localcloud.cloud import LocalCloud, StartupError
 
         cloud = LocalCloud()
@@ -246,11 +256,11 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
     starting one: a project, or a local cloud that is already up."""
     settings: config.Settings | None = None
     template = None
-    reachable = bool(project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("PUBSUB_EMULATOR_HOST"))
+    reachable = target_kind(project) != "local"
     if not reachable:
         from localcloud.cloud import LocalCloud
 
-        reachable = LocalCloud().is_up()
+        reachable = LocalCloud().is_up()  # then target_settings only reads its environment
     if reachable:
         settings, _ = target_settings(project)
         from sinergym_cloud.clients import Clients
@@ -279,7 +289,11 @@ def submit(argv: list[str]) -> int:
     from sinergym_cloud.runtime import Runtime
 
     rt = Runtime.from_settings(settings)
-    if rt.compute.template_summary(batch.template_name) is None:
+    try:
+        template = rt.compute.template_summary(batch.template_name)
+    except Exception as exc:  # noqa: BLE001 - no credentials, no permission, no network: say which, no traceback
+        return _die(f"could not read instance template {batch.template_name!r}: {type(exc).__name__}: {exc}")
+    if template is None:
         return _die(_no_template(batch, settings))
     if rt.state.read(names.launch_object(batch.batch_id)) is not None:
         print(f"publisher: batch {batch.batch_id} already exists: not resubmitted (see `status {batch.batch_id}`)")

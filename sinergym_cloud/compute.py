@@ -92,7 +92,7 @@ class ComputeApi:
         into the group's description (groups have no labels), for the sweeper's orphan search."""
         igm = compute_v1.InstanceGroupManager(
             name=name,
-            description=names.group_description(batch_id) if batch_id else None,
+            description=names.group_description(batch_id, self.c.settings.state_bucket) if batch_id else None,
             base_instance_name=name,
             instance_template=f"projects/{self.project}/global/instanceTemplates/{template}",
             target_size=0,

@@ -143,20 +143,23 @@ def zone_object(zone: str) -> str:
     return f"{ZONES_PREFIX}{zone}"
 
 
-# A group's description names its batch, so a group that outlived its records can be traced back.
-GROUP_DESCRIPTION = "sinergym batch "
+# A group's description names its batch and the deployment (its state bucket) that owns it, so a
+# group that outlived its records can be traced back, and one deployment's sweeper never touches
+# the groups of another sharing the project and zone.
+GROUP_DESCRIPTION = "sinergym batch {batch_id} state gs://{state_bucket}"
+_GROUP_DESCRIPTION = re.compile(r"^sinergym batch (?P<batch_id>\S+) state gs://(?P<state_bucket>\S+)$")
 
 
-def group_description(batch_id: str) -> str:
-    return f"{GROUP_DESCRIPTION}{batch_id}"
+def group_description(batch_id: str, state_bucket: str) -> str:
+    return GROUP_DESCRIPTION.format(batch_id=batch_id, state_bucket=state_bucket)
 
 
-def batch_of_group(description: str | None) -> str | None:
-    """The batch id a group's description names, or None for a group that is not ours."""
-    if not description or not description.startswith(GROUP_DESCRIPTION):
+def batch_of_group(description: str | None, state_bucket: str) -> str | None:
+    """The batch id a group's description names, or None for a group that is not this deployment's."""
+    found = _GROUP_DESCRIPTION.match(description or "")
+    if found is None or found["state_bucket"] != state_bucket or not BATCH_ID.match(found["batch_id"]):
         return None
-    batch_id = description.removeprefix(GROUP_DESCRIPTION)
-    return batch_id if BATCH_ID.match(batch_id) else None
+    return found["batch_id"]
 
 
 # Objects in the results bucket. Everything a trainer writes is under its experiment's prefix,

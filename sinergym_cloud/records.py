@@ -65,9 +65,15 @@ class ExperimentRecord(Record):
         return self.state in TERMINAL
 
     def vm_booted(self, boot_id: str, created_at: float | None) -> None:
-        """Keep a boot's VM creation time (the first MAX_BOOTS_KEPT boots)."""
-        if created_at is not None and len(self.vm_created) < MAX_BOOTS_KEPT:
-            self.vm_created[boot_id] = created_at
+        """Keep the creation time of the VM that served ``boot_id`` (the first MAX_BOOTS_KEPT boots).
+
+        A VM created after that boot was dispatched is already its replacement (the group recreated
+        a preempted VM before its end was handled): its time is not this boot's, and is dropped."""
+        if created_at is None or len(self.vm_created) >= MAX_BOOTS_KEPT:
+            return
+        if self.dispatched_at is not None and created_at > self.dispatched_at:
+            return
+        self.vm_created[boot_id] = created_at
 
     def note(self, event: str, detail: str = "") -> None:
         self.history.append(Event(event=event, detail=detail[:500]))

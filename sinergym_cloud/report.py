@@ -61,15 +61,20 @@ def vm_hours(e: dict[str, Any], now: float) -> tuple[float | None, float | None]
     per boot by cleanup and the sweeper) until the next VM of the same experiment was created (a preempted or
     failed VM is replaced) or, for the last, until its ``deleteInstances`` request. Experiments
     with no VM recorded fall back to the record's creation (written just before
-    ``createInstances``). Training runs from the trainer's start to the end of the run; the rest is
+    ``createInstances``), which also starts the count when fewer VMs than boots were recorded.
+    Training runs from the trainer's start to the end of the run; the rest is
     idle: booting, waiting to be dispatched, uploading, waiting to be deleted.
     """
     end = e.get("delete_requested_at") or e.get("finished_at") or now
     created = sorted(float(t) for t in (e.get("vm_created") or {}).values())
+    if created and len(created) < int(e.get("attempts") or 0) and e.get("created_at") is not None:
+        # A boot whose VM time could not be read (it vanished first): the record's creation
+        # stands in for the first VM's, and a missing later one is covered by its predecessor.
+        created.insert(0, float(e["created_at"]))
     if created:
         lives = [b - a for a, b in itertools.pairwise(created)] + [end - created[-1]]
         alive = sum(max(0.0, life) for life in lives) / 3600
-    elif e.get("created_at"):
+    elif e.get("created_at") is not None:
         alive = max(0.0, end - e["created_at"]) / 3600
     else:
         return None, None
@@ -83,7 +88,7 @@ def gather(rt: Any, batch_id: str) -> tuple[dict[str, Any], list[Row]]:
     from sinergym_cloud import names, status
     from sinergym_cloud.records import ExperimentRecord
 
-    info = status.batch_status(rt, batch_id)
+    info = status.batch_status(rt, batch_id, with_links=True)
     tracking = rt.settings.mlflow_uri
     client = None
     if tracking:
@@ -208,6 +213,12 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "&ndash;" if value is None else f"{value:.{digits}f}"
 
 
+def experiment_link(info: dict[str, Any]) -> str:
+    name = f"<code>{html.escape(info['mlflow_experiment'])}</code>"
+    url = info.get("mlflow_experiment_url")
+    return f'<a href="{html.escape(url)}">{name}</a>' if url else name
+
+
 def outputs_link(uri: str | None, storage_endpoint: str | None) -> str:
     if not uri:
         return "&ndash;"
@@ -269,7 +280,7 @@ figure {{ display: inline-block; margin: 1rem 1rem 0 0; }} img {{ max-width: 100
 <body>
 <h1>Batch <code>{html.escape(info["batch_id"])}</code></h1>
 <p>{html.escape(info["status"])} — {html.escape(counts)} — group {html.escape(info["group"])}, zone {html.escape(info["zone"])}.
-MLflow experiment <code>{html.escape(info["mlflow_experiment"])}</code>; outputs {outputs_link(info["results"], storage_endpoint)}.</p>
+MLflow experiment {experiment_link(info)}; outputs {outputs_link(info["results"], storage_endpoint)}.</p>
 <p class="cost" id="cost">Cost: <strong>{total_vm:.3f} VM-hours</strong> for {len(rows)} experiment(s);
 each VM counted from its creation (Compute Engine's timestamp) to its deletion request;
 idle share {idle_share:.0f}% (VM alive but not training: boot, dispatch, upload, deletion).</p>

@@ -180,4 +180,7 @@ def test_vm_hours_count_each_vm_from_its_creation() -> None:
     assert idle == pytest.approx((900 + 3600 - 3400) / 3600)
     # No VM reached dispatch: from the record's creation; still running: until now.
     assert vm_hours({"created_at": 10.0}, now=3610.0) == (1.0, 1.0)
+    # Two boots, only the second VM's time known (the first vanished): the record's creation stands in.
+    e = {"created_at": 0.0, "attempts": 2, "vm_created": {"b2": 1800.0}, "delete_requested_at": 3600.0}
+    assert vm_hours(e, now=9999.0)[0] == pytest.approx(1.0)
     assert vm_hours({}, now=1.0) == (None, None)

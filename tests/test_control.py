@@ -133,6 +133,7 @@ def test_report_of_the_batch_renders_in_a_real_browser(
     assert rows == ["0", "1", "2"]
     assert dom.stdout.count('src="data:image/png;base64,') == 2
     assert "VM-hours" in dom.stdout and "succeeded" in dom.stdout
+    assert f'<a href="{cloud.env["MLFLOW_TRACKING_URI"].rstrip("/")}/#/experiments/' in dom.stdout
     shot = tmp_path / "shot.png"
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1300,1600", page.as_uri()],
                    capture_output=True, timeout=120)  # fmt: skip
@@ -454,8 +455,9 @@ def test_publisher_refuses_a_missing_template_before_publishing(cloud: Cloud) ->
     result = _publisher(["--batch-id", batch_id, "--template_name", "no-such-template", "-cmds", LEGACY_PPO], env)
     assert result.returncode == 2
     assert "'no-such-template' does not exist" in result.stderr and "nothing published" in result.stderr
-    time.sleep(2)  # had it been published, launch would have recorded (and rejected) it by now
-    assert batch_status(cloud.runtime(), batch_id) is None
+    # Had it been published, launch would have dead-lettered it (the template is missing) by now.
+    letters = cloud.dead_letters(names.TOPIC_BATCHES, wait=3)
+    assert [m for m in letters if m["attributes"].get("batch_id") == batch_id] == []
 
 
 def test_cloud_manager_alias_and_subcommands_with_a_project(cloud: Cloud) -> None:

@@ -74,18 +74,26 @@ def sweep_orphans(
     """Delete the groups (and so their VMs) of batches that are over or unknown, in every zone used."""
     zones = {name.removeprefix(names.ZONES_PREFIX) for name, _, _ in rt.state.listing(names.ZONES_PREFIX)}
     for zone in sorted(zones):
-        for group in rt.compute.list_groups(zone):
-            batch_id = names.batch_of_group(group.description)
+        try:
+            groups = rt.compute.list_groups(zone)
+        except Exception:
+            log.exception("could not list the groups of zone %s", zone)
+            continue
+        for group in groups:
+            batch_id = names.batch_of_group(group.description, rt.settings.state_bucket)
             if batch_id is None or batch_id in active or (only is not None and batch_id not in only):
                 continue
-            created = datetime.fromisoformat(group.creation_timestamp).timestamp()
-            if now - created < grace:
-                continue
-            known = rt.state.read(names.launch_object(batch_id)) is not None
-            why = "its batch is over" if known else "no record of its batch"
-            if rt.compute.delete_group(zone, group.name):
-                log.warning("deleted orphan group %s/%s of batch %s: %s", zone, group.name, batch_id, why)
-                report["orphans"].append(f"{zone}/{group.name}: {why}")
+            try:
+                created = datetime.fromisoformat(group.creation_timestamp).timestamp()
+                if now - created < grace:
+                    continue
+                known = rt.state.read(names.launch_object(batch_id)) is not None
+                why = "its batch is over" if known else "no record of its batch"
+                if rt.compute.delete_group(zone, group.name):
+                    log.warning("deleted orphan group %s/%s of batch %s: %s", zone, group.name, batch_id, why)
+                    report["orphans"].append(f"{zone}/{group.name}: {why}")
+            except Exception:  # one group must not stop the others; the next tick tries again
+                log.exception("could not sweep group %s/%s", zone, group.name)
 
 
 def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) -> None:

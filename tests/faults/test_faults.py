@@ -3,6 +3,7 @@ and Compute faults, crashes between steps. Every scenario ends with leaks and lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -18,6 +19,8 @@ import mlflow
 import pytest
 
 from sinergym_cloud import contracts, names, ssh
+from sinergym_cloud.clients import Clients
+from sinergym_cloud.compute import ComputeApi
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import cleanup, dispatch, launch, sweeper
 from tests.conftest import Cloud, wait_for
@@ -544,7 +547,14 @@ def test_orphan_groups_are_found_in_compute_and_deleted(cloud: Cloud, record: An
     live = make_batch(ppo(), template=QUIET_TEMPLATE)
     launch.launch(rt, live)
     mig_live = names.mig_name(live.group_name, live.batch_id)
-    ids = {over.batch_id, unknown.batch_id, live.batch_id}
+    # A group of another deployment (another state bucket) in the same project and zone: not ours.
+    other = make_batch(ppo(), template=QUIET_TEMPLATE)
+    mig_other = names.mig_name(other.group_name, other.batch_id)
+    other_settings = dataclasses.replace(rt.settings, state_bucket="another-deployment-state")
+    ComputeApi(Clients(other_settings), rt.settings.project).ensure_group(
+        ZONE, mig_other, QUIET_TEMPLATE, batch_id=other.batch_id
+    )
+    ids = {over.batch_id, unknown.batch_id, live.batch_id, other.batch_id}
     assert sweeper.sweep(rt, only=ids)["orphans"] == [], "younger than the grace period: left alone"
     report = sweeper.sweep(rt, only=ids, orphan_grace=0)
     assert sorted(report["orphans"]) == sorted(
@@ -552,12 +562,14 @@ def test_orphan_groups_are_found_in_compute_and_deleted(cloud: Cloud, record: An
     )
     wait_for(lambda: leaks(cloud, [over, unknown]) == (0, 0), 60, "the orphans and their VMs gone")
     assert rt.compute.group_exists(ZONE, mig_live)
+    assert rt.compute.group_exists(ZONE, mig_other)
     cleanup.cancel(rt, live.batch_id)
-    wait_for(lambda: leaks(cloud, [over, unknown, live]) == (0, 0), 60, "nothing left")
+    rt.compute.delete_group(ZONE, mig_other)
+    wait_for(lambda: leaks(cloud, [over, unknown, live, other]) == (0, 0), 60, "nothing left")
     record(
-        "orphan groups (batch over, batch unknown) beside a live one",
-        Counter({"orphan found in Compute and deleted": 2, "live group kept": 1}),
-        *leaks(cloud, [over, unknown, live]),
+        "orphan groups (batch over, batch unknown) beside a live one and another deployment's",
+        Counter({"orphan found in Compute and deleted": 2, "live group kept": 1, "other deployment's kept": 1}),
+        *leaks(cloud, [over, unknown, live, other]),
     )
 
 
