@@ -357,8 +357,8 @@ def test_uploads_are_verified(cloud: Cloud, tmp_path: Path) -> None:
     storage.write_manifest(bucket, prefix, uploaded)
     assert storage.verify_manifest(bucket, prefix) == []
     bucket.blob(prefix + "y.bin").upload_from_string(b"corrupted")
-    assert storage.verify_manifest(bucket, prefix) == [f"corrupt: {prefix}y.bin"]
+    assert storage.verify_manifest(bucket, prefix) == [f"corrupt: gs://{bucket.name}/{prefix}y.bin"]
     bucket.blob(prefix + "a/x.csv").delete()
-    assert f"missing: {prefix}a/x.csv" in storage.verify_manifest(bucket, prefix)
+    assert f"missing: gs://{bucket.name}/{prefix}a/x.csv" in storage.verify_manifest(bucket, prefix)
     with contextlib.suppress(exceptions.NotFound):
         bucket.blob(prefix + "MANIFEST.json").delete()
