@@ -244,9 +244,9 @@ def print_plan(batch: Batch, settings: config.Settings | None, template: dict[st
     )
 
 
-def _no_template(batch: Batch, settings: config.Settings) -> str:
+def _no_template(batch: Batch, settings: config.Settings, consequence: str = "nothing published") -> str:
     return (
-        f"instance template {batch.template_name!r} does not exist in project {settings.project}: nothing published "
+        f"instance template {batch.template_name!r} does not exist in project {settings.project}: {consequence} "
         "(deploy infra/, or pass --template_name)"
     )
 
@@ -275,7 +275,7 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
         else:
             if template is None:
                 print_plan(batch, settings, None, as_json)
-                return _die(_no_template(batch, settings).replace("nothing published", "the batch would be rejected"))
+                return _die(_no_template(batch, settings, "the batch would be rejected"))
     print_plan(batch, settings, template, as_json)
     return EXIT_OK
 

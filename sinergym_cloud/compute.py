@@ -40,6 +40,11 @@ class Member:
     errors: tuple[str, ...] = field(default=())
 
 
+def epoch(timestamp: str) -> float:
+    """A Compute Engine RFC 3339 timestamp (``creationTimestamp``) as epoch seconds."""
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
 def raise_for_operation(op: compute_v1.Operation) -> None:
     """Raise the api_core exception a failed operation stands for."""
     if op.http_error_status_code:
@@ -255,7 +260,7 @@ class ComputeApi:
         found = self.instance(zone, name)
         if found is None or not found.creation_timestamp:
             return None
-        return datetime.fromisoformat(found.creation_timestamp).timestamp()
+        return epoch(found.creation_timestamp)
 
     def instance(self, zone: str, name: str) -> compute_v1.Instance | None:
         try:

@@ -125,8 +125,7 @@ class Syncer:
         self.root = root
         self.prefix = prefix
         self.every = every
-        self.sent: dict[Path, tuple[int, float]] = {}
-        self.uploaded: dict[Path, Uploaded] = {}
+        self.sent: dict[Path, tuple[tuple[int, float], Uploaded]] = {}  # (size, mtime) when uploaded
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="tensorboard-sync", daemon=True)
         self.lock = threading.Lock()
@@ -150,12 +149,11 @@ class Syncer:
             for path in files_under(self.root):
                 stat = path.stat()
                 key = (stat.st_size, stat.st_mtime)
-                if self.sent.get(path) == key:
+                if path in self.sent and self.sent[path][0] == key:
                     continue
                 done = upload_file(self.bucket, path, self.prefix + path.relative_to(self.root).as_posix())
                 uploaded.append(done)
-                self.sent[path] = key
-                self.uploaded[path] = done
+                self.sent[path] = (key, done)
         return uploaded
 
     def close(self) -> list[Uploaded]:
@@ -165,4 +163,4 @@ class Syncer:
         if self.thread.is_alive():
             self.thread.join(timeout=60)
         self.sync()
-        return [replace(u, bucket=self.bucket.name) for u in self.uploaded.values()]
+        return [replace(u, bucket=self.bucket.name) for _, u in self.sent.values()]

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
-from sinergym_cloud import metrics, names
+from sinergym_cloud import compute, metrics, names
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import cleanup, launch
 from sinergym_cloud.events import Delivery
@@ -60,8 +59,7 @@ def sweep(
         except Exception:
             log.exception("sweeping batch %s failed", batch_id)
     try:
-        # Batches finalized just now are no longer active: list again.
-        still = {name.removeprefix(names.ACTIVE_PREFIX) for name, _, _ in rt.state.listing(names.ACTIVE_PREFIX)}
+        still = set(active) - set(report["finalized"])  # the batches finalized just now are over
         sweep_orphans(rt, now, still, only=only, grace=orphan_grace, report=report)
     except Exception:
         log.exception("sweeping orphan groups failed")
@@ -84,8 +82,7 @@ def sweep_orphans(
             if batch_id is None or batch_id in active or (only is not None and batch_id not in only):
                 continue
             try:
-                created = datetime.fromisoformat(group.creation_timestamp).timestamp()
-                if now - created < grace:
+                if now - compute.epoch(group.creation_timestamp) < grace:
                     continue
                 known = rt.state.read(names.launch_object(batch_id)) is not None
                 why = "its batch is over" if known else "no record of its batch"
@@ -171,7 +168,7 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str, template: s
         if r.terminal or r.boot_id != rec.boot_id or r.state != rec.state:
             outcome = "unchanged"
             return None  # it moved on meanwhile
-        if r.boot_id and vm_created is not None:
+        if r.boot_id:
             r.vm_booted(r.boot_id, vm_created)
         if kind == "infra":
             r.preemptions += 1
