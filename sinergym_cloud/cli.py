@@ -337,7 +337,11 @@ def _runtime(project: str | None = None) -> Any:
     return Runtime.from_settings(settings)
 
 
-def _add_target(p: argparse.ArgumentParser) -> None:
+def add_batch_arguments(p: argparse.ArgumentParser, json_output: bool = False) -> None:
+    """The arguments every batch subcommand shares: the batch id, the target, maybe --json."""
+    p.add_argument("batch_id", help="the batch id printed when it was submitted")
+    if json_output:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--project_id", "-id", help="Google Cloud project (default GOOGLE_CLOUD_PROJECT; none means the local cloud)"
     )
@@ -345,9 +349,7 @@ def _add_target(p: argparse.ArgumentParser) -> None:
 
 def status_command(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python publisher.py status", description="Show a batch's status.")
-    p.add_argument("batch_id")
-    p.add_argument("--json", action="store_true")
-    _add_target(p)
+    add_batch_arguments(p, json_output=True)
     args = p.parse_args(argv)
     from sinergym_cloud import status
 
@@ -484,10 +486,8 @@ def _episode(rt: Any, info: dict[str, Any], e: dict[str, Any]) -> str:
 
 def wait_command(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python publisher.py wait", description="Follow a batch until it ends.")
-    p.add_argument("batch_id")
+    add_batch_arguments(p, json_output=True)
     p.add_argument("--timeout", type=float, default=24 * 3600, help="give up after this many seconds")
-    p.add_argument("--json", action="store_true")
-    _add_target(p)
     args = p.parse_args(argv)
     rt = _runtime(args.project_id)
     try:
@@ -502,8 +502,7 @@ def cancel_command(argv: list[str]) -> int:
         prog="python publisher.py cancel",
         description="Cancel a batch: its experiments are marked cancelled, its instances and group deleted.",
     )
-    p.add_argument("batch_id")
-    _add_target(p)
+    add_batch_arguments(p)
     args = p.parse_args(argv)
     from sinergym_cloud.control import cleanup
 

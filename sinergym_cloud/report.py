@@ -325,11 +325,10 @@ def main(argv: list[str], runtime: Callable[[str | None], Any]) -> int:
         prog="python publisher.py report",
         description="Write an HTML report of a batch (learning curves, energy and comfort, cost) and PNGs beside it.",
     )
-    parser.add_argument("batch_id")
     parser.add_argument("--out", type=Path, default=None, help="directory (default reports/<batch id>/)")
-    parser.add_argument(
-        "--project_id", "-id", help="Google Cloud project (default GOOGLE_CLOUD_PROJECT; none means the local cloud)"
-    )
+    from sinergym_cloud.cli import add_batch_arguments
+
+    add_batch_arguments(parser)
     args = parser.parse_args(argv)
     rt = runtime(args.project_id)
     try:
