@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sinergym_cloud import names
+
 REPO = Path(__file__).resolve().parent.parent
 WEEK = (1, 1, 1991, 7, 1, 1991)
 ZONE = "europe-west1-b"
@@ -102,9 +104,7 @@ def cloud(quick: bool = False) -> list[dict[str, Any]]:
             say(f"boot-to-ready of {n} instance(s)")
             group = f"boot-{n}-{int(time.time())}"
             rt.compute.ensure_group(ZONE, group, "sinergym-template")
-            wanted = {
-                f"{group}-{i}": {"sinergym-batch-id": "bench", "sinergym-experiment-index": str(i)} for i in range(n)
-            }
+            wanted = {f"{group}-{i}": names.instance_metadata("bench", i) for i in range(n)}
             since = time.time()
             rt.compute.create_instances(ZONE, group, wanted)
 
@@ -125,7 +125,7 @@ def cloud(quick: bool = False) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------ control plane
 def control(quick: bool = False) -> list[dict[str, Any]]:
-    from sinergym_cloud import contracts, names
+    from sinergym_cloud import contracts
     from sinergym_cloud.contracts import Batch, Experiment
     from sinergym_cloud.records import ExperimentRecord
 

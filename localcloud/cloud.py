@@ -432,7 +432,7 @@ class LocalCloud:
                 metadata=compute_v1.Metadata(
                     items=[
                         compute_v1.Items(key="ssh-keys", value=f"{getpass.getuser()}:{public_key}"),
-                        compute_v1.Items(key="sinergym-ready-topic", value=names.TOPIC_READY),
+                        compute_v1.Items(key=names.META_READY_TOPIC, value=names.TOPIC_READY),
                     ]
                 ),
                 scheduling=compute_v1.Scheduling(provisioning_model="SPOT", instance_termination_action="DELETE"),

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from localcloud import procs
+from sinergym_cloud import names
 
 PR_SET_CHILD_SUBREAPER = 36
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +123,7 @@ def publish_ready(home: Path, spec: dict[str, Any]) -> None:
         "INSTANCE_NAME": spec["name"],
         "ZONE": spec["zone"],
         "MIG": spec["mig"],
-        "BATCH_ID": spec["metadata"].get("sinergym-batch-id", ""),
+        "BATCH_ID": spec["metadata"].get(names.META_BATCH_ID, ""),
         "ADDRESS": "127.0.0.1",
         "SSH_PORT": str(spec["ssh_port"]),
         "HOST_KEY_PUB": str(home / "ssh_host_ed25519_key.pub"),

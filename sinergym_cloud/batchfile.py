@@ -29,12 +29,13 @@ import yaml
 
 from sinergym_cloud import legacy
 from sinergym_cloud.contracts import Experiment
+from sinergym_cloud.errors import InvalidInput
 
 BATCH_KEYS = {"batch_id", "group_name", "zone", "template_name", "results_bucket", "defaults", "experiments"}
 
 
-class BatchFileError(ValueError):
-    pass
+class BatchFileError(InvalidInput):
+    """A batch file that cannot be read as a batch; the message names the file, the key and why."""
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from sinergym_cloud import batchfile, config, contracts, legacy, names
 from sinergym_cloud.contracts import Batch, Experiment, _summarise
+from sinergym_cloud.errors import BatchNotFound
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 STEPS_PER_SECOND = {"PPO": 340.0, "A2C": 340.0, "DQN": 250.0, "DDPG": 150.0, "SAC": 60.0, "TD3": 150.0}
@@ -356,8 +357,8 @@ def status_command(argv: list[str]) -> int:
     rt = _runtime(args.project_id)
     try:
         info = status.batch_status(rt, args.batch_id, with_links=True)
-    except KeyError as exc:
-        print(f"publisher: {exc.args[0]}", file=sys.stderr)
+    except BatchNotFound as exc:
+        print(f"publisher: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -461,7 +462,7 @@ def _first_status(rt: Any, batch_id: str, deadline: float) -> dict[str, Any]:
     while True:
         try:
             return status.batch_status(rt, batch_id, with_alerts=False)
-        except KeyError:
+        except BatchNotFound:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
@@ -492,8 +493,8 @@ def wait_command(argv: list[str]) -> int:
     rt = _runtime(args.project_id)
     try:
         return wait(rt, args.batch_id, args.timeout, args.json)
-    except KeyError as exc:
-        print(f"publisher: {exc.args[0]}", file=sys.stderr)
+    except BatchNotFound as exc:
+        print(f"publisher: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
 
 
@@ -509,8 +510,8 @@ def cancel_command(argv: list[str]) -> int:
     rt = _runtime(args.project_id)
     try:
         result = cleanup.cancel(rt, args.batch_id)
-    except KeyError as exc:
-        print(f"publisher: {exc.args[0]}", file=sys.stderr)
+    except BatchNotFound as exc:
+        print(f"publisher: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
     print(
         f"batch {args.batch_id}: cancelled {len(result['cancelled'])} experiment(s); "

@@ -40,6 +40,15 @@ class Member:
     errors: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class Group:
+    """A managed instance group, as the sweeper needs it: which batch it serves (its description) and its age."""
+
+    name: str
+    description: str
+    created: float | None  # epoch seconds (Compute's creationTimestamp); None if it was not given
+
+
 def epoch(timestamp: str) -> float:
     """A Compute Engine RFC 3339 timestamp (``creationTimestamp``) as epoch seconds."""
     return datetime.fromisoformat(timestamp).timestamp()
@@ -141,13 +150,17 @@ class ComputeApi:
         except exceptions.NotFound:
             return False
 
-    def list_groups(self, zone: str, prefix: str = "") -> list[compute_v1.InstanceGroupManager]:
+    def list_groups(self, zone: str, prefix: str = "") -> list[Group]:
         pages = retry.call(
             lambda: list(self.c.migs.list(project=self.project, zone=zone)),
             what="list groups",
             deadline=self.deadline,
         )
-        return [g for g in pages if g.name.startswith(prefix)]
+        return [
+            Group(g.name, g.description or "", epoch(g.creation_timestamp) if g.creation_timestamp else None)
+            for g in pages
+            if g.name.startswith(prefix)
+        ]
 
     def members(self, zone: str, group: str) -> list[Member] | None:
         """The group's instances, or None if the group does not exist."""

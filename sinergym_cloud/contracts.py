@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sinergym_cloud import catalog, flags, names
+from sinergym_cloud.errors import BadMessage
 
 SCHEMA_VERSION = 1
 MAX_EXPERIMENTS = 5000
@@ -221,10 +222,6 @@ class Completion(Strict):
     timesteps: int = Field(0, ge=0)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-
-
-class BadMessage(ValueError):
-    """A message that can never be processed: acknowledge it and dead-letter it, never retry."""
 
 
 def _summarise(error: ValidationError) -> str:

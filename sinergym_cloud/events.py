@@ -19,14 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sinergym_cloud import names
-from sinergym_cloud.contracts import BadMessage
+from sinergym_cloud import errors, names
+from sinergym_cloud.errors import BadMessage
 
 log = logging.getLogger(__name__)
-
-
-class PermanentError(Exception):
-    """Processing can never succeed (not a malformed message, but e.g. a missing template)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +81,8 @@ def handle(cloud_event: Any, topic: str, handler: Callable[[Delivery], None], pu
         return
     try:
         handler(d)
-    except (BadMessage, PermanentError) as exc:
+    except Exception as exc:
+        if errors.classify(exc) != "permanent":
+            raise  # transient or unknown: Pub/Sub redelivers, and dead-letters after max_delivery_attempts
         log.error("rejected message %s on %s: %s", d.message_id, topic, exc)
         dead_letter(publish, topic, d, str(exc))

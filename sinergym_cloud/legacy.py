@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from sinergym_cloud import flags
 from sinergym_cloud.contracts import Experiment, _summarise
+from sinergym_cloud.errors import InvalidInput
 
 # Characters that only mean something to a shell. None of them can occur in a valid experiment.
 FORBIDDEN = {
@@ -43,7 +44,7 @@ SCRIPT = "DRL_battery.py"
 MAX_COMMAND = 4096
 
 
-class LegacyCommandError(ValueError):
+class LegacyCommandError(InvalidInput):
     """A command string that is not a valid experiment; the message says which token and why."""
 
 

@@ -22,6 +22,22 @@ TOPICS = (TOPIC_BATCHES, TOPIC_READY, TOPIC_COMPLETIONS, TOPIC_SWEEP)
 PROBE_ATTRIBUTE = "sinergym_probe"
 
 
+# Instance metadata. Launch preserves the first two on each VM (per-instance configs); the template
+# sets the others (infra/terraform/modules/trainer-vm); the VM's startup script (infra/vm/startup.sh)
+# and the local VMs read them. A test checks that the script and Terraform spell them the same.
+META_BATCH_ID = "sinergym-batch-id"
+META_EXPERIMENT_INDEX = "sinergym-experiment-index"
+META_READY_TOPIC = "sinergym-ready-topic"
+META_TRAINER_IMAGE = "sinergym-trainer-image"
+META_MLFLOW_URI = "sinergym-mlflow-uri"
+TEMPLATE_METADATA = (META_READY_TOPIC, META_TRAINER_IMAGE, META_MLFLOW_URI)
+
+
+def instance_metadata(batch_id: str, index: int) -> dict[str, str]:
+    """What each experiment's VM carries in its preserved state: which batch and experiment it serves."""
+    return {META_BATCH_ID: batch_id, META_EXPERIMENT_INDEX: str(index)}
+
+
 def dead_letter_topic(topic: str) -> str:
     """The dead-letter topic paired with ``topic``."""
     return f"{topic}-dead-letter"

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sinergym_cloud.errors import BatchNotFound
+
 log = logging.getLogger(__name__)
 
 REWARD = "train/mean_reward"
@@ -333,8 +335,8 @@ def main(argv: list[str], runtime: Callable[[str | None], Any]) -> int:
     rt = runtime(args.project_id)
     try:
         page = write(rt, args.batch_id, args.out or Path("reports") / args.batch_id)
-    except KeyError as exc:
-        print(f"publisher: {exc.args[0]}", file=sys.stderr)
+    except BatchNotFound as exc:
+        print(f"publisher: {exc}", file=sys.stderr)
         return 3
     print(f"report written: {page.resolve()}")
     return 0

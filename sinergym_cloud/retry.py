@@ -7,32 +7,11 @@ import random
 import time
 from collections.abc import Callable
 
-from google.api_core import exceptions
+from sinergym_cloud.errors import is_transient
+
+__all__ = ["call", "is_transient"]
 
 log = logging.getLogger(__name__)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: the service is busy or briefly unavailable, or we are rate limited."""
-    if isinstance(
-        exc,
-        (
-            exceptions.ServiceUnavailable,
-            exceptions.TooManyRequests,
-            exceptions.InternalServerError,
-            exceptions.BadGateway,
-            exceptions.GatewayTimeout,
-            exceptions.DeadlineExceeded,
-            exceptions.Aborted,
-            ConnectionError,
-            TimeoutError,
-        ),
-    ):
-        return True
-    if isinstance(exc, exceptions.Forbidden):
-        reasons = {getattr(e, "get", lambda k, d=None: d)("reason") for e in (exc.errors or []) if isinstance(e, dict)}
-        return "rateLimitExceeded" in reasons or "rateLimitExceeded" in str(exc)
-    return False
 
 
 def call[T](

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import paramiko
 
 from sinergym_cloud.config import Settings
+from sinergym_cloud.errors import SinergymError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ TRANSIENT = (
 )
 
 
-class HostKeyMismatch(paramiko.ssh_exception.SSHException):
+class HostKeyMismatch(SinergymError, paramiko.ssh_exception.SSHException):
     """The server's host key is not the one the VM published: refuse to talk to it."""
 
 

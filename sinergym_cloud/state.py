@@ -25,14 +25,11 @@ from google.api_core import exceptions
 from google.cloud import storage
 
 from sinergym_cloud import retry
+from sinergym_cloud.errors import Conflict
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
-
-
-class Conflict(RuntimeError):
-    """A compare-and-swap lost too many races in a row."""
 
 
 @dataclass(frozen=True)

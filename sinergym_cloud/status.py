@@ -11,6 +11,7 @@ from typing import Any
 
 from sinergym_cloud import metrics, names
 from sinergym_cloud.control import cleanup
+from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
 
@@ -64,7 +65,7 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
     UI address (a network call: the status and report commands want it, polling loops do not)."""
     launch_doc = rt.state.read(names.launch_object(batch_id))
     if launch_doc is None:
-        raise KeyError(f"no batch {batch_id!r} in gs://{rt.settings.state_bucket}")
+        raise BatchNotFound(batch_id, f"gs://{rt.settings.state_bucket}")
     launch = LaunchRecord.model_validate(launch_doc.data)
     finalize_doc = rt.state.read(names.finalize_object(batch_id))
     finalize = FinalizeRecord.model_validate(finalize_doc.data) if finalize_doc else None

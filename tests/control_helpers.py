@@ -12,6 +12,7 @@ from google.cloud import compute_v1
 
 from sinergym_cloud import contracts, names, status
 from sinergym_cloud.contracts import Batch, Completion, Experiment, ExperimentStatus, InstanceReady
+from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.runtime import Runtime
 from tests.conftest import Cloud, new_batch_id, wait_for
 
@@ -66,7 +67,7 @@ def publish_batch(rt: Runtime, batch: Batch) -> str:
 def batch_status(rt: Runtime, batch_id: str) -> dict[str, Any] | None:
     try:
         return status.batch_status(rt, batch_id, with_alerts=False)
-    except KeyError:
+    except BatchNotFound:
         return None
 
 
@@ -96,8 +97,8 @@ def ensure_quiet_template(cloud: Cloud) -> None:
             name=f"projects/{PROJECT}/subscriptions/{QUIET_TOPIC}-pull", topic=rt.clients.topic_path(QUIET_TOPIC)
         )
     base = rt.clients.templates.get(project=PROJECT, instance_template="sinergym-template")
-    items = [i for i in base.properties.metadata.items if i.key != "sinergym-ready-topic"]
-    items.append(compute_v1.Items(key="sinergym-ready-topic", value=QUIET_TOPIC))
+    items = [i for i in base.properties.metadata.items if i.key != names.META_READY_TOPIC]
+    items.append(compute_v1.Items(key=names.META_READY_TOPIC, value=QUIET_TOPIC))
     template = compute_v1.InstanceTemplate(
         name=QUIET_TEMPLATE,
         properties=compute_v1.InstanceProperties(

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from sinergym_cloud import batchfile, catalog, contracts, names
-from sinergym_cloud.contracts import BadMessage, Batch, Completion, Experiment, InstanceReady
+from sinergym_cloud.contracts import Batch, Completion, Experiment, InstanceReady
+from sinergym_cloud.errors import BadMessage
 
 EXP = {"environment": "Eplus-5zone-hot-continuous-v1", "algorithm": "PPO", "episodes": 1}
 

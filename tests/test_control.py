@@ -17,7 +17,7 @@ import pytest
 from sinergym_cloud import contracts, names
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import cleanup, dispatch, launch
-from sinergym_cloud.events import PermanentError
+from sinergym_cloud.errors import Permanent
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 from tests.control_helpers import (
     QUIET_TEMPLATE,
@@ -173,7 +173,7 @@ def test_missing_template_is_permanent_and_creates_nothing(cloud: Cloud) -> None
     rt = cloud.runtime()
     since = time.time()
     batch = make_batch(ppo(), template="no-such-template")
-    with pytest.raises(PermanentError, match="does not exist"):
+    with pytest.raises(Permanent, match="does not exist"):
         launch.launch(rt, batch)
     assert cloud.events(since, "mig.insert") == []
     assert rt.state.read(names.launch_object(batch.batch_id)) is None

@@ -252,12 +252,29 @@ def test_startup_script_provides_what_publish_ready_needs() -> None:
     exported = set(re.findall(r"\bexport ([A-Z_ ]+)", startup))
     exported = {word for line in exported for word in line.split()}
     assert needed <= exported, f"startup.sh does not export {needed - exported}"
-    attributes = set(re.findall(r"attr ([a-z-]+)", startup)) - {"created-by", "sinergym-batch-id"}
+    attributes = set(re.findall(r"attr ([a-z-]+)", startup)) - {"created-by"}
     template = _text(TF / "modules" / "trainer-vm")
-    for attribute in attributes:
+    for attribute in attributes - set(names.instance_metadata("b", 0)):
         assert re.search(rf"\b{attribute}\s*=", template), f"the template does not set metadata {attribute}"
-    launch = (REPO / "sinergym_cloud" / "control" / "launch.py").read_text()
-    assert '"sinergym-batch-id"' in launch, "launch preserves the batch id on each VM"
+
+
+def test_metadata_keys_are_spelled_as_names_says() -> None:
+    """names.py owns the metadata keys: the startup script and the template use exactly those."""
+    startup = (REPO / "infra" / "vm" / "startup.sh").read_text()
+    read_by_vm = {a for a in re.findall(r"attr ([a-z-]+)", startup) if a.startswith("sinergym-")}
+    assert read_by_vm == {names.META_BATCH_ID, *names.TEMPLATE_METADATA}
+    template = _text(TF / "modules" / "trainer-vm")
+    set_by_template = set(re.findall(r"^\s*(sinergym-[a-z-]+)\s*=", template, re.M))
+    assert set_by_template == set(names.TEMPLATE_METADATA)
+    assert set(names.instance_metadata("b", 3)) == {names.META_BATCH_ID, names.META_EXPERIMENT_INDEX}
+    product = [REPO / "sinergym_cloud", REPO / "localcloud", REPO / "bench", REPO / "functions"]
+    for root in product:
+        for path in root.rglob("*.py"):
+            if path.name == "names.py":
+                continue
+            text = path.read_text()
+            for key in (names.META_BATCH_ID, names.META_EXPERIMENT_INDEX, *names.TEMPLATE_METADATA):
+                assert f'"{key}"' not in text, f"{path.relative_to(REPO)} spells {key} by hand: use names.META_*"
 
 
 @pytest.mark.parametrize(

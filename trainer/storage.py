@@ -20,6 +20,7 @@ from pathlib import Path
 from google.cloud import storage
 
 from sinergym_cloud import retry
+from sinergym_cloud.errors import SinergymError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def md5_b64(path: Path) -> str:
     return base64.b64encode(digest.digest()).decode()
 
 
-class VerificationError(RuntimeError):
+class VerificationError(SinergymError, RuntimeError):
     """An uploaded object does not match its local file."""
 
 

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sinergym_cloud import retry
+from sinergym_cloud import errors, retry
 
 if TYPE_CHECKING:
     from trainer.run import Context, Runner
@@ -22,7 +22,7 @@ def _transient(exc: BaseException) -> bool:
 
     if isinstance(exc, MlflowException):
         return exc.error_code in ("RESOURCE_ALREADY_EXISTS", "TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR")
-    return isinstance(exc, ConnectionError) or retry.is_transient(exc)
+    return isinstance(exc, ConnectionError) or errors.is_transient(exc)
 
 
 def start(ctx: Context, run_id: str | None) -> Any:

@@ -35,6 +35,7 @@ from typing import Any
 
 from localcloud import procs
 from localcloud.compute import filters
+from sinergym_cloud import names
 
 log = logging.getLogger(__name__)
 
@@ -785,7 +786,7 @@ class Cloud:
             "ssh_keys": ssh_keys,
             "session_env": session_env,
             "env": dict(self.vm_env),
-            "ready_topic": metadata.get("sinergym-ready-topic", "instance-ready"),
+            "ready_topic": metadata.get(names.META_READY_TOPIC, names.TOPIC_READY),
             "boot_delay": settings.boot_delay,
             "fail_boot": fail,
             "shutdown_grace": settings.shutdown_grace,

@@ -18,7 +18,8 @@ from collections import Counter
 from typing import Any
 
 from sinergym_cloud import contracts, metrics, names
-from sinergym_cloud.contracts import BadMessage, Completion
+from sinergym_cloud.contracts import Completion
+from sinergym_cloud.errors import BadMessage, BatchNotFound
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState, FinalizeRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
@@ -227,7 +228,7 @@ def cancel(rt: Runtime, batch_id: str, reason: str = "cancelled by user") -> dic
     """Stop a batch: no further launch, every live experiment cancelled, its groups and VMs deleted."""
     launch_doc = rt.state.read(names.launch_object(batch_id))
     if launch_doc is None:
-        raise KeyError(f"no batch {batch_id!r}")
+        raise BatchNotFound(batch_id)
 
     def cancelled(doc: dict[str, Any]) -> dict[str, Any] | None:
         if doc["status"] in ("cancelled", "failed"):

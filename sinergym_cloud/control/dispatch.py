@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 from sinergym_cloud import contracts, names, retry, ssh
-from sinergym_cloud.contracts import BadMessage, InstanceReady, TrainerSpec
+from sinergym_cloud.contracts import InstanceReady, TrainerSpec
 from sinergym_cloud.control import cleanup
+from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime

@@ -17,9 +17,10 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from sinergym_cloud import contracts, names, retry
+from sinergym_cloud import contracts, errors, names, retry
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.events import Delivery, PermanentError
+from sinergym_cloud.errors import Permanent
+from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
 
@@ -79,7 +80,7 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
     current = state.read(names.launch_object(bid))
     if current is None:
         if not rt.compute.template_exists(batch.template_name):
-            raise PermanentError(
+            raise Permanent(
                 f"instance template {batch.template_name!r} does not exist in project {rt.settings.project}; "
                 "nothing was created (deploy infra/ or pass --template_name)"
             )
@@ -125,12 +126,12 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
     try:
         _create(rt, batch, record)
     except Exception as exc:
-        permanent = isinstance(exc, (exceptions.BadRequest, exceptions.NotFound, PermanentError))
-        if permanent or attempts >= MAX_LAUNCH_ATTEMPTS:
+        # Compute refusing a creation as asked (400/404: no such template, a bad name) is final too.
+        if errors.classify(exc) in ("permanent", "rejected") or attempts >= MAX_LAUNCH_ATTEMPTS:
             reason = f"launch failed after {attempts} attempt(s): {type(exc).__name__}: {exc}"
             log.error("batch %s: %s; rolling back", bid, reason)
             rollback(rt, batch, reason)
-            raise PermanentError(reason) from exc
+            raise Permanent(reason) from exc
         log.warning("batch %s: launch attempt %d failed (%s); Pub/Sub will redeliver", bid, attempts, exc)
         raise
     return _mark_launched(rt, batch)
@@ -153,13 +154,7 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
         if _cancelled(rt, bid):
             return
         rt.compute.ensure_group(batch.zone, mig, batch.template_name, batch_id=bid)
-        wanted = {
-            names.instance_name(batch.group_name, bid, i): {
-                "sinergym-batch-id": bid,
-                "sinergym-experiment-index": str(i),
-            }
-            for i in indices
-        }
+        wanted = {names.instance_name(batch.group_name, bid, i): names.instance_metadata(bid, i) for i in indices}
         created = rt.compute.create_instances(batch.zone, mig, wanted)
         log.info("batch %s: group %s has %d instance(s) (%d created now)", bid, mig, len(wanted), len(created))
 

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from sinergym_cloud import compute, metrics, names
+from sinergym_cloud import metrics, names
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import cleanup, launch
 from sinergym_cloud.events import Delivery
@@ -82,7 +82,7 @@ def sweep_orphans(
             if batch_id is None or batch_id in active or (only is not None and batch_id not in only):
                 continue
             try:
-                if now - compute.epoch(group.creation_timestamp) < grace:
+                if group.created is None or now - group.created < grace:
                     continue
                 known = rt.state.read(names.launch_object(batch_id)) is not None
                 why = "its batch is over" if known else "no record of its batch"
@@ -200,7 +200,7 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str, template: s
     # Resume on a fresh VM of the same name: its boot publishes instance-ready again. If the VM, or
     # its whole group, is gone (deleted by hand, or a restarted local cloud), they are made again.
     elif not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):
-        wanted = {rec.instance: {"sinergym-batch-id": rec.batch_id, "sinergym-experiment-index": str(rec.index)}}
+        wanted = {rec.instance: names.instance_metadata(rec.batch_id, rec.index)}
         rt.compute.ensure_group(rec.zone, rec.mig, template, batch_id=rec.batch_id)
         rt.compute.create_instances(rec.zone, rec.mig, wanted)
     return outcome

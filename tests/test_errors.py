@@ -1,0 +1,74 @@
+"""The error tree and its one classifier: what each error means for a delivery."""
+
+from __future__ import annotations
+
+import pytest
+from google.api_core import exceptions as google
+
+from sinergym_cloud import batchfile, errors, legacy, retry
+from sinergym_cloud.errors import BadMessage, BatchNotFound, Conflict, Permanent
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (BadMessage("schema_version 9"), "permanent"),
+        (Permanent("no such template"), "permanent"),
+        (legacy.LegacyCommandError("unknown flag --x"), "permanent"),
+        (batchfile.BatchFileError("study.yaml: experiments: not a list"), "permanent"),
+        (google.ServiceUnavailable("busy"), "transient"),
+        (google.TooManyRequests("slow down"), "transient"),
+        (google.InternalServerError("oops"), "transient"),
+        (google.DeadlineExceeded("late"), "transient"),
+        (ConnectionError("reset"), "transient"),
+        (TimeoutError("read"), "transient"),
+        (Conflict("lost 20 races"), "transient"),
+        (google.Forbidden("quota", errors=[{"reason": "rateLimitExceeded"}]), "transient"),
+        (google.Forbidden("no permission", errors=[{"reason": "forbidden"}]), "unknown"),
+        (google.BadRequest("bad name"), "rejected"),
+        (google.NotFound("no template"), "rejected"),
+        (KeyError("a bug"), "unknown"),
+        (RecursionError("deep"), "unknown"),
+    ],
+)
+def test_classify(exc: BaseException, kind: str) -> None:
+    assert errors.classify(exc) == kind
+
+
+def test_rate_limits_are_read_from_reasons_not_text() -> None:
+    # The words in the message decide nothing; Google's reason does.
+    assert not errors.is_transient(google.Forbidden("rateLimitExceeded (but only in the text)"))
+    assert retry.is_transient(google.Forbidden("x", errors=[{"reason": "userRateLimitExceeded"}]))
+
+
+def test_the_tree_keeps_the_builtin_bases() -> None:
+    # Code written as `except ValueError` around parsing, or `except LookupError`, still catches them.
+    assert issubclass(BadMessage, ValueError)
+    assert issubclass(legacy.LegacyCommandError, ValueError)
+    assert issubclass(BatchNotFound, LookupError)
+    assert not issubclass(BatchNotFound, KeyError), "a KeyError in rendering code must not read as 'not found'"
+    for cls in (BadMessage, BatchNotFound, Conflict, legacy.LegacyCommandError, batchfile.BatchFileError):
+        assert issubclass(cls, errors.SinergymError)
+
+
+def test_batch_not_found_names_the_batch() -> None:
+    assert str(BatchNotFound("b-1", "gs://state")) == "no batch 'b-1' in gs://state"
+
+
+def test_status_exits_not_found_only_for_a_missing_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sinergym_cloud import cli, status
+
+    monkeypatch.setattr(cli, "_runtime", lambda project=None: object())
+
+    def missing(rt: object, batch_id: str, **kw: object) -> dict:
+        raise BatchNotFound(batch_id)
+
+    monkeypatch.setattr(status, "batch_status", missing)
+    assert cli.status_command(["b-1"]) == cli.EXIT_NOT_FOUND
+
+    def broken(rt: object, batch_id: str, **kw: object) -> dict:
+        return {}  # rendering it raises KeyError: a bug, which must not be reported as "no batch"
+
+    monkeypatch.setattr(status, "batch_status", broken)
+    with pytest.raises(KeyError):
+        cli.status_command(["b-1"])
