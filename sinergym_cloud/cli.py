@@ -505,11 +505,11 @@ def cancel_command(argv: list[str]) -> int:
     )
     add_batch_arguments(p)
     args = p.parse_args(argv)
-    from sinergym_cloud.control import cleanup
+    from sinergym_cloud.control import batches
 
     rt = _runtime(args.project_id)
     try:
-        result = cleanup.cancel(rt, args.batch_id)
+        result = batches.cancel(rt, args.batch_id)
     except BatchNotFound as exc:
         print(f"publisher: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND

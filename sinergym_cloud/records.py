@@ -80,7 +80,13 @@ class ExperimentRecord(Record):
         del self.history[:-HISTORY_LIMIT]
 
     def object_metadata(self) -> dict[str, str]:
-        return {"state": self.state, "instance": self.instance}
+        return object_metadata(self.doc())
+
+
+def object_metadata(doc: dict[str, Any]) -> dict[str, str]:
+    """What an experiment's state object carries in its custom metadata: one listing then tells every
+    experiment's state without reading N objects (``state.update(..., metadata=object_metadata)``)."""
+    return {"state": str(doc["state"]), "instance": str(doc["instance"])}
 
 
 class LaunchRecord(Record):

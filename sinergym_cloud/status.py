@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any
 
 from sinergym_cloud import metrics, names
-from sinergym_cloud.control import cleanup
+from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
@@ -70,7 +70,7 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
     finalize_doc = rt.state.read(names.finalize_object(batch_id))
     finalize = FinalizeRecord.model_validate(finalize_doc.data) if finalize_doc else None
     experiments = []
-    for index in sorted(cleanup.experiment_states(rt, batch_id)):
+    for index in sorted(batches.experiment_states(rt, batch_id)):
         doc = rt.state.read(names.experiment_object(batch_id, index))
         if doc is not None:
             experiments.append(ExperimentRecord.model_validate(doc.data))

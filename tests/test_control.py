@@ -16,7 +16,7 @@ import pytest
 
 from sinergym_cloud import contracts, names
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.control import cleanup, dispatch, launch
+from sinergym_cloud.control import batches, cleanup, dispatch, launch
 from sinergym_cloud.errors import Permanent
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 from tests.control_helpers import (
@@ -205,7 +205,7 @@ def test_same_batch_twice_makes_one_group(cloud: Cloud) -> None:
     assert len([e for e in cloud.events(since, "mig.insert") if e["mig"] == mig]) == 1
     created = [i for e in mig_events(cloud, mig, since, "mig.createInstances") for i in e["instances"]]
     assert sorted(created) == sorted(e["instance"] for e in info["experiments"])
-    cleanup.cancel(rt, batch.batch_id)
+    batches.cancel(rt, batch.batch_id)
 
 
 def test_two_last_completions_together_delete_the_group_once(cloud: Cloud) -> None:
@@ -273,7 +273,7 @@ def test_dispatch_is_idempotent_and_verifies_the_host_key(cloud: Cloud) -> None:
     assert len(pid_files) == 1
     trainers = subprocess.run(["pgrep", "-f", f"trainer run --spec {home}"], capture_output=True, text=True)
     assert len(trainers.stdout.split()) == 1
-    cleanup.cancel(rt, batch.batch_id)
+    batches.cancel(rt, batch.batch_id)
 
 
 @pytest.mark.slow
@@ -346,7 +346,7 @@ def test_launch_function_through_functions_framework(cloud: Cloud, monkeypatch: 
     assert post(contracts.dump(batch), "m-2") == 200  # the redelivery finishes the work
     rt = cloud.runtime()
     assert wait_batch(rt, batch.batch_id, 30, until="launched")["status"] == "running"
-    cleanup.cancel(rt, batch.batch_id)
+    batches.cancel(rt, batch.batch_id)
     runtime.get.cache_clear()
 
 
@@ -358,7 +358,7 @@ def test_batch_without_id_gets_one_from_the_message(cloud: Cloud) -> None:
     batch_id = f"msg-{message_id}"
     info = wait_batch(rt, batch_id, 30, until="launched")
     assert info["experiments"][0]["instance"] == names.instance_name("sinergym-group", batch_id, 0)
-    cleanup.cancel(rt, batch_id)
+    batches.cancel(rt, batch_id)
 
 
 def test_publisher_seed_example_verbatim_on_the_local_cloud(cloud: Cloud) -> None:
@@ -386,7 +386,7 @@ def test_publisher_seed_example_verbatim_on_the_local_cloud(cloud: Cloud) -> Non
     rt = cloud.runtime()
     info = wait_batch(rt, batch_id, 60, until="launched")
     assert [e["algorithm"] for e in info["experiments"]] == ["DQN", "PPO"]
-    cleanup.cancel(rt, batch_id)  # a full year of EnergyPlus is not for a test
+    batches.cancel(rt, batch_id)  # a full year of EnergyPlus is not for a test
 
 
 def test_schema_and_gcloud_publish_line_in_docs_work(cloud: Cloud) -> None:
@@ -410,7 +410,7 @@ def test_schema_and_gcloud_publish_line_in_docs_work(cloud: Cloud) -> None:
     assert result.returncode == 0, result.stderr
     rt = cloud.runtime()
     assert wait_batch(rt, batch_id, 30, until="launched")
-    cleanup.cancel(rt, batch_id)
+    batches.cancel(rt, batch_id)
 
 
 def test_batch_model_is_what_launch_accepts() -> None:

@@ -3,9 +3,8 @@
 On a completion message: the experiment's record moves to its next state (succeeded; failed, or
 retried within the failure budget; preempted, resumed by the group's recreated VM within the
 preemption budget), its VM is removed with ``deleteInstances`` (never directly), and a failure is
-reported to Monitoring. When no experiment of the batch is live any more, the batch's groups are
-deleted and the batch-finished metric is written, exactly once: a create-only claim with a lease
-decides who does it, and its owner, the message id, lets a redelivery finish a crashed teardown.
+reported to Monitoring. When no experiment of the batch is live any more, the batch is torn down
+once (``batches.finalize_if_done``). The transitions themselves are in ``lifecycle``.
 
 Every step is safe to repeat, so duplicate, late and out-of-order completions converge.
 """
@@ -14,235 +13,57 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
-from typing import Any
 
-from sinergym_cloud import contracts, metrics, names
+from sinergym_cloud import contracts, lifecycle
 from sinergym_cloud.contracts import Completion
-from sinergym_cloud.errors import BadMessage, BatchNotFound
+from sinergym_cloud.control import batches
+from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.events import Delivery
-from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState, FinalizeRecord, LaunchRecord
+from sinergym_cloud.lifecycle import Budgets, Ending
+from sinergym_cloud.records import ExperimentRecord
 from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-FINALIZE_LEASE = 300.0
 
 
 def handle(rt: Runtime, d: Delivery) -> None:
     complete(rt, contracts.parse(Completion, d.data), owner=d.message_id or "cleanup")
 
 
-def _meta(doc: dict[str, Any]) -> dict[str, str]:
-    return {"state": str(doc["state"]), "instance": str(doc["instance"])}
-
-
-def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:  # noqa: PLR0915 - the protocol, in order
-    path = names.experiment_object(c.batch_id, c.experiment_index)
+def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:
+    """Apply a completion to its experiment, then do what the transition asks (see lifecycle.completed)."""
     settings = rt.settings
-    actions: set[str] = set()
-    vm_created = vm_creation_time(rt, c.zone, c.instance)  # the VM of this boot, before it is removed
+    budgets = Budgets(max_failures=settings.max_failures, max_preemptions=settings.max_preemptions)
+    vm_created = batches.vm_creation_time(rt, c.zone, c.instance)  # the VM of this boot, before it is removed
+    end = Ending(
+        status=c.status,
+        boot_id=c.boot_id,
+        exit_reason=c.exit_reason,
+        error_type=c.error_type or "",
+        mlflow_run_id=c.mlflow_run_id,
+        output_uris=tuple(c.output_uris),
+        metrics=dict(c.metrics),
+        timesteps=c.timesteps,
+        finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,
+    )
 
-    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
-        actions.clear()
-        rec = ExperimentRecord.model_validate(doc)
+    def step(rec: ExperimentRecord) -> lifecycle.Transition:
         if rec.instance != c.instance:
             raise BadMessage(
                 f"completion for experiment {c.experiment_index} of {c.batch_id} names instance {c.instance}, "
                 f"but that experiment runs on {rec.instance}"
             )
-        if rec.terminal:
-            return None  # duplicate or late: the follow-up steps below still make sure of the rest
-        if rec.boot_id is not None and c.boot_id != rec.boot_id:
-            log.info("ignoring a %s completion of %s from an earlier boot", c.status, rec.instance)
-            return None
-        rec.vm_booted(c.boot_id, vm_created)
-        rec.mlflow_run_id = c.mlflow_run_id or rec.mlflow_run_id
-        rec.output_uris = c.output_uris or rec.output_uris
-        rec.metrics.update(c.metrics)
-        rec.timesteps = max(rec.timesteps, c.timesteps)
-        if c.finished_at is not None:
-            rec.trainer_finished_at = c.finished_at.timestamp()
-        detail = c.exit_reason or c.status
-        if c.status == "succeeded":
-            rec.state = "succeeded"
-            rec.reason = ""
-        elif c.status == "failed":
-            rec.failures += 1
-            if rec.failures > settings.max_failures:
-                rec.state = "failed"
-                rec.reason = f"{c.error_type + ': ' if c.error_type else ''}{c.exit_reason}".strip() or "trainer failed"
-            else:
-                rec.state = "pending"
-                rec.boot_id = None
-                actions.add("recreate")
-        else:  # preempted
-            rec.preemptions += 1
-            if rec.preemptions > settings.max_preemptions:
-                rec.state = "failed"
-                rec.reason = f"preempted {rec.preemptions} times (budget {settings.max_preemptions})"
-            else:
-                # The group recreates a preempted VM by itself; its new boot resumes from the checkpoint.
-                rec.state = "pending"
-                rec.boot_id = None
-        if rec.terminal:
-            rec.finished_at = time.time()
-        rec.note(f"completion:{c.status}", detail)
-        return rec.doc()
+        return lifecycle.completed(rec, end, budgets, vm_created, time.time())
 
-    doc = rt.state.update(path, change, metadata=_meta)
-    if doc is None:
+    rec, t = batches.transition(rt, c.batch_id, c.experiment_index, step)
+    if rec is None:
         raise BadMessage(f"no experiment {c.experiment_index} in batch {c.batch_id}")
-    rec = ExperimentRecord.model_validate(doc)
-    if "recreate" in actions:
+    if t.outcome == "stale":
+        log.info("ignoring a %s completion of %s from an earlier boot", c.status, rec.instance)
+    if "recreate" in t.effects:
         log.info("%s failed (%d/%d allowed); recreating its VM", rec.instance, rec.failures, settings.max_failures)
         rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance)
-    if rec.terminal:
-        settle(rt, rec)
-        finalize_if_done(rt, rec.batch_id, owner)
+    if rec.terminal:  # also for a duplicate: the follow-up steps are each done once
+        batches.settle(rt, rec)
+        batches.finalize_if_done(rt, rec.batch_id, owner)
     return rec
-
-
-def vm_creation_time(rt: Runtime, zone: str, instance: str) -> float | None:
-    """When the VM was created (Compute Engine's creationTimestamp), for the report's VM-hours;
-    None if it is gone or cannot be read. Read when a VM's life ends: its completion, or the sweeper
-    giving up on it."""
-    try:
-        return rt.compute.created_at(zone, instance)
-    except Exception as exc:  # noqa: BLE001 - a missing cost figure must not stop the cleanup
-        log.warning("could not read the creation time of %s: %s", instance, exc)
-        return None
-
-
-def settle(rt: Runtime, rec: ExperimentRecord) -> None:
-    """The follow-up of a terminal experiment: its VM removed through the group, a failure reported.
-
-    Each step is marked in the record when done, so a redelivery redoes only what is missing."""
-    if rec.delete_requested_at is None:
-        rt.compute.delete_instances(rec.zone, rec.mig, [rec.instance])
-        log.info("%s %s: deleteInstances requested for %s", rec.batch_id, rec.state, rec.instance)
-        _mark(rt, rec, "delete_requested_at")
-    if rec.state == "failed" and rec.alerted_at is None:
-        metrics.experiment_failed(rt.clients, rec.batch_id, rec.name, rec.reason)
-        _mark(rt, rec, "alerted_at")
-
-
-def _mark(rt: Runtime, rec: ExperimentRecord, field: str) -> None:
-    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
-        if doc.get(field):
-            return None
-        doc[field] = time.time()
-        return doc
-
-    rt.state.update(names.experiment_object(rec.batch_id, rec.index), change, metadata=_meta)
-
-
-def set_terminal(
-    rt: Runtime, batch_id: str, index: int, state: ExperimentState, reason: str
-) -> ExperimentRecord | None:
-    """Force an experiment into a terminal state (cancel, rollback, sweeper), unless it already is."""
-    assert state in TERMINAL
-
-    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
-        rec = ExperimentRecord.model_validate(doc)
-        if rec.terminal:
-            return None
-        rec.state = state
-        rec.reason = reason
-        rec.finished_at = time.time()
-        rec.note(state, reason)
-        return rec.doc()
-
-    doc = rt.state.update(names.experiment_object(batch_id, index), change, metadata=_meta)
-    return ExperimentRecord.model_validate(doc) if doc else None
-
-
-def experiment_states(rt: Runtime, batch_id: str) -> dict[int, str]:
-    """Every experiment's state, from one listing (the state is in each object's metadata)."""
-    states = {}
-    prefix = names.experiments_prefix(batch_id)
-    for name, meta, _ in rt.state.listing(prefix):
-        index = int(name[len(prefix) :].removesuffix(".json"))
-        states[index] = meta.get("state", "")
-    return states
-
-
-def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: PLR0911 - one return per reason to stop
-    """If no experiment of the batch is live, delete its groups and raise the alert, once. True if done."""
-    launch_doc = rt.state.read(names.launch_object(batch_id))
-    if launch_doc is None:
-        return False
-    launch = LaunchRecord.model_validate(launch_doc.data)
-    if launch.status == "launching":
-        return False
-    states = experiment_states(rt, batch_id)
-    if len(states) < launch.experiments or any(s not in TERMINAL for s in states.values()):
-        return False
-    counts = dict(Counter(states.values()))
-    path = names.finalize_object(batch_id)
-    now = time.time()
-    claim = FinalizeRecord(owner=owner, lease_until=now + FINALIZE_LEASE, counts=counts)
-    if not rt.state.create(path, claim.doc()):
-        current = rt.state.read(path)
-        if current is None:
-            return False
-        held = FinalizeRecord.model_validate(current.data)
-        if held.alerted:
-            rt.state.delete(names.active_object(batch_id))
-            return True
-        if held.owner != owner and held.lease_until > now:
-            log.info("batch %s: teardown is being done by %s", batch_id, held.owner)
-            return False
-
-        def take_over(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("alerted") or (doc["owner"] != owner and doc["lease_until"] > time.time()):
-                raise _Lost
-            doc["owner"] = owner
-            doc["lease_until"] = time.time() + FINALIZE_LEASE
-            return doc
-
-        try:
-            rt.state.update(path, take_over)
-        except _Lost:
-            return False
-        claimed = rt.state.read(path)
-        assert claimed is not None, "a claim just written cannot be missing"
-        claim = FinalizeRecord.model_validate(claimed.data)
-    if not claim.mig_deleted:
-        for mig in launch.migs:
-            deleted = rt.compute.delete_group(launch.zone, mig)
-            log.info("batch %s: group %s %s", batch_id, mig, "deleted" if deleted else "was already gone")
-        rt.state.update(path, lambda doc: {**doc, "mig_deleted": True})
-    metrics.batch_finished(rt.clients, batch_id, launch.group, counts)
-    rt.state.update(path, lambda doc: {**doc, "alerted": True, "finished_at": time.time(), "counts": counts})
-    rt.state.delete(names.active_object(batch_id))
-    log.info("batch %s finished: %s", batch_id, counts)
-    return True
-
-
-class _Lost(Exception):
-    pass
-
-
-def cancel(rt: Runtime, batch_id: str, reason: str = "cancelled by user") -> dict[str, Any]:
-    """Stop a batch: no further launch, every live experiment cancelled, its groups and VMs deleted."""
-    launch_doc = rt.state.read(names.launch_object(batch_id))
-    if launch_doc is None:
-        raise BatchNotFound(batch_id)
-
-    def cancelled(doc: dict[str, Any]) -> dict[str, Any] | None:
-        if doc["status"] in ("cancelled", "failed"):
-            return None
-        doc["status"] = "cancelled"
-        doc["error"] = reason
-        return doc
-
-    launch = LaunchRecord.model_validate(rt.state.update(names.launch_object(batch_id), cancelled))
-    changed = []
-    for index, state in sorted(experiment_states(rt, batch_id).items()):
-        if state not in TERMINAL and set_terminal(rt, batch_id, index, "cancelled", reason):
-            changed.append(index)
-    for mig in launch.migs:
-        rt.compute.delete_group(launch.zone, mig)
-    finalize_if_done(rt, batch_id, owner=f"cancel-{batch_id}")
-    return {"batch_id": batch_id, "cancelled": changed, "groups_deleted": launch.migs}

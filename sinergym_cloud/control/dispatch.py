@@ -14,9 +14,9 @@ import logging
 import time
 from typing import Any
 
-from sinergym_cloud import contracts, names, retry, ssh
+from sinergym_cloud import contracts, lifecycle, names, retry, ssh
 from sinergym_cloud.contracts import InstanceReady, TrainerSpec
-from sinergym_cloud.control import cleanup
+from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
@@ -32,10 +32,6 @@ def ssh_deadline(rt: Runtime) -> float:
 
 def handle(rt: Runtime, d: Delivery) -> None:
     dispatch(rt, contracts.parse(InstanceReady, d.data))
-
-
-def _meta(doc: dict[str, Any]) -> dict[str, str]:
-    return {"state": str(doc["state"]), "instance": str(doc["instance"])}
 
 
 def dispatch(rt: Runtime, ready: InstanceReady) -> str:
@@ -54,23 +50,16 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
         )
     if rec.terminal:
         # A VM of a finished experiment came up (recreated, or a late ready): make sure it goes away.
-        cleanup.settle(rt, rec)
+        batches.settle(rt, rec)
         return f"ignored: experiment is {rec.state}"
     if rec.state == "running" and rec.boot_id == ready.boot_id:
         return "duplicate: trainer already started on this boot"
 
-    def claim(doc: dict[str, Any]) -> dict[str, Any] | None:
-        r = ExperimentRecord.model_validate(doc)
-        if r.terminal or (r.boot_id == ready.boot_id and r.state in ("starting", "running")):
-            return None
-        r.state = "starting"
-        r.boot_id = ready.boot_id
-        r.attempts += 1
-        r.dispatched_at = time.time()
-        r.note("dispatch", f"boot {ready.boot_id}")
-        return r.doc()
-
-    rec = ExperimentRecord.model_validate(rt.state.update(path, claim, metadata=_meta))
+    claimed, _ = batches.transition(
+        rt, ready.batch_id, index, lambda r: lifecycle.claim_boot(r, ready.boot_id, time.time())
+    )
+    assert claimed is not None, "the record was read above; state objects are never deleted"
+    rec = claimed
     if rec.terminal or rec.boot_id != ready.boot_id:
         return f"ignored: experiment is {rec.state} on boot {rec.boot_id}"
     launch_doc = rt.state.read(names.launch_object(ready.batch_id))
@@ -94,28 +83,21 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
     try:
         answer = start_trainer(rt, ready, spec)
     except ssh.HostKeyMismatch as exc:
-        _note(rt, path, "host-key-mismatch", str(exc))
+        _note(rt, ready, index, "host-key-mismatch", str(exc))
         log.error("refusing %s: %s", ready.instance, exc)
         return "refused: host key mismatch"
     except ssh.TRANSIENT as exc:
         if rt.compute.instance(ready.zone, ready.instance) is None:
-            _note(rt, path, "instance-gone", f"{type(exc).__name__}: {exc}")
+            _note(rt, ready, index, "instance-gone", f"{type(exc).__name__}: {exc}")
             return "ignored: instance no longer exists"
         raise
     status = answer.get("status")
     if status not in ("started", "running", "exited"):
         raise RuntimeError(f"VM agent on {ready.instance} answered {answer}")
 
-    def running(doc: dict[str, Any]) -> dict[str, Any] | None:
-        r = ExperimentRecord.model_validate(doc)
-        if r.boot_id != ready.boot_id or r.state != "starting":
-            return None
-        r.state = "running"
-        r.running_at = time.time()
-        r.note("trainer", str(status))
-        return r.doc()
-
-    rt.state.update(path, running, metadata=_meta)
+    batches.transition(
+        rt, ready.batch_id, index, lambda r: lifecycle.trainer_started(r, ready.boot_id, str(status), time.time())
+    )
     log.info("%s: trainer %s on %s (boot %s)", rec.name, status, ready.instance, ready.boot_id)
     return f"trainer {status}"
 
@@ -150,10 +132,5 @@ def start_trainer(rt: Runtime, ready: InstanceReady, spec: TrainerSpec) -> dict[
     return answer
 
 
-def _note(rt: Runtime, path: str, event: str, detail: str) -> None:
-    def change(doc: dict[str, Any]) -> dict[str, Any]:
-        r = ExperimentRecord.model_validate(doc)
-        r.note(event, detail)
-        return r.doc()
-
-    rt.state.update(path, change, metadata=_meta)
+def _note(rt: Runtime, ready: InstanceReady, index: int, event: str, detail: str) -> None:
+    batches.transition(rt, ready.batch_id, index, lambda r: lifecycle.noted(r, event, detail))

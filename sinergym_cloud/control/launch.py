@@ -198,7 +198,7 @@ def _ensure_bucket(rt: Runtime, bucket: str) -> None:
 
 def rollback(rt: Runtime, batch: Batch, reason: str) -> None:
     """Undo a launch that cannot succeed: delete its groups, fail its experiments, say so once."""
-    from sinergym_cloud.control import cleanup
+    from sinergym_cloud.control import batches
 
     for mig, _ in plan(batch):
         rt.compute.delete_group(batch.zone, mig)
@@ -217,5 +217,5 @@ def rollback(rt: Runtime, batch: Batch, reason: str) -> None:
         rec.reason = reason
         rec.finished_at = time.time()
         if not rt.state.create(names.experiment_object(batch.batch_id, rec.index), rec.doc(), rec.object_metadata()):
-            cleanup.set_terminal(rt, batch.batch_id, rec.index, "failed", reason)
-    cleanup.finalize_if_done(rt, batch.batch_id, owner=f"rollback-{batch.batch_id}")
+            batches.set_terminal(rt, batch.batch_id, rec.index, "failed", reason)
+    batches.finalize_if_done(rt, batch.batch_id, owner=f"rollback-{batch.batch_id}")

@@ -21,9 +21,9 @@ import logging
 import time
 from typing import Any
 
-from sinergym_cloud import metrics, names
+from sinergym_cloud import lifecycle, metrics, names
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.control import cleanup, launch
+from sinergym_cloud.control import batches, launch
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 def handle(rt: Runtime, d: Delivery) -> None:
     report = sweep(rt)
     log.info("sweep: %s", report)
-
-
-def _meta(doc: dict[str, Any]) -> dict[str, str]:
-    return {"state": str(doc["state"]), "instance": str(doc["instance"])}
 
 
 ORPHAN_GRACE = 600.0  # seconds a group of an inactive batch is left alone (a teardown in progress)
@@ -111,7 +107,7 @@ def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) 
     for mig in record.migs:
         for m in rt.compute.members(record.zone, mig) or []:
             members[m.name] = {"status": m.status, "action": m.action, "errors": m.errors, "mig": mig}
-    for index, state in sorted(cleanup.experiment_states(rt, batch_id).items()):
+    for index, state in sorted(batches.experiment_states(rt, batch_id).items()):
         if state in TERMINAL:
             continue
         current = rt.state.read(names.experiment_object(batch_id, index))
@@ -124,13 +120,13 @@ def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) 
         kind, reason = verdict
         outcome = lose(rt, rec, kind, reason, record.template)
         report["failed" if outcome == "failed" else "retried"].append(f"{batch_id}/{index}: {reason}")
-    if cleanup.finalize_if_done(rt, batch_id, owner="sweeper"):
+    if batches.finalize_if_done(rt, batch_id, owner="sweeper"):
         report["finalized"].append(batch_id)
 
 
 def diagnose(
     rt: Runtime, rec: ExperimentRecord, record: LaunchRecord, member: dict[str, Any] | None, now: float
-) -> tuple[str, str] | None:
+) -> tuple[lifecycle.Loss, str] | None:
     """Why a live experiment is lost, as (budget, reason), or None if it looks healthy."""
     s = rt.settings
     if now - rec.created_at > s.max_runtime_hours * 3600:
@@ -155,48 +151,32 @@ def _heartbeat(rt: Runtime, bucket: str, rec: ExperimentRecord) -> float:
     return blob.updated.timestamp() if blob is not None and blob.updated else 0.0
 
 
-def lose(rt: Runtime, rec: ExperimentRecord, kind: str, reason: str, template: str) -> str:
-    """Retry a lost experiment within its budget, or fail it. Returns "retried" or "failed"."""
+def lose(rt: Runtime, rec: ExperimentRecord, kind: lifecycle.Loss, reason: str, template: str) -> str:
+    """Retry a lost experiment within its budget, or fail it. Returns "retried", "failed" or "unchanged"."""
     s = rt.settings
-    path = names.experiment_object(rec.batch_id, rec.index)
-    outcome = ""
-    vm_created = cleanup.vm_creation_time(rt, rec.zone, rec.instance) if rec.boot_id else None
-
-    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
-        nonlocal outcome
-        r = ExperimentRecord.model_validate(doc)
-        if r.terminal or r.boot_id != rec.boot_id or r.state != rec.state:
-            outcome = "unchanged"
-            return None  # it moved on meanwhile
-        if r.boot_id:
-            r.vm_booted(r.boot_id, vm_created)
-        if kind == "infra":
-            r.preemptions += 1
-            over = r.preemptions > s.max_preemptions
-        elif kind == "trainer":
-            r.failures += 1
-            over = r.failures > s.max_failures
-        else:
-            over = True
-        if over:
-            r.state = "failed"
-            r.reason = reason
-            r.finished_at = time.time()
-            outcome = "failed"
-        else:
-            r.state = "pending"
-            r.boot_id = None
-            outcome = "retried"
-        r.note(f"sweeper:{outcome}", reason)
-        return r.doc()
-
-    doc = rt.state.update(path, change, metadata=_meta)
-    if doc is None or outcome == "unchanged":
-        return "unchanged"
-    updated = ExperimentRecord.model_validate(doc)
+    budgets = lifecycle.Budgets(max_failures=s.max_failures, max_preemptions=s.max_preemptions)
+    vm_created = batches.vm_creation_time(rt, rec.zone, rec.instance) if rec.boot_id else None
+    updated, t = batches.transition(
+        rt,
+        rec.batch_id,
+        rec.index,
+        lambda r: lifecycle.lost(
+            r,
+            seen_boot=rec.boot_id,
+            seen_state=rec.state,
+            loss=kind,
+            reason=reason,
+            budgets=budgets,
+            vm_created=vm_created,
+            now=time.time(),
+        ),
+    )
+    if updated is None or not t.applied:
+        return "unchanged"  # it moved on meanwhile
+    outcome = t.outcome
     log.warning("%s/%d %s: %s", rec.batch_id, rec.index, outcome, reason)
     if outcome == "failed":
-        cleanup.settle(rt, updated)
+        batches.settle(rt, updated)
     # Resume on a fresh VM of the same name: its boot publishes instance-ready again. If the VM, or
     # its whole group, is gone (deleted by hand, or a restarted local cloud), they are made again.
     elif not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):

@@ -22,7 +22,7 @@ from sinergym_cloud import contracts, names, ssh
 from sinergym_cloud.clients import Clients
 from sinergym_cloud.compute import ComputeApi
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.control import cleanup, dispatch, launch, sweeper
+from sinergym_cloud.control import batches, cleanup, dispatch, launch, sweeper
 from tests.conftest import Cloud, wait_for
 from tests.control_helpers import (
     QUIET_TEMPLATE,
@@ -359,7 +359,7 @@ def test_dispatch_under_ssh_faults(cloud: Cloud, record: Any) -> None:
         dispatch.dispatch(rt, dead_ready)
     assert batch_status(rt, batch.batch_id)["experiments"][1]["state"] == "starting"  # type: ignore[index] - the batch exists here
     outcomes["SSH refused: failed for redelivery"] += 1
-    cleanup.cancel(rt, batch.batch_id)
+    batches.cancel(rt, batch.batch_id)
     wait_for(lambda: leaks(cloud, [batch]) == (0, 0), 60, "nothing left")
     record("SSH refused / host key changed / sshd slow", outcomes, *leaks(cloud, [batch]))
 
@@ -435,7 +435,7 @@ def test_transient_5xx_are_retried_with_backoff(cloud: Cloud, record: Any) -> No
     launch.launch(rt, batch)  # retried inside the call: no redelivery needed
     assert len(cloud.events(since, "fault")) == 4
     assert wait_batch(rt, batch.batch_id, 10, until="launched")
-    cleanup.cancel(rt, batch.batch_id)
+    batches.cancel(rt, batch.batch_id)
     wait_for(lambda: leaks(cloud, [batch]) == (0, 0), 60, "nothing left")
     record("Compute 503 on insert and createInstances", Counter({"retried, launched": 1}), *leaks(cloud, [batch]))
 
@@ -534,7 +534,7 @@ def test_orphan_groups_are_found_in_compute_and_deleted(cloud: Cloud, record: An
     # A cancelled batch whose group came back: launch created it after the cancel's teardown.
     over = make_batch(ppo(), template=QUIET_TEMPLATE)
     launch.launch(rt, over)
-    cleanup.cancel(rt, over.batch_id)
+    batches.cancel(rt, over.batch_id)
     mig_over = names.mig_name(over.group_name, over.batch_id)
     wait_for(lambda: not rt.compute.group_exists(ZONE, mig_over), 30, "the cancelled batch's group gone")
     rt.compute.ensure_group(ZONE, mig_over, QUIET_TEMPLATE, batch_id=over.batch_id)
@@ -563,7 +563,7 @@ def test_orphan_groups_are_found_in_compute_and_deleted(cloud: Cloud, record: An
     wait_for(lambda: leaks(cloud, [over, unknown]) == (0, 0), 60, "the orphans and their VMs gone")
     assert rt.compute.group_exists(ZONE, mig_live)
     assert rt.compute.group_exists(ZONE, mig_other)
-    cleanup.cancel(rt, live.batch_id)
+    batches.cancel(rt, live.batch_id)
     rt.compute.delete_group(ZONE, mig_other)
     wait_for(lambda: leaks(cloud, [over, unknown, live, other]) == (0, 0), 60, "nothing left")
     record(
@@ -586,7 +586,7 @@ def test_a_vanished_group_is_recreated_and_the_experiment_retried(cloud: Cloud, 
     assert [m.name for m in members] == [names.instance_name(batch.group_name, batch.batch_id, 0)]
     info = batch_status(rt, batch.batch_id)
     assert info is not None and info["experiments"][0]["preemptions"] == 1
-    cleanup.cancel(rt, batch.batch_id)
+    batches.cancel(rt, batch.batch_id)
     wait_for(lambda: leaks(cloud, [batch]) == (0, 0), 60, "nothing left")
     record(
         "instance group deleted behind our back",

@@ -1,0 +1,170 @@
+"""Operations on a whole batch that every function shares: experiment states, forcing an end,
+settling a terminal experiment, tearing the batch down once, and cancelling it.
+
+The batch teardown (delete the groups, write the batch-finished metric) must happen exactly once:
+a create-only ``finalize.json`` claim with a lease decides who does it, and its owner (the message
+id) lets a redelivery finish a crashed teardown. Each step is marked in the claim, so a takeover
+redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sinergym_cloud import lifecycle, metrics, names
+from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.lifecycle import Transition
+from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState, FinalizeRecord, LaunchRecord
+from sinergym_cloud.records import object_metadata as record_metadata
+from sinergym_cloud.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FINALIZE_LEASE = 300.0
+
+
+def transition(
+    rt: Runtime, batch_id: str, index: int, step: Callable[[ExperimentRecord], Transition]
+) -> tuple[ExperimentRecord | None, Transition]:
+    """Apply one lifecycle transition to an experiment's record by compare-and-swap.
+
+    ``step`` runs on the record as it is now (again after each lost race); the record is written only
+    if the transition applied. Returns the record as it then is (None if there is no such
+    experiment) and the transition that decided it."""
+    decided = [lifecycle.NOT_APPLIED]
+
+    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+        rec = ExperimentRecord.model_validate(doc)
+        decided[0] = step(rec)
+        return rec.doc() if decided[0].applied else None
+
+    doc = rt.state.update(names.experiment_object(batch_id, index), change, metadata=record_metadata)
+    return (ExperimentRecord.model_validate(doc) if doc is not None else None), decided[0]
+
+
+def vm_creation_time(rt: Runtime, zone: str, instance: str) -> float | None:
+    """When the VM was created (Compute Engine's creationTimestamp), for the report's VM-hours;
+    None if it is gone or cannot be read. Read when a VM's life ends: its completion, or the sweeper
+    giving up on it."""
+    try:
+        return rt.compute.created_at(zone, instance)
+    except Exception as exc:  # noqa: BLE001 - a missing cost figure must not stop the cleanup
+        log.warning("could not read the creation time of %s: %s", instance, exc)
+        return None
+
+
+def settle(rt: Runtime, rec: ExperimentRecord) -> None:
+    """The follow-up of a terminal experiment: its VM removed through the group, a failure reported.
+
+    Each step is marked in the record when done, so a redelivery redoes only what is missing."""
+    if rec.delete_requested_at is None:
+        rt.compute.delete_instances(rec.zone, rec.mig, [rec.instance])
+        log.info("%s %s: deleteInstances requested for %s", rec.batch_id, rec.state, rec.instance)
+        transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.mark(r, "delete_requested_at", time.time()))
+    if rec.state == "failed" and rec.alerted_at is None:
+        metrics.experiment_failed(rt.clients, rec.batch_id, rec.name, rec.reason)
+        transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.mark(r, "alerted_at", time.time()))
+
+
+def set_terminal(
+    rt: Runtime, batch_id: str, index: int, state: ExperimentState, reason: str
+) -> ExperimentRecord | None:
+    """Force an experiment into a terminal state (cancel, rollback, sweeper), unless it already is.
+    Returns the record if this call ended it."""
+    rec, t = transition(rt, batch_id, index, lambda r: lifecycle.force_terminal(r, state, reason, time.time()))
+    return rec if t.applied else None
+
+
+def experiment_states(rt: Runtime, batch_id: str) -> dict[int, str]:
+    """Every experiment's state, from one listing (the state is in each object's metadata)."""
+    states = {}
+    prefix = names.experiments_prefix(batch_id)
+    for name, meta, _ in rt.state.listing(prefix):
+        index = int(name[len(prefix) :].removesuffix(".json"))
+        states[index] = meta.get("state", "")
+    return states
+
+
+def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: PLR0911 - one return per reason to stop
+    """If no experiment of the batch is live, delete its groups and raise the alert, once. True if done."""
+    launch_doc = rt.state.read(names.launch_object(batch_id))
+    if launch_doc is None:
+        return False
+    launch = LaunchRecord.model_validate(launch_doc.data)
+    if launch.status == "launching":
+        return False
+    states = experiment_states(rt, batch_id)
+    if len(states) < launch.experiments or any(s not in TERMINAL for s in states.values()):
+        return False
+    counts = dict(Counter(states.values()))
+    path = names.finalize_object(batch_id)
+    now = time.time()
+    claim = FinalizeRecord(owner=owner, lease_until=now + FINALIZE_LEASE, counts=counts)
+    if not rt.state.create(path, claim.doc()):
+        current = rt.state.read(path)
+        if current is None:
+            return False
+        held = FinalizeRecord.model_validate(current.data)
+        if held.alerted:
+            rt.state.delete(names.active_object(batch_id))
+            return True
+        if held.owner != owner and held.lease_until > now:
+            log.info("batch %s: teardown is being done by %s", batch_id, held.owner)
+            return False
+
+        def take_over(doc: dict[str, Any]) -> dict[str, Any] | None:
+            if doc.get("alerted") or (doc["owner"] != owner and doc["lease_until"] > time.time()):
+                raise _Lost
+            doc["owner"] = owner
+            doc["lease_until"] = time.time() + FINALIZE_LEASE
+            return doc
+
+        try:
+            rt.state.update(path, take_over)
+        except _Lost:
+            return False
+        claimed = rt.state.read(path)
+        assert claimed is not None, "a claim just written cannot be missing"
+        claim = FinalizeRecord.model_validate(claimed.data)
+    if not claim.mig_deleted:
+        for mig in launch.migs:
+            deleted = rt.compute.delete_group(launch.zone, mig)
+            log.info("batch %s: group %s %s", batch_id, mig, "deleted" if deleted else "was already gone")
+        rt.state.update(path, lambda doc: {**doc, "mig_deleted": True})
+    metrics.batch_finished(rt.clients, batch_id, launch.group, counts)
+    rt.state.update(path, lambda doc: {**doc, "alerted": True, "finished_at": time.time(), "counts": counts})
+    rt.state.delete(names.active_object(batch_id))
+    log.info("batch %s finished: %s", batch_id, counts)
+    return True
+
+
+class _Lost(Exception):
+    """Another owner holds the teardown claim (a private signal inside finalize_if_done)."""
+
+
+def cancel(rt: Runtime, batch_id: str, reason: str = "cancelled by user") -> dict[str, Any]:
+    """Stop a batch: no further launch, every live experiment cancelled, its groups and VMs deleted."""
+    launch_doc = rt.state.read(names.launch_object(batch_id))
+    if launch_doc is None:
+        raise BatchNotFound(batch_id)
+
+    def cancelled(doc: dict[str, Any]) -> dict[str, Any] | None:
+        if doc["status"] in ("cancelled", "failed"):
+            return None
+        doc["status"] = "cancelled"
+        doc["error"] = reason
+        return doc
+
+    launch = LaunchRecord.model_validate(rt.state.update(names.launch_object(batch_id), cancelled))
+    changed = []
+    for index, state in sorted(experiment_states(rt, batch_id).items()):
+        if state not in TERMINAL and set_terminal(rt, batch_id, index, "cancelled", reason):
+            changed.append(index)
+    for mig in launch.migs:
+        rt.compute.delete_group(launch.zone, mig)
+    finalize_if_done(rt, batch_id, owner=f"cancel-{batch_id}")
+    return {"batch_id": batch_id, "cancelled": changed, "groups_deleted": launch.migs}

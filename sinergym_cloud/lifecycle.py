@@ -1,0 +1,207 @@
+"""An experiment's state machine: every transition of its record, as pure functions.
+
+The functions (dispatch, cleanup, the sweeper, cancel, launch's rollback) each apply one of these
+inside a compare-and-swap on the experiment's state object (``state.update``): the transition reads
+the record as it is now, changes it or says it does not apply, and names the side effects the caller
+performs after the write succeeded (remove the VM, recreate it, tear the batch down). Nothing here
+talks to a cloud, so the whole table is unit-tested (tests/test_lifecycle.py).
+
+States::
+
+    pending ──claim_boot──▶ starting ──trainer_started──▶ running ──completed(succeeded)──▶ succeeded
+       ▲                       │                            │
+       └──── retried within the budget (completed failed/preempted, lost) ◀──┘
+    any live state ──force_terminal──▶ failed | cancelled;  over a budget ──▶ failed
+
+Two budgets: infrastructure losses (a preemption, a VM that vanished or never became ready) count
+against ``max_preemptions``; trainer deaths (a failed completion, a silent trainer) against
+``max_failures``. A ``fatal`` loss (over the maximum runtime) fails at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState
+
+Loss = Literal["infra", "trainer", "fatal"]
+Effect = Literal[
+    "settle",  # terminal: remove the VM through its group, report a failure; then finalize the batch
+    "recreate",  # retried: ask the group for a fresh VM of the same name
+]
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_failures: int
+    max_preemptions: int
+
+
+@dataclass
+class Transition:
+    """What a transition did to the record: whether it applied, and what the caller must do next."""
+
+    applied: bool
+    outcome: str = ""  # a word for logs and reports: "succeeded", "retried", "failed", ...
+    effects: set[Effect] = field(default_factory=set)
+
+
+NOT_APPLIED = Transition(applied=False, outcome="unchanged")
+
+
+def _spend(rec: ExperimentRecord, loss: Loss, budgets: Budgets) -> tuple[bool, str]:
+    """Count a loss against its budget. Returns (over the budget, how it is described when over)."""
+    if loss == "infra":
+        rec.preemptions += 1
+        return rec.preemptions > budgets.max_preemptions, f"budget {budgets.max_preemptions}"
+    if loss == "trainer":
+        rec.failures += 1
+        return rec.failures > budgets.max_failures, f"budget {budgets.max_failures}"
+    return True, "fatal"
+
+
+def _finish(rec: ExperimentRecord, state: ExperimentState, reason: str, now: float) -> None:
+    rec.state = state
+    rec.reason = reason
+    rec.finished_at = now
+
+
+def _retry(rec: ExperimentRecord) -> None:
+    """Back to pending: the next boot (a recreated VM) claims it afresh and resumes from the checkpoint."""
+    rec.state = "pending"
+    rec.boot_id = None
+
+
+def claim_boot(rec: ExperimentRecord, boot_id: str, now: float) -> Transition:
+    """Dispatch takes the experiment for a VM boot it has verified. A boot is claimed once."""
+    if rec.terminal or (rec.boot_id == boot_id and rec.state in ("starting", "running")):
+        return NOT_APPLIED
+    rec.state = "starting"
+    rec.boot_id = boot_id
+    rec.attempts += 1
+    rec.dispatched_at = now
+    rec.note("dispatch", f"boot {boot_id}")
+    return Transition(applied=True, outcome="starting")
+
+
+def trainer_started(rec: ExperimentRecord, boot_id: str, answer: str, now: float) -> Transition:
+    """The VM agent answered that the trainer of this boot runs."""
+    if rec.boot_id != boot_id or rec.state != "starting":
+        return NOT_APPLIED
+    rec.state = "running"
+    rec.running_at = now
+    rec.note("trainer", answer)
+    return Transition(applied=True, outcome="running")
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What a completion message reports about one boot's trainer (already checked against its contract)."""
+
+    status: Literal["succeeded", "failed", "preempted"]
+    boot_id: str
+    exit_reason: str = ""
+    error_type: str = ""
+    mlflow_run_id: str | None = None
+    output_uris: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+    timesteps: int = 0
+    finished_at: float | None = None
+
+
+def completed(rec: ExperimentRecord, end: Ending, budgets: Budgets, vm_created: float | None, now: float) -> Transition:
+    """A trainer's completion: succeeded; failed (retried within ``max_failures``); preempted (the
+    group recreates a preempted VM by itself, and its boot resumes, within ``max_preemptions``).
+
+    A duplicate or late completion of a terminal experiment, or one from an earlier boot, changes
+    nothing (the caller still makes sure a terminal experiment is settled)."""
+    if rec.terminal:
+        return Transition(applied=False, outcome="duplicate", effects={"settle"})
+    if rec.boot_id is not None and end.boot_id != rec.boot_id:
+        return Transition(applied=False, outcome="stale")
+    rec.vm_booted(end.boot_id, vm_created)
+    rec.mlflow_run_id = end.mlflow_run_id or rec.mlflow_run_id
+    rec.output_uris = list(end.output_uris) or rec.output_uris
+    rec.metrics.update(end.metrics)
+    rec.timesteps = max(rec.timesteps, end.timesteps)
+    if end.finished_at is not None:
+        rec.trainer_finished_at = end.finished_at
+    t = Transition(applied=True)
+    if end.status == "succeeded":
+        _finish(rec, "succeeded", "", now)
+        t.outcome = "succeeded"
+    elif end.status == "failed":
+        over, _ = _spend(rec, "trainer", budgets)
+        if over:
+            reason = f"{end.error_type + ': ' if end.error_type else ''}{end.exit_reason}".strip() or "trainer failed"
+            _finish(rec, "failed", reason, now)
+            t.outcome = "failed"
+        else:
+            _retry(rec)
+            t.outcome = "retried"
+            t.effects.add("recreate")
+    else:  # preempted
+        over, budget = _spend(rec, "infra", budgets)
+        if over:
+            _finish(rec, "failed", f"preempted {rec.preemptions} times ({budget})", now)
+            t.outcome = "failed"
+        else:
+            _retry(rec)  # no effect: the group recreates a preempted VM by itself
+            t.outcome = "retried"
+    if rec.terminal:
+        t.effects.add("settle")
+    rec.note(f"completion:{end.status}", end.exit_reason or end.status)
+    return t
+
+
+def lost(
+    rec: ExperimentRecord,
+    *,
+    seen_boot: str | None,
+    seen_state: str,
+    loss: Loss,
+    reason: str,
+    budgets: Budgets,
+    vm_created: float | None,
+    now: float,
+) -> Transition:
+    """The sweeper gives up on the boot it saw (``seen_boot`` in ``seen_state``): retried on a fresh VM
+    within the loss's budget, or failed. If the record moved on meanwhile, nothing changes."""
+    if rec.terminal or rec.boot_id != seen_boot or rec.state != seen_state:
+        return NOT_APPLIED
+    if rec.boot_id:
+        rec.vm_booted(rec.boot_id, vm_created)
+    over, _ = _spend(rec, loss, budgets)
+    if over:
+        _finish(rec, "failed", reason, now)
+        t = Transition(applied=True, outcome="failed", effects={"settle"})
+    else:
+        _retry(rec)
+        t = Transition(applied=True, outcome="retried", effects={"recreate"})
+    rec.note(f"sweeper:{t.outcome}", reason)
+    return t
+
+
+def force_terminal(rec: ExperimentRecord, state: ExperimentState, reason: str, now: float) -> Transition:
+    """Cancel, roll back or give up on an experiment from outside its own life, unless it already ended."""
+    assert state in TERMINAL, f"{state} is not a terminal state"
+    if rec.terminal:
+        return NOT_APPLIED
+    _finish(rec, state, reason, now)
+    rec.note(state, reason)
+    return Transition(applied=True, outcome=state, effects={"settle"})
+
+
+def noted(rec: ExperimentRecord, event: str, detail: str) -> Transition:
+    """Something worth keeping in the experiment's history happened, without changing its state."""
+    rec.note(event, detail)
+    return Transition(applied=True, outcome="noted")
+
+
+def mark(rec: ExperimentRecord, step: Literal["delete_requested_at", "alerted_at"], now: float) -> Transition:
+    """Record that a follow-up step of a terminal experiment was done, once."""
+    if getattr(rec, step) is not None:
+        return NOT_APPLIED
+    setattr(rec, step, now)
+    return Transition(applied=True, outcome=step)

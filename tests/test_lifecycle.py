@@ -1,0 +1,133 @@
+"""The experiment state machine, without a cloud: (state, event) -> (state, effects)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sinergym_cloud import lifecycle
+from sinergym_cloud.contracts import Experiment
+from sinergym_cloud.lifecycle import Budgets, Ending, Transition
+from sinergym_cloud.records import ExperimentRecord
+
+BUDGETS = Budgets(max_failures=1, max_preemptions=2)
+NOW = 1_000_000.0
+
+
+def record(state: str = "running", boot: str | None = "b1", **fields: Any) -> ExperimentRecord:
+    return ExperimentRecord(
+        batch_id="b",
+        index=0,
+        name="e",
+        group="g",
+        zone="z",
+        mig="m",
+        instance="g-0",
+        spec=Experiment(environment="Eplus-5zone-hot-continuous-v1", algorithm="PPO"),
+        state=state,  # type: ignore[arg-type]  # the table names states as text
+        boot_id=boot,
+        **fields,
+    )
+
+
+def end(status: str, boot: str = "b1", **fields: Any) -> Ending:
+    return Ending(status=status, boot_id=boot, **fields)  # type: ignore[arg-type]  # the table names statuses
+
+
+def complete(status: str, boot: str = "b1") -> Callable[[ExperimentRecord], Transition]:
+    return lambda r: lifecycle.completed(r, end(status, boot), BUDGETS, None, NOW)
+
+
+def lose(kind: str, boot: str | None = "b1", state: str = "running") -> Callable[[ExperimentRecord], Transition]:
+    return lambda r: lifecycle.lost(
+        r,
+        seen_boot=boot,
+        seen_state=state,
+        loss=kind,  # type: ignore[arg-type]  # the table names losses
+        reason="lost",
+        budgets=BUDGETS,
+        vm_created=None,
+        now=NOW,
+    )
+
+
+TABLE: list[tuple[str, dict[str, Any], Callable[[ExperimentRecord], Transition], str, bool, set[str]]] = [
+    # (state, other fields), event -> new state, applied, effects
+    ("pending", {"boot": None}, lambda r: lifecycle.claim_boot(r, "b1", NOW), "starting", True, set()),
+    ("starting", {}, lambda r: lifecycle.claim_boot(r, "b1", NOW), "starting", False, set()),
+    ("running", {}, lambda r: lifecycle.claim_boot(r, "b1", NOW), "running", False, set()),
+    ("running", {}, lambda r: lifecycle.claim_boot(r, "b2", NOW), "starting", True, set()),
+    ("succeeded", {}, lambda r: lifecycle.claim_boot(r, "b2", NOW), "succeeded", False, set()),
+    ("starting", {}, lambda r: lifecycle.trainer_started(r, "b1", "started", NOW), "running", True, set()),
+    ("starting", {}, lambda r: lifecycle.trainer_started(r, "b0", "started", NOW), "starting", False, set()),
+    ("running", {}, complete("succeeded"), "succeeded", True, {"settle"}),
+    ("running", {}, complete("failed"), "pending", True, {"recreate"}),
+    ("running", {"failures": 1}, complete("failed"), "failed", True, {"settle"}),
+    ("running", {}, complete("preempted"), "pending", True, set()),
+    ("running", {"preemptions": 2}, complete("preempted"), "failed", True, {"settle"}),
+    ("running", {}, complete("succeeded", boot="b0"), "running", False, set()),
+    ("succeeded", {}, complete("failed"), "succeeded", False, {"settle"}),
+    ("running", {}, lose("trainer"), "pending", True, {"recreate"}),
+    ("running", {"failures": 1}, lose("trainer"), "failed", True, {"settle"}),
+    ("starting", {}, lose("infra", state="starting"), "pending", True, {"recreate"}),
+    ("running", {"preemptions": 2}, lose("infra"), "failed", True, {"settle"}),
+    ("running", {}, lose("fatal"), "failed", True, {"settle"}),
+    ("running", {}, lose("trainer", boot="b0"), "running", False, set()),
+    ("starting", {}, lose("trainer"), "starting", False, set()),
+    ("running", {}, lambda r: lifecycle.force_terminal(r, "cancelled", "user", NOW), "cancelled", True, {"settle"}),
+    ("failed", {}, lambda r: lifecycle.force_terminal(r, "cancelled", "user", NOW), "failed", False, set()),
+]
+
+
+@pytest.mark.parametrize(("state", "fields", "event", "after", "applied", "effects"), TABLE)
+def test_transition_table(
+    state: str,
+    fields: dict[str, Any],
+    event: Callable[[ExperimentRecord], Transition],
+    after: str,
+    applied: bool,
+    effects: set[str],
+) -> None:
+    fields = dict(fields)
+    rec = record(state, fields.pop("boot", "b1"), **fields)
+    before = rec.doc()
+    t = event(rec)
+    assert (rec.state, t.applied, t.effects) == (after, applied, effects)
+    if not applied:
+        assert rec.doc() == before, "a transition that does not apply leaves the record as it was"
+
+
+def test_budgets_are_counted_once_per_loss_and_named_when_spent() -> None:
+    rec = record("running")
+    lifecycle.completed(rec, end("preempted"), BUDGETS, None, NOW)
+    assert (rec.preemptions, rec.boot_id) == (1, None)
+    lifecycle.claim_boot(rec, "b2", NOW)
+    lifecycle.completed(rec, end("preempted", boot="b2"), BUDGETS, None, NOW)
+    lifecycle.claim_boot(rec, "b3", NOW)
+    t = lifecycle.completed(rec, end("preempted", boot="b3"), BUDGETS, None, NOW)
+    assert (t.outcome, rec.state, rec.reason) == ("failed", "failed", "preempted 3 times (budget 2)")
+    assert rec.attempts == 2 and rec.finished_at == NOW
+
+
+def test_a_failed_trainer_reason_carries_its_error_type() -> None:
+    rec = record("running", failures=1)
+    lifecycle.completed(rec, end("failed", exit_reason="diverged", error_type="ValueError"), BUDGETS, None, NOW)
+    assert rec.reason == "ValueError: diverged"
+
+
+def test_completion_keeps_results_and_the_vm_time_of_its_boot() -> None:
+    rec = record("running", dispatched_at=NOW - 10)
+    e = end("succeeded", mlflow_run_id="r1", output_uris=("gs://x/b/e/a",), metrics={"m": 1.0}, timesteps=7)
+    lifecycle.completed(rec, e, BUDGETS, NOW - 60, NOW)
+    assert (rec.mlflow_run_id, rec.output_uris, rec.metrics, rec.timesteps) == ("r1", ["gs://x/b/e/a"], {"m": 1.0}, 7)
+    assert rec.vm_created == {"b1": NOW - 60}
+    assert rec.history[-1].event == "completion:succeeded"
+
+
+def test_marks_are_set_once() -> None:
+    rec = record("succeeded")
+    assert lifecycle.mark(rec, "delete_requested_at", NOW).applied
+    assert not lifecycle.mark(rec, "delete_requested_at", NOW + 1).applied
+    assert rec.delete_requested_at == NOW
