@@ -130,6 +130,18 @@ class Clients:
 
         return compute_v1.GlobalOperationsClient(**self._compute_kwargs())
 
+    @functools.cached_property
+    def regions(self) -> compute_v1.RegionsClient:
+        from google.cloud import compute_v1
+
+        return compute_v1.RegionsClient(**self._compute_kwargs())
+
+    @functools.cached_property
+    def machine_types(self) -> compute_v1.MachineTypesClient:
+        from google.cloud import compute_v1
+
+        return compute_v1.MachineTypesClient(**self._compute_kwargs())
+
     # Cloud Monitoring --------------------------------------------------------
     @functools.cached_property
     def metrics(self) -> monitoring_v3.MetricServiceClient:

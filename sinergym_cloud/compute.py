@@ -22,7 +22,7 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import compute_v1
 
-from sinergym_cloud import names, retry
+from sinergym_cloud import capacity, names, retry
 from sinergym_cloud.clients import Clients
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class Member:
     name: str
     status: str  # the VM's status ("" before the VM exists)
     action: str  # the group's current action on it (CREATING, NONE, DELETING, ...)
-    errors: tuple[str, ...] = field(default=())
+    errors: tuple[str, ...] = field(default=())  # "CODE: message" of the group's last creation attempt
+    error_codes: tuple[str, ...] = field(default=())  # the codes alone (QUOTA_EXCEEDED, ...): decide on these
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,38 @@ class ComputeApi:
             "provisioning": props.scheduling.provisioning_model or "STANDARD",
         }
 
+    def vm_shape(self, template: str, zone: str) -> capacity.VmShape | None:
+        """What one VM of the template counts against quotas: its machine type's vCPUs
+        (``machineTypes.get``), spot or not, an external address or not. None if there is no template."""
+        try:
+            found = retry.call(
+                lambda: self.c.templates.get(project=self.project, instance_template=template),
+                what=f"get template {template}",
+                deadline=self.deadline,
+            )
+        except exceptions.NotFound:
+            return None
+        props = found.properties
+        machine_type = capacity.machine_type_name(props.machine_type)
+        mt = retry.call(
+            lambda: self.c.machine_types.get(project=self.project, zone=zone, machine_type=machine_type),
+            what=f"get machine type {machine_type}",
+            deadline=self.deadline,
+        )
+        scheduling = props.scheduling
+        spot = scheduling.provisioning_model == "SPOT" or bool(scheduling.preemptible)
+        external = any(nic.access_configs for nic in props.network_interfaces)
+        return capacity.VmShape(machine_type, int(mt.guest_cpus), spot=spot, external_ip=external)
+
+    def region_quotas(self, region: str) -> list[capacity.Quota]:
+        """The region's quotas with their usage (``regions.get``)."""
+        found = retry.call(
+            lambda: self.c.regions.get(project=self.project, region=region),
+            what=f"get region {region}",
+            deadline=self.deadline,
+        )
+        return [capacity.Quota(q.metric, float(q.limit), float(q.usage)) for q in found.quotas]
+
     def template_exists(self, template: str) -> bool:
         return self.template_summary(template) is not None
 
@@ -177,8 +210,10 @@ class ComputeApi:
         result = []
         for m in managed:
             name = m.name or m.instance.rsplit("/", 1)[-1]
-            errors = tuple(f"{e.code}: {e.message}" for e in m.last_attempt.errors.errors) if m.last_attempt else ()
-            result.append(Member(name, m.instance_status or "", m.current_action or "", errors))
+            attempt = list(m.last_attempt.errors.errors) if m.last_attempt else []
+            errors = tuple(f"{e.code}: {e.message}" for e in attempt)
+            codes = tuple(e.code for e in attempt)
+            result.append(Member(name, m.instance_status or "", m.current_action or "", errors, codes))
         return result
 
     def create_instances(self, zone: str, group: str, wanted: dict[str, dict[str, str]]) -> list[str]:

@@ -173,7 +173,7 @@ class Batch(Strict):
     This is the public contract of the ``experiment-batches`` topic: any service may publish it.
     """
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
     batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
     group_name: GroupName = "sinergym-group"
     zone: Zone = "europe-west1-b"
@@ -182,6 +182,19 @@ class Batch(Strict):
     experiments: list[Experiment] = Field(min_length=1, max_length=MAX_EXPERIMENTS)
     submitted_by: Label | None = None
     submitted_at: dt.datetime | None = None
+    # Version 2: how much of the project the batch may use at once, and in all.
+    max_parallel: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EXPERIMENTS,
+        description="At most this many VMs at once; the rest wait, queued. Default: what the region's quotas allow.",
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_its_version(self) -> Batch:
+        if self.schema_version < 2 and self.max_parallel is not None:
+            raise ValueError("max_parallel needs schema_version 2")
+        return self
 
     @property
     def mig_parts(self) -> int:
@@ -252,13 +265,23 @@ def parse[M: BaseModel](model: type[M], data: bytes | str | dict[str, Any]) -> M
             raise BadMessage(f"message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(data, dict):
         raise BadMessage(f"message must be a JSON object, not {type(data).__name__}")
-    version = data.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise BadMessage(f"unsupported schema_version {version!r}; this deployment reads version {SCHEMA_VERSION}")
+    accepted = schema_versions(model)
+    version = data.get("schema_version", max(accepted, default=SCHEMA_VERSION))
+    if accepted and version not in accepted:
+        readable = " or ".join(str(v) for v in accepted)
+        raise BadMessage(
+            f"unsupported {model.__name__} schema_version {version!r}; this deployment reads version {readable}"
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise BadMessage(f"invalid {model.__name__}: {_summarise(exc)}") from None
+
+
+def schema_versions(model: type[BaseModel]) -> tuple[int, ...]:
+    """The schema versions of a message this deployment reads (its ``schema_version`` literal)."""
+    field = model.model_fields.get("schema_version")
+    return tuple(sorted(v for v in get_args(field.annotation) if isinstance(v, int))) if field else ()
 
 
 def dump(message: BaseModel) -> bytes:

@@ -8,14 +8,21 @@ talks to a cloud, so the whole table is unit-tested (tests/test_lifecycle.py).
 
 States::
 
-    pending ──claim_boot──▶ starting ──trainer_started──▶ running ──completed(succeeded)──▶ succeeded
-       ▲                       │                            │
-       └──── retried within the budget (completed failed/preempted, lost) ◀──┘
+    queued ──promote──▶ pending ──claim_boot──▶ starting ──trainer_started──▶ running ──completed──▶ succeeded
+                         ▲                                                     │
+                         └── retried within the budget (failed, preempted, lost) ◀┘
     any live state ──force_terminal──▶ failed | cancelled;  over a budget ──▶ failed
 
 Two budgets: infrastructure losses (a preemption, a VM that vanished or never became ready) count
 against ``max_preemptions``; trainer deaths (a failed completion, a silent trainer) against
 ``max_failures``. A ``fatal`` loss (over the maximum runtime) fails at once.
+
+The queue (invariant 10, waiting is not failing): a batch runs at most ``parallelism`` experiments at
+once; the others are ``queued``, asked nothing of Compute and never timed out. An experiment that
+ends hands its VM slot to one queued experiment: ``hand_over`` records in the ended experiment's own
+record which one (once, so duplicate deliveries agree), ``promote`` moves that one from queued to
+pending (once, so two experiments that end together never start the same one). ``control/queue.py``
+runs the two in that order.
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ Loss = Literal["infra", "trainer", "fatal"]
 Effect = Literal[
     "settle",  # terminal: remove the VM through its group, report a failure; then finalize the batch
     "recreate",  # retried: ask the group for a fresh VM of the same name
+    "request_vm",  # started from the queue: ask the group for the experiment's VM
+    "release_vm",  # back to the queue: withdraw the VM request the group could not fulfil
 ]
+NOBODY = -1  # ``handed_to`` of an experiment whose slot went to no one (nothing was queued, or fewer VMs now)
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,39 @@ def _retry(rec: ExperimentRecord) -> None:
     """Back to pending: the next boot (a recreated VM) claims it afresh and resumes from the checkpoint."""
     rec.state = "pending"
     rec.boot_id = None
+
+
+def promote(rec: ExperimentRecord, by: int | str, now: float) -> Transition:
+    """A queued experiment gets a VM slot (from launch, or from the experiment ``by`` that ended)."""
+    if rec.state != "queued":
+        return NOT_APPLIED
+    rec.state = "pending"
+    rec.started_by = by
+    rec.started_at = now
+    rec.note("started", f"VM slot from {'launch' if by == 'launch' else f'experiment {by}'}")
+    return Transition(applied=True, outcome="started", effects={"request_vm"})
+
+
+def hand_over(rec: ExperimentRecord, to: int | None, *, expected: int | None) -> Transition:
+    """Record who gets an ended experiment's VM slot (``NOBODY``: no one). Applies only if the record
+    still names ``expected`` (None the first time), so concurrent deliveries settle on one choice, and
+    a choice that another experiment's hand-over took first can be withdrawn (``to=None``)."""
+    if not rec.terminal or rec.handed_to != expected or to == expected:
+        return NOT_APPLIED
+    rec.handed_to = to
+    return Transition(applied=True, outcome="handed")
+
+
+def requeue(rec: ExperimentRecord, reason: str) -> Transition:
+    """A VM that was asked for cannot be had for now (over quota): the experiment waits in the queue
+    again instead of being timed out, and its VM request is withdrawn. Only before any boot of it."""
+    if rec.state != "pending" or rec.boot_id is not None:
+        return NOT_APPLIED
+    rec.state = "queued"
+    rec.started_by = None
+    rec.started_at = None
+    rec.note("requeued", reason)
+    return Transition(applied=True, outcome="requeued", effects={"release_vm"})
 
 
 def claim_boot(rec: ExperimentRecord, boot_id: str, now: float) -> Transition:

@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sinergym_cloud.contracts import Experiment
 
-ExperimentState = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
+ExperimentState = Literal["queued", "pending", "starting", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# Live: holds one of the batch's VM slots (a VM asked for, booting, or training). Queued is neither.
+LIVE: frozenset[str] = frozenset({"pending", "starting", "running"})
 HISTORY_LIMIT = 50
 MAX_BOOTS_KEPT = 50  # VM creation times kept per experiment (each retry or preemption adds one)
 
@@ -53,6 +55,11 @@ class ExperimentRecord(Record):
     # Each boot's VM creation time, from Compute Engine's creationTimestamp, read when that VM's life
     # ends (its completion, or the sweeper losing it): the report's VM-hours are counted from these.
     vm_created: dict[str, float] = Field(default_factory=dict)
+    # The queue (lifecycle.promote / hand_over): who gave this experiment its VM slot ("launch", or the
+    # index of the experiment that ended and handed its slot on), when, and to whom this one handed its own.
+    started_by: int | str | None = None
+    started_at: float | None = None
+    handed_to: int | None = None
     reason: str = ""
     mlflow_run_id: str | None = None
     output_uris: list[str] = Field(default_factory=list)
@@ -104,6 +111,11 @@ class LaunchRecord(Record):
     launched_at: float | None = None
     attempts: int = 0
     error: str = ""
+    # How many experiments run at once, why (max_parallel, a quota, the batch's size), and since when
+    # it is lower than at launch (a quota error at run time).
+    parallelism: int | None = None
+    parallelism_reason: str = ""
+    parallelism_lowered: str = ""
 
 
 class FinalizeRecord(Record):

@@ -16,7 +16,7 @@ import time
 
 from sinergym_cloud import contracts, lifecycle
 from sinergym_cloud.contracts import Completion
-from sinergym_cloud.control import batches
+from sinergym_cloud.control import batches, queue
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.lifecycle import Budgets, Ending
@@ -65,5 +65,6 @@ def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:
         rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance)
     if rec.terminal:  # also for a duplicate: the follow-up steps are each done once
         batches.settle(rt, rec)
+        queue.start_next(rt, rec)
         batches.finalize_if_done(rt, rec.batch_id, owner)
     return rec

@@ -17,7 +17,7 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from sinergym_cloud import contracts, errors, names, retry
+from sinergym_cloud import capacity, contracts, errors, names, retry
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.errors import Permanent
 from sinergym_cloud.events import Delivery
@@ -57,7 +57,24 @@ def plan(batch: Batch) -> list[tuple[str, list[int]]]:
     return [(names.mig_name(batch.group_name, batch.batch_id, p), idx) for p, idx in sorted(parts.items())]
 
 
-def experiment_records(batch: Batch) -> list[ExperimentRecord]:
+def decide_parallelism(rt: Runtime, batch: Batch) -> capacity.Parallelism:
+    """How many experiments of the batch run at once: ``max_parallel``, or what the region's quotas
+    allow for the template's VMs, whichever is lower (capacity.py). Quotas that cannot be read
+    (permissions, an outage) bound nothing: the group then reports any quota error at run time."""
+    shape = quotas = None
+    try:
+        shape = rt.compute.vm_shape(batch.template_name, batch.zone)
+        quotas = rt.compute.region_quotas(capacity.region_of(batch.zone))
+    except Exception as exc:  # noqa: BLE001 - quotas are advice; launching without them is still right
+        log.warning("batch %s: quotas not read (%s: %s); parallelism from max_parallel only", batch.batch_id,
+                    type(exc).__name__, exc)  # fmt: skip
+    p = capacity.parallelism(len(batch.experiments), shape, quotas, batch.max_parallel)
+    log.info("batch %s: %d experiment(s) at once (%s)", batch.batch_id, p.value, p.reason)
+    return p
+
+
+def experiment_records(batch: Batch, parallel: int | None = None) -> list[ExperimentRecord]:
+    """One record per experiment: the first ``parallel`` start now (pending), the rest wait (queued)."""
     submitted = batch.submitted_at or datetime.now(UTC)
     return [
         ExperimentRecord(
@@ -69,6 +86,8 @@ def experiment_records(batch: Batch) -> list[ExperimentRecord]:
             mig=names.mig_name(batch.group_name, batch.batch_id, names.mig_part(i)),
             instance=names.instance_name(batch.group_name, batch.batch_id, i),
             spec=exp,
+            state="queued" if parallel is not None and i >= parallel else "pending",
+            started_by=None if parallel is not None and i >= parallel else "launch",
         )
         for i, exp in enumerate(batch.experiments)
     ]
@@ -91,6 +110,7 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
         stored = state.read(names.batch_object(bid))
         assert stored is not None
         batch = Batch.model_validate(stored.data["batch"])  # the first accepted version wins
+        parallel = decide_parallelism(rt, batch)
         record = LaunchRecord(
             batch_id=bid,
             group=batch.group_name,
@@ -101,6 +121,8 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
             experiments=len(batch.experiments),
             mlflow_experiment=mlflow_experiment(batch),
             message_id=message_id,
+            parallelism=parallel.value,
+            parallelism_reason=parallel.reason,
         )
         state.create(names.launch_object(bid), record.doc())
     else:
@@ -140,7 +162,8 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
 def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
     bid = batch.batch_id
     _ensure_bucket(rt, record.results_bucket)
-    records = experiment_records(batch)
+    records = experiment_records(batch, record.parallelism)
+    starting = {r.index for r in records if r.state == "pending"}
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(
             pool.map(
@@ -154,7 +177,11 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
         if _cancelled(rt, bid):
             return
         rt.compute.ensure_group(batch.zone, mig, batch.template_name, batch_id=bid)
-        wanted = {names.instance_name(batch.group_name, bid, i): names.instance_metadata(bid, i) for i in indices}
+        wanted = {
+            names.instance_name(batch.group_name, bid, i): names.instance_metadata(bid, i)
+            for i in indices
+            if i in starting
+        }
         created = rt.compute.create_instances(batch.zone, mig, wanted)
         log.info("batch %s: group %s has %d instance(s) (%d created now)", bid, mig, len(wanted), len(created))
 

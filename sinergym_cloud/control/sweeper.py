@@ -23,9 +23,9 @@ from typing import Any
 
 from sinergym_cloud import lifecycle, metrics, names
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.control import batches, launch
+from sinergym_cloud.control import batches, launch, queue
 from sinergym_cloud.events import Delivery
-from sinergym_cloud.records import TERMINAL, ExperimentRecord, LaunchRecord
+from sinergym_cloud.records import LIVE, TERMINAL, ExperimentRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def handle(rt: Runtime, d: Delivery) -> None:
     log.info("sweep: %s", report)
 
 
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # Compute's error code in a group's creation attempts
 ORPHAN_GRACE = 600.0  # seconds a group of an inactive batch is left alone (a teardown in progress)
 
 
@@ -44,7 +45,15 @@ def sweep(
 ) -> dict[str, Any]:
     """Sweep every active batch (or only the ones named), then orphan groups. Returns what was done."""
     now = time.time() if now is None else now
-    report: dict[str, Any] = {"batches": 0, "retried": [], "failed": [], "finalized": [], "orphans": []}
+    report: dict[str, Any] = {
+        "batches": 0,
+        "retried": [],
+        "failed": [],
+        "finalized": [],
+        "orphans": [],
+        "requeued": [],
+        "started": [],
+    }
     active = [name.removeprefix(names.ACTIVE_PREFIX) for name, _, _ in rt.state.listing(names.ACTIVE_PREFIX)]
     for batch_id in active:
         if only is not None and batch_id not in only:
@@ -103,25 +112,103 @@ def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) 
                 launch.rollback(rt, Batch.model_validate(stored.data["batch"]), reason)
                 report["failed"].append(batch_id)
         return
-    members: dict[str, dict[str, Any]] = {}
-    for mig in record.migs:
-        for m in rt.compute.members(record.zone, mig) or []:
-            members[m.name] = {"status": m.status, "action": m.action, "errors": m.errors, "mig": mig}
-    for index, state in sorted(batches.experiment_states(rt, batch_id).items()):
-        if state in TERMINAL:
-            continue
+    members = _members(rt, record)
+    states = batches.experiment_states(rt, batch_id)
+    for index, state in sorted(states.items()):
+        if state in TERMINAL or state == "queued":
+            continue  # a queued experiment asked for nothing yet: it is never timed out
         current = rt.state.read(names.experiment_object(batch_id, index))
         if current is None:
             continue
         rec = ExperimentRecord.model_validate(current.data)
-        verdict = diagnose(rt, rec, record, members.get(rec.instance), now)
+        member = members.get(rec.instance)
+        if member is not None and rec.boot_id is None and QUOTA_EXCEEDED in member["codes"]:
+            if over_quota(rt, record, rec, member, states):
+                report["requeued"].append(f"{batch_id}/{index}: {QUOTA_EXCEEDED}")
+            continue  # waiting for quota is not failing: never timed out for it
+        verdict = diagnose(rt, rec, record, member, now)
         if verdict is None:
             continue
         kind, reason = verdict
         outcome = lose(rt, rec, kind, reason, record.template)
         report["failed" if outcome == "failed" else "retried"].append(f"{batch_id}/{index}: {reason}")
+    report["started"] += [f"{batch_id}/{i}" for i in restart_queue(rt, record)]
     if batches.finalize_if_done(rt, batch_id, owner="sweeper"):
         report["finalized"].append(batch_id)
+
+
+def _members(rt: Runtime, record: LaunchRecord) -> dict[str, dict[str, Any]]:
+    """Every VM the batch's groups hold, by name, as the groups report them."""
+    members: dict[str, dict[str, Any]] = {}
+    for mig in record.migs:
+        for m in rt.compute.members(record.zone, mig) or []:
+            members[m.name] = {
+                "status": m.status,
+                "action": m.action,
+                "errors": m.errors,
+                "codes": m.error_codes,
+                "mig": mig,
+            }
+    return members
+
+
+def over_quota(
+    rt: Runtime, launch_rec: LaunchRecord, rec: ExperimentRecord, member: dict[str, Any], states: dict[int, str]
+) -> bool:
+    """A VM the group cannot create for quota: run one experiment fewer at once, and put this one back
+    in the queue (its VM request withdrawn), unless it is the batch's last live one, which waits for
+    the group's retries. True if it was requeued."""
+    live = sum(1 for s in states.values() if s in LIVE)
+    if live <= 1:
+        return False
+    why = next((e for e in member["errors"] if e.startswith(QUOTA_EXCEEDED)), QUOTA_EXCEEDED)
+    lower_parallelism(rt, launch_rec.batch_id, live - 1, why)
+    updated, t = batches.transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.requeue(r, why))
+    if not t.applied or updated is None:
+        return False
+    rt.compute.delete_instances(rec.zone, rec.mig, [rec.instance])
+    states[rec.index] = "queued"
+    log.warning("%s/%d back in the queue: %s", rec.batch_id, rec.index, why)
+    return True
+
+
+def lower_parallelism(rt: Runtime, batch_id: str, value: int, why: str) -> None:
+    """Run at most ``value`` experiments of the batch at once from now on (only ever lowered here)."""
+
+    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+        current = doc.get("parallelism")
+        if current is not None and current <= value:
+            return None
+        doc["parallelism"] = max(1, value)
+        doc["parallelism_lowered"] = f"lowered to {max(1, value)} at run time: {why}"[:500]
+        return doc
+
+    rt.state.update(names.launch_object(batch_id), change)
+
+
+def restart_queue(rt: Runtime, launch_rec: LaunchRecord) -> list[int]:
+    """The queue's safety net: if experiments wait while the batch runs fewer than it may, an ended
+    experiment's hand-over did not happen (its function crashed for good): do it now, the same way."""
+    if launch_rec.status != "launched":
+        return []
+    fresh = rt.state.read(names.launch_object(launch_rec.batch_id))
+    limit = LaunchRecord.model_validate(fresh.data).parallelism if fresh else launch_rec.parallelism
+    states = batches.experiment_states(rt, launch_rec.batch_id)
+    waiting = [i for i, s in states.items() if s == "queued"]
+    live = sum(1 for s in states.values() if s in LIVE)
+    if not waiting or (limit is not None and live >= limit):
+        return []
+    started = []
+    for index in sorted(i for i, s in states.items() if s in TERMINAL):
+        doc = rt.state.read(names.experiment_object(launch_rec.batch_id, index))
+        if doc is None:
+            continue
+        rec = ExperimentRecord.model_validate(doc.data)
+        if rec.handed_to is None:
+            nxt = queue.start_next(rt, rec)
+            if nxt is not None:
+                started.append(nxt)
+    return started
 
 
 def diagnose(
@@ -177,6 +264,7 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: lifecycle.Loss, reason: str, 
     log.warning("%s/%d %s: %s", rec.batch_id, rec.index, outcome, reason)
     if outcome == "failed":
         batches.settle(rt, updated)
+        queue.start_next(rt, updated)
     # Resume on a fresh VM of the same name: its boot publishes instance-ready again. If the VM, or
     # its whole group, is gone (deleted by hand, or a restarted local cloud), they are made again.
     elif not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):

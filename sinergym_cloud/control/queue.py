@@ -1,0 +1,96 @@
+"""The batch's queue: an experiment that ends gives its VM slot to the next queued one, exactly once.
+
+Called by whatever ends an experiment (cleanup on a completion, the sweeper giving one up); there is
+no polling loop. Two compare-and-swaps make it exact under duplicate and concurrent deliveries:
+
+1. ``hand_over`` writes, in the ended experiment's own record, which queued experiment gets its
+   slot. Duplicate deliveries of the same ending read the choice already made and agree on it.
+2. ``promote`` moves that experiment from queued to pending. Two experiments that end at once may
+   both choose the lowest queued one; only one promotion applies, and the other hand-over withdraws
+   its choice and picks again.
+
+The VM is asked for only while the promoted experiment is still pending (before any boot), so a late
+duplicate never brings back a VM for an experiment that already ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from google.api_core import exceptions
+
+from sinergym_cloud import lifecycle, names
+from sinergym_cloud.control import batches
+from sinergym_cloud.lifecycle import NOBODY
+from sinergym_cloud.records import LIVE, ExperimentRecord, LaunchRecord
+from sinergym_cloud.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 50  # each lost race means another ended experiment took a queued one: bounded by the batch
+
+
+def queued(states: dict[int, str]) -> list[int]:
+    return sorted(i for i, s in states.items() if s == "queued")
+
+
+def choose(launch: LaunchRecord, states: dict[int, str], taken: set[int]) -> int:
+    """The queued experiment an ended one's slot goes to, or NOBODY (none waits, or the batch now
+    runs fewer VMs at once than it has live: a quota error lowered its parallelism)."""
+    if launch.status not in ("launching", "launched"):
+        return NOBODY  # cancelled or failed: nothing more starts
+    live = sum(1 for s in states.values() if s in LIVE)
+    if launch.parallelism is not None and live >= launch.parallelism:
+        return NOBODY
+    waiting = [i for i in queued(states) if i not in taken]
+    return waiting[0] if waiting else NOBODY
+
+
+def _hand_over(to: int | None, expected: int | None) -> Callable[[ExperimentRecord], lifecycle.Transition]:
+    return lambda r: lifecycle.hand_over(r, to, expected=expected)
+
+
+def start_next(rt: Runtime, ended: ExperimentRecord) -> int | None:
+    """Give ``ended``'s VM slot to the next queued experiment. Returns the index started, or None."""
+    assert ended.terminal, "only an ended experiment hands its slot on"
+    bid = ended.batch_id
+    launch_doc = rt.state.read(names.launch_object(bid))
+    if launch_doc is None:
+        return None
+    launch = LaunchRecord.model_validate(launch_doc.data)
+    rec: ExperimentRecord | None = ended
+    taken: set[int] = set()
+    for _ in range(MAX_ROUNDS):
+        assert rec is not None
+        target = rec.handed_to
+        if target is None:
+            want = choose(launch, batches.experiment_states(rt, bid), taken)
+            rec, _ = batches.transition(rt, bid, ended.index, _hand_over(want, None))
+            assert rec is not None, "the ended experiment's record exists"
+            target = rec.handed_to
+        if target is None or target == NOBODY:
+            return None
+        other, _ = batches.transition(rt, bid, target, lambda r: lifecycle.promote(r, ended.index, time.time()))
+        if other is not None and other.started_by == ended.index:
+            if other.state == "pending":
+                request_vm(rt, launch, other)
+            log.info("batch %s: experiment %d's slot went to experiment %d", bid, ended.index, target)
+            return target
+        # Another ended experiment promoted it first: withdraw the choice and pick again.
+        taken.add(target)
+        rec, _ = batches.transition(rt, bid, ended.index, _hand_over(None, target))
+    log.warning("batch %s: experiment %d could not hand its slot on after %d rounds", bid, ended.index, MAX_ROUNDS)
+    return None
+
+
+def request_vm(rt: Runtime, launch: LaunchRecord, rec: ExperimentRecord) -> None:
+    """Ask the experiment's group for its VM (idempotent: an existing name is skipped)."""
+    wanted = {rec.instance: names.instance_metadata(rec.batch_id, rec.index)}
+    try:
+        rt.compute.create_instances(rec.zone, rec.mig, wanted)
+    except exceptions.NotFound:
+        # The group is gone (deleted by hand, a restarted local cloud): make it again, as the sweeper does.
+        rt.compute.ensure_group(rec.zone, rec.mig, launch.template, batch_id=rec.batch_id)
+        rt.compute.create_instances(rec.zone, rec.mig, wanted)
