@@ -42,7 +42,7 @@ from typing import Any
 
 import requests
 
-from localcloud import procs, pubsub
+from localcloud import procs, profiles, pubsub
 from sinergym_cloud import names
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,9 @@ class Options:
     heartbeat_seconds: float = 10.0  # trainer heartbeat period
     heartbeat_timeout: float = 120.0  # sweeper: a trainer silent this long is dead
     boot_timeout: float = 300.0  # sweeper: a VM not ready this long after creation is broken
+    profile: str = "fast"  # Compute Engine's timings: "fast", or "gce" (Google's; see profiles.py)
+    scale: float = 1.0  # the gce profile's times are multiplied by this
+    strict: bool = False  # the Compute emulator checks each response against the discovery document
 
     @classmethod
     def from_env(cls) -> Options:
@@ -118,6 +121,9 @@ class Options:
             heartbeat_seconds=float(env.get("LOCALCLOUD_HEARTBEAT_SECONDS", 10)),
             heartbeat_timeout=float(env.get("LOCALCLOUD_HEARTBEAT_TIMEOUT", 120)),
             boot_timeout=float(env.get("LOCALCLOUD_BOOT_TIMEOUT", 300)),
+            profile=env.get("LOCALCLOUD_PROFILE", "fast") or "fast",
+            scale=float(env.get("LOCALCLOUD_SCALE", 1) or 1),
+            strict=env.get("LOCALCLOUD_STRICT", "") not in ("", "0", "false"),
         )
 
 
@@ -306,6 +312,7 @@ class LocalCloud:
                     **base,
                     "LOCALCLOUD_PID_DIR": str(self.pid_dir),
                     "SINERGYM_HEARTBEAT_SECONDS": str(o.heartbeat_seconds),
+                    "LOCALCLOUD_STRICT": "1" if o.strict else "",
                 },
             ),
         ]  # fmt: skip
@@ -436,13 +443,34 @@ class LocalCloud:
                     ]
                 ),
                 scheduling=compute_v1.Scheduling(provisioning_model="SPOT", instance_termination_action="DELETE"),
+                # As infra/terraform/modules/trainer-vm deploys it (the local VM ignores both).
+                disks=[
+                    compute_v1.AttachedDisk(
+                        boot=True,
+                        auto_delete=True,
+                        initialize_params=compute_v1.AttachedDiskInitializeParams(
+                            source_image="projects/cos-cloud/global/images/family/cos-stable",
+                            disk_size_gb=20,
+                            disk_type="pd-balanced",
+                        ),
+                    )
+                ],
+                service_accounts=[
+                    compute_v1.ServiceAccount(
+                        email=f"sinergym-trainer@{PROJECT}.iam.gserviceaccount.com",
+                        scopes=["https://www.googleapis.com/auth/cloud-platform"],
+                    )
+                ],
             ),
         )
         with contextlib.suppress(exceptions.Conflict):
             clients.templates.insert_unary(project=PROJECT, instance_template_resource=template)
         requests.post(
             f"http://127.0.0.1:{ports['compute']}/_emulator/config",
-            json={"boot_delay": self.options.boot_delay},
+            json={
+                **profiles.settings(self.options.profile, self.options.scale),
+                **({"boot_delay": self.options.boot_delay} if self.options.boot_delay else {}),
+            },
             timeout=5,
         ).raise_for_status()
         policies = json.loads((REPO / "infra" / "monitoring" / "alert_policies.json").read_text())

@@ -251,7 +251,8 @@ class ComputeApi:
         except exceptions.NotFound:
             return False
         except exceptions.BadRequest as exc:
-            if "being deleted" in str(exc):
+            # Compute Engine answers 400 resourceNotReady while the group is being deleted.
+            if "resourceNotReady" in retry.reasons(exc):
                 return False
             raise
 

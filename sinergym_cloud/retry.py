@@ -30,9 +30,19 @@ def is_transient(exc: BaseException) -> bool:
     ):
         return True
     if isinstance(exc, exceptions.Forbidden):
-        reasons = {getattr(e, "get", lambda k, d=None: d)("reason") for e in (exc.errors or []) if isinstance(e, dict)}
-        return "rateLimitExceeded" in reasons or "rateLimitExceeded" in str(exc)
+        return "rateLimitExceeded" in reasons(exc)
     return False
+
+
+def reasons(exc: BaseException) -> set[str]:
+    """The reasons of a Google API error (``errors[].reason`` of its envelope, and an ErrorInfo's
+    reason): what a decision about the error may look at. Never its message text, which is prose
+    for people and differs between Google Cloud and the local cloud (invariant 12)."""
+    found = {e.get("reason") for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
+    reason = getattr(exc, "reason", None)
+    if reason:
+        found.add(reason)
+    return {r for r in found if isinstance(r, str)}
 
 
 def call[T](
