@@ -55,13 +55,23 @@ FUNCTIONS = ("launch", "dispatch", "cleanup", "sweeper")
 # Push request deadline (the subscription's ack deadline) per function, in seconds.
 ACK_DEADLINES = {"launch": 120, "dispatch": 180, "cleanup": 120, "sweeper": 300}
 STOP_ORDER = ("scheduler", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute")
-SERVICE_ORDER = ("pubsub", "gcs", "mlflow", "monitoring", "compute", *(f"fn-{f}" for f in FUNCTIONS), "scheduler")
+SERVICE_ORDER = (
+    "pubsub",
+    "gcs",
+    "gcs-gateway",
+    "mlflow",
+    "monitoring",
+    "compute",
+    *(f"fn-{f}" for f in FUNCTIONS),
+    "scheduler",
+)
 PORT_OFFSETS = {
     "pubsub": 0,
     "gcs": 1,
     "compute": 2,
     "monitoring": 3,
     "mlflow": 4,
+    "gcs-gateway": 5,
     "fn-launch": 10,
     "fn-dispatch": 11,
     "fn-cleanup": 12,
@@ -239,7 +249,9 @@ class LocalCloud:
             "CLOUDSDK_CORE_PROJECT": PROJECT,
             "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub']}/",
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs']}/storage/v1/",
+            # gcloud storage goes through a gateway that bridges two fake-gcs-server differences
+            # (localcloud/gcs_gateway.py); client libraries talk to fake-gcs-server directly.
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs-gateway']}/storage/v1/",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"http://127.0.0.1:{ports['compute']}/compute/v1/",
         }
 
@@ -279,6 +291,14 @@ class LocalCloud:
                         "-external-url", f"http://127.0.0.1:{ports['gcs']}",
                         "-log-level", "warn",
                     ],
+                ),
+                base,
+            ),
+            (
+                svc(
+                    "gcs-gateway",
+                    [py, "-m", "localcloud.gcs_gateway", "--port", str(ports["gcs-gateway"]),
+                     "--upstream-port", str(ports["gcs"])],
                 ),
                 base,
             ),
@@ -348,6 +368,7 @@ class LocalCloud:
         checks: dict[str, tuple[Callable[[], bool], float]] = {
             "pubsub": (lambda: _http_ok(f"http://127.0.0.1:{ports['pubsub']}/"), 60),
             "gcs": (lambda: _http_ok(f"http://127.0.0.1:{ports['gcs']}/storage/v1/b"), 30),
+            "gcs-gateway": (lambda: _http_answers(f"http://127.0.0.1:{ports['gcs-gateway']}/"), 30),
             "mlflow": (lambda: _http_ok(f"http://127.0.0.1:{ports['mlflow']}/health"), 120),
             "monitoring": (lambda: _grpc_ready(f"127.0.0.1:{ports['monitoring']}"), 30),
             "compute": (lambda: _http_ok(f"http://127.0.0.1:{ports['compute']}/_emulator/health"), 30),

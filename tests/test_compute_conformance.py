@@ -172,6 +172,9 @@ def test_every_response_kind_matches_the_discovery_document(cloud: Cloud) -> Non
     r.call("compute.instanceGroupManagers.aggregatedList", "GET", "aggregated/instanceGroupManagers")
     r.call("compute.instanceGroupManagers.listManagedInstances", "POST", f"{base}/{group}/listManagedInstances")
     r.call("compute.instanceGroupManagers.listErrors", "GET", f"{base}/{group}/listErrors")
+    assert r.call("compute.instanceGroups.get", "GET", f"zones/{ZONE}/instanceGroups/{group}")["size"] == 1
+    r.call("compute.instanceGroups.list", "GET", f"zones/{ZONE}/instanceGroups")
+    r.call("compute.instanceGroups.aggregatedList", "GET", "aggregated/instanceGroups")
     instance = r.call("compute.instances.get", "GET", f"zones/{ZONE}/instances/{group}-0")
     assert instance["disks"][0]["boot"] is True and instance["serviceAccounts"]
     r.call("compute.instances.list", "GET", f"zones/{ZONE}/instances")

@@ -303,6 +303,7 @@ class Mig:
     deleting: bool = False
     list_mode: str = "PAGELESS"
     description: str = ""
+    group_id: str = field(default_factory=new_id)
 
     @property
     def self_link(self) -> str:
@@ -363,6 +364,25 @@ class Mig:
             },
             "instanceLifecyclePolicy": {"forceUpdateOnRepair": "NO", "defaultActionOnFailure": "REPAIR"},
         }
+
+
+def instance_group(mig: Mig, size: int) -> dict[str, Any]:
+    """The unmanaged view of a managed group (``instanceGroups``): its VMs that exist, counted."""
+    zone_url = f"{GOOGLE}/projects/{mig.project}/zones/{mig.zone}"
+    return {
+        "kind": "compute#instanceGroup",
+        "id": mig.group_id,
+        "name": mig.name,
+        "zone": zone_url,
+        "selfLink": f"{zone_url}/instanceGroups/{mig.name}",
+        "creationTimestamp": mig.created,
+        "description": "This instance group is controlled by Instance Group Manager "
+        f"'{mig.name}'. To modify instances in this group, use the Instance Group Manager API: "
+        "https://cloud.google.com/compute/docs/reference/latest/instanceGroupManagers",
+        "fingerprint": fingerprint(mig.group_id, size),
+        "network": f"{GOOGLE}/projects/{mig.project}/global/networks/default",
+        "size": size,
+    }
 
 
 @dataclass
@@ -808,6 +828,21 @@ class Cloud:
     def list_instances(self, project: str, zone: str) -> list[dict[str, Any]]:
         with self.lock:
             return [v.to_json() for (p, z, _), v in sorted(self.instances.items()) if (p, z) == (project, zone)]
+
+    def list_groups(self, project: str, zone: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                instance_group(m, sum(1 for x in m.members.values() if x.vm is not None))
+                for (p, z, _), m in sorted(self.migs.items())
+                if (p, z) == (project, zone)
+            ]
+
+    def get_group(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        with self.lock:
+            mig = self.migs.get((project, zone, name))
+            if mig is None:
+                raise not_found(f"projects/{project}/zones/{zone}/instanceGroups/{name}")
+            return instance_group(mig, sum(1 for x in mig.members.values() if x.vm is not None))
 
     def zones(self, project: str) -> list[str]:
         """The zones this project has used (an aggregated list has one scope per zone)."""

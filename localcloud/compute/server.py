@@ -136,6 +136,20 @@ class Api:
             raise invalid("listErrors supports neither filter nor orderBy")
         return paginate(self.cloud.list_errors(g["project"], g["zone"], g["mig"]), q, "items", lambda i: True)
 
+    # instance groups: every managed group has one (the product never makes unmanaged ones)
+    @route("GET", Z + r"/instanceGroups/(?P<name>[^/]+)", "instanceGroups.get")
+    def group_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.get_group(g["project"], g["zone"], g["name"])
+
+    @route("GET", Z + r"/instanceGroups", "instanceGroups.list")
+    def group_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return paginate(self.cloud.list_groups(g["project"], g["zone"]), q, "items", filter_of(q))
+
+    @route("GET", P + r"/aggregated/instanceGroups", "instanceGroups.aggregatedList")
+    def group_aggregated(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        scopes = self._zonal(g["project"], self.cloud.list_groups)
+        return self.aggregated(g["project"], q, "instanceGroupAggregatedList", "instanceGroups", scopes)
+
     # instances
     @route("GET", Z + r"/instances/(?P<name>[^/]+)", "instances.get")
     def instance_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
