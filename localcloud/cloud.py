@@ -54,7 +54,13 @@ RESULTS_BUCKET = "experiments-storage"
 FUNCTIONS = ("launch", "dispatch", "cleanup", "sweeper")
 # Push request deadline (the subscription's ack deadline) per function, in seconds.
 ACK_DEADLINES = {"launch": 120, "dispatch": 180, "cleanup": 120, "sweeper": 300}
-STOP_ORDER = ("scheduler", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute")
+# Redelivery backoff of the functions' subscriptions, (min, max) seconds: infra/terraform deploys
+# 10 s to 600 s (modules/function retry_backoff_seconds) and 10 attempts (functions.max_delivery_attempts).
+# The gce profile uses those (times LOCALCLOUD_SCALE); the fast one 1 s to 30 s, so that tests of
+# redelivery take seconds.
+RETRY_BACKOFF = {"fast": (1, 30), "gce": (10, 600)}
+MAX_DELIVERY_ATTEMPTS = 10
+STOP_ORDER = ("scheduler", "delivery", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute")
 SERVICE_ORDER = (
     "pubsub",
     "gcs",
@@ -359,6 +365,13 @@ class LocalCloud:
                 "--port", str(ports[f"fn-{function}"]),
             ]  # fmt: skip
             services.append((svc(f"fn-{function}", argv), fn_env))
+        # Push delivery like Pub/Sub's, from the emulator's (pull) subscriptions: localcloud/delivery.py.
+        routes = [
+            f"--route=projects/{PROJECT}/subscriptions/{names.push_subscription(f)}="
+            f"http://127.0.0.1:{ports[f'fn-{f}']}/projects/{PROJECT}/topics/{topic}"
+            for f, topic in names.FUNCTION_TOPICS.items()
+        ]
+        services.append((svc("delivery", [py, "-m", "localcloud.delivery", *routes]), base))
         if o.sweep_interval > 0:
             argv = [py, "-m", "localcloud.scheduler", "--topic", names.TOPIC_SWEEP, "--every", str(o.sweep_interval)]
             services.append((svc("scheduler", argv), base))
@@ -373,6 +386,8 @@ class LocalCloud:
             "monitoring": (lambda: _grpc_ready(f"127.0.0.1:{ports['monitoring']}"), 30),
             "compute": (lambda: _http_ok(f"http://127.0.0.1:{ports['compute']}/_emulator/health"), 30),
             "scheduler": (lambda: True, 5),
+            # It waits for the subscriptions (created after this) itself; messages wait in them.
+            "delivery": (lambda: True, 5),
         }
         for function in FUNCTIONS:
             port = ports[f"fn-{function}"]
@@ -422,19 +437,22 @@ class LocalCloud:
             for t in (topic, names.dead_letter_topic(topic)):
                 with contextlib.suppress(exceptions.AlreadyExists):
                     pub.create_topic(name=clients.topic_path(t))
+        backoff = RETRY_BACKOFF[self.options.profile]
         for function, topic in names.FUNCTION_TOPICS.items():
-            endpoint = f"http://127.0.0.1:{ports[f'fn-{function}']}/projects/{PROJECT}/topics/{topic}"
+            # A pull subscription with the push subscription's settings: localcloud/delivery.py pushes it.
             with contextlib.suppress(exceptions.AlreadyExists):
                 sub.create_subscription(
                     request={
                         "name": f"projects/{PROJECT}/subscriptions/{names.push_subscription(function)}",
                         "topic": clients.topic_path(topic),
-                        "push_config": {"push_endpoint": endpoint},
                         "ack_deadline_seconds": ACK_DEADLINES[function],
-                        "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 30}},
+                        "retry_policy": {
+                            "minimum_backoff": {"seconds": round(backoff[0] * self.options.scale)},
+                            "maximum_backoff": {"seconds": round(backoff[1] * self.options.scale)},
+                        },
                         "dead_letter_policy": {
                             "dead_letter_topic": clients.topic_path(names.dead_letter_topic(topic)),
-                            "max_delivery_attempts": 10,
+                            "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
                         },
                     }
                 )
