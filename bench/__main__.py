@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="cloud,control,trainer", help="comma-separated groups: cloud, control, trainer"
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller batches")
+    parser.add_argument(
+        "--sizes", default="", help="control only: the batch sizes N to measure (e.g. 10,50); default 1,10,50"
+    )
     args = parser.parse_args(argv)
     groups = set(args.only.split(","))
     started = dt.datetime.now(dt.UTC)
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if "cloud" in groups:
         rows += figures.cloud(quick=args.quick)
     if "control" in groups:
-        rows += figures.control(quick=args.quick)
+        sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
+        rows += figures.control(quick=args.quick, sizes=sizes or None)
     if "trainer" in groups:
         rows += figures.trainer(quick=args.quick)
     out = REPO / "bench-results"

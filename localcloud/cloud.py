@@ -42,7 +42,7 @@ from typing import Any
 
 import requests
 
-from localcloud import procs, pubsub
+from localcloud import procs, profiles, pubsub
 from sinergym_cloud import names
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,30 @@ RESULTS_BUCKET = "experiments-storage"
 FUNCTIONS = ("launch", "dispatch", "cleanup", "sweeper")
 # Push request deadline (the subscription's ack deadline) per function, in seconds.
 ACK_DEADLINES = {"launch": 120, "dispatch": 180, "cleanup": 120, "sweeper": 300}
-STOP_ORDER = ("scheduler", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute")
-SERVICE_ORDER = ("pubsub", "gcs", "mlflow", "monitoring", "compute", *(f"fn-{f}" for f in FUNCTIONS), "scheduler")
+# Redelivery backoff of the functions' subscriptions, (min, max) seconds: infra/terraform deploys
+# 10 s to 600 s (modules/function retry_backoff_seconds) and 10 attempts (functions.max_delivery_attempts).
+# The gce profile uses those (times LOCALCLOUD_SCALE); the fast one 1 s to 30 s, so that tests of
+# redelivery take seconds.
+RETRY_BACKOFF = {"fast": (1, 30), "gce": (10, 600)}
+MAX_DELIVERY_ATTEMPTS = 10
+STOP_ORDER = ("scheduler", "delivery", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute")
+SERVICE_ORDER = (
+    "pubsub",
+    "gcs",
+    "gcs-gateway",
+    "mlflow",
+    "monitoring",
+    "compute",
+    *(f"fn-{f}" for f in FUNCTIONS),
+    "scheduler",
+)
 PORT_OFFSETS = {
     "pubsub": 0,
     "gcs": 1,
     "compute": 2,
     "monitoring": 3,
     "mlflow": 4,
+    "gcs-gateway": 5,
     "fn-launch": 10,
     "fn-dispatch": 11,
     "fn-cleanup": 12,
@@ -105,6 +121,9 @@ class Options:
     heartbeat_seconds: float = 10.0  # trainer heartbeat period
     heartbeat_timeout: float = 120.0  # sweeper: a trainer silent this long is dead
     boot_timeout: float = 300.0  # sweeper: a VM not ready this long after creation is broken
+    profile: str = "fast"  # Compute Engine's timings: "fast", or "gce" (Google's; see profiles.py)
+    scale: float = 1.0  # the gce profile's times are multiplied by this
+    strict: bool = False  # the Compute emulator checks each response against the discovery document
 
     @classmethod
     def from_env(cls) -> Options:
@@ -118,6 +137,9 @@ class Options:
             heartbeat_seconds=float(env.get("LOCALCLOUD_HEARTBEAT_SECONDS", 10)),
             heartbeat_timeout=float(env.get("LOCALCLOUD_HEARTBEAT_TIMEOUT", 120)),
             boot_timeout=float(env.get("LOCALCLOUD_BOOT_TIMEOUT", 300)),
+            profile=env.get("LOCALCLOUD_PROFILE", "fast") or "fast",
+            scale=float(env.get("LOCALCLOUD_SCALE", 1) or 1),
+            strict=env.get("LOCALCLOUD_STRICT", "") not in ("", "0", "false"),
         )
 
 
@@ -233,7 +255,9 @@ class LocalCloud:
             "CLOUDSDK_CORE_PROJECT": PROJECT,
             "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub']}/",
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs']}/storage/v1/",
+            # gcloud storage goes through a gateway that bridges two fake-gcs-server differences
+            # (localcloud/gcs_gateway.py); client libraries talk to fake-gcs-server directly.
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs-gateway']}/storage/v1/",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"http://127.0.0.1:{ports['compute']}/compute/v1/",
         }
 
@@ -278,6 +302,14 @@ class LocalCloud:
             ),
             (
                 svc(
+                    "gcs-gateway",
+                    [py, "-m", "localcloud.gcs_gateway", "--port", str(ports["gcs-gateway"]),
+                     "--upstream-port", str(ports["gcs"])],
+                ),
+                base,
+            ),
+            (
+                svc(
                     "mlflow",
                     [
                         str(VENV_BIN / "mlflow"), "server",
@@ -306,6 +338,7 @@ class LocalCloud:
                     **base,
                     "LOCALCLOUD_PID_DIR": str(self.pid_dir),
                     "SINERGYM_HEARTBEAT_SECONDS": str(o.heartbeat_seconds),
+                    "LOCALCLOUD_STRICT": "1" if o.strict else "",
                 },
             ),
         ]  # fmt: skip
@@ -332,6 +365,13 @@ class LocalCloud:
                 "--port", str(ports[f"fn-{function}"]),
             ]  # fmt: skip
             services.append((svc(f"fn-{function}", argv), fn_env))
+        # Push delivery like Pub/Sub's, from the emulator's (pull) subscriptions: localcloud/delivery.py.
+        routes = [
+            f"--route=projects/{PROJECT}/subscriptions/{names.push_subscription(f)}="
+            f"http://127.0.0.1:{ports[f'fn-{f}']}/projects/{PROJECT}/topics/{topic}"
+            for f, topic in names.FUNCTION_TOPICS.items()
+        ]
+        services.append((svc("delivery", [py, "-m", "localcloud.delivery", *routes]), base))
         if o.sweep_interval > 0:
             argv = [py, "-m", "localcloud.scheduler", "--topic", names.TOPIC_SWEEP, "--every", str(o.sweep_interval)]
             services.append((svc("scheduler", argv), base))
@@ -341,10 +381,13 @@ class LocalCloud:
         checks: dict[str, tuple[Callable[[], bool], float]] = {
             "pubsub": (lambda: _http_ok(f"http://127.0.0.1:{ports['pubsub']}/"), 60),
             "gcs": (lambda: _http_ok(f"http://127.0.0.1:{ports['gcs']}/storage/v1/b"), 30),
+            "gcs-gateway": (lambda: _http_answers(f"http://127.0.0.1:{ports['gcs-gateway']}/"), 30),
             "mlflow": (lambda: _http_ok(f"http://127.0.0.1:{ports['mlflow']}/health"), 120),
             "monitoring": (lambda: _grpc_ready(f"127.0.0.1:{ports['monitoring']}"), 30),
             "compute": (lambda: _http_ok(f"http://127.0.0.1:{ports['compute']}/_emulator/health"), 30),
             "scheduler": (lambda: True, 5),
+            # It waits for the subscriptions (created after this) itself; messages wait in them.
+            "delivery": (lambda: True, 5),
         }
         for function in FUNCTIONS:
             port = ports[f"fn-{function}"]
@@ -394,19 +437,22 @@ class LocalCloud:
             for t in (topic, names.dead_letter_topic(topic)):
                 with contextlib.suppress(exceptions.AlreadyExists):
                     pub.create_topic(name=clients.topic_path(t))
+        backoff = RETRY_BACKOFF[self.options.profile]
         for function, topic in names.FUNCTION_TOPICS.items():
-            endpoint = f"http://127.0.0.1:{ports[f'fn-{function}']}/projects/{PROJECT}/topics/{topic}"
+            # A pull subscription with the push subscription's settings: localcloud/delivery.py pushes it.
             with contextlib.suppress(exceptions.AlreadyExists):
                 sub.create_subscription(
                     request={
                         "name": f"projects/{PROJECT}/subscriptions/{names.push_subscription(function)}",
                         "topic": clients.topic_path(topic),
-                        "push_config": {"push_endpoint": endpoint},
                         "ack_deadline_seconds": ACK_DEADLINES[function],
-                        "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 30}},
+                        "retry_policy": {
+                            "minimum_backoff": {"seconds": round(backoff[0] * self.options.scale)},
+                            "maximum_backoff": {"seconds": round(backoff[1] * self.options.scale)},
+                        },
                         "dead_letter_policy": {
                             "dead_letter_topic": clients.topic_path(names.dead_letter_topic(topic)),
-                            "max_delivery_attempts": 10,
+                            "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
                         },
                     }
                 )
@@ -436,13 +482,34 @@ class LocalCloud:
                     ]
                 ),
                 scheduling=compute_v1.Scheduling(provisioning_model="SPOT", instance_termination_action="DELETE"),
+                # As infra/terraform/modules/trainer-vm deploys it (the local VM ignores both).
+                disks=[
+                    compute_v1.AttachedDisk(
+                        boot=True,
+                        auto_delete=True,
+                        initialize_params=compute_v1.AttachedDiskInitializeParams(
+                            source_image="projects/cos-cloud/global/images/family/cos-stable",
+                            disk_size_gb=20,
+                            disk_type="pd-balanced",
+                        ),
+                    )
+                ],
+                service_accounts=[
+                    compute_v1.ServiceAccount(
+                        email=f"sinergym-trainer@{PROJECT}.iam.gserviceaccount.com",
+                        scopes=["https://www.googleapis.com/auth/cloud-platform"],
+                    )
+                ],
             ),
         )
         with contextlib.suppress(exceptions.Conflict):
             clients.templates.insert_unary(project=PROJECT, instance_template_resource=template)
         requests.post(
             f"http://127.0.0.1:{ports['compute']}/_emulator/config",
-            json={"boot_delay": self.options.boot_delay},
+            json={
+                **profiles.settings(self.options.profile, self.options.scale),
+                **({"boot_delay": self.options.boot_delay} if self.options.boot_delay else {}),
+            },
             timeout=5,
         ).raise_for_status()
         policies = json.loads((REPO / "infra" / "monitoring" / "alert_policies.json").read_text())

@@ -22,7 +22,7 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import compute_v1
 
-from sinergym_cloud import capacity, names, retry
+from sinergym_cloud import capacity, errors, names, retry
 from sinergym_cloud.clients import Clients
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,8 @@ class ComputeApi:
         except exceptions.NotFound:
             return False
         except exceptions.BadRequest as exc:
-            if "being deleted" in str(exc):
+            # Compute Engine answers 400 resourceNotReady while the group is being deleted.
+            if "resourceNotReady" in errors.reasons(exc):
                 return False
             raise
 

@@ -63,12 +63,16 @@ _TRANSIENT_GOOGLE = (
 )
 
 
-def _reasons(exc: google.GoogleAPICallError) -> set[str]:
-    """The ``reason`` of each error item Google attached (``rateLimitExceeded``, ``resourceNotReady``, ...)."""
-    found = {str(e.get("reason")) for e in (exc.errors or []) if isinstance(e, dict) and e.get("reason")}
-    if exc.reason:
-        found.add(str(exc.reason))
-    return found
+def reasons(exc: BaseException) -> set[str]:
+    """The reasons of a Google API error (``errors[].reason`` of its envelope, and an ErrorInfo's
+    reason: ``rateLimitExceeded``, ``resourceNotReady``, ...): what a decision about the error may look
+    at. Never its message text, which is prose for people and differs between Google Cloud and the
+    local cloud (invariant 12)."""
+    found = {e.get("reason") for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
+    reason = getattr(exc, "reason", None)
+    if reason:
+        found.add(reason)
+    return {r for r in found if isinstance(r, str)}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -76,7 +80,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (*_TRANSIENT_GOOGLE, ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, google.Forbidden):
-        return bool(_reasons(exc) & {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
+        return bool(reasons(exc) & {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
     return False
 
 

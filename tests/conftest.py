@@ -17,12 +17,17 @@ from typing import Any
 import pytest
 import requests
 
+from localcloud import profiles
 from localcloud.cloud import LocalCloud, Options
 from sinergym_cloud import names
 from sinergym_cloud.config import Settings
 from sinergym_cloud.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
+# The Compute emulator's timings for this session: LOCALCLOUD_PROFILE=gce (and LOCALCLOUD_SCALE)
+# runs the same tests with Google's boot and operation times (the slow "gce" tier, see
+# tests/test_gce_profile.py); the default is fast.
+PROFILE = (os.environ.get("LOCALCLOUD_PROFILE") or "fast", float(os.environ.get("LOCALCLOUD_SCALE") or 1))
 
 
 @dataclass
@@ -117,9 +122,21 @@ def new_batch_id(prefix: str = "t") -> str:
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    profile, scale = PROFILE
     local = LocalCloud(
         tmp_path_factory.mktemp("localcloud"),
-        Options(port_base=0, sweep_interval=0, heartbeat_seconds=2, heartbeat_timeout=60, boot_timeout=120),
+        Options(
+            port_base=0,
+            sweep_interval=0,
+            heartbeat_seconds=2,
+            heartbeat_timeout=60,
+            boot_timeout=120 if profile == "fast" else 300,
+            profile=profile,
+            scale=scale,
+            # Every response the Compute emulator sends in a test is checked against Google's
+            # discovery document: a body Compute Engine would never send is a 500.
+            strict=True,
+        ),
     )
     env = local.up()
     try:
@@ -143,11 +160,9 @@ def _reset_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
         c.emulator(
             "config",
             {
-                "boot_delay": 0.0,
+                **profiles.settings(*PROFILE),
                 "fail_boot": None,
                 "zone_exhausted": False,
                 "quota_instances": 200,
-                "shutdown_grace": 5.0,
-                "preempt_grace": 5.0,
             },
         )

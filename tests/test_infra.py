@@ -205,6 +205,8 @@ CALL_PERMISSIONS = {
     "instances.get": "compute.instances.get",
     "zone_operations.wait": "compute.zoneOperations.get",
     "global_operations.wait": "compute.globalOperations.get",
+    "regions.get": "compute.regions.get",
+    "machine_types.get": "compute.machineTypes.get",
 }
 
 

@@ -53,6 +53,8 @@ resource "google_project_iam_custom_role" "group_operator" {
     "compute.instances.get",                 # a VM's creation time and liveness
     "compute.zoneOperations.get",            # waiting for an operation (get and wait)
     "compute.globalOperations.get",
+    "compute.regions.get",      # the region's quotas and their usage (a batch's parallelism)
+    "compute.machineTypes.get", # the template's vCPUs, counted against the CPU quotas
   ]
 }
 

@@ -11,7 +11,9 @@ VM boots and shutdowns run on their own threads and take the lock only to change
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -52,6 +54,25 @@ def new_id() -> str:
     return str(random.randint(10**18, 9 * 10**18))
 
 
+def fingerprint(*parts: Any) -> str:
+    """A Compute Engine fingerprint: 8 bytes, base64 (``format: byte`` in the discovery document),
+    derived from the content it fingerprints so that it changes when the content does."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()[:8]
+    return base64.b64encode(digest).decode()
+
+
+HTTP_ERROR_MESSAGES = {
+    400: "BAD REQUEST",
+    403: "FORBIDDEN",
+    404: "NOT FOUND",
+    409: "CONFLICT",
+    412: "PRECONDITION FAILED",
+    429: "TOO MANY REQUESTS",
+    500: "INTERNAL SERVER ERROR",
+    503: "SERVICE UNAVAILABLE",
+}
+
+
 class ApiError(Exception):
     """An error answered in Google's envelope: ``{"error": {"code", "message", "errors": [...]}}``."""
 
@@ -83,6 +104,20 @@ def invalid(message: str) -> ApiError:
     return ApiError(400, "invalid", message)
 
 
+def not_implemented(method: str) -> ApiError:
+    return ApiError(501, "notImplemented", f"the local cloud does not emulate {method}")
+
+
+@dataclass(frozen=True)
+class OpError:
+    """Why an operation failed, in the operation's own shape: an HTTP status plus Compute's error
+    code (``RESOURCE_NOT_FOUND``, ``QUOTA_EXCEEDED``, ...), unlike the request envelope's reasons."""
+
+    http_code: int
+    code: str
+    message: str
+
+
 def check_name(field_name: str, value: Any, max_length: int = 63) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(400, "required", f"Required field '{field_name}' not specified")
@@ -112,13 +147,15 @@ class Operation:
     name: str = field(default_factory=lambda: f"operation-{int(time.time() * 1000)}-{secrets.token_hex(6)}")
     id: str = field(default_factory=new_id)
     status: str = "RUNNING"
+    progress: int = 0
     insert_time: str = field(default_factory=now)
     end_time: str | None = None
-    error: ApiError | None = None
+    error: OpError | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
-    def finish(self, error: ApiError | None = None) -> None:
+    def finish(self, error: OpError | None = None) -> None:
         self.error = error
+        self.progress = 100
         self.status = "DONE"
         self.end_time = now()
         self.done.set()
@@ -134,7 +171,8 @@ class Operation:
             "targetId": self.target_id,
             "status": self.status,
             "user": "local@localcloud",
-            "progress": 100 if self.status == "DONE" else 0,
+            "progress": self.progress,
+            "creationTimestamp": self.insert_time,
             "insertTime": self.insert_time,
             "startTime": self.insert_time,
             "selfLink": f"{GOOGLE}/projects/{self.project}/{scope}/operations/{self.name}",
@@ -144,11 +182,9 @@ class Operation:
         if self.end_time:
             body["endTime"] = self.end_time
         if self.error:
-            body["error"] = {"errors": [{"code": self.error.reason.upper(), "message": self.error.message}]}
-            body["httpErrorStatusCode"] = self.error.code
-            body["httpErrorMessage"] = {404: "NOT FOUND", 409: "CONFLICT", 412: "PRECONDITION FAILED"}.get(
-                self.error.code, "BAD REQUEST"
-            )
+            body["error"] = {"errors": [{"code": self.error.code, "message": self.error.message}]}
+            body["httpErrorStatusCode"] = self.error.http_code
+            body["httpErrorMessage"] = HTTP_ERROR_MESSAGES.get(self.error.http_code, "BAD REQUEST")
         return body
 
 
@@ -164,6 +200,7 @@ class Vm:
     id: str = field(default_factory=new_id)
     status: str = "PROVISIONING"
     created: str = field(default_factory=now)
+    started: str = ""
     boot_id: str = ""
     home: Path | None = None
     ssh_port: int = 0
@@ -187,30 +224,60 @@ class Vm:
 
     def to_json(self) -> dict[str, Any]:
         props = self.template
-        return {
+        zone_url = f"{GOOGLE}/projects/{self.project}/zones/{self.zone}"
+        metadata = [{"key": k, "value": v} for k, v in self.metadata().items()]
+        labels = dict(props.get("labels", {}))
+        body: dict[str, Any] = {
             "kind": "compute#instance",
             "id": self.id,
             "name": self.name,
-            "zone": f"{GOOGLE}/projects/{self.project}/zones/{self.zone}",
-            "machineType": f"{GOOGLE}/projects/{self.project}/zones/{self.zone}/machineTypes/"
-            f"{props.get('machineType', 'e2-standard-2')}",
+            "zone": zone_url,
+            "machineType": f"{zone_url}/machineTypes/{props.get('machineType', 'e2-standard-2')}",
             "status": self.status,
             "creationTimestamp": self.created,
             "selfLink": self.self_link,
-            "labels": dict(props.get("labels", {})),
-            "metadata": {
-                "kind": "compute#metadata",
-                "fingerprint": "local",
-                "items": [{"key": k, "value": v} for k, v in self.metadata().items()],
-            },
+            "labels": labels,
+            "labelFingerprint": fingerprint(labels),
+            "metadata": {"kind": "compute#metadata", "fingerprint": fingerprint(metadata), "items": metadata},
+            "tags": {"fingerprint": fingerprint(props.get("tags", {}).get("items", []))},
             "scheduling": dict(props.get("scheduling", {"onHostMaintenance": "MIGRATE", "automaticRestart": True})),
             "networkInterfaces": [
                 {
+                    "kind": "compute#networkInterface",
                     "name": "nic0",
                     "network": f"{GOOGLE}/projects/{self.project}/global/networks/default",
                     "networkIP": "127.0.0.1",
+                    "fingerprint": fingerprint(self.id, "nic0"),
+                    "stackType": "IPV4_ONLY",
                 }
             ],
+            "disks": [self._boot_disk(zone_url)],
+            "serviceAccounts": [dict(a) for a in props.get("serviceAccounts", [])],
+            "cpuPlatform": "Intel Broadwell" if self.status == "RUNNING" else "Unknown CPU Platform",
+            "deletionProtection": False,
+            "startRestricted": False,
+            "canIpForward": False,
+            "fingerprint": fingerprint(self.id, self.status),
+        }
+        if self.status == "RUNNING":
+            body["lastStartTimestamp"] = self.started or self.created
+        return body
+
+    def _boot_disk(self, zone_url: str) -> dict[str, Any]:
+        template_disks = self.template.get("disks") or [{}]
+        params = template_disks[0].get("initializeParams", {})
+        return {
+            "kind": "compute#attachedDisk",
+            "type": "PERSISTENT",
+            "mode": "READ_WRITE",
+            "source": f"{zone_url}/disks/{self.name}",
+            "deviceName": "persistent-disk-0",
+            "index": 0,
+            "boot": True,
+            "autoDelete": True,
+            "interface": "SCSI",
+            "diskSizeGb": str(params.get("diskSizeGb", "10")),
+            "architecture": "X86_64",
         }
 
 
@@ -237,6 +304,7 @@ class Mig:
     deleting: bool = False
     list_mode: str = "PAGELESS"
     description: str = ""
+    group_id: str = field(default_factory=new_id)
 
     @property
     def self_link(self) -> str:
@@ -261,6 +329,8 @@ class Mig:
             key = {"CREATING_WITHOUT_RETRIES": "creatingWithoutRetries"}.get(m.current_action, m.current_action.lower())
             actions[key] = actions.get(key, 0) + 1
         stable = all(m.current_action == "NONE" for m in self.members.values())
+        # Per-instance configs (createInstances with preserved state) make a group stateful.
+        stateful = any(m.preserved for m in self.members.values())
         zone_url = f"{GOOGLE}/projects/{self.project}/zones/{self.zone}"
         return {
             "kind": "compute#instanceGroupManager",
@@ -274,12 +344,46 @@ class Mig:
             "instanceTemplate": self.template_url,
             "instanceGroup": f"{zone_url}/instanceGroups/{self.name}",
             "targetSize": self.target_size,
-            "fingerprint": "local",
+            "fingerprint": fingerprint(self.id, self.target_size, self.template_url, sorted(self.members)),
             "currentActions": actions,
-            "status": {"isStable": stable, "versionTarget": {"isReached": True}},
+            "status": {
+                "isStable": stable,
+                "versionTarget": {"isReached": True},
+                "stateful": {
+                    "hasStatefulConfig": stateful,
+                    "perInstanceConfigs": {"allEffective": True},
+                },
+            },
             "listManagedInstancesResults": self.list_mode,
             "versions": [{"instanceTemplate": self.template_url, "targetSize": {"calculated": self.target_size}}],
+            "updatePolicy": {
+                "type": "OPPORTUNISTIC",
+                "minimalAction": "REPLACE",
+                "maxSurge": {"fixed": 1, "calculated": 1},
+                "maxUnavailable": {"fixed": 1, "calculated": 1},
+                "replacementMethod": "SUBSTITUTE",
+            },
+            "instanceLifecyclePolicy": {"forceUpdateOnRepair": "NO", "defaultActionOnFailure": "REPAIR"},
         }
+
+
+def instance_group(mig: Mig, size: int) -> dict[str, Any]:
+    """The unmanaged view of a managed group (``instanceGroups``): its VMs that exist, counted."""
+    zone_url = f"{GOOGLE}/projects/{mig.project}/zones/{mig.zone}"
+    return {
+        "kind": "compute#instanceGroup",
+        "id": mig.group_id,
+        "name": mig.name,
+        "zone": zone_url,
+        "selfLink": f"{zone_url}/instanceGroups/{mig.name}",
+        "creationTimestamp": mig.created,
+        "description": "This instance group is controlled by Instance Group Manager "
+        f"'{mig.name}'. To modify instances in this group, use the Instance Group Manager API: "
+        "https://cloud.google.com/compute/docs/reference/latest/instanceGroupManagers",
+        "fingerprint": fingerprint(mig.group_id, size),
+        "network": f"{GOOGLE}/projects/{mig.project}/global/networks/default",
+        "size": size,
+    }
 
 
 @dataclass
@@ -294,6 +398,11 @@ class Settings:
     zone_exhausted: bool = False
     retry_interval: float = 1.0  # how often a MIG retries a creation that hit quota or exhaustion
     wait_max: float = 120.0  # zoneOperations.wait returns after this long at most
+    op_seconds: float = 0.0  # how long a group operation stays RUNNING (progress rising) before DONE
+    # A VM's time from creation to its startup script's end, drawn uniformly from [low, high] per
+    # boot and spent PROVISIONING (40 %), STAGING (20 %) and booting while RUNNING (40 %). None: no
+    # wait but ``boot_delay`` in the guest.
+    boot_seconds: list[float] | None = None
 
     def update(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
@@ -344,35 +453,55 @@ class Cloud:
                     self.event("fault", method=method, code=fault.code, reason=fault.reason)
                     raise ApiError(fault.code, fault.reason, fault.message)
 
-    def _op(
+    def _repeat(self, request_id: str | None) -> Operation | None:
+        """The operation an earlier request with this ``requestId`` produced, if any.
+
+        Only requests that were accepted produced one: a rejected request records nothing, so its
+        retry is judged afresh, and a retry of an accepted one gets the very same operation back."""
+        if not request_id:
+            return None
+        try:
+            parsed = uuid.UUID(request_id)
+        except ValueError:
+            raise invalid(f"Invalid value for field 'requestId': '{request_id}'") from None
+        if parsed.int == 0:
+            raise invalid(f"Invalid value for field 'requestId': '{request_id}'")
+        return self.request_ids.get(request_id)
+
+    def _accept(
         self, project: str, zone: str | None, op_type: str, target: str, target_id: str, *, request_id: str | None
-    ) -> tuple[Operation, bool]:
-        """A new operation, or the one already made for this requestId (then True: do not redo)."""
-        if request_id:
-            try:
-                uuid.UUID(request_id)
-            except ValueError:
-                raise invalid(f"Invalid value for field 'requestId': '{request_id}'") from None
-            if request_id in self.request_ids:
-                return self.request_ids[request_id], True
+    ) -> Operation:
+        """Record the operation of an accepted request (called once every synchronous check passed)."""
         op = Operation(project, zone, op_type, target, target_id)
         self.ops[op.name] = op
         if request_id:
             self.request_ids[request_id] = op
-        return op, False
+        return op
 
-    def _finish_soon(self, op: Operation, error: ApiError | None = None) -> None:
-        """Operations of scheduled changes end on their own thread, just after the request returns."""
-        threading.Thread(target=op.finish, args=(error,), daemon=True).start()
+    def _finish_soon(self, op: Operation, error: OpError | None = None) -> None:
+        """Operations of scheduled changes end on their own thread after the request returned: at
+        once by default, after ``op_seconds`` with ``progress`` rising under the gce profile."""
+        duration = float(self.settings.op_seconds)
+
+        def run() -> None:
+            steps = max(1, min(10, int(duration / 0.5)))
+            for step in range(1, steps):
+                time.sleep(duration / steps)
+                op.progress = max(op.progress, int(100 * step / steps))
+            if duration > 0:
+                time.sleep(duration / steps)
+            op.finish(error)
+
+        threading.Thread(target=run, daemon=True).start()
 
     # ------------------------------------------------------------ templates
     def insert_template(self, project: str, body: dict[str, Any], request_id: str | None) -> Operation:
         name = check_name("resource.name", body.get("name"))
         link = f"{GOOGLE}/projects/{project}/global/instanceTemplates/{name}"
         with self.lock:
-            op, repeat = self._op(project, None, "compute.instanceTemplates.insert", link, "", request_id=request_id)
+            repeat = self._repeat(request_id)
             if repeat:
-                return op
+                return repeat
             if (project, name) in self.templates:
                 raise already_exists(f"projects/{project}/global/instanceTemplates/{name}")
             props = dict(body.get("properties", {}))
@@ -381,6 +510,9 @@ class Cloud:
             sched.setdefault("onHostMaintenance", "MIGRATE")
             sched.setdefault("automaticRestart", True)
             props["scheduling"] = sched
+            if "metadata" in props:
+                items = list(props["metadata"].get("items", []))
+                props["metadata"] = {"kind": "compute#metadata", "fingerprint": fingerprint(items), "items": items}
             template = {
                 "kind": "compute#instanceTemplate",
                 "id": new_id(),
@@ -391,7 +523,9 @@ class Cloud:
                 "properties": props,
             }
             self.templates[(project, name)] = template
-            op.target_id = template["id"]
+            op = self._accept(
+                project, None, "compute.instanceTemplates.insert", link, template["id"], request_id=request_id
+            )
             op.finish()
             return op
 
@@ -408,17 +542,10 @@ class Cloud:
 
     def delete_template(self, project: str, name: str, request_id: str | None) -> Operation:
         with self.lock:
-            template = self.get_template(project, name)
-            op, repeat = self._op(
-                project,
-                None,
-                "compute.instanceTemplates.delete",
-                template["selfLink"],
-                template["id"],
-                request_id=request_id,
-            )
+            repeat = self._repeat(request_id)
             if repeat:
-                return op
+                return repeat
+            template = self.get_template(project, name)
             in_use = [m.name for m in self.migs.values() if m.template_url == template["selfLink"]]
             if in_use:
                 raise ApiError(
@@ -427,6 +554,14 @@ class Cloud:
                     f"The instance_template resource '{template['selfLink']}' is already being used by '{in_use[0]}'",
                 )
             del self.templates[(project, name)]
+            op = self._accept(
+                project,
+                None,
+                "compute.instanceTemplates.delete",
+                template["selfLink"],
+                template["id"],
+                request_id=request_id,
+            )
             op.finish()
             return op
 
@@ -438,20 +573,16 @@ class Cloud:
         return mig
 
     def insert_mig(self, project: str, zone: str, body: dict[str, Any], request_id: str | None) -> Operation:
-        name = check_name("resource.name", body.get("name"))
-        base = check_name("resource.baseInstanceName", body.get("baseInstanceName", name), 58)
-        template_ref = body.get("instanceTemplate")
-        if not template_ref:
-            raise ApiError(400, "required", "Required field 'resource.instanceTemplate' not specified")
-        link = f"{GOOGLE}/projects/{project}/zones/{zone}/instanceGroupManagers/{name}"
         with self.lock:
-            op, repeat = self._op(
-                project, zone, "compute.instanceGroupManagers.insert", link, "", request_id=request_id
-            )
+            repeat = self._repeat(request_id)
             if repeat:
-                return op
+                return repeat
+            name = check_name("resource.name", body.get("name"))
+            base = check_name("resource.baseInstanceName", body.get("baseInstanceName", name), 58)
+            template_ref = body.get("instanceTemplate")
+            if not template_ref:
+                raise ApiError(400, "required", "Required field 'resource.instanceTemplate' not specified")
             if (project, zone, name) in self.migs:
-                del self.ops[op.name]
                 raise already_exists(f"projects/{project}/zones/{zone}/instanceGroupManagers/{name}")
             template = self.get_template(project, last_segment(template_ref, "instanceTemplates"))
             size = int(body.get("targetSize", 0))
@@ -462,7 +593,9 @@ class Cloud:
             if mode:
                 mig.list_mode = mode
             self.migs[(project, zone, name)] = mig
-            op.target_id = mig.id
+            op = self._accept(
+                project, zone, "compute.instanceGroupManagers.insert", mig.self_link, mig.id, request_id=request_id
+            )
             self.event("mig.insert", mig=name)
             self._resize(mig, size)
             self._finish_soon(op)
@@ -478,19 +611,21 @@ class Cloud:
 
     def delete_mig(self, project: str, zone: str, name: str, request_id: str | None) -> Operation:
         with self.lock:
-            mig = self._mig(project, zone, name)
-            op, repeat = self._op(
-                project, zone, "compute.instanceGroupManagers.delete", mig.self_link, mig.id, request_id=request_id
-            )
+            repeat = self._repeat(request_id)
             if repeat:
-                return op
+                return repeat
+            mig = self._mig(project, zone, name)
             self.event("mig.delete", mig=name, already_deleting=mig.deleting)
             if mig.deleting:
-                del self.ops[op.name]
                 raise ApiError(
-                    400, "resourceNotReady", f"The resource '{mig.self_link}' is not ready: it is being deleted"
+                    400,
+                    "resourceNotReady",
+                    f"The resource '{mig.self_link}' is not ready",
                 )
             mig.deleting = True
+            op = self._accept(
+                project, zone, "compute.instanceGroupManagers.delete", mig.self_link, mig.id, request_id=request_id
+            )
             members = list(mig.members.values())
             for member in members:
                 self._delete_member(mig, member)
@@ -501,8 +636,10 @@ class Cloud:
         deadline = time.monotonic() + self.settings.shutdown_grace + 30
         while time.monotonic() < deadline:
             with self.lock:
-                if not mig.members:
+                total = len(mig.members)
+                if not total:
                     break
+            op.progress = max(op.progress, 50)
             time.sleep(0.02)
         with self.lock:
             self.migs.pop((mig.project, mig.zone, mig.name), None)
@@ -510,15 +647,16 @@ class Cloud:
         op.finish()
 
     def resize(self, project: str, zone: str, name: str, size: int, request_id: str | None) -> Operation:
-        if size < 0:
-            raise invalid("Invalid value for field 'size': must be >= 0")
         with self.lock:
+            repeat = self._repeat(request_id)
+            if repeat:
+                return repeat
+            if size < 0:
+                raise invalid("Invalid value for field 'size': must be >= 0")
             mig = self._mig(project, zone, name)
-            op, repeat = self._op(
+            op = self._accept(
                 project, zone, "compute.instanceGroupManagers.resize", mig.self_link, mig.id, request_id=request_id
             )
-            if repeat:
-                return op
             self._resize(mig, size)
             self._finish_soon(op)
             return op
@@ -542,17 +680,10 @@ class Cloud:
         self, project: str, zone: str, name: str, body: dict[str, Any], request_id: str | None
     ) -> Operation:
         with self.lock:
-            mig = self._mig(project, zone, name)
-            op, repeat = self._op(
-                project,
-                zone,
-                "compute.instanceGroupManagers.createInstances",
-                mig.self_link,
-                mig.id,
-                request_id=request_id,
-            )
+            repeat = self._repeat(request_id)
             if repeat:
-                return op
+                return repeat
+            mig = self._mig(project, zone, name)
             wanted = body.get("instances") or []
             if not wanted:
                 raise ApiError(400, "required", "Required field 'instances' not specified")
@@ -560,9 +691,16 @@ class Cloud:
             for item in wanted:
                 instance = check_name("instances.name", item.get("name"))
                 if instance in mig.members or (project, zone, instance) in self.instances or instance in names:
-                    del self.ops[op.name]
                     raise already_exists(f"projects/{project}/zones/{zone}/instances/{instance}")
                 names.append(instance)
+            op = self._accept(
+                project,
+                zone,
+                "compute.instanceGroupManagers.createInstances",
+                mig.self_link,
+                mig.id,
+                request_id=request_id,
+            )
             self.event("mig.createInstances", mig=name, instances=names)
             for item in wanted:
                 preserved = dict(item.get("preservedState", {}).get("metadata", {}))
@@ -573,28 +711,43 @@ class Cloud:
             self._finish_soon(op)
             return op
 
-    def _resolve_members(self, mig: Mig, urls: list[str], skip: bool) -> list[Member]:
+    def _resolve_members(self, mig: Mig, urls: list[str], skip: bool) -> tuple[list[Member], OpError | None]:
+        """The members ``urls`` name, or why the operation fails (Compute Engine fails it
+        asynchronously: the request is accepted, its operation ends DONE with ``error``)."""
         members = []
         for url in urls:
             parts = url.rstrip("/").split("/")
             if len(parts) < 2 or parts[-2] != "instances":
-                raise invalid(f"Invalid value for field 'instances': '{url}'. The URL is malformed.")
+                return [], OpError(400, "INVALID_USAGE", f"Invalid value for field 'instances': '{url}'.")
             if "zones" in parts and parts[parts.index("zones") + 1] != mig.zone:
-                raise invalid(f"Instance '{url}' is not in zone '{mig.zone}'")
+                return [], OpError(400, "INVALID_USAGE", f"Instance '{url}' is not in zone '{mig.zone}'.")
             member = mig.members.get(parts[-1])
             if member is None or member.current_action == "DELETING":
                 if skip:
                     continue
-                raise invalid(f"The instance '{url}' is not a member of '{mig.self_link}' or is already being deleted")
+                link = f"{GOOGLE}/projects/{mig.project}/zones/{mig.zone}/instances/{parts[-1]}"
+                if member is None:
+                    return [], OpError(
+                        400,
+                        "RESOURCE_NOT_FOUND",
+                        f"The resource '{link}' is not a member of the instance group manager '{mig.self_link}'.",
+                    )
+                return [], OpError(400, "RESOURCE_NOT_READY", f"The resource '{link}' is already being deleted.")
             members.append(member)
-        return members
+        return members, None
 
     def delete_instances(
         self, project: str, zone: str, name: str, body: dict[str, Any], request_id: str | None
     ) -> Operation:
         with self.lock:
+            repeat = self._repeat(request_id)
+            if repeat:
+                return repeat
             mig = self._mig(project, zone, name)
-            op, repeat = self._op(
+            urls = body.get("instances") or []
+            if len(urls) > 1000:
+                raise invalid("At most 1000 instances can be deleted in one request")
+            op = self._accept(
                 project,
                 zone,
                 "compute.instanceGroupManagers.deleteInstances",
@@ -602,25 +755,23 @@ class Cloud:
                 mig.id,
                 request_id=request_id,
             )
-            if repeat:
-                return op
-            urls = body.get("instances") or []
-            if len(urls) > 1000:
-                raise invalid("At most 1000 instances can be deleted in one request")
-            members = self._resolve_members(mig, urls, bool(body.get("skipInstancesOnValidationError")))
-            self.event("mig.deleteInstances", mig=name, instances=[m.name for m in members])
+            members, error = self._resolve_members(mig, urls, bool(body.get("skipInstancesOnValidationError")))
+            self.event("mig.deleteInstances", mig=name, instances=[m.name for m in members], error=bool(error))
             for member in members:
                 mig.target_size = max(0, mig.target_size - 1)
                 self._delete_member(mig, member)
-            self._finish_soon(op)
+            self._finish_soon(op, error)
             return op
 
     def recreate_instances(
         self, project: str, zone: str, name: str, body: dict[str, Any], request_id: str | None
     ) -> Operation:
         with self.lock:
+            repeat = self._repeat(request_id)
+            if repeat:
+                return repeat
             mig = self._mig(project, zone, name)
-            op, repeat = self._op(
+            op = self._accept(
                 project,
                 zone,
                 "compute.instanceGroupManagers.recreateInstances",
@@ -628,10 +779,8 @@ class Cloud:
                 mig.id,
                 request_id=request_id,
             )
-            if repeat:
-                return op
-            members = self._resolve_members(mig, body.get("instances") or [], False)
-            self.event("mig.recreateInstances", mig=name, instances=[m.name for m in members])
+            members, error = self._resolve_members(mig, body.get("instances") or [], False)
+            self.event("mig.recreateInstances", mig=name, instances=[m.name for m in members], error=bool(error))
             for member in members:
                 member.current_action = "RECREATING"
                 vm = member.vm
@@ -639,7 +788,7 @@ class Cloud:
                     threading.Thread(target=self._stop_vm, args=(mig, member, vm, "recreate"), daemon=True).start()
                 else:
                     self._create_member(mig, member)
-            self._finish_soon(op)
+            self._finish_soon(op, error)
             return op
 
     def list_managed(self, project: str, zone: str, name: str) -> list[dict[str, Any]]:
@@ -680,6 +829,33 @@ class Cloud:
     def list_instances(self, project: str, zone: str) -> list[dict[str, Any]]:
         with self.lock:
             return [v.to_json() for (p, z, _), v in sorted(self.instances.items()) if (p, z) == (project, zone)]
+
+    def list_groups(self, project: str, zone: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                instance_group(m, sum(1 for x in m.members.values() if x.vm is not None))
+                for (p, z, _), m in sorted(self.migs.items())
+                if (p, z) == (project, zone)
+            ]
+
+    def get_group(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        with self.lock:
+            mig = self.migs.get((project, zone, name))
+            if mig is None:
+                raise not_found(f"projects/{project}/zones/{zone}/instanceGroups/{name}")
+            return instance_group(mig, sum(1 for x in mig.members.values() if x.vm is not None))
+
+    def zones(self, project: str) -> list[str]:
+        """The zones this project has used (an aggregated list has one scope per zone)."""
+        with self.lock:
+            found = {z for (p, z, _) in self.migs if p == project}
+            found |= {z for (p, z, _) in self.instances if p == project}
+            found |= {o.zone for o in self.ops.values() if o.project == project and o.zone}
+            return sorted(found)
+
+    def list_ops(self, project: str, zone: str | None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [o.to_json() for o in self.ops.values() if (o.project, o.zone) == (project, zone)]
 
     # -------------------------------------------------------------- operations
     def get_op(self, project: str, zone: str | None, name: str) -> Operation:
@@ -751,6 +927,15 @@ class Cloud:
             return int(s.getsockname()[1])
 
     def _boot_vm(self, mig: Mig, member: Member, vm: Vm) -> None:
+        span = self.settings.boot_seconds
+        total = random.uniform(float(span[0]), float(span[1])) if span else 0.0
+        for phase, share in (("PROVISIONING", 0.4), ("STAGING", 0.2)):
+            with self.lock:
+                if vm.stopping:
+                    return
+                vm.status = phase
+            if total:
+                time.sleep(total * share)
         with self.lock:
             if vm.stopping:
                 return
@@ -787,7 +972,7 @@ class Cloud:
             "session_env": session_env,
             "env": dict(self.vm_env),
             "ready_topic": metadata.get(names.META_READY_TOPIC, names.TOPIC_READY),
-            "boot_delay": settings.boot_delay,
+            "boot_delay": total * 0.4 if total else settings.boot_delay,
             "fail_boot": fail,
             "shutdown_grace": settings.shutdown_grace,
         }
@@ -815,6 +1000,7 @@ class Cloud:
             with self.lock:
                 if line == "RUNNING":
                     vm.status = "RUNNING"
+                    vm.started = now()
                     if member.current_action in ("CREATING", "RECREATING"):
                         member.current_action = "NONE"
                     self.event("vm.running", instance=vm.name, boot_id=vm.boot_id)
@@ -862,7 +1048,8 @@ class Cloud:
         with self.lock:
             vm.status = "TERMINATED"
             self.event("vm.terminated", instance=vm.name, boot_id=vm.boot_id, why=why)
-            if why == "delete":
+            # A delete that arrived while a preemption or recreation was stopping the VM is a delete.
+            if why == "delete" or mig.deleting or member.current_action == "DELETING":
                 self.instances.pop((vm.project, vm.zone, vm.name), None)
                 if mig.members.get(member.name) is member:
                     del mig.members[member.name]
@@ -870,8 +1057,6 @@ class Cloud:
                     shutil.rmtree(vm.home, ignore_errors=True)
                 return
             # Preempted or recreated: the MIG brings the instance back under the same name.
-            if mig.deleting or member.current_action == "DELETING":
-                return
             member.current_action = "RECREATING"
             fresh = Vm(vm.project, vm.zone, vm.name, vm.mig, vm.template, vm.template_url, vm.preserved, id=vm.id)
             fresh.boots = vm.boots

@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from localcloud.compute.model import ApiError, Cloud, Operation, filter_of, invalid, not_found, paginate
+from localcloud.compute import discovery
+from localcloud.compute.model import (
+    GOOGLE,
+    ApiError,
+    Cloud,
+    Operation,
+    filter_of,
+    invalid,
+    not_found,
+    not_implemented,
+    paginate,
+)
 
 log = logging.getLogger("localcloud.compute")
 
@@ -125,6 +136,20 @@ class Api:
             raise invalid("listErrors supports neither filter nor orderBy")
         return paginate(self.cloud.list_errors(g["project"], g["zone"], g["mig"]), q, "items", lambda i: True)
 
+    # instance groups: every managed group has one (the product never makes unmanaged ones)
+    @route("GET", Z + r"/instanceGroups/(?P<name>[^/]+)", "instanceGroups.get")
+    def group_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.get_group(g["project"], g["zone"], g["name"])
+
+    @route("GET", Z + r"/instanceGroups", "instanceGroups.list")
+    def group_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return paginate(self.cloud.list_groups(g["project"], g["zone"]), q, "items", filter_of(q))
+
+    @route("GET", P + r"/aggregated/instanceGroups", "instanceGroups.aggregatedList")
+    def group_aggregated(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        scopes = self._zonal(g["project"], self.cloud.list_groups)
+        return self.aggregated(g["project"], q, "instanceGroupAggregatedList", "instanceGroups", scopes)
+
     # instances
     @route("GET", Z + r"/instances/(?P<name>[^/]+)", "instances.get")
     def instance_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -145,9 +170,76 @@ class Api:
 
     @route("GET", Z + r"/operations", "zoneOperations.list")
     def zone_op_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        with self.cloud.lock:
-            ops = [o.to_json() for o in self.cloud.ops.values() if (o.project, o.zone) == (g["project"], g["zone"])]
-        return paginate(ops, q, "items", filter_of(q))
+        return paginate(self.cloud.list_ops(g["project"], g["zone"]), q, "items", filter_of(q))
+
+    @route("GET", P + r"/global/operations", "globalOperations.list")
+    def global_op_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return paginate(self.cloud.list_ops(g["project"], None), q, "items", filter_of(q))
+
+    # aggregated lists: one scope per zone (plus "global" where the resource has one)
+    def aggregated(
+        self, project: str, q: dict[str, str], kind: str, key: str, per_scope: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        keep = filter_of(q)
+        items: dict[str, Any] = {}
+        for scope, found in per_scope.items():
+            selected = [i for i in found if keep(i)]
+            if selected:
+                items[scope] = {key: selected}
+            else:
+                items[scope] = {
+                    "warning": {
+                        "code": "NO_RESULTS_ON_PAGE",
+                        "message": f"There are no results for scope '{scope}' on this page.",
+                        "data": [{"key": "scope", "value": scope}],
+                    }
+                }
+        return {
+            "kind": f"compute#{kind}",
+            "id": f"projects/{project}/aggregated/{key}",
+            "items": items,
+            "selfLink": f"{GOOGLE}/projects/{project}/aggregated/{key}",
+        }
+
+    def _zonal(self, project: str, lister: Callable[[str, str], list[dict[str, Any]]]) -> dict[str, list[Any]]:
+        return {f"zones/{z}": lister(project, z) for z in self.cloud.zones(project)}
+
+    @route("GET", P + r"/aggregated/instances", "instances.aggregatedList")
+    def instance_aggregated(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        scopes = self._zonal(g["project"], self.cloud.list_instances)
+        return self.aggregated(g["project"], q, "instanceAggregatedList", "instances", scopes)
+
+    @route("GET", P + r"/aggregated/instanceGroupManagers", "instanceGroupManagers.aggregatedList")
+    def mig_aggregated(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        scopes = self._zonal(g["project"], self.cloud.list_migs)
+        return self.aggregated(g["project"], q, "instanceGroupManagerAggregatedList", "instanceGroupManagers", scopes)
+
+    @route("GET", P + r"/aggregated/instanceTemplates", "instanceTemplates.aggregatedList")
+    def template_aggregated(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        scopes = {"global": self.cloud.list_templates(g["project"])}
+        return self.aggregated(g["project"], q, "instanceTemplateAggregatedList", "instanceTemplates", scopes)
+
+    @route("GET", P + r"/aggregated/operations", "globalOperations.aggregatedList")
+    def op_aggregated(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        project = g["project"]
+        scopes = {"global": self.cloud.list_ops(project, None)}
+        scopes |= {f"zones/{z}": self.cloud.list_ops(project, z) for z in self.cloud.zones(project)}
+        return self.aggregated(project, q, "operationAggregatedList", "operations", scopes)
+
+    # autoscalers: the local cloud has none (the product never creates one), so the lists are empty
+    # and every autoscaler is not found; gcloud asks before it describes or deletes a group.
+    @route("GET", Z + r"/autoscalers", "autoscalers.list")
+    def autoscaler_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return paginate([], q, "items", filter_of(q))
+
+    @route("GET", Z + r"/autoscalers/(?P<name>[^/]+)", "autoscalers.get")
+    def autoscaler_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        raise not_found(f"projects/{g['project']}/zones/{g['zone']}/autoscalers/{g['name']}")
+
+    @route("GET", P + r"/aggregated/autoscalers", "autoscalers.aggregatedList")
+    def autoscaler_aggregated(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        scopes: dict[str, list[dict[str, Any]]] = {f"zones/{z}": [] for z in self.cloud.zones(g["project"])}
+        return self.aggregated(g["project"], q, "autoscalerAggregatedList", "autoscalers", scopes)
 
     @route("GET", P + r"/global/operations/(?P<op>[^/]+)", "globalOperations.get")
     def global_op_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -200,6 +292,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     server_version = "localcloud-compute/1"
     protocol_version = "HTTP/1.1"
     api: Api
+    strict = False  # check every response against Google's discovery document (LOCALCLOUD_STRICT)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -219,7 +312,9 @@ class RequestHandler(BaseHTTPRequestHandler):
                 None,
             )
             if found is None:
-                raise not_found(url.path.removeprefix("/compute/v1/"))
+                path = url.path.removeprefix("/compute/v1/")
+                unserved = discovery.method_for(method, path) if url.path.startswith("/compute/v1/") else None
+                raise not_implemented(unserved) if unserved else not_found(path)
             m, route_name, handler_name = found
             try:
                 body = json.loads(raw) if raw else {}
@@ -228,6 +323,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             if not route_name.startswith("emulator."):
                 self.api.cloud.check_fault(route_name)
             result = getattr(self.api, handler_name)(m.groupdict(), query, body)
+            if self.strict and not route_name.startswith("emulator."):
+                schema = discovery.response_schema(f"compute.{route_name}")
+                wrong = discovery.problems(result, schema) if schema else []
+                if wrong:
+                    log.error("%s answered a body outside %s: %s", route_name, schema, wrong)
+                    raise ApiError(500, "backendError", f"{route_name} answered outside {schema}: {wrong[:5]}")
             self._reply(200, result)
         except ApiError as exc:
             self._reply(exc.code, exc.body())
@@ -260,7 +361,8 @@ class Server(ThreadingHTTPServer):
 
 def serve(port: int, state_dir: Path, vm_env: dict[str, str]) -> None:
     cloud = Cloud(state_dir, vm_env)
-    handler = type("Handler", (RequestHandler,), {"api": Api(cloud)})
+    strict = os.environ.get("LOCALCLOUD_STRICT", "") not in ("", "0", "false")
+    handler = type("Handler", (RequestHandler,), {"api": Api(cloud), "strict": strict})
     server = Server(("127.0.0.1", port), handler)
     stop = threading.Event()
 

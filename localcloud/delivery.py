@@ -1,0 +1,195 @@
+"""Push delivery as Pub/Sub does it in the cloud, from Google's Pub/Sub emulator to the functions.
+
+The emulator stays the broker: it stores the messages, leases them, counts delivery attempts,
+applies the subscription's retry policy to what is nacked and moves a message to the dead-letter
+topic after ``max_delivery_attempts`` (its pull path implements all of that). What it does not do
+like the cloud is *push*: its push path sends at most two requests at a time per subscription (a
+constant in its jar) and retries without backoff. So the local cloud's subscriptions are pull
+subscriptions carrying the deployment's ack deadline, retry policy and dead-letter policy, and this
+process does the pushing:
+
+- it pulls with the official client's streaming pull and flow control (``--max-outstanding``
+  leased messages per subscription);
+- it POSTs the push envelope the cloud posts (``message`` with ``data``, ``attributes``,
+  ``messageId``/``message_id``, ``publishTime``/``publish_time``; ``subscription``;
+  ``deliveryAttempt`` when the subscription has a dead-letter policy) to the function's
+  functions-framework endpoint ``.../projects/<p>/topics/<t>``, which turns it into the same
+  CloudEvent Eventarc sends, with the subscription's ack deadline as the request deadline;
+- it acknowledges on the status codes Pub/Sub push takes as success (102, 200, 201, 202, 204)
+  and nacks on anything else, a timeout or a refused connection, so the broker redelivers with
+  the subscription's backoff and eventually dead-letters;
+- its concurrency per subscription starts at ``--initial-window`` (16) and grows by one with each
+  success up to ``--max-outstanding``, and halves (not below the initial window) on a failure: the
+  slow-start-like behaviour Pub/Sub push documents, with the emulator's ceiling of two removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+from google.api_core import exceptions
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # the package declares no such name to mypy
+from google.cloud.pubsub_v1.subscriber.message import Message
+from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
+
+log = logging.getLogger("localcloud.delivery")
+
+# https://cloud.google.com/pubsub/docs/push#receive_push: these acknowledge; anything else is a nack.
+ACK_CODES = frozenset({102, 200, 201, 202, 204})
+
+
+class Window:
+    """How many pushes may be in flight: grows by one per success, halves on a failure."""
+
+    def __init__(self, initial: int, ceiling: int) -> None:
+        self.floor = initial
+        self.ceiling = max(ceiling, initial)
+        self.size = initial
+        self.busy = 0
+        self.peak = 0
+        self.cond = threading.Condition()
+
+    def __enter__(self) -> Window:
+        with self.cond:
+            while self.busy >= self.size:
+                self.cond.wait()
+            self.busy += 1
+            self.peak = max(self.peak, self.busy)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cond:
+            self.busy -= 1
+            self.cond.notify_all()
+
+    def outcome(self, ok: bool) -> None:
+        with self.cond:
+            self.size = min(self.ceiling, self.size + 1) if ok else max(self.floor, self.size // 2)
+            self.cond.notify_all()
+
+
+def envelope(message: Message, subscription: str, dead_letter: bool) -> dict[str, Any]:
+    """The JSON body Pub/Sub push POSTs for ``message``."""
+    published = message.publish_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body: dict[str, Any] = {
+        "data": base64.b64encode(message.data).decode(),
+        "messageId": message.message_id,
+        "message_id": message.message_id,
+        "publishTime": published,
+        "publish_time": published,
+    }
+    if message.attributes:
+        body["attributes"] = dict(message.attributes)
+    if message.ordering_key:
+        body["orderingKey"] = message.ordering_key
+    pushed: dict[str, Any] = {"message": body, "subscription": subscription}
+    if dead_letter and message.delivery_attempt:
+        pushed["deliveryAttempt"] = message.delivery_attempt
+    return pushed
+
+
+class Route:
+    """One subscription pushed to one endpoint."""
+
+    def __init__(self, subscriber: pubsub_v1.SubscriberClient, subscription: str, endpoint: str, args: Any) -> None:
+        self.subscriber = subscriber
+        self.subscription = subscription
+        self.endpoint = endpoint
+        self.window = Window(args.initial_window, args.max_outstanding)
+        self.max_outstanding = args.max_outstanding
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=args.max_outstanding, pool_connections=1)
+        self.session.mount("http://", adapter)
+        self.deadline = 10.0
+        self.dead_letter = False
+        self.future: Any = None
+
+    def open(self, wait: float) -> None:
+        """Read the subscription's settings (it may not exist yet while the local cloud provisions)."""
+        end = time.monotonic() + wait
+        while True:
+            try:
+                found = self.subscriber.get_subscription(subscription=self.subscription, timeout=10)
+                break
+            except exceptions.NotFound:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.2)
+        if found.push_config.push_endpoint:
+            raise SystemExit(f"{self.subscription} is a push subscription: the emulator would push it too")
+        self.deadline = float(found.ack_deadline_seconds or 10)
+        self.dead_letter = bool(found.dead_letter_policy.dead_letter_topic)
+        executor = ThreadPoolExecutor(max_workers=self.max_outstanding, thread_name_prefix=self.subscription[-20:])
+        self.future = self.subscriber.subscribe(
+            self.subscription,
+            self.deliver,
+            flow_control=pubsub_v1.types.FlowControl(max_messages=self.max_outstanding),
+            scheduler=ThreadScheduler(executor),
+        )
+        log.info("pushing %s to %s (deadline %.0fs)", self.subscription, self.endpoint, self.deadline)
+
+    def deliver(self, message: Message) -> None:
+        with self.window:
+            started = time.monotonic()
+            try:
+                response = self.session.post(
+                    self.endpoint,
+                    json=envelope(message, self.subscription, self.dead_letter),
+                    headers={"User-Agent": "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"},
+                    timeout=self.deadline,
+                )
+                status = response.status_code
+            except requests.RequestException as exc:
+                status = 0
+                log.info("%s: push of %s failed: %s", self.subscription, message.message_id, exc)
+        ok = status in ACK_CODES
+        self.window.outcome(ok)
+        log.debug("%s %s -> %s in %.3fs", self.subscription, message.message_id, status, time.monotonic() - started)
+        if ok:
+            message.ack()
+        else:
+            log.info("%s: %s answered %s (attempt %s): nack", self.subscription, message.message_id, status,
+                     message.delivery_attempt)  # fmt: skip
+            message.nack()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Push delivery from the Pub/Sub emulator, as Pub/Sub does it")
+    parser.add_argument("--route", action="append", default=[], help="SUBSCRIPTION=ENDPOINT (full paths)")
+    parser.add_argument("--max-outstanding", type=int, default=64)
+    parser.add_argument("--initial-window", type=int, default=16)
+    parser.add_argument("--wait", type=float, default=120.0, help="for the subscriptions to exist")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    subscriber = pubsub_v1.SubscriberClient()
+    routes = []
+    for spec in args.route:
+        subscription, _, endpoint = spec.partition("=")
+        routes.append(Route(subscriber, subscription, endpoint, args))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    for route in routes:
+        route.open(args.wait)
+    while not stop.wait(1.0):
+        for route in routes:
+            if route.future.done():  # the stream ended (the emulator went away): say why and stop
+                log.error("%s: streaming pull ended: %s", route.subscription, route.future.exception())
+                stop.set()
+    for route in routes:
+        route.future.cancel()
+    subscriber.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
