@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
-from sinergym_cloud import contracts, metrics, names
+from sinergym_cloud import contracts, metrics, names, signing, text
 from sinergym_cloud.contracts import BadMessage, Completion
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState, FinalizeRecord, LaunchRecord
@@ -29,40 +30,92 @@ FINALIZE_LEASE = 300.0
 
 
 def handle(rt: Runtime, d: Delivery) -> None:
-    complete(rt, contracts.parse(Completion, d.data), owner=d.message_id or "cleanup")
+    c = contracts.parse(Completion, d.data)
+    complete(rt, c, owner=d.message_id or "cleanup", signature=Signature(d.data, d.attributes.get(SIGNATURE)))
+
+
+SIGNATURE = signing.SIGNATURE_ATTRIBUTE
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The bytes a Completion arrived as, and the HMAC that came with them (a message attribute)."""
+
+    data: bytes
+    value: str | None
+
+
+class Refused(BadMessage):
+    """A Completion that does not count: not signed with the key of the boot that is running."""
+
+
+def authentic(rt: Runtime, rec: ExperimentRecord, c: Completion, signature: Signature | None) -> str:
+    """Why the Completion does not come from the boot that runs the experiment ("" if it does)."""
+    if rec.boot_id is None or not (rec.terminal or rec.state in ("starting", "running")):
+        return f"experiment is {rec.state}, no boot of it is running"
+    if c.boot_id != rec.boot_id:
+        return f"boot {c.boot_id} is not the running boot {rec.boot_id}"
+    if rec.completion_nonce is None or rec.completion_key_sha256 is None:
+        return f"boot {rec.boot_id} was given no completion key"
+    if signature is None or not signature.value:
+        return "the completion is not signed"
+    key = signing.completion_key(
+        signing.deployment_secret(rt.settings), rec.batch_id, rec.index, rec.boot_id, rec.completion_nonce
+    )
+    if signing.key_hash(key) != rec.completion_key_sha256 or not signing.verify(key, signature.data, signature.value):
+        return "the signature does not verify with the running boot's key"
+    return ""
+
+
+def own_outputs(uris: list[str], bucket: str, batch_id: str, name: str) -> list[str]:
+    """The output URIs under the experiment's own prefix; anything else is dropped."""
+    prefix = f"gs://{bucket}/{names.results_prefix(batch_id, name)}"
+    return [u for u in uris if u.startswith(prefix) and ".." not in u.split("/")]
 
 
 def _meta(doc: dict[str, Any]) -> dict[str, str]:
     return {"state": str(doc["state"]), "instance": str(doc["instance"])}
 
 
-def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:  # noqa: PLR0915 - the protocol, in order
+def complete(  # noqa: PLR0915 - the protocol, in order
+    rt: Runtime, c: Completion, owner: str, signature: Signature | None = None
+) -> ExperimentRecord:
+    """Apply a Completion, if it is signed with the key of the boot that is running the experiment.
+
+    Anything else (unsigned, forged, a boot that already ended, a replay) changes nothing: no budget
+    spent, no VM deleted, no alert. A redelivery of the Completion that ended the experiment finds it
+    terminal and only re-runs the idempotent follow-up (VM removal, teardown)."""
     path = names.experiment_object(c.batch_id, c.experiment_index)
     settings = rt.settings
     actions: set[str] = set()
+    refusal: list[str] = []
     vm_created = vm_creation_time(rt, c.zone, c.instance)  # the VM of this boot, before it is removed
+    launch_doc = rt.state.read(names.launch_object(c.batch_id))
+    bucket = str(launch_doc.data.get("results_bucket")) if launch_doc else settings.results_bucket
 
     def change(doc: dict[str, Any]) -> dict[str, Any] | None:
         actions.clear()
+        refusal.clear()
         rec = ExperimentRecord.model_validate(doc)
         if rec.instance != c.instance:
             raise BadMessage(
                 f"completion for experiment {c.experiment_index} of {c.batch_id} names instance {c.instance}, "
                 f"but that experiment runs on {rec.instance}"
             )
-        if rec.terminal:
-            return None  # duplicate or late: the follow-up steps below still make sure of the rest
-        if rec.boot_id is not None and c.boot_id != rec.boot_id:
-            log.info("ignoring a %s completion of %s from an earlier boot", c.status, rec.instance)
+        why = authentic(rt, rec, c, signature)
+        if why:
+            refusal.append(f"experiment is {rec.state}: {why}" if rec.terminal else why)
             return None
+        if rec.terminal:
+            return None  # a redelivery of its last boot's completion: the follow-up below makes sure of the rest
         rec.vm_booted(c.boot_id, vm_created)
         rec.mlflow_run_id = c.mlflow_run_id or rec.mlflow_run_id
-        rec.output_uris = c.output_uris or rec.output_uris
+        rec.output_uris = own_outputs(c.output_uris, bucket, rec.batch_id, rec.name) or rec.output_uris
         rec.metrics.update(c.metrics)
         rec.timesteps = max(rec.timesteps, c.timesteps)
         if c.finished_at is not None:
             rec.trainer_finished_at = c.finished_at.timestamp()
-        detail = c.exit_reason or c.status
+        detail = text.clean(c.exit_reason or c.status, 500)
         if c.status == "succeeded":
             rec.state = "succeeded"
             rec.reason = ""
@@ -70,7 +123,8 @@ def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:  # noq
             rec.failures += 1
             if rec.failures > settings.max_failures:
                 rec.state = "failed"
-                rec.reason = f"{c.error_type + ': ' if c.error_type else ''}{c.exit_reason}".strip() or "trainer failed"
+                reason = f"{c.error_type + ': ' if c.error_type else ''}{c.exit_reason}"
+                rec.reason = text.clean(reason, 1000) or "trainer failed"
             else:
                 rec.state = "pending"
                 rec.boot_id = None
@@ -93,6 +147,9 @@ def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:  # noq
     if doc is None:
         raise BadMessage(f"no experiment {c.experiment_index} in batch {c.batch_id}")
     rec = ExperimentRecord.model_validate(doc)
+    if refusal:
+        log.warning("refused a %s completion of %s: %s", c.status, rec.instance, refusal[0])
+        raise Refused(f"completion refused: {refusal[0]}")
     if "recreate" in actions:
         log.info("%s failed (%d/%d allowed); recreating its VM", rec.instance, rec.failures, settings.max_failures)
         rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance)
