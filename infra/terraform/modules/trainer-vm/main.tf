@@ -51,9 +51,9 @@ resource "google_compute_instance_template" "trainer" {
     # The guest agent publishes the host keys as guest attributes (hostkeys/): dispatch reads them
     # there through Compute (instances.getGuestAttributes), never from the VM's own message.
     enable-guest-attributes = "TRUE"
-    sinergym-trainer-image = var.image
-    sinergym-ready-topic   = var.ready_topic
-    sinergym-mlflow-uri    = var.mlflow_uri
+    sinergym-trainer-image  = var.image
+    sinergym-ready-topic    = var.ready_topic
+    sinergym-mlflow-uri     = var.mlflow_uri
   }
 
   lifecycle {
