@@ -8,7 +8,7 @@ from typing import Any
 
 from google.cloud import monitoring_v3
 
-from sinergym_cloud import names, retry
+from sinergym_cloud import names, retry, text
 from sinergym_cloud.clients import Clients
 
 log = logging.getLogger(__name__)
