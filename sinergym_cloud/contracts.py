@@ -137,7 +137,11 @@ class Experiment(Strict):
     normalization: bool = False
     multiobs: bool = False
     logger: bool = False
-    tensorboard: SafePath | None = Field(None, description="Local directory or gs:// URI; None disables.")
+    tensorboard: SafePath | None = Field(
+        None,
+        description="A path relative to the run directory, or gs://<results bucket>/<batch id>/<experiment name>/...; "
+        "None disables.",
+    )
     evaluation: bool = False
     eval_freq: int = Field(2, ge=1, le=10_000, description="Evaluate every N training episodes.")
     eval_length: int = Field(2, ge=1, le=1_000, description="Episodes per evaluation.")

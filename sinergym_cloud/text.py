@@ -27,7 +27,7 @@ def clean(value: Any, limit: int = 500) -> str:
     raw = str(value)[: limit * 4]
     out = "".join(" " if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in raw)
     out = " ".join(out.split())
-    return out if len(out) <= limit else out[: max(limit - 1, 0)] + ELLIPSIS
+    return out if len(out) <= limit else out[: max(limit - 1, 0)].rstrip() + ELLIPSIS
 
 
 def markup(value: Any, limit: int = 500) -> str:
