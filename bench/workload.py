@@ -14,11 +14,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
     # Like the trainer, the Pub/Sub client is built at start, so the completion goes out at once.
-    from sinergym_cloud import contracts, names
+    from sinergym_cloud import contracts, names, signing
     from sinergym_cloud.clients import Clients
     from sinergym_cloud.config import Settings
     from sinergym_cloud.contracts import Completion, TrainerSpec
@@ -40,7 +41,11 @@ def main(argv: list[str]) -> int:
         started_at=started,
         finished_at=dt.datetime.now(dt.UTC),  # the latency of cleanup is measured from here
     )
-    clients.publish(names.TOPIC_COMPLETIONS, contracts.dump(message))
+    data = contracts.dump(message)
+    signed: dict[str, Any] = (
+        {signing.SIGNATURE_ATTRIBUTE: signing.sign(spec.completion_key, data)} if spec.completion_key else {}
+    )
+    clients.publish(names.TOPIC_COMPLETIONS, data, **signed)
     return 0
 
 

@@ -28,6 +28,7 @@ import getpass
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -156,6 +157,7 @@ class LocalCloud:
         self.env_file = self.dir / "env"
         self.info_file = self.dir / "cloud.json"
         self.ssh_key = self.dir / "ssh" / "id_ed25519"
+        self.control_secret = self.dir / "ssh" / "control-secret"  # what Secret Manager holds in the cloud
 
     # ------------------------------------------------------------------ queries
     def info(self) -> dict[str, Any] | None:
@@ -230,9 +232,13 @@ class LocalCloud:
                     )
 
     def _ensure_ssh_key(self) -> None:
+        self.ssh_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.control_secret.exists():
+            fd = os.open(self.control_secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
         if self.ssh_key.exists():
             return
-        self.ssh_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sinergym-dispatch", "-f", str(self.ssh_key)],
             check=True,
@@ -350,6 +356,7 @@ class LocalCloud:
             "THREADS": "8",
             "SINERGYM_SSH_USER": getpass.getuser(),
             "SINERGYM_SSH_KEY_FILE": str(self.ssh_key),
+            "SINERGYM_CONTROL_SECRET_FILE": str(self.control_secret),
             "SINERGYM_VM_AGENT": str(VENV_BIN / "sinergym-vm"),
             "SINERGYM_HEARTBEAT_TIMEOUT": str(o.heartbeat_timeout),
             "SINERGYM_BOOT_TIMEOUT": str(o.boot_timeout),
@@ -479,6 +486,8 @@ class LocalCloud:
                     items=[
                         compute_v1.Items(key="ssh-keys", value=f"{getpass.getuser()}:{public_key}"),
                         compute_v1.Items(key=names.META_READY_TOPIC, value=names.TOPIC_READY),
+                        # The host keys reach dispatch through guest attributes, as on Compute Engine.
+                        compute_v1.Items(key="enable-guest-attributes", value="TRUE"),
                     ]
                 ),
                 scheduling=compute_v1.Scheduling(provisioning_model="SPOT", instance_termination_action="DELETE"),

@@ -12,7 +12,8 @@ directory (its "disk") as argument. It:
 - on SIGTERM (instance deleted, or preempted) passes SIGTERM to every process of the VM, waits the
   shutdown grace period, kills what is left and exits.
 
-It reports its progress to the emulator as lines on stdout: ``RUNNING``, ``READY <port>`` or
+It reports its progress to the emulator as lines on stdout: ``RUNNING``, ``GUEST-ATTRIBUTE
+<namespace>/<key> <value>`` (what the guest agent writes to guest attributes), ``READY <port>`` or
 ``BOOT-FAILED <reason>``.
 """
 
@@ -189,6 +190,11 @@ class Init:
         if not wait_listening(int(spec["ssh_port"]), 10.0, sshd):
             report(f"BOOT-FAILED sshd did not listen on port {spec['ssh_port']} (exit {sshd.poll()})")
             return
+        # Like Google's guest agent: the host keys go to the guest attributes (namespace hostkeys),
+        # where dispatch reads them through Compute, never from a message.
+        for pub in sorted(self.home.glob("ssh_host_*_key.pub")):
+            kind, blob = pub.read_text().split()[:2]
+            report(f"GUEST-ATTRIBUTE hostkeys/{kind} {blob}")
         try:
             publish_ready(self.home, spec)
         except (subprocess.SubprocessError, OSError) as exc:

@@ -26,32 +26,64 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from sinergym_cloud import legacy
-from sinergym_cloud.contracts import Experiment
+from sinergym_cloud.contracts import Experiment, _summarise, excerpt
 from sinergym_cloud.errors import InvalidInput
 
 BATCH_KEYS = {"batch_id", "group_name", "zone", "template_name", "results_bucket", "defaults", "experiments"}
+MAX_FILE_BYTES = 1024 * 1024  # a study of thousands of experiments fits in far less
 
 
 class BatchFileError(InvalidInput):
     """A batch file that cannot be read as a batch; the message names the file, the key and why."""
 
 
+class _NoAliases(yaml.SafeLoader):
+    """YAML without aliases (nor ``<<`` merges, which need them): a few hundred bytes of nested
+    aliases expand to gigabytes (the "billion laughs"); a batch file never needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a batch file", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _read(path: Path) -> str:
+    with path.open("rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise BatchFileError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BatchFileError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
 def load(path: Path) -> dict[str, Any]:
     """The Batch fields a YAML batch file describes (experiments already validated)."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BatchFileError(f"{path}: {exc}") from None
+        data = yaml.load(_read(path), Loader=_NoAliases)  # noqa: S506 - a SafeLoader, without aliases
+    except OSError as exc:
+        raise BatchFileError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise BatchFileError(f"{path}: {str(exc)[:500]}") from None
+    except RecursionError:
+        raise BatchFileError(f"{path}: nested too deeply") from None
     if not isinstance(data, dict):
         raise BatchFileError(f"{path}: expected a mapping with an `experiments` list")
-    unknown = set(data) - BATCH_KEYS
+    unknown = {str(k)[:40] if isinstance(k, str) else excerpt(k) for k in data if k not in BATCH_KEYS}
     if unknown:
         raise BatchFileError(
-            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(BATCH_KEYS))}"
+            f"{path}: unknown key(s) {', '.join(sorted(unknown)[:10])}; allowed: {', '.join(sorted(BATCH_KEYS))}"
         )
     defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise BatchFileError(f"{path}: `defaults` must be a mapping, not {excerpt(defaults)}")
     entries = data.get("experiments")
     if not isinstance(entries, list) or not entries:
         raise BatchFileError(f"{path}: `experiments` must be a non-empty list")
@@ -61,8 +93,10 @@ def load(path: Path) -> dict[str, Any]:
             raise BatchFileError(f"{path}: experiment {n} must be a mapping")
         try:
             experiments.extend(_expand(entry, defaults))
+        except ValidationError as exc:
+            raise BatchFileError(f"{path}: experiment {n}: {_summarise(exc)}") from None
         except (ValueError, legacy.LegacyCommandError) as exc:
-            raise BatchFileError(f"{path}: experiment {n}: {exc}") from None
+            raise BatchFileError(f"{path}: experiment {n}: {str(exc)[:500]}") from None
     fields = {k: v for k, v in data.items() if k not in ("defaults", "experiments") and v is not None}
     fields["experiments"] = experiments
     return fields
@@ -72,7 +106,10 @@ def _expand(entry: dict[str, Any], defaults: dict[str, Any]) -> list[Experiment]
     if "command" in entry:
         if set(entry) != {"command"}:
             raise ValueError("an entry with `command` takes no other keys")
-        experiment, _ = legacy.parse_command(str(entry["command"]))
+        command = entry["command"]
+        if not isinstance(command, str):
+            raise ValueError(f"`command` must be a string, not {excerpt(command)}")
+        experiment, _ = legacy.parse_command(command)
         return [experiment]
     fields = {**defaults, **entry}
     seeds = fields.pop("seeds", None)

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 
 from sinergym_cloud import batchfile, config, contracts, legacy, names
 from sinergym_cloud.contracts import Batch, Experiment, _summarise
-from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.errors import BadMessage, BatchNotFound
+from sinergym_cloud.text import markup as m
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 STEPS_PER_SECOND = {"PPO": 340.0, "A2C": 340.0, "DQN": 250.0, "DDPG": 150.0, "SAC": 60.0, "TD3": 150.0}
@@ -85,7 +86,10 @@ def submit_parser() -> argparse.ArgumentParser:
 def build_batch(args: argparse.Namespace) -> Batch:
     fields: dict[str, Any] = {}
     if args.batch_file:
-        fields = batchfile.load(args.batch_file)
+        try:
+            fields = batchfile.load(args.batch_file)
+        except batchfile.BatchFileError as exc:
+            raise SystemExit(_die(str(exc))) from None
     if args.experiment_commands:
         experiments = list(fields.get("experiments", []))
         for n, command in enumerate(args.experiment_commands, 1):
@@ -281,6 +285,14 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _validate_as_launch(data: bytes, results_bucket: str) -> None:
+    """What launch will do with the message: refuse it here, with launch's reason."""
+    try:
+        contracts.parse(Batch, data).check_paths(results_bucket)
+    except BadMessage as exc:
+        raise SystemExit(_die(str(exc))) from None
+
+
 def submit(argv: list[str]) -> int:
     args = submit_parser().parse_args(argv)
     batch = build_batch(args)
@@ -300,7 +312,7 @@ def submit(argv: list[str]) -> int:
         print(f"publisher: batch {batch.batch_id} already exists: not resubmitted (see `status {batch.batch_id}`)")
         return wait(rt, batch.batch_id, args.timeout, args.json) if args.wait else EXIT_OK
     data = contracts.dump(batch)
-    contracts.parse(Batch, data)  # what launch will do with it
+    _validate_as_launch(data, batch.results_bucket or settings.results_bucket)
     message_id = rt.clients.publish(
         names.TOPIC_BATCHES, data, batch_id=batch.batch_id, schema_version=str(contracts.SCHEMA_VERSION)
     )
@@ -373,35 +385,37 @@ def render_status(info: dict[str, Any]) -> None:
 
     console = Console()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info["counts"].items()))
-    console.print(f"[bold]batch {info['batch_id']}[/]: {info['status']} ({counts}) zone {info['zone']}")
+    console.print(f"[bold]batch {m(info['batch_id'])}[/]: {m(info['status'])} ({m(counts)}) zone {m(info['zone'])}")
     if info["error"]:
-        console.print(f"  [red]{info['error']}[/]")
+        console.print(f"  [red]{m(info['error'], 1000)}[/]")
     table = Table()
     for column in ("#", "experiment", "state", "instance", "VM", "tries", "MLflow run", "note"):
         table.add_column(column, overflow="fold")
     for e in info["experiments"]:
         note = e["reason"] or "; ".join(e["instance_errors"])
         table.add_row(
-            str(e["index"]),
-            f"{e['algorithm']} {e['environment']} seed={e['seed']}",
-            e["state"],
-            e["instance"],
-            e["instance_status"] or "-",
-            f"{e['attempts']} (p{e['preemptions']}/f{e['failures']})",
-            e["mlflow_url"] or e["mlflow_run_id"] or "-",
-            note,
+            m(e["index"]),
+            m(f"{e['algorithm']} {e['environment']} seed={e['seed']}"),
+            m(e["state"]),
+            m(e["instance"]),
+            m(e["instance_status"] or "-"),
+            m(f"{e['attempts']} (p{e['preemptions']}/f{e['failures']})"),
+            m(e["mlflow_url"] or e["mlflow_run_id"] or "-"),
+            m(note),
         )
     console.print(table)
     console.print(
-        f"outputs: {info['results']}   MLflow experiment: {info['mlflow_experiment']}"
-        + (f" ({info['mlflow_experiment_url']})" if info.get("mlflow_experiment_url") else "")
+        m(
+            f"outputs: {info['results']}   MLflow experiment: {info['mlflow_experiment']}"
+            + (f" ({info['mlflow_experiment_url']})" if info.get("mlflow_experiment_url") else "")
+        )
     )
     for g in info["groups"]:
         console.print(
-            f"group {g['name']}: {'exists, ' + str(g['instances']) + ' instance(s)' if g['exists'] else 'deleted'}"
+            m(f"group {g['name']}: {'exists, ' + str(g['instances']) + ' instance(s)' if g['exists'] else 'deleted'}")
         )
     for a in info["alerts"]:
-        console.print(f"alert raised: {a['metric']} {a['labels']} at {a['time']}")
+        console.print(m(f"alert raised: {a['metric']} {a['labels']} at {a['time']}", 2000))
 
 
 def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
@@ -417,7 +431,7 @@ def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
     started = time.time()
 
     def table(info: dict[str, Any]) -> Table:
-        t = Table(title=f"batch {batch_id}: {info['status']}  ({time.time() - started:.0f}s)")
+        t = Table(title=m(f"batch {batch_id}: {info['status']}  ({time.time() - started:.0f}s)"))
         for column in ("#", "experiment", "instance", "state", "episode", "elapsed"):
             t.add_column(column)
         for e in info["experiments"]:
@@ -425,11 +439,11 @@ def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
             end = e["finished_at"] or time.time()
             episode = _episode(rt, info, e)
             t.add_row(
-                str(e["index"]),
-                f"{e['algorithm']} {e['environment']} s{e['seed']}",
-                f"{e['instance']} ({e['instance_status'] or '-'})",
-                e["state"],
-                episode,
+                m(e["index"]),
+                m(f"{e['algorithm']} {e['environment']} s{e['seed']}"),
+                m(f"{e['instance']} ({e['instance_status'] or '-'})"),
+                m(e["state"]),
+                m(episode),
                 f"{end - since:.0f}s",
             )
         return t

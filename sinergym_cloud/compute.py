@@ -320,3 +320,64 @@ class ComputeApi:
             )
         except exceptions.NotFound:
             return None
+
+
+@dataclass(frozen=True)
+class Host:
+    """What Compute Engine itself says about an instance: who it is and how to reach it.
+
+    Read by dispatch instead of believing an instance-ready message: any VM may publish one."""
+
+    name: str
+    id: str
+    status: str
+    created_at: float | None
+    group: str | None  # the managed instance group that created it (its ``created-by`` metadata)
+    address: str  # networkInterfaces[0].networkIP
+    ssh_port: int  # 22 on Compute Engine; a local VM's port is the emulator's label
+    host_keys: tuple[str, ...] = ()  # OpenSSH one-line public keys, from the guest attributes
+
+
+SSH_PORT_LABEL = "localcloud-ssh-port"  # set by the local cloud's Compute emulator only
+
+
+def describe_host(api: ComputeApi, zone: str, name: str) -> Host | None:
+    """The instance as Compute knows it, with the host keys its guest agent published; None if gone."""
+    found = api.instance(zone, name)
+    if found is None:
+        return None
+    meta = {item.key: item.value for item in found.metadata.items} if found.metadata else {}
+    created_by = meta.get("created-by", "")
+    group = created_by.rsplit("/", 1)[-1] if "/instanceGroupManagers/" in created_by else None
+    nics = list(found.network_interfaces)
+    port = found.labels.get(SSH_PORT_LABEL, "22") if api.c.settings.compute_endpoint else "22"
+    return Host(
+        name=found.name,
+        id=str(found.id),
+        status=found.status,
+        created_at=epoch(found.creation_timestamp) if found.creation_timestamp else None,
+        group=group,
+        address=nics[0].network_i_p if nics else "",
+        ssh_port=int(port) if port.isdigit() else 22,
+        host_keys=host_keys(api, zone, name),
+    )
+
+
+def host_keys(api: ComputeApi, zone: str, name: str) -> tuple[str, ...]:
+    """The SSH host keys in the instance's guest attributes (``hostkeys/``, as ``gcloud compute ssh``
+    reads them), as OpenSSH public-key lines; empty if the guest has published none (yet)."""
+    try:
+        found = retry.call(
+            lambda: api.c.instances.get_guest_attributes(
+                request=compute_v1.GetGuestAttributesInstanceRequest(
+                    project=api.project, zone=zone, instance=name, query_path="hostkeys/"
+                ),
+                timeout=10,
+            ),
+            what=f"get host keys of {name}",
+            deadline=api.deadline,
+        )
+    except exceptions.NotFound:
+        return ()
+    items = found.query_value.items if found.query_value else []
+    return tuple(f"{i.key} {i.value}" for i in items if i.namespace == "hostkeys" and i.key and i.value)

@@ -34,6 +34,9 @@ class Settings:
     ssh_user: str = "sinergym"
     ssh_key_file: str | None = None
     ssh_key_secret: str | None = None  # projects/P/secrets/S/versions/V
+    # The deployment secret dispatch and cleanup derive completion and checkpoint keys from (signing.py).
+    control_secret_file: str | None = None
+    control_secret: str | None = None  # projects/P/secrets/S/versions/V
     vm_agent: tuple[str, ...] = ("sinergym-vm",)
     max_preemptions: int = 3
     max_failures: int = 0
@@ -70,6 +73,8 @@ class Settings:
             ssh_user=env.get("SINERGYM_SSH_USER", "sinergym"),
             ssh_key_file=env.get("SINERGYM_SSH_KEY_FILE") or None,
             ssh_key_secret=env.get("SINERGYM_SSH_KEY_SECRET") or None,
+            control_secret_file=env.get("SINERGYM_CONTROL_SECRET_FILE") or None,
+            control_secret=env.get("SINERGYM_CONTROL_SECRET") or None,
             vm_agent=tuple(shlex.split(env.get("SINERGYM_VM_AGENT", "sinergym-vm"))),
             max_preemptions=int(env.get("SINERGYM_MAX_PREEMPTIONS", 3)),
             max_failures=int(env.get("SINERGYM_MAX_FAILURES", 0)),

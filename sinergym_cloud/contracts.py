@@ -83,6 +83,47 @@ class Hyperparameters(Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+PATH_FIELDS = ("tensorboard",)  # the Experiment fields that name a place to write
+_GS_URI = re.compile(r"^gs://(?P<bucket>[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9])/(?P<path>.*)$")
+PATH_RULE = "a relative path inside the run directory, or gs://<results bucket>/<batch id>/<experiment name>/..."
+
+
+def path_problem(value: str | None) -> str:
+    """Why a path field's value is not acceptable in itself ("" if it is)."""
+    if value is None:
+        return ""
+    if ".." in value.removeprefix("gs://").split("/"):
+        return f"must not contain '..' (it must be {PATH_RULE})"
+    if value.startswith("gs://"):
+        m = _GS_URI.match(value)
+        if m is None or len([p for p in m["path"].split("/") if p]) < 2:
+            return f"{value[:80]!r} is not {PATH_RULE}"
+        return ""
+    if not value or value.startswith("/"):
+        return f"{value[:80]!r} is not {PATH_RULE}"
+    return ""
+
+
+def path_outside(value: str | None, bucket: str | None, batch_id: str, experiment_name: str | None) -> str:
+    """Why a gs:// path field points outside the experiment's own prefix ("" if it does not).
+
+    IAM lets every trainer write under every batch prefix of the results bucket, so the control
+    plane keeps each experiment's writes to ``gs://<results bucket>/<batch>/<experiment>/``."""
+    if not value or not value.startswith("gs://"):
+        return ""
+    m = _GS_URI.match(value)
+    if m is None:
+        return f"{value[:80]!r} is not {PATH_RULE}"
+    parts = [p for p in m["path"].split("/") if p]
+    if bucket is not None and m["bucket"] != bucket:
+        return f"must be in the results bucket {bucket}, not {m['bucket'][:63]}"
+    if not parts or parts[0] != batch_id:
+        return f"must be under the batch's own prefix gs://{m['bucket']}/{batch_id}/"
+    if experiment_name is not None and (len(parts) < 2 or parts[1] != experiment_name):
+        return f"must be under the experiment's own prefix gs://{m['bucket']}/{batch_id}/{experiment_name}/"
+    return ""
+
+
 def _check_date(day: int, month: int, year: int) -> None:
     dt.date(year, month, day)  # raises ValueError with a clear message
 
@@ -97,7 +138,11 @@ class Experiment(Strict):
     normalization: bool = False
     multiobs: bool = False
     logger: bool = False
-    tensorboard: SafePath | None = Field(None, description="Local directory or gs:// URI; None disables.")
+    tensorboard: SafePath | None = Field(
+        None,
+        description="A path relative to the run directory, or gs://<results bucket>/<batch id>/<experiment name>/...; "
+        "None disables.",
+    )
     evaluation: bool = False
     eval_freq: int = Field(2, ge=1, le=10_000, description="Evaluate every N training episodes.")
     eval_length: int = Field(2, ge=1, le=1_000, description="Episodes per evaluation.")
@@ -156,8 +201,10 @@ class Experiment(Strict):
                 raise ValueError(f"hyperparameter {name} does not apply to {self.algorithm} (it applies to {takers})")
         if self.n_envs > 1 and self.algorithm not in flags.ON_POLICY:
             raise ValueError(f"n_envs > 1 is supported for PPO and A2C, not {self.algorithm}")
-        if self.tensorboard and ".." in self.tensorboard.split("/"):
-            raise ValueError("tensorboard path must not contain '..'")
+        for field_name in PATH_FIELDS:
+            problem = path_problem(getattr(self, field_name))
+            if problem:
+                raise ValueError(f"{field_name}: {problem}")
         return self
 
     @property
@@ -195,6 +242,27 @@ class Batch(Strict):
         if self.schema_version < 2 and self.max_parallel is not None:
             raise ValueError("max_parallel needs schema_version 2")
         return self
+
+    @model_validator(mode="after")
+    def _paths_in_own_prefix(self) -> Batch:
+        for i, exp in enumerate(self.experiments):
+            name = experiment_name(exp, self.submitted_at, i) if self.submitted_at else None
+            for field_name in PATH_FIELDS:
+                problem = path_outside(getattr(exp, field_name), self.results_bucket, self.batch_id, name)
+                if problem:
+                    raise ValueError(f"experiments.{i}.{field_name}: {problem}")
+        return self
+
+    def check_paths(self, results_bucket: str) -> None:
+        """Raise BadMessage if a path field leaves its experiment's prefix in ``results_bucket``
+        (the deployment's default bucket when the batch names none). Needs ``submitted_at``."""
+        assert self.submitted_at is not None
+        for i, exp in enumerate(self.experiments):
+            name = experiment_name(exp, self.submitted_at, i)
+            for field_name in PATH_FIELDS:
+                problem = path_outside(getattr(exp, field_name), results_bucket, self.batch_id, name)
+                if problem:
+                    raise BadMessage(f"invalid Batch: experiments.{i}.{field_name}: {problem}")
 
     @property
     def mig_parts(self) -> int:
@@ -240,8 +308,8 @@ class Completion(Strict):
 def _summarise(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:5]:
-        message = item["msg"].removeprefix("Value error, ")
-        where = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")[:300]
+        where = ".".join(str(p)[:40] for p in item["loc"])[:120]
         parts.append(f"{where}: {message}" if where else message)
     more = error.error_count() - 5
     if more > 0:
@@ -249,20 +317,40 @@ def _summarise(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def check_size(data: bytes | str) -> None:
+    """Refuse a message over MAX_MESSAGE_BYTES before anything decodes it."""
+    size = len(data)
+    if size > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
+
+
+def excerpt(value: Any, limit: int = 40) -> str:
+    """A short, printable quote of a value for an error message (never the whole of it)."""
+    if not isinstance(value, (str, int, float, bool)) or value is None:
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse[M: BaseModel](model: type[M], data: bytes | str | dict[str, Any]) -> M:
-    """Decode and validate a message, raising BadMessage with a reason a human can act on."""
+    """Decode and validate a message, raising BadMessage with a reason a human can act on.
+
+    Every decoding failure is a BadMessage (dead-lettered, never retried): invalid UTF-8, invalid
+    JSON, JSON nested too deep for the parser (RecursionError), a message over the size limit."""
     if isinstance(data, bytes):
-        if len(data) > MAX_MESSAGE_BYTES:
-            raise BadMessage(f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        check_size(data)
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadMessage(f"message is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if isinstance(data, str):
+        check_size(data)
         try:
             data = json.loads(data)
         except json.JSONDecodeError as exc:
             raise BadMessage(f"message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise BadMessage("message is JSON nested too deeply to decode") from None
     if not isinstance(data, dict):
         raise BadMessage(f"message must be a JSON object, not {type(data).__name__}")
     accepted = schema_versions(model)
@@ -270,12 +358,14 @@ def parse[M: BaseModel](model: type[M], data: bytes | str | dict[str, Any]) -> M
     if accepted and version not in accepted:
         readable = " or ".join(str(v) for v in accepted)
         raise BadMessage(
-            f"unsupported {model.__name__} schema_version {version!r}; this deployment reads version {readable}"
+            f"unsupported {model.__name__} schema_version {excerpt(version)}; this deployment reads version {readable}"
         )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise BadMessage(f"invalid {model.__name__}: {_summarise(exc)}") from None
+    except RecursionError:
+        raise BadMessage(f"invalid {model.__name__}: nested too deeply") from None
 
 
 def schema_versions(model: type[BaseModel]) -> tuple[int, ...]:
@@ -323,3 +413,16 @@ class TrainerSpec(Strict):
     boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
     attempt: int = Field(1, ge=1)
     mlflow_experiment: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    # Handed over the verified SSH session only (signing.py): the trainer signs its Completion with
+    # the first and its checkpoints with the second. None: an unsigned run, whose completion cleanup refuses.
+    completion_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    checkpoint_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _paths_in_own_prefix(self) -> TrainerSpec:
+        for field_name in PATH_FIELDS:
+            value = getattr(self.experiment, field_name)
+            problem = path_outside(value, self.results_bucket, self.batch_id, self.experiment_name)
+            if problem:
+                raise ValueError(f"experiment.{field_name}: {problem}")
+        return self

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sinergym_cloud import errors, names
+from sinergym_cloud.contracts import check_size
 from sinergym_cloud.errors import BadMessage
 
 log = logging.getLogger(__name__)
@@ -80,9 +82,15 @@ def handle(cloud_event: Any, topic: str, handler: Callable[[Delivery], None], pu
         log.info("probe %s on %s from %s: acknowledged", d.message_id, topic, d.attributes[names.PROBE_ATTRIBUTE])
         return
     try:
+        check_size(d.data)  # on every topic, before anything decodes the body
         handler(d)
     except Exception as exc:
         if errors.classify(exc) != "permanent":
             raise  # transient or unknown: Pub/Sub redelivers, and dead-letters after max_delivery_attempts
         log.error("rejected message %s on %s: %s", d.message_id, topic, exc)
         dead_letter(publish, topic, d, str(exc))
+    except (RecursionError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # A decoding failure is never transient: redelivering the same bytes fails the same way.
+        reason = f"message could not be decoded: {type(exc).__name__}"
+        log.error("rejected message %s on %s: %s", d.message_id, topic, reason)
+        dead_letter(publish, topic, d, reason)

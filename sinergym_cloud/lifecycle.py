@@ -39,6 +39,7 @@ Effect = Literal[
     "request_vm",  # started from the queue: ask the group for the experiment's VM
     "release_vm",  # back to the queue: withdraw the VM request the group could not fulfil
 ]
+BOOTED = ("starting", "running")  # a boot of the experiment is claimed and (about to be) training
 NOBODY = -1  # ``handed_to`` of an experiment whose slot went to no one (nothing was queued, or fewer VMs now)
 
 
@@ -116,15 +117,34 @@ def requeue(rec: ExperimentRecord, reason: str) -> Transition:
     return Transition(applied=True, outcome="requeued", effects={"release_vm"})
 
 
-def claim_boot(rec: ExperimentRecord, boot_id: str, now: float) -> Transition:
-    """Dispatch takes the experiment for a VM boot it has verified. A boot is claimed once."""
-    if rec.terminal or (rec.boot_id == boot_id and rec.state in ("starting", "running")):
+@dataclass(frozen=True)
+class VerifiedBoot:
+    """What dispatch verified of a VM boot before claiming it (Compute's record of the VM, a verified
+    SSH session), and the completion key it hands that boot, kept only as a hash (signing.py)."""
+
+    boot_id: str
+    vm_id: str | None = None
+    vm_created_at: float | None = None
+    completion_nonce: str | None = None
+    completion_key_sha256: str | None = None
+
+
+def claim_boot(rec: ExperimentRecord, boot: VerifiedBoot, now: float, *, vm_recreated: bool) -> Transition:
+    """Dispatch takes the experiment for a VM boot it has verified. A boot is claimed once, and a boot
+    that is starting or running is replaced only when Compute shows its VM was recreated."""
+    if rec.terminal or (rec.boot_id == boot.boot_id and rec.state in BOOTED):
         return NOT_APPLIED
+    if rec.state in BOOTED and not vm_recreated:
+        return NOT_APPLIED  # another boot was claimed meanwhile, on this same VM
     rec.state = "starting"
-    rec.boot_id = boot_id
+    rec.boot_id = boot.boot_id
     rec.attempts += 1
     rec.dispatched_at = now
-    rec.note("dispatch", f"boot {boot_id}")
+    rec.vm_id = boot.vm_id
+    rec.vm_created_at = boot.vm_created_at
+    rec.completion_nonce = boot.completion_nonce
+    rec.completion_key_sha256 = boot.completion_key_sha256
+    rec.note("dispatch", f"boot {boot.boot_id}")
     return Transition(applied=True, outcome="starting")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.cloud import monitoring_v3
 
-from sinergym_cloud import names, retry
+from sinergym_cloud import names, retry, text
 from sinergym_cloud.clients import Clients
 
 log = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def _label(value: Any) -> str:
     # Label values are at most 1024 characters.
-    return str(value)[:1024]
+    return text.clean(value, 1024)
 
 
 def write(clients: Clients, metric_type: str, labels: dict[str, Any], value: float = 1.0) -> None:

@@ -60,6 +60,13 @@ class ExperimentRecord(Record):
     started_by: int | str | None = None
     started_at: float | None = None
     handed_to: int | None = None
+    # What dispatch verified when it claimed the current boot: the VM's id and creation time from
+    # Compute (a running experiment is re-claimed only by a recreated VM), and the nonce its
+    # completion key is derived from with the key's hash (signing.py); never the key itself.
+    vm_id: str | None = None
+    vm_created_at: float | None = None
+    completion_nonce: str | None = None
+    completion_key_sha256: str | None = None
     reason: str = ""
     mlflow_run_id: str | None = None
     output_uris: list[str] = Field(default_factory=list)

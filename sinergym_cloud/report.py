@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sinergym_cloud import text
 from sinergym_cloud.errors import BatchNotFound
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def render(info: dict[str, Any], rows: list[Row], images: dict[str, bytes], stor
             f"<td>{_fmt(r.comfort_violation, 1)}</td><td>{_fmt(r.energy_kwh, 1)}</td>"
             f"<td>{_fmt(r.wall_hours * 60 if r.wall_hours is not None else None, 1)}</td>"
             f"<td>{_fmt(r.vm_hours, 3)}</td><td>{run}</td><td>{outputs_link(r.outputs, storage_endpoint)}</td>"
-            f"<td>{html.escape(r.reason)}</td>"
+            f"<td>{html.escape(text.clean(r.reason, 1000))}</td>"
             "</tr>"
         )
     figures = []
@@ -263,7 +264,7 @@ def render(info: dict[str, Any], rows: list[Row], images: dict[str, bytes], stor
                 f"<figcaption>{html.escape(caption)} ({name})</figcaption></figure>"
             )
     alerts = "".join(
-        f"<li>{html.escape(a['metric'])}: {html.escape(json.dumps(a['labels'], sort_keys=True))} at {html.escape(a['time'])}</li>"
+        f"<li>{html.escape(a['metric'])}: {html.escape(text.clean(json.dumps(a['labels'], sort_keys=True), 2000))} at {html.escape(a['time'])}</li>"
         for a in info["alerts"]
     )
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,7 +1,8 @@
-"""SSH to a VM with paramiko, trusting only the host key the VM itself published.
+"""SSH to a VM with paramiko, trusting only the host keys Compute Engine holds for it.
 
-The instance-ready message carries the SHA-256 fingerprint of the VM's host key; a connection
-whose server key does not match it is refused before authentication. The private key comes from
+Dispatch reads the VM's host keys from its guest attributes (``hostkeys/``, written by the guest
+agent at boot) through Compute, never from a message; a connection whose server key is not one of
+them is refused before authentication. The private key comes from
 configuration (a file on the local cloud, Secret Manager on Google Cloud), never from a message.
 """
 
@@ -52,13 +53,14 @@ def public_key_fingerprint(openssh_line: str) -> str:
 
 
 class _Verify(paramiko.MissingHostKeyPolicy):
-    def __init__(self, expected: str) -> None:
-        self.expected = expected
+    def __init__(self, expected: str | Sequence[str]) -> None:
+        self.expected = (expected,) if isinstance(expected, str) else tuple(expected)
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         actual = fingerprint(key)
-        if actual != self.expected:
-            raise HostKeyMismatch(f"host key of {hostname} is {actual}, but the VM published {self.expected}")
+        if actual not in self.expected:
+            published = ", ".join(self.expected)
+            raise HostKeyMismatch(f"host key of {hostname} is {actual}, but the VM published {published}")
 
 
 def parse_private_key(text: str) -> paramiko.PKey:
@@ -93,20 +95,17 @@ class Result:
     stderr: str
 
 
-def run(
-    host: str,
-    port: int,
-    *,
-    user: str,
-    key: paramiko.PKey,
-    expected_fingerprint: str,
-    argv: Sequence[str],
-    stdin: bytes = b"",
-    timeout: float = 60.0,
-) -> Result:
-    """Run one command (argv, quoted here) on the VM, feeding ``stdin``; wait for its exit code."""
+# A hostile or broken endpoint (accepts, then never speaks) costs seconds, not minutes.
+CONNECT_TIMEOUT = 5.0
+
+
+def connect(
+    host: str, port: int, *, user: str, key: paramiko.PKey, expected: str | Sequence[str]
+) -> paramiko.SSHClient:
+    """An authenticated SSH connection to a server whose host key is one of ``expected``
+    (fingerprints); refused before authentication otherwise. The caller closes it."""
     client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(_Verify(expected_fingerprint))
+    client.set_missing_host_key_policy(_Verify(expected))
     try:
         client.connect(
             host,
@@ -115,18 +114,43 @@ def run(
             pkey=key,
             allow_agent=False,
             look_for_keys=False,
-            timeout=10,
-            banner_timeout=10,
-            auth_timeout=10,
+            timeout=CONNECT_TIMEOUT,
+            banner_timeout=CONNECT_TIMEOUT,
+            auth_timeout=CONNECT_TIMEOUT,
+            channel_timeout=CONNECT_TIMEOUT,
         )
-        command = shlex.join(argv)
-        chan_in, chan_out, chan_err = client.exec_command(command, timeout=timeout)
-        if stdin:
-            chan_in.write(stdin)
-        chan_in.channel.shutdown_write()
-        out = chan_out.read().decode(errors="replace")
-        err = chan_err.read().decode(errors="replace")
-        code = chan_out.channel.recv_exit_status()
-        return Result(code, out, err)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def execute(client: paramiko.SSHClient, argv: Sequence[str], stdin: bytes = b"", timeout: float = 60.0) -> Result:
+    """Run one command (argv, quoted here) on a connection, feeding ``stdin``; wait for its exit code."""
+    chan_in, chan_out, chan_err = client.exec_command(shlex.join(argv), timeout=timeout)
+    if stdin:
+        chan_in.write(stdin)
+    chan_in.channel.shutdown_write()
+    out = chan_out.read().decode(errors="replace")
+    err = chan_err.read().decode(errors="replace")
+    code = chan_out.channel.recv_exit_status()
+    return Result(code, out, err)
+
+
+def run(
+    host: str,
+    port: int,
+    *,
+    user: str,
+    key: paramiko.PKey,
+    expected_fingerprint: str | Sequence[str],
+    argv: Sequence[str],
+    stdin: bytes = b"",
+    timeout: float = 60.0,
+) -> Result:
+    """Run one command on the VM over a fresh connection (see ``connect`` and ``execute``)."""
+    client = connect(host, port, user=user, key=key, expected=expected_fingerprint)
+    try:
+        return execute(client, argv, stdin, timeout)
     finally:
         client.close()

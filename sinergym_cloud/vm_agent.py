@@ -44,6 +44,19 @@ def vm_env(root: Path) -> dict[str, str]:
 BOOT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
+def own_boot_id(root: Path) -> str | None:
+    """This VM's boot id, as its boot wrote it (``boot-id`` by the cloud startup script, ``vm.json``
+    on the local cloud); None if unknown. Dispatch compares it with the ready message's."""
+    try:
+        value = (root / "boot-id").read_text().strip()
+    except OSError:
+        try:
+            value = str(json.loads((root / "vm.json").read_text()).get("boot_id", ""))
+        except (OSError, ValueError, AttributeError):
+            return None
+    return value if BOOT_ID.match(value) else None
+
+
 def check_spec(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     """The few fields the agent itself uses, checked; the trainer validates the whole TrainerSpec.
 
@@ -116,7 +129,7 @@ def status() -> dict[str, Any]:
     trainers = {}
     for pid_file in sorted((root / "experiments").glob("*/trainer.pid")):
         trainers[pid_file.parent.name] = "running" if _alive(pid_file) else "exited"
-    return {"home": str(root), "trainers": trainers}
+    return {"home": str(root), "boot_id": own_boot_id(root), "trainers": trainers}
 
 
 def main(argv: list[str] | None = None) -> int:

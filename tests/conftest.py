@@ -48,6 +48,7 @@ class Cloud:
                 **self.env,
                 "SINERGYM_SSH_USER": os.environ.get("USER") or __import__("getpass").getuser(),
                 "SINERGYM_SSH_KEY_FILE": str(self.local.ssh_key),
+                "SINERGYM_CONTROL_SECRET_FILE": str(self.local.control_secret),
                 "SINERGYM_VM_AGENT": str(Path(os.sys.executable).parent / "sinergym-vm"),
             }
         )

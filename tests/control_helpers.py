@@ -10,9 +10,11 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import compute_v1
 
-from sinergym_cloud import contracts, names, status
+from sinergym_cloud import contracts, names, signing, status
 from sinergym_cloud.contracts import Batch, Completion, Experiment, ExperimentStatus, InstanceReady
+from sinergym_cloud.control import cleanup
 from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.records import ExperimentRecord
 from sinergym_cloud.runtime import Runtime
 from tests.conftest import Cloud, new_batch_id, wait_for
 
@@ -150,6 +152,46 @@ def completion(
         status=status_,
         exit_reason="" if status_ == "succeeded" else "test",
     )
+
+
+def start_boot(rt: Runtime, batch_id: str, index: int, boot_id: str = "boot-1") -> str:
+    """Leave the experiment as dispatch leaves it (boot claimed, trainer running), without SSH:
+    for tests that play the trainer themselves. Returns the boot's completion key."""
+    secret = signing.deployment_secret(rt.settings)
+    nonce = signing.new_nonce()
+    key = signing.completion_key(secret, batch_id, index, boot_id, nonce)
+
+    def change(doc: dict[str, Any]) -> dict[str, Any]:
+        r = ExperimentRecord.model_validate(doc)
+        r.state, r.boot_id, r.attempts = "running", boot_id, r.attempts + 1
+        r.dispatched_at = r.running_at = time.time()
+        r.completion_nonce, r.completion_key_sha256 = nonce, signing.key_hash(key)
+        return r.doc()
+
+    rt.state.update(
+        names.experiment_object(batch_id, index),
+        change,
+        metadata=lambda d: ExperimentRecord.model_validate(d).object_metadata(),
+    )
+    return key
+
+
+def signed(message: Completion, key: str) -> tuple[bytes, dict[str, str]]:
+    """A Completion's wire form and attributes, signed as the trainer signs it."""
+    data = contracts.dump(message)
+    return data, {signing.SIGNATURE_ATTRIBUTE: signing.sign(key, data)}
+
+
+def deliver(rt: Runtime, message: Completion, key: str | None, owner: str = "m1") -> ExperimentRecord:
+    """Run cleanup on a Completion as its function would, signed with ``key`` (None: unsigned)."""
+    data, attributes = signed(message, key) if key else (contracts.dump(message), {})
+    signature = cleanup.Signature(data, attributes.get(signing.SIGNATURE_ATTRIBUTE))
+    return cleanup.complete(rt, message, owner=owner, signature=signature)
+
+
+def publish_completion(rt: Runtime, message: Completion, key: str) -> str:
+    data, attributes = signed(message, key)
+    return rt.clients.publish(names.TOPIC_COMPLETIONS, data, **attributes)
 
 
 def mig_events(cloud: Cloud, mig: str, since: float, kind: str) -> list[dict[str, Any]]:

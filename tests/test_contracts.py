@@ -194,3 +194,64 @@ def test_vm_hours_count_each_vm_from_its_creation() -> None:
     e = {"created_at": 0.0, "attempts": 2, "vm_created": {"b2": 1800.0}, "delete_requested_at": 3600.0}
     assert vm_hours(e, now=9999.0)[0] == pytest.approx(1.0)
     assert vm_hours({}, now=1.0) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [
+        ("./tensorboard_log", True),
+        ("tb/run", True),
+        ("/an/absolute/dir", False),
+        ("tb/../../x", False),
+        ("gs://bucket-one/only-one-level", False),
+        ("gs://bucket-one/batch/experiment/tb", True),
+    ],
+)
+def test_path_fields_are_relative_or_gs_with_the_field_named(path: str, ok: bool) -> None:
+    fields = {"environment": "Eplus-5zone-hot-continuous-v1", "tensorboard": path}
+    if ok:
+        Experiment.model_validate(fields)
+    else:
+        with pytest.raises(BadMessage, match="tensorboard"):
+            contracts.parse(Batch, {"batch_id": "b1", "experiments": [fields]})
+
+
+def test_gs_paths_must_be_the_experiments_own_prefix() -> None:
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    exp = {"environment": "Eplus-5zone-hot-continuous-v1"}
+    name = contracts.experiment_name(Experiment.model_validate(exp), at, 0)
+
+    def batch(tb: str, bucket: str | None = None) -> Batch:
+        body = {"batch_id": "b1", "submitted_at": at.isoformat(), "experiments": [{**exp, "tensorboard": tb}]}
+        return contracts.parse(Batch, {**body, **({"results_bucket": bucket} if bucket else {})})
+
+    batch(f"gs://results-1/b1/{name}/tb").check_paths("results-1")
+    for bad in (f"gs://results-1/b2/{name}/tb", "gs://results-1/b1/someone-else/tb"):
+        with pytest.raises(BadMessage, match=r"experiments\.0\.tensorboard"):
+            batch(bad)
+    with pytest.raises(BadMessage, match="results bucket results-1"):
+        batch(f"gs://other-1/b1/{name}/tb").check_paths("results-1")
+    with pytest.raises(BadMessage, match="results bucket results-1"):
+        batch(f"gs://other-1/b1/{name}/tb", bucket="results-1")
+
+
+def test_deep_and_oversize_messages_are_bad_messages() -> None:
+    with pytest.raises(BadMessage, match="nested too deeply"):
+        contracts.parse(Batch, b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(BadMessage, match="the limit is"):
+        contracts.parse(Batch, b" " * (contracts.MAX_MESSAGE_BYTES + 1))
+    with pytest.raises(BadMessage, match="a dict"):
+        contracts.parse(Batch, {"schema_version": {"x" * 10_000: 1}, "batch_id": "b"})
+
+
+def test_signatures_and_sanitised_text() -> None:
+    from sinergym_cloud import signing, text
+
+    key = signing.completion_key(b"s" * 32, "b1", 0, "boot-1", "n1")
+    assert key != signing.completion_key(b"s" * 32, "b1", 0, "boot-2", "n1")  # bound to the boot
+    sig = signing.sign(key, b"body")
+    assert signing.verify(key, b"body", sig)
+    assert not signing.verify(key, b"body2", sig) and not signing.verify(key, b"body", None)
+    assert text.clean("a\x1b[31m\nb\u202ec" + "x" * 100, 10) == "a [31m b…"
+    assert text.markup("[/data/weather]") == "\\[/data/weather]"
+    assert text.clean({"not": "a string"}) == "<dict>"

@@ -17,20 +17,23 @@ import pytest
 from sinergym_cloud import contracts, names
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import batches, cleanup, dispatch, launch
-from sinergym_cloud.errors import Permanent
+from sinergym_cloud.errors import BadMessage, Permanent
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 from tests.control_helpers import (
     QUIET_TEMPLATE,
     ZONE,
     batch_status,
     completion,
+    deliver,
     dqn,
     ensure_quiet_template,
     make_batch,
     mig_events,
     ppo,
     publish_batch,
+    publish_completion,
     quiet_ready,
+    start_boot,
     wait_batch,
 )
 from trainer import storage
@@ -215,8 +218,11 @@ def test_two_last_completions_together_delete_the_group_once(cloud: Cloud) -> No
     batch = make_batch(ppo(), ppo(seed=2), template=QUIET_TEMPLATE)
     launch.launch(rt, batch)
     mig = names.mig_name(batch.group_name, batch.batch_id)
-    messages = [contracts.dump(completion(rt, batch.batch_id, i, boot_id="b")) for i in range(2)]
-    threads = [threading.Thread(target=rt.clients.publish, args=(names.TOPIC_COMPLETIONS, m)) for m in messages]
+    keys = [start_boot(rt, batch.batch_id, i, boot_id="b") for i in range(2)]
+    messages = [completion(rt, batch.batch_id, i, boot_id="b") for i in range(2)]
+    threads = [
+        threading.Thread(target=publish_completion, args=(rt, m, k)) for m, k in zip(messages, keys, strict=True)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -234,12 +240,15 @@ def test_duplicate_and_stale_completions_change_nothing(cloud: Cloud) -> None:
     rt = cloud.runtime()
     batch = make_batch(ppo(), template=QUIET_TEMPLATE)
     launch.launch(rt, batch)
+    key = start_boot(rt, batch.batch_id, 0, boot_id="b")
     done = completion(rt, batch.batch_id, 0, boot_id="b")
-    first = cleanup.complete(rt, done, owner="m1")
+    first = deliver(rt, done, key, owner="m1")
     since = time.time()
-    again = cleanup.complete(rt, done, owner="m1")
-    late_failure = cleanup.complete(rt, completion(rt, batch.batch_id, 0, "failed", boot_id="b"), owner="m2")
+    again = deliver(rt, done, key, owner="m1")
+    late_failure = deliver(rt, completion(rt, batch.batch_id, 0, "failed", boot_id="b"), key, owner="m2")
     assert first.state == again.state == late_failure.state == "succeeded"
+    with pytest.raises(cleanup.Refused, match="boot stale is not the running boot b"):
+        deliver(rt, completion(rt, batch.batch_id, 0, "failed", boot_id="stale"), key, owner="m3")
     mig = names.mig_name(batch.group_name, batch.batch_id)
     assert mig_events(cloud, mig, since, "mig.deleteInstances") == []
     assert mig_events(cloud, mig, since, "mig.delete") == []
@@ -253,12 +262,12 @@ def test_dispatch_is_idempotent_and_verifies_the_host_key(cloud: Cloud) -> None:
     launch.launch(rt, batch)
     instance = names.instance_name(batch.group_name, batch.batch_id, 0)
     ready = quiet_ready(cloud, instance)
-    # A forged or stale message (another host key) is refused before anything runs.
+    # A forged or stale message (a boot that is not this instance's) is refused before anything runs.
     forged = ready.model_copy(update={"host_key_fingerprint": "SHA256:" + "B" * 43, "boot_id": "forged-boot"})
-    assert dispatch.dispatch(rt, forged) == "refused: host key mismatch"
+    with pytest.raises(BadMessage, match="is not a boot of instance"):
+        dispatch.dispatch(rt, forged)
     record = batch_status(rt, batch.batch_id)["experiments"][0]  # type: ignore[index] - the batch exists here
-    assert record["state"] != "running"
-    assert any(h["event"] == "host-key-mismatch" for h in record["history"])
+    assert record["state"] == "pending" and record["attempts"] == 0
     # The same ready message delivered three times, two of them at once: one trainer.
     outcomes: list[str] = []
     threads = [threading.Thread(target=lambda: outcomes.append(dispatch.dispatch(rt, ready))) for _ in range(2)]

@@ -22,7 +22,6 @@ from tests.conftest import REPO, Cloud, new_batch_id
 TF = REPO / "infra" / "terraform"
 MODULE_DIRS = [TF, *sorted(p for p in (TF / "modules").iterdir() if p.is_dir())]
 ROLE_ALLOWLIST = {
-    "roles/compute.viewer",
     "roles/iam.serviceAccountUser",
     "roles/storage.objectUser",
     "roles/storage.objectViewer",
@@ -203,6 +202,7 @@ CALL_PERMISSIONS = {
     "migs.delete_unary": "compute.instanceGroupManagers.delete",
     "templates.get": "compute.instanceTemplates.get",
     "instances.get": "compute.instances.get",
+    "instances.get_guest_attributes": "compute.instances.getGuestAttributes",
     "zone_operations.wait": "compute.zoneOperations.get",
     "global_operations.wait": "compute.globalOperations.get",
     "regions.get": "compute.regions.get",
@@ -210,10 +210,18 @@ CALL_PERMISSIONS = {
 }
 
 
+def _custom_roles() -> dict[str, Any]:
+    """Every google_project_iam_custom_role of the root module, by resource name."""
+    roles: dict[str, Any] = {}
+    for block in _parsed(TF)["resource"]:
+        roles.update(block.get("google_project_iam_custom_role", {}))
+    return roles
+
+
 def test_the_group_operator_role_is_exactly_what_the_compute_calls_need() -> None:
     """launch, cleanup and the sweeper get a custom role, not compute.instanceAdmin.v1: every
     permission in it is used by a call, and every call is covered."""
-    roles = {k: v for block in _parsed(TF)["resource"] for k, v in block.items()}["google_project_iam_custom_role"]
+    roles = _custom_roles()
     granted = set(_unquote(roles["group_operator"])["permissions"])
     source = (REPO / "sinergym_cloud" / "compute.py").read_text()
     calls = {c for c in re.findall(r"self\.c\.([a-z_]+\.[a-z_]+)\b", source) if not c.startswith("settings.")}
@@ -221,6 +229,17 @@ def test_the_group_operator_role_is_exactly_what_the_compute_calls_need() -> Non
     assert calls <= set(CALL_PERMISSIONS), f"calls without a known permission: {calls - set(CALL_PERMISSIONS)}"
     needed = {CALL_PERMISSIONS[c] for c in calls} | {"compute.instanceTemplates.useReadOnly"}  # group from template
     assert granted == needed, f"missing {needed - granted}, unused {granted - needed}"
+
+
+def test_dispatch_reads_instances_and_host_keys_and_nothing_else() -> None:
+    """dispatch's custom role is exactly what describe_host calls (api.c.*) and instance() need."""
+    roles = _custom_roles()
+    granted = set(_unquote(roles["instance_reader"])["permissions"])
+    source = (REPO / "sinergym_cloud" / "compute.py").read_text()
+    calls = set(re.findall(r"api\.c\.([a-z_]+\.[a-z_]+)\b", source)) - {"c.settings"}
+    calls = {c for c in calls if not c.startswith("settings.")} | {"instances.get"}  # api.instance()
+    assert "instances.get_guest_attributes" in calls, "the host-key call was not found: the pattern is broken"
+    assert {CALL_PERMISSIONS[c] for c in calls} == granted
 
 
 def test_no_secret_in_instance_metadata_or_images() -> None:

@@ -47,7 +47,7 @@ RUN_VALUES = {
     "episodes": "4",
     "algorithm": "PPO",
     "reward": "exponential",
-    "tensorboard": "gs://my-bucket/tb",
+    "tensorboard": "gs://my-bucket/my-batch/my-experiment/tb",
     "eval_freq": "3",
     "eval_length": "2",
     "log_interval": "10",

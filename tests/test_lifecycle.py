@@ -9,7 +9,7 @@ import pytest
 
 from sinergym_cloud import lifecycle
 from sinergym_cloud.contracts import Experiment
-from sinergym_cloud.lifecycle import Budgets, Ending, Transition
+from sinergym_cloud.lifecycle import Budgets, Ending, Transition, VerifiedBoot
 from sinergym_cloud.records import ExperimentRecord
 
 BUDGETS = Budgets(max_failures=1, max_preemptions=2)
@@ -40,6 +40,10 @@ def complete(status: str, boot: str = "b1") -> Callable[[ExperimentRecord], Tran
     return lambda r: lifecycle.completed(r, end(status, boot), BUDGETS, None, NOW)
 
 
+def claim(boot: str, recreated: bool = False) -> Callable[[ExperimentRecord], Transition]:
+    return lambda r: lifecycle.claim_boot(r, VerifiedBoot(boot, vm_id="7"), NOW, vm_recreated=recreated)
+
+
 def lose(kind: str, boot: str | None = "b1", state: str = "running") -> Callable[[ExperimentRecord], Transition]:
     return lambda r: lifecycle.lost(
         r,
@@ -55,11 +59,12 @@ def lose(kind: str, boot: str | None = "b1", state: str = "running") -> Callable
 
 TABLE: list[tuple[str, dict[str, Any], Callable[[ExperimentRecord], Transition], str, bool, set[str]]] = [
     # (state, other fields), event -> new state, applied, effects
-    ("pending", {"boot": None}, lambda r: lifecycle.claim_boot(r, "b1", NOW), "starting", True, set()),
-    ("starting", {}, lambda r: lifecycle.claim_boot(r, "b1", NOW), "starting", False, set()),
-    ("running", {}, lambda r: lifecycle.claim_boot(r, "b1", NOW), "running", False, set()),
-    ("running", {}, lambda r: lifecycle.claim_boot(r, "b2", NOW), "starting", True, set()),
-    ("succeeded", {}, lambda r: lifecycle.claim_boot(r, "b2", NOW), "succeeded", False, set()),
+    ("pending", {"boot": None}, claim("b1"), "starting", True, set()),
+    ("starting", {}, claim("b1"), "starting", False, set()),
+    ("running", {}, claim("b1"), "running", False, set()),
+    ("running", {}, claim("b2"), "running", False, set()),  # the same VM: a second boot is not believed
+    ("running", {}, claim("b2", recreated=True), "starting", True, set()),
+    ("succeeded", {}, claim("b2"), "succeeded", False, set()),
     ("starting", {}, lambda r: lifecycle.trainer_started(r, "b1", "started", NOW), "running", True, set()),
     ("starting", {}, lambda r: lifecycle.trainer_started(r, "b0", "started", NOW), "starting", False, set()),
     ("running", {}, complete("succeeded"), "succeeded", True, {"settle"}),
@@ -103,9 +108,9 @@ def test_budgets_are_counted_once_per_loss_and_named_when_spent() -> None:
     rec = record("running")
     lifecycle.completed(rec, end("preempted"), BUDGETS, None, NOW)
     assert (rec.preemptions, rec.boot_id) == (1, None)
-    lifecycle.claim_boot(rec, "b2", NOW)
+    claim("b2", recreated=True)(rec)
     lifecycle.completed(rec, end("preempted", boot="b2"), BUDGETS, None, NOW)
-    lifecycle.claim_boot(rec, "b3", NOW)
+    claim("b3", recreated=True)(rec)
     t = lifecycle.completed(rec, end("preempted", boot="b3"), BUDGETS, None, NOW)
     assert (t.outcome, rec.state, rec.reason) == ("failed", "failed", "preempted 3 times (budget 2)")
     assert rec.attempts == 2 and rec.finished_at == NOW
@@ -131,3 +136,23 @@ def test_marks_are_set_once() -> None:
     assert lifecycle.mark(rec, "delete_requested_at", NOW).applied
     assert not lifecycle.mark(rec, "delete_requested_at", NOW + 1).applied
     assert rec.delete_requested_at == NOW
+
+
+def test_the_queue_hands_a_slot_on_once() -> None:
+    waiting = record("queued", None)
+    assert lifecycle.promote(waiting, 3, NOW).effects == {"request_vm"}
+    assert (waiting.state, waiting.started_by) == ("pending", 3)
+    assert not lifecycle.promote(waiting, 4, NOW).applied, "a second ending never starts it again"
+    ended = record("succeeded")
+    assert lifecycle.hand_over(ended, 5, expected=None).applied
+    assert not lifecycle.hand_over(ended, 6, expected=None).applied, "a duplicate delivery keeps the first choice"
+    assert lifecycle.hand_over(ended, None, expected=5).applied and ended.handed_to is None  # withdrawn
+    assert not lifecycle.hand_over(record("running"), 5, expected=None).applied, "only an ended experiment"
+
+
+def test_requeue_only_before_any_boot() -> None:
+    asked = record("pending", None, started_by="launch")
+    t = lifecycle.requeue(asked, "QUOTA_EXCEEDED: CPUS")
+    assert (asked.state, asked.started_by, t.effects) == ("queued", None, {"release_vm"})
+    assert not lifecycle.requeue(record("starting"), "x").applied
+    assert not lifecycle.requeue(record("pending", "b1"), "x").applied

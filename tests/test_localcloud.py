@@ -17,7 +17,7 @@ from google.cloud import compute_v1, monitoring_v3
 
 from localcloud import procs
 from localcloud.cloud import LocalCloud, Options
-from sinergym_cloud import metrics, names, ssh
+from sinergym_cloud import compute, metrics, names, ssh
 from sinergym_cloud.compute import ComputeApi
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 
@@ -136,6 +136,33 @@ def test_mig_round_trip_with_real_sshd(cloud: Cloud) -> None:
     assert f"up {vm['home']}" in _ssh_ok(cloud, vm["ssh_port"], fingerprint)
     with pytest.raises(ssh.HostKeyMismatch):
         _ssh_ok(cloud, vm["ssh_port"], "SHA256:" + "A" * 43)
+    # Compute's own record of the VM: its host key in the guest attributes (Google's response shape,
+    # through the official client), its address and, on the emulator only, its sshd's port label.
+    attrs = rt.clients.instances.get_guest_attributes(
+        request=compute_v1.GetGuestAttributesInstanceRequest(
+            project=PROJECT, zone=ZONE, instance=f"{group}-0", query_path="hostkeys/"
+        )
+    )
+    assert attrs.query_path == "hostkeys/" and attrs.self_link.endswith(
+        f"/instances/{group}-0/guestAttributes/hostkeys/"
+    )
+    items = [(i.namespace, i.key, i.value) for i in attrs.query_value.items]
+    assert items == [("hostkeys", "ssh-ed25519", host_key.read_text().split()[1])]
+    one = rt.clients.instances.get_guest_attributes(
+        request=compute_v1.GetGuestAttributesInstanceRequest(
+            project=PROJECT, zone=ZONE, instance=f"{group}-0", variable_key="hostkeys/ssh-ed25519"
+        )
+    )
+    assert one.variable_value == items[0][2]
+    with pytest.raises(exceptions.NotFound):
+        rt.clients.instances.get_guest_attributes(
+            request=compute_v1.GetGuestAttributesInstanceRequest(
+                project=PROJECT, zone=ZONE, instance=f"{group}-0", variable_key="hostkeys/ssh-rsa"
+            )
+        )
+    host = compute.describe_host(api, ZONE, f"{group}-0")
+    assert host is not None and (host.group, host.address, host.ssh_port) == (group, "127.0.0.1", vm["ssh_port"])
+    assert host.status == "RUNNING" and vm["boot_id"].startswith(f"{host.id}-")
     vm_pid = vm["pid"]
     assert api.delete_instances(ZONE, group, [f"{group}-0"])
     wait_for(lambda: {m.name for m in api.members(ZONE, group) or []} == {f"{group}-1"}, 30, "VM 0 removed")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -81,6 +83,10 @@ def spec_for(experiment: Experiment, batch_id: str | None = None, attempt: int =
         boot_id=f"boot-{attempt}",
         attempt=attempt,
         mlflow_experiment=f"trainer-tests.{batch_id}",
+        # What dispatch would derive (signing.py): a fresh completion key per boot, one checkpoint
+        # key per experiment, so that a replacement VM trusts its predecessor's checkpoint.
+        completion_key=secrets.token_hex(32),
+        checkpoint_key=hashlib.sha256(f"checkpoint-{batch_id}".encode()).hexdigest(),
     )
 
 
@@ -222,8 +228,9 @@ def test_failure_publishes_failed_with_the_reason(cloud: Cloud, completions: str
 @pytest.mark.slow
 def test_parallel_environments_and_tensorboard_in_the_bucket(cloud: Cloud, completions: str, tmp_path: Path) -> None:
     storage_client = cloud.runtime().clients.storage
-    with contextlib.suppress(exceptions.Conflict):
-        storage_client.create_bucket("tensorboard-elsewhere")  # TensorBoard in another bucket than the results
+    batch_id = new_batch_id("tr")
+    # TensorBoard synced live into the experiment's own prefix (the only gs:// place allowed).
+    live = f"{batch_id}/PPO-{batch_id}/tensorboard_log"
     experiment = Experiment.model_validate(
         {
             "environment": CONT,
@@ -231,7 +238,7 @@ def test_parallel_environments_and_tensorboard_in_the_bucket(cloud: Cloud, compl
             "episodes": 2,
             "n_envs": 2,
             "runperiod": WEEK,
-            "tensorboard": "gs://tensorboard-elsewhere/tensorboard_log",
+            "tensorboard": f"gs://experiments-storage/{live}",
             "remote_store": True,
             "evaluation": True,
             "eval_freq": 2,
@@ -239,15 +246,15 @@ def test_parallel_environments_and_tensorboard_in_the_bucket(cloud: Cloud, compl
             "hyperparameters": {"n_steps": 64},
         }
     )
-    spec = spec_for(experiment)
+    spec = spec_for(experiment, batch_id=batch_id)
     assert run_to_end(cloud, spec, tmp_path) == 0, log_of(tmp_path)[-3000:]
     outputs = sorted(p.name for p in (tmp_path / "work" / "output").iterdir())
     assert any(p.endswith("-w0-res1") for p in outputs) and any(p.endswith("-w1-res1") for p in outputs)
     done = completion_of(cloud, completions, spec.batch_id)
     assert done.status == "succeeded" and done.metrics["episodes"] >= 2
     assert "best_eval_mean_reward" in done.metrics
-    bucket = storage_client.bucket("tensorboard-elsewhere")
-    events = [b for b in bucket.list_blobs(prefix=f"tensorboard_log/{spec.experiment_name}/") if "tfevents" in b.name]
+    bucket = storage_client.bucket("experiments-storage")
+    events = [b for b in bucket.list_blobs(prefix=f"{live}/") if "tfevents" in b.name]
     assert events, "TensorBoard event files are uploaded whole"
     local = tmp_path / "work" / "tensorboard"
     local_files = {p.name: p.stat().st_size for p in local.rglob("*tfevents*")}
@@ -256,11 +263,11 @@ def test_parallel_environments_and_tensorboard_in_the_bucket(cloud: Cloud, compl
     results = storage_client.bucket("experiments-storage")
     prefix = names.results_prefix(spec.batch_id, spec.experiment_name)
     manifest = json.loads(results.blob(prefix + "MANIFEST.json").download_as_bytes())
-    listed = {e["path"] for e in manifest if e.get("bucket") == "tensorboard-elsewhere"}
+    listed = {e["path"] for e in manifest}
     assert {b.name for b in events} <= listed
     assert storage.verify_manifest(results, prefix) == []
     events[0].delete()
-    assert storage.verify_manifest(results, prefix) == [f"missing: gs://tensorboard-elsewhere/{events[0].name}"]
+    assert storage.verify_manifest(results, prefix) == [f"missing: gs://experiments-storage/{events[0].name}"]
 
 
 @pytest.mark.slow

@@ -52,6 +52,8 @@ class Context:
     zone: str | None = None
     boot_id: str | None = None
     attempt: int = 1
+    completion_key: str | None = None  # signs the Completion (from dispatch, over SSH)
+    checkpoint_key: str | None = None  # signs and checks the checkpoints (from dispatch, over SSH)
 
     @property
     def on_vm(self) -> bool:
@@ -117,6 +119,8 @@ def run_trainer_spec(spec: TrainerSpec, workdir: Path) -> int:
         zone=spec.zone,
         boot_id=spec.boot_id,
         attempt=spec.attempt,
+        completion_key=spec.completion_key,
+        checkpoint_key=spec.checkpoint_key,
     )
     return Runner(ctx, workdir).run()
 
@@ -382,8 +386,7 @@ class Runner:
             return None
         if target.startswith("gs://"):
             return self.workdir / "tensorboard"
-        path = Path(target)
-        return path if path.is_absolute() else self.workdir / path
+        return self.workdir / target  # validated: relative, inside the run directory
 
     def _start_tensorboard_sync(self, tb_dir: Path | None) -> Any:
         """For a gs:// TensorBoard target: upload whole event files at a steady interval."""
@@ -392,8 +395,9 @@ class Runner:
             return None
         from trainer.storage import Syncer
 
+        # Validated (contracts.path_outside): the experiment's own prefix in the results bucket.
         bucket_name, _, path = target.removeprefix("gs://").partition("/")
-        prefix = (path.rstrip("/") + "/" if path else "") + f"{self.ctx.name}/"
+        prefix = path.rstrip("/") + "/"
         syncer = Syncer(
             self.clients.storage.bucket(bucket_name),
             tb_dir,
@@ -449,11 +453,15 @@ class Runner:
             started_at=dt.datetime.fromtimestamp(self.started, dt.UTC),
             finished_at=dt.datetime.now(dt.UTC),
         )
-        from sinergym_cloud import retry
+        from sinergym_cloud import retry, signing
 
+        data = contracts.dump(message)
+        signed: dict[str, Any] = (
+            {signing.SIGNATURE_ATTRIBUTE: signing.sign(ctx.completion_key, data)} if ctx.completion_key else {}
+        )
         message_id = retry.call(
             lambda: self.clients.publish(
-                names.TOPIC_COMPLETIONS, contracts.dump(message), batch_id=ctx.batch_id, status=message.status
+                names.TOPIC_COMPLETIONS, data, batch_id=ctx.batch_id, status=message.status, **signed
             ),
             what="publish completion",
             deadline=120,

@@ -65,9 +65,21 @@ resource "google_project_iam_member" "group_operator" {
   member   = "serviceAccount:${google_service_account.sa[each.key].email}"
 }
 
-resource "google_project_iam_member" "compute_viewer" {
+# Dispatch believes no instance-ready message: it reads the instance (status, group, id, address)
+# and the host keys its guest agent published, and nothing else (not roles/compute.viewer).
+resource "google_project_iam_custom_role" "instance_reader" {
   project = var.project_id
-  role    = "roles/compute.viewer"
+  role_id = replace("${var.prefix}_instance_reader", "-", "_")
+  title   = "Sinergym instance reader"
+  permissions = [
+    "compute.instances.get",                # instances.get: RUNNING, member of the group, id, networkIP
+    "compute.instances.getGuestAttributes", # the host keys (hostkeys/), as gcloud compute ssh reads them
+  ]
+}
+
+resource "google_project_iam_member" "instance_reader" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.instance_reader.id
   member  = "serviceAccount:${google_service_account.sa["dispatch"].email}"
 }
 
@@ -129,6 +141,16 @@ resource "google_secret_manager_secret_iam_member" "dispatch_reads_key" {
   secret_id = google_secret_manager_secret.ssh_key.secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.sa["dispatch"].email}"
+}
+
+# The deployment secret completion and checkpoint keys are derived from (sinergym_cloud/signing.py):
+# dispatch derives and hands them out, cleanup verifies. No VM, and no other function, can read it.
+resource "google_secret_manager_secret_iam_member" "control_secret" {
+  for_each  = toset(["dispatch", "cleanup"])
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.control_secret.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.sa[each.key].email}"
 }
 
 resource "google_project_iam_member" "metric_writer" {

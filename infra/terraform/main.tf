@@ -237,6 +237,19 @@ resource "google_secret_manager_secret" "ssh_key" {
   depends_on = [google_project_service.apis]
 }
 
+# The deployment secret of the control plane (signing.py): 32+ random bytes, added out of band like
+# the SSH key (infra/README.md), so it never sits in Terraform state. Rotate it between batches: a
+# running boot's completion key is derived from the version that dispatched it.
+resource "google_secret_manager_secret" "control_secret" {
+  project   = var.project_id
+  secret_id = "${var.prefix}-control-secret"
+  labels    = local.labels
+  replication {
+    auto {}
+  }
+  depends_on = [google_project_service.apis]
+}
+
 # ---------------------------------------------------------------- Pub/Sub
 module "topics" {
   source            = "./modules/pubsub-topic"
@@ -314,6 +327,7 @@ module "functions" {
     SINERGYM_RESULTS_BUCKET    = google_storage_bucket.results.name
     SINERGYM_SSH_USER          = "sinergym"
     SINERGYM_SSH_KEY_SECRET    = "${google_secret_manager_secret.ssh_key.id}/versions/latest"
+    SINERGYM_CONTROL_SECRET    = "${google_secret_manager_secret.control_secret.id}/versions/latest"
     SINERGYM_VM_AGENT          = "docker exec -i trainer sinergym-vm"
     SINERGYM_MAX_PREEMPTIONS   = tostring(var.control.max_preemptions)
     SINERGYM_MAX_FAILURES      = tostring(var.control.max_failures)

@@ -56,3 +56,8 @@ output "publisher_environment" {
     SINERGYM_RESULTS_BUCKET = google_storage_bucket.results.name
   }
 }
+
+output "control_secret" {
+  description = "Secret that must hold the control plane's deployment secret (add 32+ random bytes with gcloud secrets versions add)."
+  value       = google_secret_manager_secret.control_secret.id
+}

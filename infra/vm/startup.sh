@@ -29,6 +29,8 @@ export PROJECT INSTANCE_NAME ZONE ADDRESS MIG BATCH_ID IMAGE READY_TOPIC MLFLOW_
 
 mkdir -p "$HOME_DIR"
 chmod 0777 "$HOME_DIR"   # written by the container's non-root user
+# The VM agent tells dispatch which boot it is on (compared with the instance-ready message's).
+printf '%s\n' "$BOOT_ID" > "$HOME_DIR/boot-id"
 
 registry=${IMAGE%%/*}
 docker-credential-gcr configure-docker --registries="$registry" >/dev/null

@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 GOOGLE = "https://www.googleapis.com/compute/v1"
 NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 PROJECT_NUMBER = "123456789012"
+SSH_PORT_LABEL = "localcloud-ssh-port"
+GUEST_ATTRIBUTE = re.compile(
+    r"^GUEST-ATTRIBUTE (?P<namespace>[a-z0-9-]{1,64})/(?P<key>[A-Za-z0-9@._-]{1,64}) (?P<value>\S{1,4096})$"
+)
 
 
 def now() -> str:
@@ -210,6 +214,14 @@ class Vm:
     ready: bool = False
     boot_error: str = ""
     stopping: bool = False
+    # What the guest wrote to its guest attributes (namespace, key) -> value: the host keys, as
+    # Google's guest agent publishes them. A new boot starts with none.
+    guest_attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def guest_attributes_enabled(self) -> bool:
+        """Compute Engine keeps guest attributes only with ``enable-guest-attributes=TRUE`` metadata."""
+        return self.metadata().get("enable-guest-attributes", "").upper() == "TRUE"
 
     @property
     def self_link(self) -> str:
@@ -226,7 +238,8 @@ class Vm:
         props = self.template
         zone_url = f"{GOOGLE}/projects/{self.project}/zones/{self.zone}"
         metadata = [{"key": k, "value": v} for k, v in self.metadata().items()]
-        labels = dict(props.get("labels", {}))
+        # The port of this local VM's sshd is the emulator's own record (22 on Compute Engine).
+        labels = {**props.get("labels", {}), **({SSH_PORT_LABEL: str(self.ssh_port)} if self.ssh_port else {})}
         body: dict[str, Any] = {
             "kind": "compute#instance",
             "id": self.id,
@@ -826,6 +839,41 @@ class Cloud:
                 raise not_found(f"projects/{project}/zones/{zone}/instances/{name}")
             return vm.to_json()
 
+    def get_guest_attributes(
+        self, project: str, zone: str, name: str, query_path: str, variable_key: str
+    ) -> dict[str, Any]:
+        """``instances.getGuestAttributes``: one key (``variableKey``) or a namespace (``queryPath``)."""
+        with self.lock:
+            vm = self.instances.get((project, zone, name))
+            if vm is None:
+                raise not_found(f"projects/{project}/zones/{zone}/instances/{name}")
+            link = f"{vm.self_link}/guestAttributes/"
+            if variable_key:
+                namespace, _, key = variable_key.partition("/")
+                value = vm.guest_attributes.get((namespace, key))
+                if value is None:
+                    raise not_found(f"projects/{project}/zones/{zone}/instances/{name}/guestAttributes/{variable_key}")
+                return {
+                    "kind": "compute#guestAttributes",
+                    "variableKey": variable_key,
+                    "variableValue": value,
+                    "selfLink": link + variable_key,
+                }
+            namespace = query_path.strip("/").split("/", 1)[0]
+            items = [
+                {"namespace": ns, "key": key, "value": value}
+                for (ns, key), value in sorted(vm.guest_attributes.items())
+                if not namespace or ns == namespace
+            ]
+            if not items:
+                raise not_found(f"projects/{project}/zones/{zone}/instances/{name}/guestAttributes/{query_path}")
+            return {
+                "kind": "compute#guestAttributes",
+                "queryPath": query_path,
+                "queryValue": {"items": items},
+                "selfLink": link + query_path,
+            }
+
     def list_instances(self, project: str, zone: str) -> list[dict[str, Any]]:
         with self.lock:
             return [v.to_json() for (p, z, _), v in sorted(self.instances.items()) if (p, z) == (project, zone)]
@@ -926,7 +974,7 @@ class Cloud:
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
 
-    def _boot_vm(self, mig: Mig, member: Member, vm: Vm) -> None:
+    def _boot_vm(self, mig: Mig, member: Member, vm: Vm) -> None:  # noqa: PLR0915 - one boot, in its order
         span = self.settings.boot_seconds
         total = random.uniform(float(span[0]), float(span[1])) if span else 0.0
         for phase, share in (("PROVISIONING", 0.4), ("STAGING", 0.2)):
@@ -1007,6 +1055,8 @@ class Cloud:
                 elif line.startswith("READY"):
                     vm.ready = True
                     self.event("vm.ready", instance=vm.name, boot_id=vm.boot_id)
+                elif (attr := GUEST_ATTRIBUTE.match(line)) and vm.guest_attributes_enabled:
+                    vm.guest_attributes[(attr["namespace"], attr["key"])] = attr["value"]
                 elif line.startswith("BOOT-FAILED"):
                     vm.boot_error = line.partition(" ")[2]
                     self.event("vm.boot_failed", instance=vm.name, reason=vm.boot_error)

@@ -155,6 +155,12 @@ class Api:
     def instance_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
         return self.cloud.get_instance(g["project"], g["zone"], g["name"])
 
+    @route("GET", Z + r"/instances/(?P<name>[^/]+)/getGuestAttributes", "instances.getGuestAttributes")
+    def instance_guest_attributes(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.get_guest_attributes(
+            g["project"], g["zone"], g["name"], q.get("queryPath", ""), q.get("variableKey", "")
+        )
+
     @route("GET", Z + r"/instances", "instances.list")
     def instance_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
         return paginate(self.cloud.list_instances(g["project"], g["zone"]), q, "items", filter_of(q))

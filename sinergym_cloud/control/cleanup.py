@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
-from sinergym_cloud import contracts, lifecycle
+from sinergym_cloud import contracts, lifecycle, names, signing, text
 from sinergym_cloud.contracts import Completion
 from sinergym_cloud.control import batches, queue
 from sinergym_cloud.errors import BadMessage
@@ -27,39 +28,93 @@ log = logging.getLogger(__name__)
 
 
 def handle(rt: Runtime, d: Delivery) -> None:
-    complete(rt, contracts.parse(Completion, d.data), owner=d.message_id or "cleanup")
+    c = contracts.parse(Completion, d.data)
+    complete(rt, c, owner=d.message_id or "cleanup", signature=Signature(d.data, d.attributes.get(SIGNATURE)))
 
 
-def complete(rt: Runtime, c: Completion, owner: str) -> ExperimentRecord:
-    """Apply a completion to its experiment, then do what the transition asks (see lifecycle.completed)."""
+SIGNATURE = signing.SIGNATURE_ATTRIBUTE
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The bytes a Completion arrived as, and the HMAC that came with them (a message attribute)."""
+
+    data: bytes
+    value: str | None
+
+
+class Refused(BadMessage):
+    """A Completion that does not count: not signed with the key of the boot that is running."""
+
+
+def authentic(rt: Runtime, rec: ExperimentRecord, c: Completion, signature: Signature | None) -> str:
+    """Why the Completion does not come from the boot that runs the experiment ("" if it does)."""
+    if rec.boot_id is None or not (rec.terminal or rec.state in ("starting", "running")):
+        return f"experiment is {rec.state}, no boot of it is running"
+    if c.boot_id != rec.boot_id:
+        return f"boot {c.boot_id} is not the running boot {rec.boot_id}"
+    if rec.completion_nonce is None or rec.completion_key_sha256 is None:
+        return f"boot {rec.boot_id} was given no completion key"
+    if signature is None or not signature.value:
+        return "the completion is not signed"
+    key = signing.completion_key(
+        signing.deployment_secret(rt.settings), rec.batch_id, rec.index, rec.boot_id, rec.completion_nonce
+    )
+    if signing.key_hash(key) != rec.completion_key_sha256 or not signing.verify(key, signature.data, signature.value):
+        return "the signature does not verify with the running boot's key"
+    return ""
+
+
+def own_outputs(uris: list[str], bucket: str, batch_id: str, name: str) -> list[str]:
+    """The output URIs under the experiment's own prefix; anything else is dropped."""
+    prefix = f"gs://{bucket}/{names.results_prefix(batch_id, name)}"
+    return [u for u in uris if u.startswith(prefix) and ".." not in u.split("/")]
+
+
+def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None = None) -> ExperimentRecord:
+    """Apply a Completion, if it is signed with the key of the boot that is running the experiment,
+    then do what the transition asks (see lifecycle.completed).
+
+    Anything else (unsigned, forged, a boot that already ended, a replay) changes nothing: no budget
+    spent, no VM deleted, no alert. A redelivery of the Completion that ended the experiment finds it
+    terminal and only re-runs the idempotent follow-up (VM removal, the queue, teardown)."""
     settings = rt.settings
     budgets = Budgets(max_failures=settings.max_failures, max_preemptions=settings.max_preemptions)
     vm_created = batches.vm_creation_time(rt, c.zone, c.instance)  # the VM of this boot, before it is removed
-    end = Ending(
-        status=c.status,
-        boot_id=c.boot_id,
-        exit_reason=c.exit_reason,
-        error_type=c.error_type or "",
-        mlflow_run_id=c.mlflow_run_id,
-        output_uris=tuple(c.output_uris),
-        metrics=dict(c.metrics),
-        timesteps=c.timesteps,
-        finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,
-    )
+    launch_doc = rt.state.read(names.launch_object(c.batch_id))
+    bucket = str(launch_doc.data.get("results_bucket")) if launch_doc else settings.results_bucket
+    refusal: list[str] = []
 
     def step(rec: ExperimentRecord) -> lifecycle.Transition:
+        refusal.clear()
         if rec.instance != c.instance:
             raise BadMessage(
                 f"completion for experiment {c.experiment_index} of {c.batch_id} names instance {c.instance}, "
                 f"but that experiment runs on {rec.instance}"
             )
+        why = authentic(rt, rec, c, signature)
+        if why:
+            refusal.append(f"experiment is {rec.state}: {why}" if rec.terminal else why)
+            return lifecycle.NOT_APPLIED
+        end = Ending(
+            status=c.status,
+            boot_id=c.boot_id,
+            exit_reason=text.clean(c.exit_reason, 1000),
+            error_type=text.clean(c.error_type or "", 200),
+            mlflow_run_id=c.mlflow_run_id,
+            output_uris=tuple(own_outputs(c.output_uris, bucket, rec.batch_id, rec.name)),
+            metrics=dict(c.metrics),
+            timesteps=c.timesteps,
+            finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,
+        )
         return lifecycle.completed(rec, end, budgets, vm_created, time.time())
 
     rec, t = batches.transition(rt, c.batch_id, c.experiment_index, step)
     if rec is None:
         raise BadMessage(f"no experiment {c.experiment_index} in batch {c.batch_id}")
-    if t.outcome == "stale":
-        log.info("ignoring a %s completion of %s from an earlier boot", c.status, rec.instance)
+    if refusal:
+        log.warning("refused a %s completion of %s: %s", c.status, rec.instance, refusal[0])
+        raise Refused(f"completion refused: {refusal[0]}")
     if "recreate" in t.effects:
         log.info("%s failed (%d/%d allowed); recreating its VM", rec.instance, rec.failures, settings.max_failures)
         rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance)

@@ -1,10 +1,16 @@
 """dispatch: an instance-ready message becomes a trainer running on that VM.
 
-The experiment is found from the instance name alone (``<group>-<index>``, see names.py) and
-cross-checked against its record. The boot is claimed in the record (compare-and-swap), then the
-VM is reached over SSH, its host key checked against the fingerprint the VM published, and the VM
-agent starts the trainer detached. A redelivered message finds the boot already claimed and the
-agent already running a trainer: no second trainer is ever started.
+The message is only a hint: any VM may publish one. The experiment is found from the instance name
+alone (``<group>-<index>``, see names.py) and cross-checked against its record; then Compute, not
+the message, says who the VM is: it must be RUNNING, a member of the experiment's group, and the
+boot must be one of this instance (its id). The address is the instance's ``networkIP``, the host
+keys are those its guest agent published in its guest attributes. Dispatch connects (short
+timeouts: a hostile endpoint costs seconds), verifies the host key before authenticating, asks the
+VM agent which boot it is on, and only then claims the boot in the record (compare-and-swap). The
+TrainerSpec it hands over the verified session carries the boot's completion key and the
+experiment's checkpoint key (signing.py). A running experiment is re-claimed only when Compute
+shows its VM was recreated. A redelivered message finds the boot already claimed and the agent
+already running a trainer: no second trainer is ever started.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import logging
 import time
 from typing import Any
 
-from sinergym_cloud import contracts, lifecycle, names, retry, ssh
+import paramiko
+
+from sinergym_cloud import compute, contracts, lifecycle, names, retry, signing, ssh
 from sinergym_cloud.contracts import InstanceReady, TrainerSpec
 from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.events import Delivery
+from sinergym_cloud.lifecycle import BOOTED
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
 
@@ -26,12 +35,38 @@ log = logging.getLogger(__name__)
 
 
 def ssh_deadline(rt: Runtime) -> float:
-    """How long dispatch keeps retrying a VM that refuses or is slow to accept SSH (90 s by default)."""
-    return 3 * rt.settings.call_deadline
+    """How long dispatch keeps retrying a VM whose sshd refuses connections (at most 20 s): longer
+    waits are Pub/Sub's redelivery, so one slow VM never holds a delivery slot for minutes."""
+    return min(20.0, rt.settings.call_deadline)
 
 
 def handle(rt: Runtime, d: Delivery) -> None:
     dispatch(rt, contracts.parse(InstanceReady, d.data))
+
+
+def recreated(rec: ExperimentRecord, host: compute.Host) -> bool:
+    """True if the VM Compute shows now is not the one the record's boot was claimed on."""
+    if rec.vm_id is None:
+        return True  # claimed by an older dispatch that did not record it: nothing to compare
+    if host.id != rec.vm_id:
+        return True
+    return host.created_at is not None and rec.vm_created_at is not None and host.created_at > rec.vm_created_at
+
+
+def verified_host(rt: Runtime, rec: ExperimentRecord, ready: InstanceReady) -> compute.Host:
+    """The VM as Compute describes it, if it is the one the message claims to be; BadMessage if not."""
+    host = compute.describe_host(rt.compute, rec.zone, rec.instance)
+    if host is None:
+        raise BadMessage(f"instance {rec.instance} does not exist in {rec.zone}")
+    if host.status != "RUNNING":
+        raise BadMessage(f"instance {rec.instance} is {host.status}, not RUNNING")
+    if host.group != rec.mig:
+        raise BadMessage(f"instance {rec.instance} is not a member of group {rec.mig}")
+    if not ready.boot_id.startswith(f"{host.id}-"):
+        raise BadMessage(f"boot {ready.boot_id} is not a boot of instance {rec.instance} (id {host.id})")
+    if not host.address:
+        raise BadMessage(f"instance {rec.instance} has no network address")
+    return host
 
 
 def dispatch(rt: Runtime, ready: InstanceReady) -> str:
@@ -54,13 +89,58 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
         return f"ignored: experiment is {rec.state}"
     if rec.state == "running" and rec.boot_id == ready.boot_id:
         return "duplicate: trainer already started on this boot"
+    host = verified_host(rt, rec, ready)
+    if rec.state in BOOTED and rec.boot_id != ready.boot_id and not recreated(rec, host):
+        raise BadMessage(
+            f"experiment {index} of {ready.batch_id} is {rec.state} on boot {rec.boot_id} and Compute shows "
+            f"its VM was not recreated: boot {ready.boot_id} is refused"
+        )
+    if not host.host_keys:
+        raise RuntimeError(f"instance {rec.instance} has published no host key yet")  # redelivered later
+    expected = [ssh.public_key_fingerprint(k) for k in host.host_keys]
+    try:
+        client = connect(rt, host, expected)
+    except ssh.HostKeyMismatch as exc:
+        _note(rt, ready, index, "host-key-mismatch", str(exc))
+        log.error("refusing %s: %s", rec.instance, exc)
+        return "refused: host key mismatch"
+    except ssh.TRANSIENT as exc:
+        if rt.compute.instance(rec.zone, rec.instance) is None:
+            _note(rt, ready, index, "instance-gone", f"{type(exc).__name__}: {exc}")
+            return "ignored: instance no longer exists"
+        raise
+    try:
+        return _start(rt, client, ready, host=host, index=index)
+    finally:
+        client.close()
 
-    claimed, _ = batches.transition(
-        rt, ready.batch_id, index, lambda r: lifecycle.claim_boot(r, ready.boot_id, time.time())
-    )
+
+def _start(rt: Runtime, client: paramiko.SSHClient, ready: InstanceReady, *, host: compute.Host, index: int) -> str:
+    """On a verified connection: check the VM's own boot, claim it, hand the trainer its spec."""
+    agent = rt.settings.vm_agent
+    identity = _answer(ready.instance, ssh.execute(client, [*agent, "status"], timeout=30))
+    own = identity.get("boot_id")
+    if own is not None and own != ready.boot_id:
+        raise BadMessage(f"instance {ready.instance} is on boot {own}, not {ready.boot_id}")
+    secret = signing.deployment_secret(rt.settings)
+    nonce = signing.new_nonce()
+
+    def claim(r: ExperimentRecord) -> lifecycle.Transition:
+        verified = lifecycle.VerifiedBoot(
+            boot_id=ready.boot_id,
+            vm_id=host.id,
+            vm_created_at=host.created_at,
+            completion_nonce=nonce,
+            completion_key_sha256=signing.key_hash(
+                signing.completion_key(secret, r.batch_id, r.index, ready.boot_id, nonce)
+            ),
+        )
+        return lifecycle.claim_boot(r, verified, time.time(), vm_recreated=recreated(r, host))
+
+    claimed, _ = batches.transition(rt, ready.batch_id, index, claim)
     assert claimed is not None, "the record was read above; state objects are never deleted"
     rec = claimed
-    if rec.terminal or rec.boot_id != ready.boot_id:
+    if rec.terminal or rec.boot_id != ready.boot_id or rec.completion_nonce is None:
         return f"ignored: experiment is {rec.state} on boot {rec.boot_id}"
     launch_doc = rt.state.read(names.launch_object(ready.batch_id))
     if launch_doc is None:
@@ -79,18 +159,11 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
         boot_id=ready.boot_id,
         attempt=rec.attempts,
         mlflow_experiment=launch.mlflow_experiment,
+        completion_key=signing.completion_key(secret, rec.batch_id, rec.index, ready.boot_id, rec.completion_nonce),
+        checkpoint_key=signing.checkpoint_key(secret, rec.batch_id, rec.name),
     )
-    try:
-        answer = start_trainer(rt, ready, spec)
-    except ssh.HostKeyMismatch as exc:
-        _note(rt, ready, index, "host-key-mismatch", str(exc))
-        log.error("refusing %s: %s", ready.instance, exc)
-        return "refused: host key mismatch"
-    except ssh.TRANSIENT as exc:
-        if rt.compute.instance(ready.zone, ready.instance) is None:
-            _note(rt, ready, index, "instance-gone", f"{type(exc).__name__}: {exc}")
-            return "ignored: instance no longer exists"
-        raise
+    result = ssh.execute(client, [*agent, "start-trainer"], stdin=spec.model_dump_json().encode(), timeout=60)
+    answer = _answer(ready.instance, result)
     status = answer.get("status")
     if status not in ("started", "running", "exited"):
         raise RuntimeError(f"VM agent on {ready.instance} answered {answer}")
@@ -102,33 +175,29 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
     return f"trainer {status}"
 
 
-def start_trainer(rt: Runtime, ready: InstanceReady, spec: TrainerSpec) -> dict[str, Any]:
-    """Run the VM agent over SSH, retrying connection failures with backoff within a deadline."""
+def connect(rt: Runtime, host: compute.Host, expected: list[str]) -> paramiko.SSHClient:
+    """An SSH connection to the verified host. Only a refused connection (sshd restarting) is
+    retried here, briefly; a timeout is not: the message is redelivered later instead."""
     key = ssh.private_key(rt.settings)
-    argv = [*rt.settings.vm_agent, "start-trainer"]
 
-    def attempt() -> ssh.Result:
-        return ssh.run(
-            ready.address,
-            ready.ssh_port,
-            user=rt.settings.ssh_user,
-            key=key,
-            expected_fingerprint=ready.host_key_fingerprint,
-            argv=argv,
-            stdin=spec.model_dump_json().encode(),
-            timeout=60,
-        )
+    def attempt() -> paramiko.SSHClient:
+        return ssh.connect(host.address, host.ssh_port, user=rt.settings.ssh_user, key=key, expected=expected)
 
-    def transient(exc: BaseException) -> bool:
-        return isinstance(exc, ssh.TRANSIENT) and not isinstance(exc, ssh.HostKeyMismatch)
+    def refused(exc: BaseException) -> bool:
+        return isinstance(exc, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError))
 
-    result = retry.call(attempt, what=f"ssh {ready.instance}", deadline=ssh_deadline(rt), transient=transient)
+    return retry.call(attempt, what=f"ssh {host.name}", deadline=ssh_deadline(rt), transient=refused)
+
+
+def _answer(instance: str, result: ssh.Result) -> dict[str, Any]:
     if result.code != 0:
-        raise RuntimeError(f"VM agent on {ready.instance} exited {result.code}: {result.stderr.strip()[-500:]}")
+        raise RuntimeError(f"VM agent on {instance} exited {result.code}: {result.stderr.strip()[-500:]}")
     try:
         answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise RuntimeError(f"VM agent on {ready.instance} answered {result.stdout!r}") from None
+        raise RuntimeError(f"VM agent on {instance} answered {result.stdout[-500:]!r}") from None
+    if not isinstance(answer, dict):
+        raise RuntimeError(f"VM agent on {instance} answered {result.stdout[-500:]!r}")
     return answer
 
 

@@ -32,9 +32,10 @@ MAX_LAUNCH_ATTEMPTS = 5
 def parse_batch(d: Delivery) -> Batch:
     """The Batch in a message. A batch without an id gets one derived from the message id, so a
     redelivery of the same message names the same batch."""
+    contracts.check_size(d.data)
     try:
         raw: Any = json.loads(d.data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return contracts.parse(Batch, d.data)  # raises BadMessage with the precise reason
     if isinstance(raw, dict) and not raw.get("batch_id") and d.message_id:
         raw["batch_id"] = f"msg-{d.message_id}".lower()[:63]
@@ -105,6 +106,7 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
             )
         if batch.submitted_at is None:
             batch = batch.model_copy(update={"submitted_at": datetime.now(UTC)})
+        batch.check_paths(batch.results_bucket or rt.settings.results_bucket)  # before anything is created
         accepted = {"batch": batch.model_dump(mode="json"), "accepted_at": time.time(), "message_id": message_id}
         state.create(names.batch_object(bid), accepted)
         stored = state.read(names.batch_object(bid))

@@ -29,12 +29,16 @@ from tests.control_helpers import (
     ZONE,
     batch_status,
     completion,
+    deliver,
     ensure_quiet_template,
     make_batch,
     mig_events,
     ppo,
     publish_batch,
+    publish_completion,
     quiet_ready,
+    signed,
+    start_boot,
     wait_batch,
 )
 from tests.faults.conftest import leaks, lost_outputs, runs
@@ -103,20 +107,27 @@ def test_every_message_three_times_gives_the_same_end_state(cloud: Cloud, record
     assert (li, lm) == (0, 0)
 
 
-def test_completion_before_ready_is_final(cloud: Cloud, record: Any) -> None:
+def test_completion_before_ready_is_refused(cloud: Cloud, record: Any) -> None:
+    """A completion for a boot nobody dispatched (out of order, or forged) changes nothing; the
+    ready message that follows still starts the trainer."""
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
-    batch = make_batch(ppo(), template=QUIET_TEMPLATE)
+    batch = make_batch(ppo(episodes=5), template=QUIET_TEMPLATE)
     launch.launch(rt, batch)
     instance = names.instance_name(batch.group_name, batch.batch_id, 0)
     ready = quiet_ready(cloud, instance)
-    cleanup.complete(rt, completion(rt, batch.batch_id, 0, "failed", boot_id="other"), owner="m1")
-    outcomes = Counter(dispatch.dispatch(rt, ready).split(":")[0] for _ in range(3))
-    assert outcomes == Counter({"ignored": 3})
-    info = wait_batch(rt, batch.batch_id, 60)
-    assert info["experiments"][0]["state"] == "failed"
-    wait_for(lambda: leaks(cloud, [batch]) == (0, 0), 30, "nothing left")
-    record("completion before ready (out of order)", Counter({"failed, no trainer": 1}), *leaks(cloud, [batch]))
+    early = completion(rt, batch.batch_id, 0, "failed", boot_id=ready.boot_id)
+    with pytest.raises(cleanup.Refused, match="no boot of it is running"):
+        deliver(rt, early, key=None)
+    before = batch_status(rt, batch.batch_id)["experiments"][0]  # type: ignore[index] - the batch exists here
+    assert (before["state"], before["failures"], before["attempts"]) == ("pending", 0, 0)
+    assert dispatch.dispatch(rt, ready) == "trainer started"
+    with pytest.raises(cleanup.Refused, match="not signed"):
+        deliver(rt, early, key=None)  # the same, now that a boot runs: unsigned
+    assert batch_status(rt, batch.batch_id)["experiments"][0]["state"] == "running"  # type: ignore[index] - the batch exists here
+    batches.cancel(rt, batch.batch_id)
+    wait_for(lambda: leaks(cloud, [batch]) == (0, 0), 60, "nothing left")
+    record("completion before ready (out of order)", Counter({"refused, then dispatched": 1}), *leaks(cloud, [batch]))
 
 
 # ----------------------------------------------------------------------- hostile input
@@ -303,12 +314,13 @@ def test_last_ten_completions_at_once_delete_the_group_once(cloud: Cloud, record
         batch = make_batch(*(ppo(seed=i) for i in range(10)), template=QUIET_TEMPLATE)
         batches.append(batch)
         launch.launch(rt, batch)
-        messages = [contracts.dump(completion(rt, batch.batch_id, i, boot_id="b")) for i in range(10)]
+        keys = [start_boot(rt, batch.batch_id, i, boot_id="b") for i in range(10)]
+        messages = [signed(completion(rt, batch.batch_id, i, boot_id="b"), keys[i]) for i in range(10)]
         barrier = threading.Barrier(10)
 
-        def send(message: bytes, barrier: threading.Barrier = barrier) -> None:
+        def send(message: tuple[bytes, dict[str, str]], barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
-            rt.clients.publish(names.TOPIC_COMPLETIONS, message)
+            rt.clients.publish(names.TOPIC_COMPLETIONS, message[0], **message[1])
 
         threads = [threading.Thread(target=send, args=(m,)) for m in messages]
         for t in threads:
@@ -349,19 +361,43 @@ def test_dispatch_under_ssh_faults(cloud: Cloud, record: Any) -> None:
     assert dispatch.dispatch(rt, slow_ready) == "trainer started"
     assert time.monotonic() - started >= 3.5
     outcomes["sshd slow: retried, then started"] += 1
-    # A changed host key: refused, nothing started.
-    changed = slow_ready.model_copy(update={"boot_id": "new-boot", "host_key_fingerprint": "SHA256:" + "C" * 43})
-    assert dispatch.dispatch(rt, changed) == "refused: host key mismatch"
+    # The VM's sshd now shows another host key than its guest attributes hold: refused before
+    # authentication, nothing claimed (the key is rotated on the VM's disk, and sshd re-reads it).
+    home = Path(cloud.instances()[f"{ZONE}/{dead_vm}"]["home"])
+    for f in (home / "ssh_host_ed25519_key", home / "ssh_host_ed25519_key.pub"):
+        f.unlink()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "ssh_host_ed25519_key")], check=True
+    )
+    dead_sshd = sshd_pid(dead_vm)  # the same process after SIGHUP (sshd re-executes itself)
+    os.kill(dead_sshd, signal.SIGHUP)
+    wait_for(lambda: _host_key_served(home), 20, "sshd serving the rotated key")
+    assert dispatch.dispatch(rt, dead_ready) == "refused: host key mismatch"
+    mismatched = batch_status(rt, batch.batch_id)["experiments"][1]  # type: ignore[index] - the batch exists here
+    assert (mismatched["state"], mismatched["attempts"]) == ("pending", 0)
+    assert any(h["event"] == "host-key-mismatch" for h in mismatched["history"])
     outcomes["host key changed: refused"] += 1
     # sshd gone: dispatch gives up within its deadline and fails, so Pub/Sub redelivers later.
-    os.kill(sshd_pid(dead_vm), signal.SIGKILL)
+    os.kill(dead_sshd, signal.SIGKILL)
     with pytest.raises(ssh.TRANSIENT):
         dispatch.dispatch(rt, dead_ready)
-    assert batch_status(rt, batch.batch_id)["experiments"][1]["state"] == "starting"  # type: ignore[index] - the batch exists here
+    assert batch_status(rt, batch.batch_id)["experiments"][1]["state"] == "pending"  # type: ignore[index] - the batch exists here
     outcomes["SSH refused: failed for redelivery"] += 1
     batches.cancel(rt, batch.batch_id)
     wait_for(lambda: leaks(cloud, [batch]) == (0, 0), 60, "nothing left")
     record("SSH refused / host key changed / sshd slow", outcomes, *leaks(cloud, [batch]))
+
+
+def _host_key_served(home: Path) -> bool:
+    """True once the VM's sshd answers with the host key now on the VM's disk."""
+    port = int(
+        next(line.split()[1] for line in (home / "sshd_config").read_text().splitlines() if line.startswith("Port "))
+    )
+    scanned = subprocess.run(
+        ["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"], capture_output=True, text=True
+    )
+    wanted = (home / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    return wanted in scanned.stdout
 
 
 # ------------------------------------------------------------- crash between two steps
@@ -388,7 +424,8 @@ def test_function_crash_between_steps_is_finished_by_redelivery(cloud: Cloud, re
     cloud.emulator(
         "faults", {"method": "instanceGroupManagers.delete", "code": 503, "reason": "backendError", "times": 40}
     )
-    rt.clients.publish(names.TOPIC_COMPLETIONS, contracts.dump(completion(rt, batch.batch_id, 0, boot_id="b")))
+    key = start_boot(rt, batch.batch_id, 0, boot_id="b")
+    publish_completion(rt, completion(rt, batch.batch_id, 0, boot_id="b"), key)
     wait_for(
         lambda: [e for e in cloud.events(since, "fault") if e["method"] == "instanceGroupManagers.delete"],
         60,
@@ -492,11 +529,13 @@ def test_no_secret_in_logs_messages_state_or_metadata(cloud: Cloud, record: Any)
     info = wait_batch(rt, batch.batch_id, 300)
     key_text = cloud.local.ssh_key.read_text()
     secret_lines = [line for line in key_text.splitlines() if line and not line.startswith("-----")]
-    needles = [*secret_lines, "PRIVATE KEY"]
+    control_secret = cloud.local.control_secret.read_text().strip()
+    needles = [*secret_lines, "PRIVATE KEY", control_secret]
     haystacks: list[tuple[str, str]] = []
     # Files of the local cloud (logs, VM homes, MLflow's database and artifacts), read as bytes.
     for path in cloud.local.dir.rglob("*"):
-        readable = path.is_file() and path != cloud.local.ssh_key and path.suffix not in (".zip", ".pkl")
+        own_file = path in (cloud.local.ssh_key, cloud.local.control_secret)
+        readable = path.is_file() and not own_file and path.suffix not in (".zip", ".pkl")
         if readable and "gcs" not in path.parts and path.stat().st_size < 20_000_000:
             haystacks.append((str(path), path.read_bytes().decode(errors="replace")))
     # The state bucket, and every output of this batch in the results bucket.

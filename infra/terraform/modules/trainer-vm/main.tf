@@ -48,9 +48,12 @@ resource "google_compute_instance_template" "trainer" {
     enable-oslogin         = "FALSE"
     serial-port-enable     = "FALSE"
     google-logging-enabled = "true"
-    sinergym-trainer-image = var.image
-    sinergym-ready-topic   = var.ready_topic
-    sinergym-mlflow-uri    = var.mlflow_uri
+    # The guest agent publishes the host keys as guest attributes (hostkeys/): dispatch reads them
+    # there through Compute (instances.getGuestAttributes), never from the VM's own message.
+    enable-guest-attributes = "TRUE"
+    sinergym-trainer-image  = var.image
+    sinergym-ready-topic    = var.ready_topic
+    sinergym-mlflow-uri     = var.mlflow_uri
   }
 
   lifecycle {
