@@ -270,7 +270,11 @@ class Batch(Strict):
 
 
 class InstanceReady(Strict):
-    """Published by a VM once its trainer runtime is up and sshd listens."""
+    """Published by a VM once its trainer runtime is up and sshd listens.
+
+    A hint, never proof (any VM can publish one): dispatch checks the instance and its boot with
+    Compute and takes the address and host keys from there; ``address``, ``ssh_port`` and
+    ``host_key_fingerprint`` are kept for compatibility and not believed."""
 
     schema_version: Literal[1] = 1
     instance: GceName
@@ -284,7 +288,9 @@ class InstanceReady(Strict):
 
 
 class Completion(Strict):
-    """Published by the trainer when an experiment ends, on every path."""
+    """Published by the trainer when an experiment ends, on every path.
+
+    It counts only with the ``signature`` attribute (signing.py) made with its boot's key."""
 
     schema_version: Literal[1] = 1
     batch_id: BatchId

@@ -118,7 +118,7 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
 def _start(rt: Runtime, client: paramiko.SSHClient, ready: InstanceReady, *, host: compute.Host, index: int) -> str:
     """On a verified connection: check the VM's own boot, claim it, hand the trainer its spec."""
     agent = rt.settings.vm_agent
-    identity = _answer(ready.instance, ssh.execute(client, [*agent, "status"], timeout=30))
+    identity = _answer(ready.instance, ssh.execute(client, [*agent, "status"], timeout=15))
     own = identity.get("boot_id")
     if own is not None and own != ready.boot_id:
         raise BadMessage(f"instance {ready.instance} is on boot {own}, not {ready.boot_id}")
