@@ -1004,6 +1004,10 @@ class Cloud:
             procs.MARKER: self.vm_env.get(procs.MARKER, ""),
             "LOCALCLOUD_VM": vm.name,
             "SINERGYM_VM_HOME": str(home),
+            # The VM's disk is its user's home, as on a VM: the login shell that runs every SSH command
+            # reads the VM's own (absent) rc files, never the host user's (a stale `pyenv rehash` lock in
+            # the host's ~/.bashrc once hung every SSH command of every VM).
+            "HOME": str(home),
         }
         spec = {
             "project": vm.project,
