@@ -15,9 +15,12 @@ experiments:
     seeds: [1, 2, 3]                # one experiment per seed
     hyperparameters: {n_steps: 256}
   - command: python3 DRL_battery.py --environment Eplus-5zone-mixed-discrete-v1 --algorithm DQN --seed 7
+  - config: sinergym/train_agent_PPO.yaml   # Sinergym's own training YAML, unchanged
+    runperiod: [1, 1, 1991, 7, 1, 1991]     # other keys (and defaults) override what it says
 ```
 
-Each entry is either Experiment fields (see the Batch JSON Schema in docs/) or a legacy ``command``.
+Each entry is Experiment fields (see the Batch JSON Schema in docs/), a legacy ``command``, or a
+Sinergym training ``config`` (a path relative to the batch file; see sinergym_config.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from sinergym_cloud import legacy
+from sinergym_cloud import legacy, sinergym_config
 from sinergym_cloud.contracts import Experiment
 
 BATCH_KEYS = {"batch_id", "group_name", "zone", "template_name", "results_bucket", "defaults", "experiments"}
@@ -39,10 +42,7 @@ class BatchFileError(ValueError):
 
 def load(path: Path) -> dict[str, Any]:
     """The Batch fields a YAML batch file describes (experiments already validated)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BatchFileError(f"{path}: {exc}") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise BatchFileError(f"{path}: expected a mapping with an `experiments` list")
     unknown = set(data) - BATCH_KEYS
@@ -55,16 +55,50 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(entries, list) or not entries:
         raise BatchFileError(f"{path}: `experiments` must be a non-empty list")
     experiments: list[Experiment] = []
+    buckets: set[str] = set()
     for n, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             raise BatchFileError(f"{path}: experiment {n} must be a mapping")
         try:
-            experiments.extend(_expand(entry, defaults))
+            fields = entry
+            if "config" in entry:
+                fields, bucket = _from_config(path.parent, entry)
+                buckets |= {bucket} if bucket else set()
+            experiments.extend(_expand(fields, defaults))
+        except BatchFileError:
+            raise
         except (ValueError, legacy.LegacyCommandError) as exc:
             raise BatchFileError(f"{path}: experiment {n}: {exc}") from None
     fields = {k: v for k, v in data.items() if k not in ("defaults", "experiments") and v is not None}
     fields["experiments"] = experiments
+    if buckets and "results_bucket" not in fields:
+        if len(buckets) > 1:
+            raise BatchFileError(f"{path}: the configs name different cloud.remote_store buckets: {sorted(buckets)}")
+        fields["results_bucket"] = buckets.pop()
     return fields
+
+
+def read_yaml(path: Path) -> Any:
+    """A user's YAML file (a batch file or a Sinergym config), parsed as plain data."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise BatchFileError(f"{path}: {exc}") from None
+
+
+def load_config(path: Path) -> sinergym_config.Mapped:
+    """A Sinergym training config file, mapped onto Experiment fields (not validated yet)."""
+    try:
+        return sinergym_config.map_config(read_yaml(path))
+    except sinergym_config.ConfigError as exc:
+        raise BatchFileError(f"{path}: {exc}") from None
+
+
+def _from_config(base: Path, entry: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """An entry ``config: FILE`` (plus overriding Experiment fields) as plain Experiment fields."""
+    mapped = load_config(base / str(entry["config"]))
+    overrides = {k: v for k, v in entry.items() if k != "config"}
+    return {**mapped.fields, **overrides}, mapped.results_bucket
 
 
 def _expand(entry: dict[str, Any], defaults: dict[str, Any]) -> list[Experiment]:
@@ -75,6 +109,9 @@ def _expand(entry: dict[str, Any], defaults: dict[str, Any]) -> list[Experiment]
         return [experiment]
     fields = {**defaults, **entry}
     seeds = fields.pop("seeds", None)
+    if isinstance(fields.get("hyperparameters"), dict) and isinstance(fields.get("algorithm_parameters"), dict):
+        # A Sinergym config's parameters, some overridden: one set of algorithm arguments.
+        fields["algorithm_parameters"] = {**fields["algorithm_parameters"], **fields.pop("hyperparameters")}
     if "runperiod" in fields and isinstance(fields["runperiod"], list):
         fields["runperiod"] = tuple(fields["runperiod"])
     if seeds is None:

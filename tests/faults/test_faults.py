@@ -139,7 +139,7 @@ def _hostile_batches() -> list[tuple[str, bytes]]:
         ("non-utf8", b"\xff\xfe\xfd{}"),
         ("latin-1 text", '{"batch_id": "caf\u00e9"}'.encode("latin-1")),
         ("schema version 0", with_(schema_version=0)),
-        ("schema version 2", with_(schema_version=2)),
+        ("schema version 3", with_(schema_version=3)),
         ("schema version string", with_(schema_version="1")),
         ("no experiments", with_(experiments=[])),
         ("experiments null", with_(experiments=None)),
