@@ -97,8 +97,14 @@ def load_config(path: Path) -> sinergym_config.Mapped:
 def _from_config(base: Path, entry: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """An entry ``config: FILE`` (plus overriding Experiment fields) as plain Experiment fields."""
     mapped = load_config(base / str(entry["config"]))
-    overrides = {k: v for k, v in entry.items() if k != "config"}
-    return {**mapped.fields, **overrides}, mapped.results_bucket
+    fields = dict(mapped.fields)
+    for key, value in entry.items():
+        if key == "config":
+            continue
+        merge = key in ("algorithm_parameters", "env_params") and isinstance(value, dict)
+        # Override some of the config's algorithm or environment parameters, keep the rest.
+        fields[key] = {**(fields.get(key) or {}), **value} if merge else value
+    return fields, mapped.results_bucket
 
 
 def _expand(entry: dict[str, Any], defaults: dict[str, Any]) -> list[Experiment]:

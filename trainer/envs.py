@@ -94,7 +94,7 @@ def make_env(
         kwargs["building_config"] = building
     env = gym.make(experiment.environment, **kwargs)
     if experiment.wrappers is not None:
-        return apply_wrappers(env, experiment, norm_stats, evaluation)
+        return apply_wrappers(env, experiment, env_name, norm_stats, evaluation)
     if isinstance(env.action_space, gym.spaces.Box):
         env = NormalizeAction(env)
     if experiment.normalization:
@@ -125,7 +125,9 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def apply_wrappers(env: Any, experiment: Experiment, norm_stats: dict[str, Any] | None, evaluation: bool) -> Any:
+def apply_wrappers(
+    env: Any, experiment: Experiment, env_name: str, norm_stats: dict[str, Any] | None, evaluation: bool
+) -> Any:
     """A Sinergym config's wrappers, in its order. Classes come from Sinergym's wrapper module by a
     name the contract allowed (catalog.WRAPPER_CLASSES), never from an import path.
 
@@ -142,6 +144,10 @@ def apply_wrappers(env: Any, experiment: Experiment, norm_stats: dict[str, Any] 
         if evaluation and wrapper.name == "WandBLogger":
             continue
         kwargs = dict(wrapper.kwargs)
+        if wrapper.name == "WandBLogger":
+            # The experiment's own name as the run name (Sinergym's default calls wandb.util.generate_id,
+            # which wandb >= 0.2x no longer has); the group comes from WANDB_RUN_GROUP (the batch).
+            kwargs.setdefault("run_name", env_name)
         if "storage_class" in kwargs:
             kwargs["storage_class"] = argument_classes[str(kwargs["storage_class"])]
         if wrapper.name == "NormalizeObservation":

@@ -296,7 +296,7 @@ class Runner:
         if exp.wrappers is not None and any(w.name == "WandBLogger" for w in exp.wrappers):
             from trainer import wandb_setup
 
-            wandb_setup.prepare(self.out)
+            wandb_setup.prepare(self.out, self.ctx.batch_id)
         if exp.n_envs > 1:
             # Each simulation has a core of its own; torch's own threads would only fight them.
             import torch

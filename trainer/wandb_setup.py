@@ -40,9 +40,11 @@ def read_secret(name: str) -> str:
     return response.payload.data.decode().strip()
 
 
-def prepare(run_dir: Path) -> str:
-    """Make W&B able to start in this process; returns the mode it will run in."""
+def prepare(run_dir: Path, group: str) -> str:
+    """Make W&B able to start in this process; returns the mode it will run in. Runs of one batch
+    share a W&B group (the batch id) unless the config names one."""
     os.environ.setdefault("WANDB_DIR", str(run_dir))
+    os.environ.setdefault("WANDB_RUN_GROUP", group)
     os.environ.setdefault("WANDB_SILENT", "true")
     mode = os.environ.get("WANDB_MODE")
     if mode in ("offline", "disabled", "dryrun"):
