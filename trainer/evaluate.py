@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def evaluate(experiment: Experiment, workdir: Path, mlflow_experiment: str) -> d
     workdir = workdir.resolve()
     out = workdir / "output"
     out.mkdir(parents=True, exist_ok=True)
-    loaded = initial_model.fetch(experiment.initial_model, workdir / "model", _storage, None)
+    loaded = initial_model.fetch(experiment.initial_model, workdir / "model", _storage, None, replay_buffer=False)
     if loaded.norm_stats and not experiment.normalization and experiment.wrappers is None:
         # The model was trained on normalized observations: evaluate it on the same scale.
         experiment = experiment.model_copy(update={"normalization": True})
@@ -134,6 +135,7 @@ def evaluate(experiment: Experiment, workdir: Path, mlflow_experiment: str) -> d
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         experiment = experiment_for(args)
     except ValidationError as exc:

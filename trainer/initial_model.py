@@ -58,9 +58,13 @@ def source_uri(model: InitialModel, results_bucket: str | None) -> str:
 
 
 def fetch(
-    model: InitialModel, local: Path, storage_client: Callable[[], Any] | None, results_bucket: str | None
+    model: InitialModel,
+    local: Path,
+    storage_client: Callable[[], Any] | None,
+    results_bucket: str | None,
+    replay_buffer: bool = True,
 ) -> Loaded:
-    """Download the model (and its side files) into ``local``."""
+    """Download the model (and its side files) into ``local``; ``replay_buffer=False`` for evaluation."""
     uri = source_uri(model, results_bucket)
     local.mkdir(parents=True, exist_ok=True)
     trusted = False
@@ -80,10 +84,12 @@ def fetch(
             raise FileNotFoundError(f"initial model {model_path} does not exist")
         trusted = True
     folder = model_path.parent
-    buffer = folder / "replay_buffer.pkl"
-    if buffer.exists() and not trusted:
+    buffer: Path | None = folder / "replay_buffer.pkl"
+    if not replay_buffer:
+        buffer = None
+    elif buffer is not None and buffer.exists() and not trusted:
         log.warning("replay buffer beside %s not loaded: a pickle is only read from the results bucket or disk", uri)
-        buffer = None  # type: ignore[assignment]
+        buffer = None
     stats = normalization_stats(folder)
     log.info(
         "initial model %s (normalization statistics: %s, replay buffer: %s)",
