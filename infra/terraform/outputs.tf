@@ -56,3 +56,8 @@ output "publisher_environment" {
     SINERGYM_RESULTS_BUCKET = google_storage_bucket.results.name
   }
 }
+
+output "wandb_api_key_secret" {
+  description = "Secret that may hold the W&B API key for trainers (gcloud secrets versions add ... --data-file=-)."
+  value       = google_secret_manager_secret.wandb_api_key.id
+}
