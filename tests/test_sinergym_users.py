@@ -535,3 +535,33 @@ def _up(base: str) -> bool:
         return requests.get(f"{base}/data/runs", timeout=5).ok
     except requests.RequestException:
         return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_sac_and_dqn_example_configs_run_through_a_batch(cloud: Cloud, tmp_path: Path) -> None:
+    batch_id = new_batch_id("cfg2")
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "batch_id": batch_id,
+                "defaults": {"runperiod": list(WEEK)},
+                "experiments": [{"config": os.path.relpath(CONFIGS / f"train_agent_{n}.yaml", tmp_path)}
+                                for n in ("SAC", "DQN")],
+            }
+        )
+    )  # fmt: skip
+    submit = subprocess.run([sys.executable, "publisher.py", "--batch-file", str(study)], cwd=REPO,
+                            env={**os.environ, **cloud.env}, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert submit.returncode == 0, submit.stderr
+    info = wait_batch(cloud.runtime(), batch_id, 1200)
+    assert [e["state"] for e in info["experiments"]] == ["succeeded", "succeeded"], info
+    client = mlflow.MlflowClient(tracking_uri=cloud.env["MLFLOW_TRACKING_URI"])
+    for e, name in zip(info["experiments"], ("SAC", "DQN"), strict=True):
+        raw = config(name)
+        run = client.get_run(e["mlflow_run_id"])
+        assert run.data.params["algorithm"] == name and run.data.params["episodes"] == str(raw["episodes"])
+        assert run.data.params["hp.learning_starts"] == str(raw["algorithm"]["parameters"]["learning_starts"])
+        assert len(client.get_metric_history(run.info.run_id, "train/mean_reward")) == raw["episodes"]
+        assert len(client.get_metric_history(run.info.run_id, "eval/mean_reward")) == raw["episodes"] // 2
