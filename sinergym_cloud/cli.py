@@ -596,12 +596,10 @@ def tensorboard_command(argv: list[str]) -> int:
     for name, uri in sorted(runs.items()):
         print(f"  {name}: {uri}")
     sys.stdout.flush()
-    import subprocess
-
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    sys.stderr.flush()
+    # This process becomes TensorBoard: a signal that stops the command stops the server (no orphan).
+    os.execve(command[0], command, env)  # noqa: S606 - a fixed argv: this interpreter, TensorBoard's module
+    return EXIT_OK  # not reached: execve does not return
 
 
 def schema_command(argv: list[str]) -> int:
