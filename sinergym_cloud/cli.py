@@ -322,7 +322,7 @@ def submit(argv: list[str]) -> int:
     data = contracts.dump(batch)
     contracts.parse(Batch, data)  # what launch will do with it
     message_id = rt.clients.publish(
-        names.TOPIC_BATCHES, data, batch_id=batch.batch_id, schema_version=str(contracts.SCHEMA_VERSION)
+        names.TOPIC_BATCHES, data, batch_id=batch.batch_id, schema_version=str(batch.schema_version)
     )
     bucket = batch.results_bucket or settings.results_bucket
     from sinergym_cloud import status
