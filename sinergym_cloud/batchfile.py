@@ -15,9 +15,12 @@ experiments:
     seeds: [1, 2, 3]                # one experiment per seed
     hyperparameters: {n_steps: 256}
   - command: python3 DRL_battery.py --environment Eplus-5zone-mixed-discrete-v1 --algorithm DQN --seed 7
+  - config: sinergym/train_agent_PPO.yaml   # Sinergym's own training YAML, unchanged
+    runperiod: [1, 1, 1991, 7, 1, 1991]     # other keys (and defaults) override what it says
 ```
 
-Each entry is either Experiment fields (see the Batch JSON Schema in docs/) or a legacy ``command``.
+Each entry is Experiment fields (see the Batch JSON Schema in docs/), a legacy ``command``, or a
+Sinergym training ``config`` (a path relative to the batch file; see sinergym_config.py).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sinergym_cloud import legacy
+from sinergym_cloud import legacy, sinergym_config
 from sinergym_cloud.contracts import Experiment, _summarise, excerpt
 from sinergym_cloud.errors import InvalidInput
 
@@ -66,14 +69,7 @@ def _read(path: Path) -> str:
 
 def load(path: Path) -> dict[str, Any]:
     """The Batch fields a YAML batch file describes (experiments already validated)."""
-    try:
-        data = yaml.load(_read(path), Loader=_NoAliases)  # noqa: S506 - a SafeLoader, without aliases
-    except OSError as exc:
-        raise BatchFileError(f"{path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise BatchFileError(f"{path}: {str(exc)[:500]}") from None
-    except RecursionError:
-        raise BatchFileError(f"{path}: nested too deeply") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise BatchFileError(f"{path}: expected a mapping with an `experiments` list")
     unknown = {str(k)[:40] if isinstance(k, str) else excerpt(k) for k in data if k not in BATCH_KEYS}
@@ -88,18 +84,63 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(entries, list) or not entries:
         raise BatchFileError(f"{path}: `experiments` must be a non-empty list")
     experiments: list[Experiment] = []
+    buckets: set[str] = set()
     for n, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             raise BatchFileError(f"{path}: experiment {n} must be a mapping")
         try:
-            experiments.extend(_expand(entry, defaults))
+            fields = entry
+            if "config" in entry:
+                fields, bucket = _from_config(path.parent, entry)
+                buckets |= {bucket} if bucket else set()
+            experiments.extend(_expand(fields, defaults))
+        except BatchFileError:
+            raise
         except ValidationError as exc:
             raise BatchFileError(f"{path}: experiment {n}: {_summarise(exc)}") from None
         except (ValueError, legacy.LegacyCommandError) as exc:
             raise BatchFileError(f"{path}: experiment {n}: {str(exc)[:500]}") from None
     fields = {k: v for k, v in data.items() if k not in ("defaults", "experiments") and v is not None}
     fields["experiments"] = experiments
+    if buckets and "results_bucket" not in fields:
+        if len(buckets) > 1:
+            raise BatchFileError(f"{path}: the configs name different cloud.remote_store buckets: {sorted(buckets)}")
+        fields["results_bucket"] = buckets.pop()
     return fields
+
+
+def read_yaml(path: Path) -> Any:
+    """A user's YAML file (a batch file or a Sinergym config), parsed as plain data: size-capped, with a
+    safe loader that refuses aliases (a 512-byte alias bomb once took 43 s and 3 GB)."""
+    try:
+        return yaml.load(_read(path), Loader=_NoAliases)  # noqa: S506 - a SafeLoader, without aliases
+    except OSError as exc:
+        raise BatchFileError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise BatchFileError(f"{path}: {str(exc)[:500]}") from None
+    except RecursionError:
+        raise BatchFileError(f"{path}: nested too deeply") from None
+
+
+def load_config(path: Path) -> sinergym_config.Mapped:
+    """A Sinergym training config file, mapped onto Experiment fields (not validated yet)."""
+    try:
+        return sinergym_config.map_config(read_yaml(path))
+    except sinergym_config.ConfigError as exc:
+        raise BatchFileError(f"{path}: {exc}") from None
+
+
+def _from_config(base: Path, entry: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """An entry ``config: FILE`` (plus overriding Experiment fields) as plain Experiment fields."""
+    mapped = load_config(base / str(entry["config"]))
+    fields = dict(mapped.fields)
+    for key, value in entry.items():
+        if key == "config":
+            continue
+        merge = key in ("algorithm_parameters", "env_params") and isinstance(value, dict)
+        # Override some of the config's algorithm or environment parameters, keep the rest.
+        fields[key] = {**(fields.get(key) or {}), **value} if merge else value
+    return fields, mapped.results_bucket
 
 
 def _expand(entry: dict[str, Any], defaults: dict[str, Any]) -> list[Experiment]:
@@ -113,6 +154,9 @@ def _expand(entry: dict[str, Any], defaults: dict[str, Any]) -> list[Experiment]
         return [experiment]
     fields = {**defaults, **entry}
     seeds = fields.pop("seeds", None)
+    if isinstance(fields.get("hyperparameters"), dict) and isinstance(fields.get("algorithm_parameters"), dict):
+        # A Sinergym config's parameters, some overridden: one set of algorithm arguments.
+        fields["algorithm_parameters"] = {**fields["algorithm_parameters"], **fields.pop("hyperparameters")}
     if "runperiod" in fields and isinstance(fields["runperiod"], list):
         fields["runperiod"] = tuple(fields["runperiod"])
     if seeds is None:

@@ -145,6 +145,13 @@ ALGORITHM_ACTION_SPACES: dict[str, frozenset[str]] = {
     "DDPG": frozenset({"continuous"}),
     "SAC": frozenset({"continuous"}),
     "TD3": frozenset({"continuous"}),
+    # sb3-contrib (Sinergym configs may name them as sb3_contrib:<Class>).
+    "ARS": frozenset({"discrete", "continuous"}),
+    "QRDQN": frozenset({"discrete"}),
+    "TQC": frozenset({"continuous"}),
+    "TRPO": frozenset({"discrete", "continuous"}),
+    "CrossQ": frozenset({"continuous"}),
+    "RecurrentPPO": frozenset({"discrete", "continuous"}),
 }
 
 # Short reward names of the original tool, mapped to Sinergym's classes.
@@ -172,3 +179,73 @@ def resolve_reward(name: str) -> str | None:
     if name in REWARD_ALIASES:
         return REWARD_ALIASES[name]
     return name if name in REWARD_CLASSES else None
+
+
+# ------------------------------------------------------------------ Sinergym's training YAML
+# The classes a Sinergym config may name as ``module:Class``. Nothing else is ever imported from a
+# name in a message: the trainer looks each one up in these tables (tests compare them with the
+# installed packages).
+CONTRIB_ALGORITHMS: tuple[str, ...] = ("ARS", "QRDQN", "TQC", "TRPO", "CrossQ", "RecurrentPPO")
+
+ALGORITHM_MODULES: dict[str, str] = {
+    **{name: "stable_baselines3" for name in ALGORITHMS},
+    **{name: "sb3_contrib" for name in CONTRIB_ALGORITHMS},
+}
+
+# Sinergym's wrappers (sinergym.utils.wrappers), by class name.
+WRAPPER_CLASSES: frozenset[str] = frozenset(
+    {
+        "BaseLoggerWrapper",
+        "CSVLogger",
+        "DatetimeWrapper",
+        "DeltaTempWrapper",
+        "DiscreteIncrementalWrapper",
+        "DiscretizeEnv",
+        "EnergyCostWrapper",
+        "IncrementalWrapper",
+        "LoggerWrapper",
+        "MultiObjectiveReward",
+        "MultiObsWrapper",
+        "NormalizeAction",
+        "NormalizeObservation",
+        "OfficeGridStorageSmoothingActionConstraintsWrapper",
+        "PreviousObservationWrapper",
+        "ProbabilisticContextWrapper",
+        "ReduceObservationWrapper",
+        "ScheduledContextWrapper",
+        "WandBLogger",
+        "WeatherForecastingWrapper",
+    }
+) - {"BaseLoggerWrapper"}  # abstract
+
+# Classes a wrapper argument may name (LoggerWrapper's storage_class), by ``module:Class``.
+ARGUMENT_CLASSES: frozenset[str] = frozenset({"sinergym.utils.logger:LoggerStorage"})
+
+# Activation functions a policy_kwargs may name.
+ACTIVATIONS: frozenset[str] = frozenset({"ReLU", "Tanh", "ELU", "LeakyReLU", "SiLU", "GELU", "Sigmoid"})
+
+
+def split_class(reference: str) -> tuple[str, str]:
+    """``module:Class`` (or ``module.Class``) as (module, Class)."""
+    module, sep, name = reference.rpartition(":")
+    if not sep:
+        module, _, name = reference.rpartition(".")
+    return module, name
+
+
+def resolve_algorithm_class(reference: str) -> str | None:
+    """The algorithm name for ``stable_baselines3:PPO`` / ``sb3_contrib:TQC`` / ``PPO``, or None."""
+    module, name = split_class(reference)
+    if name not in ALGORITHM_MODULES:
+        return None
+    return name if module in ("", ALGORITHM_MODULES[name]) else None
+
+
+def resolve_wrapper_class(reference: str) -> str | None:
+    module, name = split_class(reference)
+    return name if module in ("", "sinergym.utils.wrappers") and name in WRAPPER_CLASSES else None
+
+
+def resolve_reward_class(reference: str) -> str | None:
+    module, name = split_class(reference)
+    return name if module in ("", "sinergym.utils.rewards") and name in REWARD_CLASSES else None

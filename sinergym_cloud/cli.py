@@ -30,7 +30,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 STEPS_PER_SECOND = {"PPO": 340.0, "A2C": 340.0, "DQN": 250.0, "DDPG": 150.0, "SAC": 60.0, "TD3": 150.0}
 STEPS_PER_HOUR = 4  # Sinergym's buildings mostly simulate 15-minute steps
 
-SUBCOMMANDS = {"status", "cancel", "wait", "report", "schema"}
+SUBCOMMANDS = {"status", "cancel", "wait", "report", "schema", "tensorboard"}
 
 DESCRIPTION = """\
 Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or on the local cloud.
@@ -41,8 +41,9 @@ Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or o
   wait BATCH_ID      live progress until the batch ends (exit 0 only if every experiment succeeded)
   cancel BATCH_ID    stop the experiments, delete the instances and the group
   report BATCH_ID    an HTML report with learning curves and costs
+  tensorboard BATCH_ID  serve the batch's TensorBoard logs from the bucket, live (every experiment a run)
   schema             print the Batch JSON Schema (the contract of the experiment-batches topic)
-  (status, wait, cancel and report take --project_id/-id too; `python publisher.py status -h`)
+  (status, wait, cancel, report and tensorboard take --project_id/-id too; `python publisher.py status -h`)
 
 Target: --project_id (or GOOGLE_CLOUD_PROJECT) means Google Cloud; without a project, or with the
 local cloud's environment sourced (. .local/env), the local cloud is used and started if needed.
@@ -180,13 +181,19 @@ def estimate_hours(batch: Batch) -> list[float]:
         steps = exp.episodes * days * 24 * STEPS_PER_HOUR
         if exp.evaluation:
             steps += (exp.episodes // exp.eval_freq) * exp.eval_length * days * 24 * STEPS_PER_HOUR
-        hours.append(steps / STEPS_PER_SECOND[exp.algorithm] / 3600 + 3 / 60)
+        hours.append(steps / STEPS_PER_SECOND.get(exp.algorithm, 100.0) / 3600 + 3 / 60)
     return hours
 
 
-def print_plan(batch: Batch, settings: config.Settings | None, template: dict[str, str] | None, as_json: bool) -> None:
+def print_plan(
+    batch: Batch,
+    settings: config.Settings | None,
+    template: dict[str, str] | None,
+    as_json: bool,
+    unread: str = "no cloud running (start it, or give --project_id)",
+) -> None:
     """The plan of a batch. ``template`` is what the instance template says (machine type, provisioning
-    model) when it could be read; ``settings`` is None when no cloud was asked."""
+    model) when it could be read (else ``unread`` says why); ``settings`` is None when no cloud was asked."""
     from sinergym_cloud.control.launch import plan
 
     hours = estimate_hours(batch)
@@ -240,7 +247,7 @@ def print_plan(batch: Batch, settings: config.Settings | None, template: dict[st
     machine = (
         f"{template['machine_type']}, {template['provisioning'].lower()}"
         if template
-        else "machine type not read: no cloud running (start it, or give --project_id)"
+        else f"machine type not read: {unread}"
     )
     console.print(
         f"{len(rows)} VM(s) from template [bold]{batch.template_name}[/] ({machine}) in "
@@ -261,6 +268,7 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
     starting one: a project, or a local cloud that is already up."""
     settings: config.Settings | None = None
     template = None
+    unread = "no cloud running (start it, or give --project_id)"
     reachable = target_kind(project) != "local"
     if not reachable:
         from localcloud.cloud import LocalCloud
@@ -276,12 +284,13 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
                 batch.template_name
             )
         except Exception as exc:  # noqa: BLE001 - a plan is still worth printing; say why the template is unread
-            print(f"publisher: could not read the instance template: {type(exc).__name__}: {exc}", file=sys.stderr)
+            unread = _unread_reason(exc, settings)
+            print(f"publisher: could not read the instance template: {unread}", file=sys.stderr)
         else:
             if template is None:
                 print_plan(batch, settings, None, as_json)
                 return _die(_no_template(batch, settings, "the batch would be rejected"))
-    print_plan(batch, settings, template, as_json)
+    print_plan(batch, settings, template, as_json, unread=unread)
     return EXIT_OK
 
 
@@ -291,6 +300,18 @@ def _validate_as_launch(data: bytes, results_bucket: str) -> None:
         contracts.parse(Batch, data).check_paths(results_bucket)
     except BadMessage as exc:
         raise SystemExit(_die(str(exc))) from None
+
+
+def _unread_reason(exc: Exception, settings: config.Settings) -> str:
+    """Why the template could not be read, said so a person knows what to do."""
+    from google.auth import exceptions as auth_exceptions
+
+    if isinstance(exc, auth_exceptions.DefaultCredentialsError):
+        return (
+            f"no Google Cloud credentials to read project {settings.project} "
+            "(run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)"
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def submit(argv: list[str]) -> int:
@@ -314,7 +335,7 @@ def submit(argv: list[str]) -> int:
     data = contracts.dump(batch)
     _validate_as_launch(data, batch.results_bucket or settings.results_bucket)
     message_id = rt.clients.publish(
-        names.TOPIC_BATCHES, data, batch_id=batch.batch_id, schema_version=str(contracts.SCHEMA_VERSION)
+        names.TOPIC_BATCHES, data, batch_id=batch.batch_id, schema_version=str(batch.schema_version)
     )
     bucket = batch.results_bucket or settings.results_bucket
     from sinergym_cloud import status
@@ -337,10 +358,21 @@ def submit(argv: list[str]) -> int:
         print(f"  MLflow:   {mlflow}")
         print(f"  status:   python publisher.py status {batch.batch_id}{target}")
         if local:
-            print("  local cloud: . .local/env to use its endpoints; make local-down to stop it")
+            print(f"  local cloud: . {_local_env_file()} to use its endpoints; make local-down to stop it")
     if args.wait:
         return wait(rt, batch.batch_id, args.timeout, args.json)
     return EXIT_OK
+
+
+def _local_env_file() -> str:
+    """The env file of the local cloud in use (LOCALCLOUD_DIR's), as short as it can be written."""
+    from localcloud.cloud import LocalCloud
+
+    path = LocalCloud().env_file
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _runtime(project: str | None = None) -> Any:
@@ -379,31 +411,43 @@ def status_command(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def render_status(info: dict[str, Any]) -> None:
+def short_run_id(run_id: str | None) -> str:
+    """An MLflow run id as the status table shows it (the full id and link are in --json and the report)."""
+    return run_id[:8] if run_id else "-"
+
+
+def render_status(info: dict[str, Any], console: Any = None) -> None:
+    """The status of a batch, readable at 80 columns: short run ids, the long links elsewhere."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = console or Console()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info["counts"].items()))
     console.print(f"[bold]batch {m(info['batch_id'])}[/]: {m(info['status'])} ({m(counts)}) zone {m(info['zone'])}")
     if info["error"]:
         console.print(f"  [red]{m(info['error'], 1000)}[/]")
-    table = Table()
-    for column in ("#", "experiment", "state", "instance", "VM", "tries", "MLflow run", "note"):
-        table.add_column(column, overflow="fold")
+    table = Table(pad_edge=False, box=None, header_style="bold")
+    table.add_column("#", no_wrap=True)
+    table.add_column("experiment", overflow="fold", ratio=3)
+    table.add_column("state", no_wrap=True)
+    table.add_column("VM", no_wrap=True)
+    table.add_column("tries", no_wrap=True)
+    table.add_column("run", no_wrap=True)
+    table.add_column("note", overflow="fold", ratio=2)
     for e in info["experiments"]:
         note = e["reason"] or "; ".join(e["instance_errors"])
+        environment = str(e["environment"]).removeprefix("Eplus-")
         table.add_row(
             m(e["index"]),
-            m(f"{e['algorithm']} {e['environment']} seed={e['seed']}"),
+            m(f"{e['algorithm']} {environment} s{e['seed']}"),
             m(e["state"]),
-            m(e["instance"]),
             m(e["instance_status"] or "-"),
-            m(f"{e['attempts']} (p{e['preemptions']}/f{e['failures']})"),
-            m(e["mlflow_url"] or e["mlflow_run_id"] or "-"),
+            m(f"{e['attempts']} p{e['preemptions']} f{e['failures']}"),
+            m(short_run_id(e["mlflow_run_id"])),
             m(note),
         )
     console.print(table)
+    console.print("[dim]run: MLflow run id (full ids and links: status --json, or the report)[/]")
     console.print(
         m(
             f"outputs: {info['results']}   MLflow experiment: {info['mlflow_experiment']}"
@@ -534,6 +578,45 @@ def cancel_command(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def tensorboard_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python publisher.py tensorboard",
+        description="Serve a batch's TensorBoard logs from the bucket while it trains (every experiment a run). "
+        "Needs the viewer extra: pip install '.[viewer]' (TensorBoard and gcsfs).",
+    )
+    add_batch_arguments(p)
+    p.add_argument("--port", type=int, default=6006, help="TensorBoard's port (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--reload-interval", type=float, default=15, help="seconds between reads of the bucket")
+    args = p.parse_args(argv)
+    from sinergym_cloud import status, tensorboard
+
+    rt = _runtime(args.project_id)
+    try:
+        info = status.batch_status(rt, args.batch_id, with_compute=False, with_alerts=False)
+    except KeyError as exc:
+        print(f"publisher: {exc.args[0]}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    runs = {
+        tensorboard.run_name(e["index"], e["name"]): e["tensorboard"] for e in info["experiments"] if e["tensorboard"]
+    }
+    if not runs:
+        return _die(
+            f"no experiment of batch {args.batch_id} writes TensorBoard logs to a bucket "
+            "(give it `tensorboard: ./tensorboard_log` or a gs:// path)"
+        )
+    command = tensorboard.command(runs, args.host, args.port, args.reload_interval)
+    env = tensorboard.environment(rt.settings, os.environ)
+    print(f"TensorBoard for batch {args.batch_id}: http://{args.host}:{args.port}/  ({len(runs)} run(s); Ctrl-C stops)")
+    for name, uri in sorted(runs.items()):
+        print(f"  {name}: {uri}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # This process becomes TensorBoard: a signal that stops the command stops the server (no orphan).
+    os.execve(command[0], command, env)  # noqa: S606 - a fixed argv: this interpreter, TensorBoard's module
+    return EXIT_OK  # not reached: execve does not return
+
+
 def schema_command(argv: list[str]) -> int:
     print(json.dumps(Batch.model_json_schema(), indent=2))
     return EXIT_OK
@@ -555,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
             "wait": wait_command,
             "report": report_command,
             "schema": schema_command,
+            "tensorboard": tensorboard_command,
         }[command]
         return handler(rest)
     return submit(argv)

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from sinergym_cloud import catalog, flags, names
 from sinergym_cloud.errors import BadMessage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of InstanceReady, Completion, TrainerSpec
+# Batch: 2 adds the Sinergym-config fields and max_parallel; 1 is still read (schema_versions()).
 MAX_EXPERIMENTS = 5000
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -124,6 +125,200 @@ def path_outside(value: str | None, bucket: str | None, batch_id: str, experimen
     return ""
 
 
+# ----------------------------------------------------------------- schema version 2: Sinergym configs
+# What Sinergym's own training YAML says beyond the original flags, as data (sinergym_cloud/
+# sinergym_config.py maps the YAML onto these). Classes are names from catalog's allowlists, never
+# import paths taken from a message; values are plain JSON scalars, lists and mappings.
+ConfigString = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@ /+()\[\]-]*$", max_length=200)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
+VariableName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_. ()-]{1,100}$")]
+type ConfigValue = (
+    bool
+    | int
+    | float
+    | ConfigString
+    | Annotated[list[ConfigValue], Field(max_length=1000)]
+    | Annotated[dict[VariableName, ConfigValue], Field(max_length=200)]
+    | None
+)
+V2_EXPERIMENT_FIELDS = ("label", "algorithm_parameters", "wrappers", "env_params", "initial_model")
+
+
+class PolicyKwargs(Strict):
+    """SB3's ``policy_kwargs`` as far as a config may set them (no classes except an activation name)."""
+
+    net_arch: list[Annotated[int, Field(ge=1, le=65536)]] | dict[Literal["pi", "vf", "qf"], list[int]] | None = None
+    activation_fn: str | None = Field(None, description="torch.nn:ReLU, torch.nn.Tanh, ReLU, ...")
+    ortho_init: bool | None = None
+    log_std_init: float | None = Field(None, ge=-20, le=20)
+    squash_output: bool | None = None
+    share_features_extractor: bool | None = None
+    n_critics: int | None = Field(None, ge=1, le=100)
+    n_quantiles: int | None = Field(None, ge=1, le=10_000)
+    lstm_hidden_size: int | None = Field(None, ge=1, le=65536)
+    n_lstm_layers: int | None = Field(None, ge=1, le=100)
+
+    @field_validator("activation_fn")
+    @classmethod
+    def _known_activation(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        module, name = catalog.split_class(value)
+        if module not in ("", "torch.nn", "th.nn", "nn") or name not in catalog.ACTIVATIONS:
+            raise ValueError(
+                f"activation_fn {value!r} is not one of torch.nn's {', '.join(sorted(catalog.ACTIVATIONS))}"
+            )
+        return name
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class AlgorithmParameters(Strict):
+    """The keyword arguments of an SB3 / sb3-contrib algorithm, as Sinergym's ``algorithm.parameters``.
+
+    When an experiment has these, they replace the trainer's YAML defaults (``trainer/hyperparams``):
+    what the config does not set is the library's default, as with Sinergym's own script.
+    """
+
+    policy: Literal["MlpPolicy", "MultiInputPolicy", "MlpLstmPolicy", "MultiInputLstmPolicy", "LinearPolicy"] | None = (
+        None
+    )
+    learning_rate: float | None = Field(None, gt=0, le=10)
+    n_steps: int | None = Field(None, ge=1, le=1_000_000)
+    batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    n_epochs: int | None = Field(None, ge=1, le=10_000)
+    gamma: float | None = Field(None, ge=0, le=1)
+    gae_lambda: float | None = Field(None, ge=0, le=1)
+    clip_range: float | None = Field(None, gt=0, le=10)
+    clip_range_vf: float | None = Field(None, gt=0, le=1000)
+    normalize_advantage: bool | None = None
+    ent_coef: float | Annotated[str, Field(pattern=r"^auto(_[0-9.]+)?$")] | None = None
+    vf_coef: float | None = Field(None, ge=0, le=10)
+    max_grad_norm: float | None = Field(None, gt=0, le=1000)
+    use_sde: bool | None = None
+    sde_sample_freq: int | None = Field(None, ge=-1, le=1_000_000)
+    target_kl: float | None = Field(None, gt=0, le=100)
+    stats_window_size: int | None = Field(None, ge=1, le=1_000_000)
+    verbose: int | None = Field(None, ge=0, le=2)
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    buffer_size: int | None = Field(None, ge=1, le=100_000_000)
+    learning_starts: int | None = Field(None, ge=0, le=100_000_000)
+    tau: float | None = Field(None, ge=0, le=1)
+    train_freq: int | tuple[int, Literal["step", "episode"]] | None = None
+    gradient_steps: int | None = Field(None, ge=-1, le=1_000_000)
+    optimize_memory_usage: bool | None = None
+    target_update_interval: int | None = Field(None, ge=1, le=100_000_000)
+    target_entropy: float | Literal["auto"] | None = None
+    use_sde_at_warmup: bool | None = None
+    exploration_fraction: float | None = Field(None, ge=0, le=1)
+    exploration_initial_eps: float | None = Field(None, ge=0, le=1)
+    exploration_final_eps: float | None = Field(None, ge=0, le=1)
+    policy_delay: int | None = Field(None, ge=1, le=1000)
+    target_policy_noise: float | None = Field(None, ge=0, le=100)
+    target_noise_clip: float | None = Field(None, ge=0, le=100)
+    rms_prop_eps: float | None = Field(None, gt=0, le=1)
+    use_rms_prop: bool | None = None
+    top_quantiles_to_drop_per_net: int | None = Field(None, ge=0, le=1000)
+    n_critic_updates: int | None = Field(None, ge=1, le=1000)
+    cg_max_steps: int | None = Field(None, ge=1, le=1000)
+    cg_damping: float | None = Field(None, ge=0, le=10)
+    line_search_shrinking_factor: float | None = Field(None, gt=0, lt=1)
+    line_search_max_iter: int | None = Field(None, ge=1, le=1000)
+    sub_sampling_factor: int | None = Field(None, ge=1, le=1000)
+    n_delta: int | None = Field(None, ge=1, le=10_000)
+    n_top: int | None = Field(None, ge=1, le=10_000)
+    delta_std: float | None = Field(None, gt=0, le=100)
+    zero_policy: bool | None = None
+    alive_bonus_offset: float | None = Field(None, ge=-1e6, le=1e6)
+    policy_kwargs: PolicyKwargs | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The parameters set explicitly (policy_kwargs as a plain mapping)."""
+        values = {k: v for k, v in self.model_dump().items() if v is not None and k != "policy_kwargs"}
+        if self.policy_kwargs is not None and self.policy_kwargs.given():
+            values["policy_kwargs"] = self.policy_kwargs.given()
+        return values
+
+
+class Wrapper(Strict):
+    """One of Sinergym's wrappers, by class name (catalog.WRAPPER_CLASSES), with its arguments."""
+
+    name: str = Field(max_length=100, description="Class name in sinergym.utils.wrappers.")
+    kwargs: dict[Identifier, ConfigValue] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("name")
+    @classmethod
+    def _allowed(cls, value: str) -> str:
+        resolved = catalog.resolve_wrapper_class(value)
+        if resolved is None:
+            raise ValueError(f"wrapper {value!r} is not one of Sinergym's wrappers")
+        return resolved
+
+    @model_validator(mode="after")
+    def _class_arguments(self) -> Wrapper:
+        storage = self.kwargs.get("storage_class")
+        if storage is not None and storage not in catalog.ARGUMENT_CLASSES:
+            allowed = ", ".join(sorted(catalog.ARGUMENT_CLASSES))
+            raise ValueError(f"{self.name}.storage_class {storage!r} is not allowed (allowed: {allowed})")
+        return self
+
+
+Noise = float | tuple[float, float]
+WeatherNoise = tuple[Noise, Noise, Noise]
+WeatherNoiseClipped = tuple[Noise, Noise, Noise, tuple[float, float]]
+
+
+class EnvParams(Strict):
+    """Sinergym environment arguments beyond reward, seed and run period (Sinergym's ``env_params``)."""
+
+    reward_kwargs: dict[Identifier, ConfigValue] | None = Field(None, max_length=50)
+    weather_variability: dict[VariableName, WeatherNoise | WeatherNoiseClipped] | None = Field(
+        None, max_length=20, description="variable: (sigma, mu, tau[, (low, high)]), each a number or a range."
+    )
+    timesteps_per_hour: int | None = Field(None, ge=1, le=60)
+    deep_update: bool = Field(
+        True, description="Merge reward_kwargs into the environment's defaults (Sinergym's env_deep_update)."
+    )
+
+
+class WandbArtifact(Strict):
+    """A model stored as a W&B artifact (Sinergym's ``model`` with artifact_name)."""
+
+    entity: Label
+    project: Label
+    artifact_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
+    artifact_type: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "output"
+    artifact_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "latest"
+    model_path: SafePath = "Sinergym_output/evaluation/best_model.zip"
+
+
+class InitialModel(Strict):
+    """Where an experiment's starting policy comes from: exactly one of the three."""
+
+    uri: SafePath | None = Field(None, description="gs://.../model.zip, or a local path (laptop runs only).")
+    batch_id: BatchId | None = Field(None, description="With experiment: a previous batch's experiment.")
+    experiment: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")] | None = Field(
+        None, description="The experiment's name in that batch (status --json shows it)."
+    )
+    wandb: WandbArtifact | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InitialModel:
+        sources = [
+            self.uri is not None,
+            self.batch_id is not None or self.experiment is not None,
+            self.wandb is not None,
+        ]
+        if sum(sources) != 1:
+            raise ValueError("initial_model takes exactly one of uri, batch_id + experiment, wandb")
+        if (self.batch_id is None) != (self.experiment is None):
+            raise ValueError("initial_model: batch_id and experiment go together")
+        if self.uri and ".." in self.uri.split("/"):
+            raise ValueError("initial_model.uri must not contain '..'")
+        return self
+
+
 def _check_date(day: int, month: int, year: int) -> None:
     dt.date(year, month, day)  # raises ValueError with a clear message
 
@@ -133,7 +328,9 @@ class Experiment(Strict):
 
     environment: str = Field(max_length=100, description="Sinergym environment id.")
     episodes: int = Field(1, ge=1, le=10_000)
-    algorithm: Literal["PPO", "A2C", "DQN", "DDPG", "SAC", "TD3"] = "PPO"
+    algorithm: Literal[
+        "PPO", "A2C", "DQN", "DDPG", "SAC", "TD3", "ARS", "QRDQN", "TQC", "TRPO", "CrossQ", "RecurrentPPO"
+    ] = Field("PPO", description="An SB3 algorithm, or (schema 2) an sb3-contrib one.")
     reward: str = Field("linear", max_length=60, description="linear, exponential or a Sinergym reward class.")
     normalization: bool = False
     multiobs: bool = False
@@ -159,6 +356,18 @@ class Experiment(Strict):
     mode: Literal["train", "check"] = Field(
         "train", description="check: run `python -m trainer check` on the VM instead of training."
     )
+    # Schema version 2: what Sinergym's training YAML adds (see sinergym_cloud/sinergym_config.py).
+    label: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")] | None = Field(
+        None, description="A name of your own (Sinergym's experiment_name); it prefixes the experiment's name."
+    )
+    algorithm_parameters: AlgorithmParameters | None = Field(
+        None, description="All the algorithm's arguments (replacing the trainer's YAML defaults)."
+    )
+    wrappers: list[Wrapper] | None = Field(
+        None, max_length=30, description="Sinergym wrappers in order (replacing the wrapper flags)."
+    )
+    env_params: EnvParams | None = None
+    initial_model: InitialModel | None = Field(None, description="Start from this model (fine-tune).")
 
     @field_validator("environment")
     @classmethod
@@ -205,7 +414,34 @@ class Experiment(Strict):
             problem = path_problem(getattr(self, field_name))
             if problem:
                 raise ValueError(f"{field_name}: {problem}")
+        self._consistent_v2()
         return self
+
+    def _consistent_v2(self) -> None:
+        if self.algorithm in catalog.CONTRIB_ALGORITHMS and self.hyperparameters.given():
+            raise ValueError(f"{self.algorithm} takes algorithm_parameters, not hyperparameters")
+        if self.wrappers is not None:
+            named = [w.name for w in self.wrappers]
+            for flag, wrapper in (
+                ("normalization", "NormalizeObservation"),
+                ("logger", "LoggerWrapper"),
+                ("multiobs", "MultiObsWrapper"),
+            ):
+                if getattr(self, flag) != (wrapper in named):
+                    raise ValueError(f"with wrappers, {flag} must be {wrapper in named} ({wrapper} is listed or not)")
+            if "WandBLogger" in named:
+                if "LoggerWrapper" not in named[: named.index("WandBLogger")]:
+                    raise ValueError("WandBLogger needs a LoggerWrapper before it in wrappers")
+                if self.n_envs > 1:
+                    raise ValueError("WandBLogger logs one simulation: it needs n_envs 1")
+
+    @property
+    def v2_fields(self) -> list[str]:
+        """The schema-2 fields this experiment uses (a version-1 message may use none)."""
+        used = [name for name in V2_EXPERIMENT_FIELDS if getattr(self, name) is not None]
+        if self.algorithm in catalog.CONTRIB_ALGORITHMS:
+            used.append(f"algorithm {self.algorithm}")
+        return used
 
     @property
     def reward_class(self) -> str:
@@ -220,7 +456,7 @@ class Batch(Strict):
     This is the public contract of the ``experiment-batches`` topic: any service may publish it.
     """
 
-    schema_version: Literal[1, 2] = 2
+    schema_version: Literal[1, 2] = Field(2, description="1 is still read; 2 adds Sinergym-config fields.")
     batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
     group_name: GroupName = "sinergym-group"
     zone: Zone = "europe-west1-b"
@@ -236,12 +472,6 @@ class Batch(Strict):
         le=MAX_EXPERIMENTS,
         description="At most this many VMs at once; the rest wait, queued. Default: what the region's quotas allow.",
     )
-
-    @model_validator(mode="after")
-    def _fields_of_its_version(self) -> Batch:
-        if self.schema_version < 2 and self.max_parallel is not None:
-            raise ValueError("max_parallel needs schema_version 2")
-        return self
 
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> Batch:
@@ -263,6 +493,20 @@ class Batch(Strict):
                 problem = path_outside(getattr(exp, field_name), results_bucket, self.batch_id, name)
                 if problem:
                     raise BadMessage(f"invalid Batch: experiments.{i}.{field_name}: {problem}")
+
+    @model_validator(mode="after")
+    def _version_fields(self) -> Batch:
+        if self.schema_version == 1:
+            if self.max_parallel is not None:
+                raise ValueError("max_parallel needs schema_version 2")
+            for i, exp in enumerate(self.experiments):
+                if exp.v2_fields:
+                    raise ValueError(f"experiments.{i}: {', '.join(exp.v2_fields)} need schema_version 2")
+        for i, exp in enumerate(self.experiments):
+            model = exp.initial_model
+            if model is not None and model.uri is not None and not model.uri.startswith("gs://"):
+                raise ValueError(f"experiments.{i}.initial_model.uri: a VM cannot read a local path; give gs://")
+        return self
 
     @property
     def mig_parts(self) -> int:
@@ -360,11 +604,11 @@ def parse[M: BaseModel](model: type[M], data: bytes | str | dict[str, Any]) -> M
     if not isinstance(data, dict):
         raise BadMessage(f"message must be a JSON object, not {type(data).__name__}")
     accepted = schema_versions(model)
-    version = data.get("schema_version", max(accepted, default=SCHEMA_VERSION))
-    if accepted and version not in accepted:
+    version = data.get("schema_version", min(accepted, default=SCHEMA_VERSION))
+    if accepted and (version not in accepted or isinstance(version, bool)):
         readable = " or ".join(str(v) for v in accepted)
         raise BadMessage(
-            f"unsupported {model.__name__} schema_version {excerpt(version)}; this deployment reads version {readable}"
+            f"unsupported schema_version {excerpt(version)}; this deployment reads {model.__name__} version {readable}"
         )
     try:
         return model.model_validate(data)
@@ -397,6 +641,8 @@ def experiment_name(experiment: Experiment, submitted_at: dt.datetime, index: in
     """
     stamp = submitted_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{experiment.algorithm}-{experiment.environment}-episodes-{experiment.episodes}"
+    if experiment.label:
+        name = f"{experiment.label}-{name}"
     if experiment.seed is not None:
         name += f"-seed-{experiment.seed}"
     name += f"-{stamp}-{index}"

@@ -165,7 +165,7 @@ def render_command(experiment: Experiment) -> str:
     hyper = data.pop("hyperparameters", {}) or {}
     table = {f.dest: f for f in flags.ALL_FLAGS}
     for dest, value in list(data.items()) + list(hyper.items()):
-        if value is None:
+        if value is None or dest not in table:  # schema-2 fields (a Sinergym config's) have no flag
             continue
         flag = table[dest]
         if flag.kind == "bool":

@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from sinergym_cloud import metrics, names
+from sinergym_cloud import metrics, names, tensorboard
 from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
@@ -136,6 +136,7 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
                 "reason": r.reason,
                 "mlflow_run_id": r.mlflow_run_id,
                 "mlflow_url": mlflow_run_url(tracking, r.mlflow_run_id),
+                "tensorboard": tensorboard.log_uri(r.spec.tensorboard, launch.results_bucket, batch_id, r.name),
                 "outputs": r.output_uris,
                 "metrics": r.metrics,
                 "timesteps": r.timesteps,

@@ -30,7 +30,7 @@ def test_batch_round_trips_through_the_wire_form() -> None:
         (b"\xff\xfe not utf-8", "not UTF-8"),
         (b"{not json", "not JSON"),
         (b"[1, 2]", "JSON object"),
-        (json.dumps(batch(schema_version=3)).encode(), "unsupported Batch schema_version 3"),
+        (json.dumps(batch(schema_version=3)).encode(), "unsupported schema_version 3"),
         (json.dumps(batch(schema_version=1, max_parallel=2)).encode(), "max_parallel needs schema_version 2"),
         (json.dumps(batch(experiments=[])).encode(), "experiments"),
         (json.dumps(batch(surprise=1)).encode(), "surprise"),

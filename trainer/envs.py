@@ -74,11 +74,27 @@ def make_env(
     )
 
     kwargs: dict[str, Any] = {"env_name": env_name, "reward": getattr(rewards, experiment.reward_class)}
+    building: dict[str, Any] = {}
     if experiment.runperiod is not None:
-        kwargs["building_config"] = {"runperiod": tuple(experiment.runperiod)}
+        building["runperiod"] = tuple(experiment.runperiod)
     if experiment.seed is not None:
         kwargs["seed"] = experiment.seed
+    params = experiment.env_params
+    if params is not None:
+        if params.timesteps_per_hour is not None:
+            building["timesteps_per_hour"] = params.timesteps_per_hour
+        if params.weather_variability is not None:
+            kwargs["weather_variability"] = dict(params.weather_variability)
+        if params.reward_kwargs is not None:
+            base = (
+                dict(gym.spec(experiment.environment).kwargs.get("reward_kwargs") or {}) if params.deep_update else {}
+            )
+            kwargs["reward_kwargs"] = _deep_merge(base, dict(params.reward_kwargs))
+    if building:
+        kwargs["building_config"] = building
     env = gym.make(experiment.environment, **kwargs)
+    if experiment.wrappers is not None:
+        return apply_wrappers(env, experiment, env_name, norm_stats, evaluation)
     if isinstance(env.action_space, gym.spaces.Box):
         env = NormalizeAction(env)
     if experiment.normalization:
@@ -95,6 +111,51 @@ def make_env(
         env = CSVLogger(env)
     if experiment.multiobs:
         env = MultiObsWrapper(env)
+    return env
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Sinergym's env_deep_update: nested mappings are merged, everything else replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_wrappers(
+    env: Any, experiment: Experiment, env_name: str, norm_stats: dict[str, Any] | None, evaluation: bool
+) -> Any:
+    """A Sinergym config's wrappers, in its order. Classes come from Sinergym's wrapper module by a
+    name the contract allowed (catalog.WRAPPER_CLASSES), never from an import path.
+
+    NormalizeObservation gets the checkpoint's statistics (frozen for evaluation), and an evaluation
+    environment has no WandBLogger: one W&B run per experiment, evaluation metrics go to it from the
+    evaluator.
+    """
+    from sinergym.utils import logger as sinergym_logger
+    from sinergym.utils import wrappers as sinergym_wrappers
+
+    argument_classes = {"sinergym.utils.logger:LoggerStorage": sinergym_logger.LoggerStorage}
+    assert experiment.wrappers is not None
+    for wrapper in experiment.wrappers:
+        if evaluation and wrapper.name == "WandBLogger":
+            continue
+        kwargs = dict(wrapper.kwargs)
+        if wrapper.name == "WandBLogger":
+            # The experiment's own name as the run name (Sinergym's default calls wandb.util.generate_id,
+            # which wandb >= 0.2x no longer has); the group comes from WANDB_RUN_GROUP (the batch).
+            kwargs.setdefault("run_name", env_name)
+        if "storage_class" in kwargs:
+            kwargs["storage_class"] = argument_classes[str(kwargs["storage_class"])]
+        if wrapper.name == "NormalizeObservation":
+            if evaluation:
+                kwargs["automatic_update"] = False
+            if norm_stats:
+                kwargs.update({k: norm_stats[k] for k in ("mean", "var", "count") if norm_stats.get(k) is not None})
+        env = getattr(sinergym_wrappers, wrapper.name)(env, **kwargs)
     return env
 
 

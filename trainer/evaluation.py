@@ -34,7 +34,7 @@ class Evaluator:
     def evaluate(self, model: Any, train_env: Any, episode: int) -> float:
         from stable_baselines3.common.evaluation import evaluate_policy
 
-        from trainer import envs, tracking
+        from trainer import envs, tracking, wandb_setup
 
         if self.env is None:
             factory = functools.partial(envs.make_monitored, self.experiment, f"{self.runner.ctx.name}-eval")
@@ -45,6 +45,7 @@ class Evaluator:
         mean, std = evaluate_policy(model, self.env, n_eval_episodes=self.experiment.eval_length, deterministic=True)
         mean, std = float(mean), float(std)  # type: ignore[arg-type]  # scalars unless return_episode_rewards
         tracking.log_eval(mean, std, episode)
+        wandb_setup.log_eval(mean, std, episode)
         log.info("evaluation after episode %d: mean reward %.2f (std %.2f)", episode, mean, std)
         if self.best is None or mean > self.best:
             self.best = mean

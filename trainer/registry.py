@@ -12,14 +12,24 @@ from typing import Any
 
 import yaml
 
+from sinergym_cloud import catalog
 from sinergym_cloud.contracts import Experiment
 
 
 def algos() -> dict[str, type[Any]]:
-    """Imported lazily: torch is heavy, and ``--help`` should not wait for it."""
+    """Imported lazily: torch is heavy, and ``--help`` should not wait for it.
+
+    The names are the contract's (catalog.ALGORITHM_MODULES); sb3-contrib's only when installed.
+    """
     from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 
-    return {"PPO": PPO, "A2C": A2C, "DQN": DQN, "DDPG": DDPG, "SAC": SAC, "TD3": TD3}
+    table: dict[str, type[Any]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN, "DDPG": DDPG, "SAC": SAC, "TD3": TD3}
+    try:
+        import sb3_contrib
+    except ImportError:
+        return table
+    table.update({name: getattr(sb3_contrib, name) for name in catalog.CONTRIB_ALGORITHMS})
+    return table
 
 
 def load_table(algorithm: str) -> dict[str, dict[str, Any]]:
@@ -31,7 +41,20 @@ def load_table(algorithm: str) -> dict[str, dict[str, Any]]:
 
 
 def hyperparameters(experiment: Experiment) -> dict[str, Any]:
-    """The effective hyperparameters: YAML default, then the environment's entry, then the experiment."""
+    """The effective hyperparameters: YAML default, then the environment's entry, then the experiment.
+
+    An experiment from a Sinergym config carries all its algorithm's arguments: those, and the
+    library's defaults for the rest, as Sinergym's own script does (no YAML defaults).
+    """
+    if experiment.algorithm_parameters is not None:
+        values = experiment.algorithm_parameters.given()
+        values.update(experiment.hyperparameters.given())
+        kwargs = values.get("policy_kwargs")
+        if kwargs and "activation_fn" in kwargs:
+            import torch
+
+            values["policy_kwargs"] = {**kwargs, "activation_fn": getattr(torch.nn, kwargs["activation_fn"])}
+        return values
     table = load_table(experiment.algorithm)
     values = dict(table["default"])
     values.update(table.get(experiment.environment, {}) or {})

@@ -286,6 +286,21 @@ class Runner:
 
         exp = self.ctx.experiment
         norm = resume.norm_stats if resume else None
+        start = None
+        if exp.initial_model is not None and not resume:
+            from trainer import initial_model
+
+            start = initial_model.fetch(
+                exp.initial_model,
+                self.workdir / "initial-model",
+                (lambda: self.clients.storage),
+                self.ctx.results_bucket,
+            )
+            norm = start.norm_stats
+        if exp.wrappers is not None and any(w.name == "WandBLogger" for w in exp.wrappers):
+            from trainer import wandb_setup
+
+            wandb_setup.prepare(self.out, self.ctx.batch_id)
         if exp.n_envs > 1:
             # Each simulation has a core of its own; torch's own threads would only fight them.
             import torch
@@ -313,6 +328,15 @@ class Runner:
                     model.load_replay_buffer(resume.replay_buffer_path)
                 self.episodes_done = resume.episodes
                 log.info("resumed from checkpoint: %d timesteps, %d episodes", model.num_timesteps, resume.episodes)
+            elif start is not None:
+                from trainer import initial_model
+
+                model = initial_model.load(
+                    algo, start, vec_env, params | {"policy": policy}, tensorboard_log=str(tb_dir) if tb_dir else None
+                )
+                if exp.seed is not None:
+                    model.set_random_seed(exp.seed)
+                log.info("starting from %s (%d timesteps trained before)", start.source, model.num_timesteps)
             else:
                 model = algo(policy, vec_env, seed=exp.seed, tensorboard_log=str(tb_dir) if tb_dir else None, **params)
             if not resume:
@@ -367,6 +391,7 @@ class Runner:
                     checkpoint.save(self, model, vec_env)
                 return
             model.save(self.models / "model.zip")
+            self._save_model_companions(model, vec_env)
             if evaluator and evaluator.best_path.exists():
                 shutil.copy(evaluator.best_path, self.models / "best_model.zip")
             self.outcome.metrics.update({f"final_{k}": v for k, v in self.last_summary.items()})
@@ -388,16 +413,37 @@ class Runner:
             return self.workdir / "tensorboard"
         return self.workdir / target  # validated: relative, inside the run directory
 
+    def _save_model_companions(self, model: Any, vec_env: Any) -> None:
+        """What a continuation needs beside model.zip (trainer/initial_model.py reads them)."""
+        from trainer import envs
+
+        if self.ctx.experiment.normalization:
+            stats = envs.normalization_stats(vec_env)
+            if stats:
+                (self.models / "normalization.json").write_text(json.dumps(stats))
+        if getattr(model, "replay_buffer", None) is not None:
+            model.save_replay_buffer(self.models / "replay_buffer.pkl")
+
+    def _live_tensorboard(self) -> bool:
+        """A local TensorBoard path is synced live to the results bucket on a VM (or with --remote_store)."""
+        exp = self.ctx.experiment
+        return bool(self.ctx.results_bucket and (self.ctx.on_vm or exp.remote_store))
+
     def _start_tensorboard_sync(self, tb_dir: Path | None) -> Any:
-        """For a gs:// TensorBoard target: upload whole event files at a steady interval."""
+        """Upload whole event files at a steady interval to where sinergym_cloud.tensorboard says they are."""
+        from sinergym_cloud import tensorboard
+
         target = self.ctx.experiment.tensorboard
-        if not tb_dir or not target or not target.startswith("gs://"):
+        if not tb_dir or not target:
+            return None
+        if not target.startswith("gs://") and not self._live_tensorboard():
             return None
         from trainer.storage import Syncer
 
-        # Validated (contracts.path_outside): the experiment's own prefix in the results bucket.
-        bucket_name, _, path = target.removeprefix("gs://").partition("/")
-        prefix = path.rstrip("/") + "/"
+        # Validated (contracts.path_outside): a gs:// target is the experiment's own prefix in the results bucket.
+        uri = tensorboard.log_uri(target, self.ctx.results_bucket, self.ctx.batch_id, self.ctx.name)
+        assert uri is not None
+        bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
         syncer = Syncer(
             self.clients.storage.bucket(bucket_name),
             tb_dir,
@@ -419,7 +465,7 @@ class Runner:
             if local.exists():
                 uploaded += storage.upload_tree(bucket, local, prefix + sub)
         tb_dir = self._tensorboard_dir()
-        if tb_dir and tb_dir.exists() and not (self.ctx.experiment.tensorboard or "").startswith("gs://"):
+        if tb_dir and tb_dir.exists() and not self.tensorboard_files:
             uploaded += storage.upload_tree(bucket, tb_dir, prefix + "tensorboard/")
         uploaded += self.tensorboard_files  # a gs:// --tensorboard: synced whole while training, verified here too
         storage.write_manifest(bucket, prefix, uploaded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +26,32 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError) or errors.is_transient(exc)
 
 
+def uri_problem(uri: str | None, env: Mapping[str, str]) -> str | None:
+    """Why MLflow would refuse this tracking URI, said before any training, or None.
+
+    MLflow 3 refuses to start a run on its file store (``file://...`` or a plain path, the old
+    default many researchers still have set) unless ``MLFLOW_ALLOW_FILE_STORE`` opts in.
+    """
+    if not uri:
+        return None
+    scheme = uri.split("://", 1)[0] if "://" in uri else ("file" if not uri.startswith("sqlite:") else "sqlite")
+    if scheme != "file" or env.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true", "yes"):
+        return None
+    folder = uri.removeprefix("file://").removeprefix("file:") or "."
+    return (
+        f"MLFLOW_TRACKING_URI={uri} is MLflow's file store, on which MLflow 3 refuses to start a run. "
+        f"Use a database instead: MLFLOW_TRACKING_URI=sqlite:///{Path(folder).resolve() / 'mlflow.db'} "
+        "(or unset it: the trainer then keeps a SQLite store beside its outputs), "
+        "or keep the file store with MLFLOW_ALLOW_FILE_STORE=true."
+    )
+
+
 def start(ctx: Context, run_id: str | None) -> Any:
     import mlflow
+
+    problem = uri_problem(os.environ.get("MLFLOW_TRACKING_URI"), os.environ)
+    if problem:
+        raise RuntimeError(problem)
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         # No server: a local SQLite store beside the outputs (browse it with `mlflow ui --backend-store-uri ...`).

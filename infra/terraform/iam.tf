@@ -153,6 +153,13 @@ resource "google_secret_manager_secret_iam_member" "control_secret" {
   member    = "serviceAccount:${google_service_account.sa[each.key].email}"
 }
 
+resource "google_secret_manager_secret_iam_member" "trainer_reads_wandb_key" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.wandb_api_key.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.sa["trainer"].email}"
+}
+
 resource "google_project_iam_member" "metric_writer" {
   for_each = toset(["cleanup", "sweeper", "launch"])
   project  = var.project_id

@@ -250,6 +250,19 @@ resource "google_secret_manager_secret" "control_secret" {
   depends_on = [google_project_service.apis]
 }
 
+# The W&B API key of experiments that log to Weights & Biases (Sinergym's WandBLogger): the same
+# out-of-band pattern. Only the trainer's service account may read it (iam.tf); without a version,
+# trainers log W&B offline into their outputs.
+resource "google_secret_manager_secret" "wandb_api_key" {
+  project   = var.project_id
+  secret_id = "${var.prefix}-wandb-api-key"
+  labels    = local.labels
+  replication {
+    auto {}
+  }
+  depends_on = [google_project_service.apis]
+}
+
 # ---------------------------------------------------------------- Pub/Sub
 module "topics" {
   source            = "./modules/pubsub-topic"
@@ -277,6 +290,7 @@ module "trainer_vm" {
   ssh_public_key  = var.ssh_public_key
   ready_topic     = local.topics.ready
   mlflow_uri      = module.mlflow.tracking_uri
+  wandb_secret    = "${google_secret_manager_secret.wandb_api_key.id}/versions/latest"
   startup_script  = join("\n", [file("${path.module}/../vm/startup.sh"), file("${path.module}/../vm/publish-ready.sh")])
   labels          = local.labels
 }

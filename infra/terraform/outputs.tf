@@ -61,3 +61,8 @@ output "control_secret" {
   description = "Secret that must hold the control plane's deployment secret (add 32+ random bytes with gcloud secrets versions add)."
   value       = google_secret_manager_secret.control_secret.id
 }
+
+output "wandb_api_key_secret" {
+  description = "Secret that may hold the W&B API key for trainers (gcloud secrets versions add ... --data-file=-)."
+  value       = google_secret_manager_secret.wandb_api_key.id
+}

@@ -8,7 +8,8 @@
 #    fingerprint, so that dispatch can SSH in, verify the host, and start the experiment with
 #    `docker exec -i trainer sinergym-vm start-trainer`.
 # konlet's create-with-container is deprecated: the container is started here instead.
-# No secret is read or written here: the VM's service account authenticates every call.
+# No secret is read or written here: the VM's service account authenticates every call (the trainer
+# reads the W&B key, if an experiment logs to W&B, from Secret Manager into its own process only).
 set -euo pipefail
 
 md() { curl -fsS --retry 5 --max-time 10 -H 'Metadata-Flavor: Google' "http://metadata.google.internal/computeMetadata/v1/$1"; }
@@ -23,6 +24,7 @@ BATCH_ID=$(attr sinergym-batch-id)
 IMAGE=$(attr sinergym-trainer-image)
 READY_TOPIC=$(attr sinergym-ready-topic)
 MLFLOW_TRACKING_URI=$(attr sinergym-mlflow-uri)
+WANDB_SECRET=$(attr sinergym-wandb-secret || true)   # a secret's name; the trainer reads the value itself
 HOME_DIR=/var/lib/sinergym
 BOOT_ID="$(md instance/id)-$(cut -c1-8 /proc/sys/kernel/random/boot_id)"
 export PROJECT INSTANCE_NAME ZONE ADDRESS MIG BATCH_ID IMAGE READY_TOPIC MLFLOW_TRACKING_URI BOOT_ID
@@ -46,6 +48,7 @@ docker run -d --name trainer --init --restart=no \
     -e GOOGLE_CLOUD_PROJECT="$PROJECT" \
     -e MLFLOW_TRACKING_URI="$MLFLOW_TRACKING_URI" \
     -e SINERGYM_VM_HOME="$HOME_DIR" \
+    -e SINERGYM_WANDB_SECRET="$WANDB_SECRET" \
     "$IMAGE" sleep infinity >/dev/null
 docker exec trainer sinergym-vm status >/dev/null   # the runtime answers
 

@@ -54,6 +54,8 @@ resource "google_compute_instance_template" "trainer" {
     sinergym-trainer-image  = var.image
     sinergym-ready-topic    = var.ready_topic
     sinergym-mlflow-uri     = var.mlflow_uri
+    # The *name* of the Secret Manager version holding the W&B API key; the trainer reads the value.
+    sinergym-wandb-secret = var.wandb_secret
   }
 
   lifecycle {

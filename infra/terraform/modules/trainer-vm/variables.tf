@@ -56,6 +56,12 @@ variable "ready_topic" {
   type        = string
 }
 
+variable "wandb_secret" {
+  description = "Secret Manager version name (projects/P/secrets/S/versions/V) of the W&B API key: a name, not the key."
+  type        = string
+  default     = ""
+}
+
 variable "mlflow_uri" {
   description = "MLflow tracking URI given to the trainer container."
   type        = string
