@@ -483,7 +483,7 @@ class Cloud:
         duration = float(self.settings.op_seconds)
 
         def run() -> None:
-            steps = max(1, min(10, int(duration / 0.5)))
+            steps = min(10, max(4, int(duration / 0.25))) if duration > 0 else 1
             for step in range(1, steps):
                 time.sleep(duration / steps)
                 op.progress = max(op.progress, int(100 * step / steps))
