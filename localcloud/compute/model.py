@@ -5,6 +5,12 @@ semantics: a managed instance group's insert/createInstances/deleteInstances ope
 soon as the change is scheduled, while the VMs go through PROVISIONING, STAGING, RUNNING (or
 STOPPING, TERMINATED) in the background, watched through listManagedInstances.
 
+An operation exists only for an accepted request (a rejected one records nothing, so a retry with
+the same ``requestId`` is judged afresh, and a retry of an accepted one gets its operation back).
+Failures Compute Engine reports on the operation (deleteInstances of a non-member) end it DONE with
+``error`` and ``httpErrorStatusCode``. How long operations run and VMs take to boot comes from the
+settings (localcloud/profiles.py: the fast default, or Compute Engine's times).
+
 Each VM is a real local process tree (see localcloud/vm.py). Everything here runs under one lock;
 VM boots and shutdowns run on their own threads and take the lock only to change state.
 """
