@@ -102,14 +102,23 @@ def pushed(cloud: Cloud) -> Iterator[tuple[Sink, str, str]]:
 
 def test_window_grows_with_successes_and_halves_on_failure() -> None:
     w = Window(16, 64)
+    assert w.room(wait=0) == 16
+
+    def push(ok: bool) -> None:
+        w.acquire()
+        w.release(ok)
+
     for _ in range(10):
-        w.outcome(True)
-    assert w.size == 26
-    w.outcome(False)
+        push(True)
+    assert w.size == 26 and w.room(wait=0) == 26
+    push(False)
     assert w.size == 16  # halved, but never below where it started
     for _ in range(100):
-        w.outcome(True)
+        push(True)
     assert w.size == 64
+    for _ in range(64):
+        w.acquire()
+    assert w.room(wait=0.05) == 0 and w.peak == 64
 
 
 def test_the_cloud_envelope_and_more_than_two_pushes_at_once(cloud: Cloud, pushed: tuple[Sink, str, str]) -> None:
