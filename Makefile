@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv local-up local-down local-status demo test test-fast test-slow lint format bench faults report clean
+.PHONY: help venv local-up local-down local-status demo test test-fast test-slow test-gce lint format bench faults report clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ test: ## The whole test suite (slow tier included) with coverage per package
 
 test-fast: venv ## Tests without the slow tier
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Compute Engine's times (20-60 s boots, seconds-long group operations, the 30 s spot notice), scaled
+# by LOCALCLOUD_SCALE so the tier fits CI.
+GCE_SCALE ?= 0.25
+test-gce: venv ## The gce tier (seed batch, lifecycle faults) under Google's timings: LOCALCLOUD_PROFILE=gce
+	@LOCALCLOUD_PROFILE=gce LOCALCLOUD_SCALE=$(GCE_SCALE) $(PY) -m pytest -m gce -p no:cacheprovider --no-cov $(PYTEST_ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy
 	@$(VENV)/bin/ruff check .

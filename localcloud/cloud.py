@@ -6,15 +6,18 @@ checked, never slept for):
 ====================  ==============================================================
 pubsub                Google's Pub/Sub emulator (Java)
 gcs                   fake-gcs-server (enforces generation preconditions)
+gcs-gateway           gcloud storage's way in: bridges two fake-gcs-server differences
 compute               this project's Compute Engine emulator; its instances are local VMs
 monitoring            this project's Cloud Monitoring emulator (gRPC) with alert delivery
 mlflow                a real ``mlflow server`` (SQLite backend, artifacts on disk)
 fn-launch ...         functions-framework hosting functions/launch, dispatch, cleanup, sweeper
+delivery              pushes the functions' subscriptions to them as Pub/Sub push does
 scheduler             publishes a sweeper tick every N seconds, as Cloud Scheduler would
 ====================  ==============================================================
 
-then creates what Terraform creates in the cloud: topics with their dead-letter topics, push
-subscriptions to the functions, buckets, the instance template, alert policies. It writes
+then creates what Terraform creates in the cloud: topics with their dead-letter topics, the
+functions' subscriptions (pulled and pushed by ``delivery``, see delivery.py), buckets, the
+instance template, alert policies. It writes
 ``<state_dir>/env``, a shell-sourceable file of the standard variables.
 
 ``down()`` stops everything it started, even after a crash of whatever started it: see procs.py.

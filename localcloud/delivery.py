@@ -8,8 +8,11 @@ constant in its jar) and retries without backoff. So the local cloud's subscript
 subscriptions carrying the deployment's ack deadline, retry policy and dead-letter policy, and this
 process does the pushing:
 
-- it pulls with the official client's streaming pull and flow control (``--max-outstanding``
-  leased messages per subscription);
+- it pulls with the official client (unary ``Pull``, as many messages as its window has room for,
+  so the window is the flow control). Not ``StreamingPull``: the emulator's streaming pull resets
+  the stream on a message near Pub/Sub's 10 MB limit (a ``NoSuchMethodError`` inside its jar, seen
+  with a 4 MB message), and the messages of that response stay leased until their ack deadline,
+  again and again;
 - it POSTs the push envelope the cloud posts (``message`` with ``data``, ``attributes``,
   ``messageId``/``message_id``, ``publishTime``/``publish_time``; ``subscription``;
   ``deliveryAttempt`` when the subscription has a dead-letter policy) to the function's
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
+import os
 import signal
 import sys
 import threading
@@ -35,11 +39,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import requests
 from google.api_core import exceptions
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # the package declares no such name to mypy
-from google.cloud.pubsub_v1.subscriber.message import Message
-from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
 log = logging.getLogger("localcloud.delivery")
 
@@ -58,27 +61,28 @@ class Window:
         self.peak = 0
         self.cond = threading.Condition()
 
-    def __enter__(self) -> Window:
+    def room(self, wait: float) -> int:
+        """How many more pushes may start (waiting up to ``wait`` seconds for at least one)."""
         with self.cond:
-            while self.busy >= self.size:
-                self.cond.wait()
+            self.cond.wait_for(lambda: self.busy < self.size, timeout=wait)
+            return max(0, self.size - self.busy)
+
+    def acquire(self) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.busy < self.size)
             self.busy += 1
             self.peak = max(self.peak, self.busy)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self, ok: bool) -> None:
         with self.cond:
             self.busy -= 1
-            self.cond.notify_all()
-
-    def outcome(self, ok: bool) -> None:
-        with self.cond:
             self.size = min(self.ceiling, self.size + 1) if ok else max(self.floor, self.size // 2)
             self.cond.notify_all()
 
 
-def envelope(message: Message, subscription: str, dead_letter: bool) -> dict[str, Any]:
-    """The JSON body Pub/Sub push POSTs for ``message``."""
+def envelope(received: Any, subscription: str, dead_letter: bool) -> dict[str, Any]:
+    """The JSON body Pub/Sub push POSTs for a pulled message (a ``ReceivedMessage``)."""
+    message = received.message
     published = message.publish_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     body: dict[str, Any] = {
         "data": base64.b64encode(message.data).decode(),
@@ -92,8 +96,8 @@ def envelope(message: Message, subscription: str, dead_letter: bool) -> dict[str
     if message.ordering_key:
         body["orderingKey"] = message.ordering_key
     pushed: dict[str, Any] = {"message": body, "subscription": subscription}
-    if dead_letter and message.delivery_attempt:
-        pushed["deliveryAttempt"] = message.delivery_attempt
+    if dead_letter and received.delivery_attempt:
+        pushed["deliveryAttempt"] = received.delivery_attempt
     return pushed
 
 
@@ -111,7 +115,6 @@ class Route:
         self.session.mount("http://", adapter)
         self.deadline = 10.0
         self.dead_letter = False
-        self.future: Any = None
 
     def open(self, wait: float) -> None:
         """Read the subscription's settings (it may not exist yet while the local cloud provisions)."""
@@ -128,38 +131,71 @@ class Route:
             raise SystemExit(f"{self.subscription} is a push subscription: the emulator would push it too")
         self.deadline = float(found.ack_deadline_seconds or 10)
         self.dead_letter = bool(found.dead_letter_policy.dead_letter_topic)
-        executor = ThreadPoolExecutor(max_workers=self.max_outstanding, thread_name_prefix=self.subscription[-20:])
-        self.future = self.subscriber.subscribe(
-            self.subscription,
-            self.deliver,
-            flow_control=pubsub_v1.types.FlowControl(max_messages=self.max_outstanding),
-            scheduler=ThreadScheduler(executor),
-        )
         log.info("pushing %s to %s (deadline %.0fs)", self.subscription, self.endpoint, self.deadline)
 
-    def deliver(self, message: Message) -> None:
-        with self.window:
+    def run(self, stop: threading.Event) -> None:
+        """Pull as much as the window has room for and push each message on its own thread."""
+        executor = ThreadPoolExecutor(max_workers=self.max_outstanding, thread_name_prefix=self.subscription[-20:])
+        while not stop.is_set():
+            room = self.window.room(wait=1.0)
+            if not room:
+                continue
+            try:
+                response = self.subscriber.pull(
+                    request={"subscription": self.subscription, "max_messages": room}, timeout=10, retry=None
+                )
+            except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+                continue  # nothing arrived within the long poll, or the emulator is busy
+            except exceptions.GoogleAPICallError as exc:
+                log.warning("%s: pull failed: %s", self.subscription, exc)
+                stop.wait(1.0)
+                continue
+            for received in response.received_messages:
+                self.window.acquire()
+                executor.submit(self.deliver, received)
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    def deliver(self, received: Any) -> None:
+        ok = False
+        try:
             started = time.monotonic()
             try:
                 response = self.session.post(
                     self.endpoint,
-                    json=envelope(message, self.subscription, self.dead_letter),
+                    json=envelope(received, self.subscription, self.dead_letter),
                     headers={"User-Agent": "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"},
                     timeout=self.deadline,
                 )
                 status = response.status_code
             except requests.RequestException as exc:
                 status = 0
-                log.info("%s: push of %s failed: %s", self.subscription, message.message_id, exc)
-        ok = status in ACK_CODES
-        self.window.outcome(ok)
-        log.debug("%s %s -> %s in %.3fs", self.subscription, message.message_id, status, time.monotonic() - started)
-        if ok:
-            message.ack()
-        else:
-            log.info("%s: %s answered %s (attempt %s): nack", self.subscription, message.message_id, status,
-                     message.delivery_attempt)  # fmt: skip
-            message.nack()
+                log.info("%s: push of %s failed: %s", self.subscription, received.message.message_id, exc)
+            ok = status in ACK_CODES
+            log.debug("%s %s -> %s in %.3fs", self.subscription, received.message.message_id, status,
+                      time.monotonic() - started)  # fmt: skip
+            if ok:
+                self.subscriber.acknowledge(subscription=self.subscription, ack_ids=[received.ack_id], timeout=30)
+            else:
+                log.info("%s: %s answered %s (attempt %s): nack", self.subscription, received.message.message_id,
+                         status, received.delivery_attempt)  # fmt: skip
+                # A nack: the broker redelivers after the subscription's backoff.
+                self.subscriber.modify_ack_deadline(
+                    subscription=self.subscription, ack_ids=[received.ack_id], ack_deadline_seconds=0, timeout=30
+                )
+        except exceptions.GoogleAPICallError as exc:  # the lease runs out and the broker redelivers
+            log.warning("%s: ack/nack of %s failed: %s", self.subscription, received.message.message_id, exc)
+        finally:
+            self.window.release(ok)
+
+
+def subscriber_client() -> pubsub_v1.SubscriberClient:
+    """A subscriber of the emulator whose channel takes messages of any size: the client's default
+    channel refuses responses over gRPC's 4 MB default, and Pub/Sub messages go up to 10 MB."""
+    from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+    unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+    channel = grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"], options=unlimited)
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=120.0, help="for the subscriptions to exist")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = subscriber_client()
     routes = []
     for spec in args.route:
         subscription, _, endpoint = spec.partition("=")
@@ -180,14 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     for route in routes:
         route.open(args.wait)
-    while not stop.wait(1.0):
-        for route in routes:
-            if route.future.done():  # the stream ended (the emulator went away): say why and stop
-                log.error("%s: streaming pull ended: %s", route.subscription, route.future.exception())
-                stop.set()
-    for route in routes:
-        route.future.cancel()
-    subscriber.close()
+    threads = [threading.Thread(target=route.run, args=(stop,), daemon=True) for route in routes]
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    for thread in threads:
+        thread.join(15)
     return 0
 
 

@@ -370,6 +370,7 @@ def test_batch_without_id_gets_one_from_the_message(cloud: Cloud) -> None:
     batches.cancel(rt, batch_id)
 
 
+@pytest.mark.gce  # also run under Google's timings (make test-gce)
 def test_publisher_seed_example_verbatim_on_the_local_cloud(cloud: Cloud) -> None:
     """The original documentation's command, word for word, with the local cloud's environment sourced."""
     env = {**os.environ, **cloud.env}

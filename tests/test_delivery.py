@@ -102,14 +102,23 @@ def pushed(cloud: Cloud) -> Iterator[tuple[Sink, str, str]]:
 
 def test_window_grows_with_successes_and_halves_on_failure() -> None:
     w = Window(16, 64)
+    assert w.room(wait=0) == 16
+
+    def push(ok: bool) -> None:
+        w.acquire()
+        w.release(ok)
+
     for _ in range(10):
-        w.outcome(True)
-    assert w.size == 26
-    w.outcome(False)
+        push(True)
+    assert w.size == 26 and w.room(wait=0) == 26
+    push(False)
     assert w.size == 16  # halved, but never below where it started
     for _ in range(100):
-        w.outcome(True)
+        push(True)
     assert w.size == 64
+    for _ in range(64):
+        w.acquire()
+    assert w.room(wait=0.05) == 0 and w.peak == 64
 
 
 def test_the_cloud_envelope_and_more_than_two_pushes_at_once(cloud: Cloud, pushed: tuple[Sink, str, str]) -> None:
@@ -161,3 +170,19 @@ def test_failures_are_redelivered_with_backoff_then_dead_lettered(cloud: Cloud, 
     assert [b["deliveryAttempt"] for _, b in sink.bodies] == [1, 2, 3, 4, 5]
     # The subscription's backoff (1-2 s) separates the attempts; without it they would follow at once.
     assert times[-1] - times[0] >= 3.0
+
+
+def test_the_local_cloud_pushes_through_the_delivery_not_the_emulator(cloud: Cloud) -> None:
+    # The functions' subscriptions carry the deployment's policies but no push endpoint: the emulator
+    # (two pushes at a time, no backoff) must not push them; localcloud/delivery.py does.
+    from sinergym_cloud import names
+
+    rt = cloud.runtime()
+    assert cloud.local.running().get("delivery") is True
+    for function in names.FUNCTION_TOPICS:
+        sub = rt.clients.subscriber.get_subscription(
+            subscription=f"projects/{PROJECT}/subscriptions/{names.push_subscription(function)}"
+        )
+        assert sub.push_config.push_endpoint == ""
+        assert sub.dead_letter_policy.max_delivery_attempts == 10
+        assert sub.retry_policy.maximum_backoff.seconds > sub.retry_policy.minimum_backoff.seconds > 0

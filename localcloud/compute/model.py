@@ -5,6 +5,12 @@ semantics: a managed instance group's insert/createInstances/deleteInstances ope
 soon as the change is scheduled, while the VMs go through PROVISIONING, STAGING, RUNNING (or
 STOPPING, TERMINATED) in the background, watched through listManagedInstances.
 
+An operation exists only for an accepted request (a rejected one records nothing, so a retry with
+the same ``requestId`` is judged afresh, and a retry of an accepted one gets its operation back).
+Failures Compute Engine reports on the operation (deleteInstances of a non-member) end it DONE with
+``error`` and ``httpErrorStatusCode``. How long operations run and VMs take to boot comes from the
+settings (localcloud/profiles.py: the fast default, or Compute Engine's times).
+
 Each VM is a real local process tree (see localcloud/vm.py). Everything here runs under one lock;
 VM boots and shutdowns run on their own threads and take the lock only to change state.
 """
@@ -497,7 +503,7 @@ class Cloud:
         duration = float(self.settings.op_seconds)
 
         def run() -> None:
-            steps = max(1, min(10, int(duration / 0.5)))
+            steps = min(10, max(4, int(duration / 0.25))) if duration > 0 else 1
             for step in range(1, steps):
                 time.sleep(duration / steps)
                 op.progress = max(op.progress, int(100 * step / steps))

@@ -107,6 +107,7 @@ def test_every_message_three_times_gives_the_same_end_state(cloud: Cloud, record
     assert (li, lm) == (0, 0)
 
 
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_completion_before_ready_is_refused(cloud: Cloud, record: Any) -> None:
     """A completion for a boot nobody dispatched (out of order, or forged) changes nothing; the
     ready message that follows still starts the trainer."""
@@ -270,6 +271,7 @@ def test_trainers_killed_at_random_points_end_failed_or_retried(cloud: Cloud, re
 
 # ---------------------------------------------------------------------- preemption
 @pytest.mark.slow
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_preempted_experiment_resumes_on_the_recreated_vm(cloud: Cloud, record: Any) -> None:
     rt = cloud.runtime()
     cloud.emulator("config", {"preempt_grace": 20.0})
@@ -304,6 +306,7 @@ def test_preempted_experiment_resumes_on_the_recreated_vm(cloud: Cloud, record: 
 
 
 # ------------------------------------------------------------ concurrent completions
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_last_ten_completions_at_once_delete_the_group_once(cloud: Cloud, record: Any) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
@@ -401,6 +404,7 @@ def _host_key_served(home: Path) -> bool:
 
 
 # ------------------------------------------------------------- crash between two steps
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_function_crash_between_steps_is_finished_by_redelivery(cloud: Cloud, record: Any) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
@@ -441,6 +445,7 @@ def test_function_crash_between_steps_is_finished_by_redelivery(cloud: Cloud, re
 
 
 # ---------------------------------------------------------------------- Compute errors
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_quota_exceeded_on_launch_rolls_back_after_the_retry_budget(cloud: Cloud, record: Any) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
@@ -462,6 +467,7 @@ def test_quota_exceeded_on_launch_rolls_back_after_the_retry_budget(cloud: Cloud
     record("quota exceeded on createInstances", Counter({"rolled back, reported": 1}), *leaks(cloud, [batch]))
 
 
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_transient_5xx_are_retried_with_backoff(cloud: Cloud, record: Any) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
@@ -477,6 +483,7 @@ def test_transient_5xx_are_retried_with_backoff(cloud: Cloud, record: Any) -> No
     record("Compute 503 on insert and createInstances", Counter({"retried, launched": 1}), *leaks(cloud, [batch]))
 
 
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_zone_exhausted_vms_that_never_come_are_given_up_cleanly(cloud: Cloud, record: Any) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
@@ -499,6 +506,7 @@ def test_zone_exhausted_vms_that_never_come_are_given_up_cleanly(cloud: Cloud, r
     record("zone resource pool exhausted", Counter({"retried, then failed with the reason": 1}), *leaks(cloud, [batch]))
 
 
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_stalled_launch_is_rolled_back_by_the_sweeper(cloud: Cloud, record: Any) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
@@ -566,6 +574,7 @@ def test_no_secret_in_logs_messages_state_or_metadata(cloud: Cloud, record: Any)
     )
 
 
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_orphan_groups_are_found_in_compute_and_deleted(cloud: Cloud, record: Any) -> None:
     """Groups that outlived their batch (a cancel racing launch, lost state) are found by listing Compute."""
     ensure_quiet_template(cloud)
@@ -612,6 +621,7 @@ def test_orphan_groups_are_found_in_compute_and_deleted(cloud: Cloud, record: An
     )
 
 
+@pytest.mark.gce  # lifecycle: also run under Google's timings (make test-gce)
 def test_a_vanished_group_is_recreated_and_the_experiment_retried(cloud: Cloud, record: Any) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()
