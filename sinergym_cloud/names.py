@@ -30,7 +30,7 @@ META_EXPERIMENT_INDEX = "sinergym-experiment-index"
 META_READY_TOPIC = "sinergym-ready-topic"
 META_TRAINER_IMAGE = "sinergym-trainer-image"
 META_MLFLOW_URI = "sinergym-mlflow-uri"
-META_WANDB_SECRET = "sinergym-wandb-secret"  # the *name* of the W&B key's secret version, never the key
+META_WANDB_SECRET = "sinergym-wandb-secret"  # noqa: S105 - the name of a metadata key, not a secret
 TEMPLATE_METADATA = (META_READY_TOPIC, META_TRAINER_IMAGE, META_MLFLOW_URI, META_WANDB_SECRET)
 
 
