@@ -35,7 +35,16 @@ from sinergym_cloud import legacy, sinergym_config
 from sinergym_cloud.contracts import Experiment, _summarise, excerpt
 from sinergym_cloud.errors import InvalidInput
 
-BATCH_KEYS = {"batch_id", "group_name", "zone", "template_name", "results_bucket", "defaults", "experiments"}
+BATCH_KEYS = {
+    "batch_id",
+    "group_name",
+    "zone",
+    "template_name",
+    "results_bucket",
+    "max_parallel",
+    "defaults",
+    "experiments",
+}
 MAX_FILE_BYTES = 1024 * 1024  # a study of thousands of experiments fits in far less
 
 

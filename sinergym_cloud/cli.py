@@ -77,6 +77,12 @@ def submit_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-id", help="your id for the batch; resubmitting an existing id does nothing")
     p.add_argument("--results-bucket", help="bucket for the outputs (default: the deployment's)")
+    p.add_argument(
+        "--max-parallel",
+        type=int,
+        metavar="N",
+        help="run at most N experiments at once; the rest wait, queued (default: what the region's quotas allow)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; publish nothing")
     p.add_argument("--wait", action="store_true", help="show live progress until the batch ends")
     p.add_argument("--timeout", type=float, default=24 * 3600, help="--wait gives up after this many seconds")
@@ -116,6 +122,8 @@ def build_batch(args: argparse.Namespace) -> Batch:
     ):
         if value:
             fields[key] = value
+    if getattr(args, "max_parallel", None) is not None:
+        fields["max_parallel"] = args.max_parallel
     if not fields.get("batch_id"):
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         fields["batch_id"] = f"b-{stamp}-{secrets.token_hex(2)}"

@@ -141,7 +141,13 @@ def test_every_response_kind_matches_the_discovery_document(cloud: Cloud) -> Non
         "compute.instanceTemplates.insert",
         "POST",
         "global/instanceTemplates",
-        json={"name": template, "properties": {"machineType": "e2-small", "metadata": {"items": []}}},
+        json={
+            "name": template,
+            "properties": {
+                "machineType": "e2-small",
+                "metadata": {"items": [{"key": "enable-guest-attributes", "value": "TRUE"}]},
+            },
+        },
     )
     assert r.wait(op)["status"] == "DONE"
     op = r.call(
@@ -177,6 +183,13 @@ def test_every_response_kind_matches_the_discovery_document(cloud: Cloud) -> Non
     r.call("compute.instanceGroups.aggregatedList", "GET", "aggregated/instanceGroups")
     instance = r.call("compute.instances.get", "GET", f"zones/{ZONE}/instances/{group}-0")
     assert instance["disks"][0]["boot"] is True and instance["serviceAccounts"]
+    attributes = f"zones/{ZONE}/instances/{group}-0/getGuestAttributes"
+    wait_for(
+        lambda: requests.get(_url(cloud, attributes), params={"queryPath": "hostkeys/"}, timeout=10).ok,
+        60,
+        "the VM's host keys in its guest attributes",
+    )
+    r.call("compute.instances.getGuestAttributes", "GET", attributes, params={"queryPath": "hostkeys/"})
     r.call("compute.instances.list", "GET", f"zones/{ZONE}/instances")
     r.call("compute.instances.aggregatedList", "GET", "aggregated/instances")
     r.call("compute.autoscalers.list", "GET", f"zones/{ZONE}/autoscalers")

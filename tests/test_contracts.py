@@ -255,3 +255,20 @@ def test_signatures_and_sanitised_text() -> None:
     assert text.clean("a\x1b[31m\nb\u202ec" + "x" * 100, 10) == "a [31m b…"
     assert text.markup("[/data/weather]") == "\\[/data/weather]"
     assert text.clean({"not": "a string"}) == "<dict>"
+
+
+def test_max_parallel_from_a_batch_file_and_the_command_line(tmp_path: Path) -> None:
+    from sinergym_cloud import cli
+
+    f = tmp_path / "study.yaml"
+    f.write_text(
+        "max_parallel: 3\nexperiments:\n  - environment: Eplus-5zone-hot-continuous-v1\n    seeds: [1, 2, 3, 4]\n"
+    )
+    assert batchfile.load(f)["max_parallel"] == 3
+    args = cli.submit_parser().parse_args(["--batch-file", str(f)])
+    assert cli.build_batch(args).max_parallel == 3
+    args = cli.submit_parser().parse_args(["--batch-file", str(f), "--max-parallel", "2"])
+    assert cli.build_batch(args).max_parallel == 2
+    args = cli.submit_parser().parse_args(["--batch-file", str(f), "--max-parallel", "0"])
+    with pytest.raises(SystemExit):
+        cli.build_batch(args)
