@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sinergym_cloud import batchfile, config, contracts, legacy, names
+from sinergym_cloud import batchfile, capacity, config, contracts, legacy, names
 from sinergym_cloud.contracts import Batch, Experiment, _summarise
 from sinergym_cloud.errors import BadMessage, BatchNotFound
 from sinergym_cloud.text import markup as m
@@ -198,13 +198,18 @@ def print_plan(
     settings: config.Settings | None,
     template: dict[str, str] | None,
     as_json: bool,
+    *,
     unread: str = "no cloud running (start it, or give --project_id)",
+    parallel: capacity.Parallelism | None = None,
 ) -> None:
     """The plan of a batch. ``template`` is what the instance template says (machine type, provisioning
     model) when it could be read (else ``unread`` says why); ``settings`` is None when no cloud was asked."""
     from sinergym_cloud.control.launch import plan
 
     hours = estimate_hours(batch)
+    if parallel is None:  # no quotas read: only max_parallel and the batch's size bound it
+        parallel = capacity.parallelism(len(batch.experiments), None, None, batch.max_parallel)
+    schedule = capacity.schedule(hours, parallel.value)
     groups = [{"name": g, "instances": len(ix)} for g, ix in plan(batch)]
     rows = [
         {
@@ -229,6 +234,10 @@ def print_plan(
         "groups": groups,
         "vms": len(batch.experiments),
         "estimated_vm_hours": round(sum(hours), 2),
+        "parallelism": parallel.value,
+        "parallelism_reason": parallel.reason,
+        "waves": schedule.waves,
+        "estimated_makespan_hours": round(schedule.makespan_hours, 2),
         "experiments": rows,
     }
     if as_json:
@@ -262,6 +271,20 @@ def print_plan(
         f"{', '.join(f'{g["name"]} ({g["instances"]})' for g in groups)}; "
         f"estimated {summary['estimated_vm_hours']} VM-hours."
     )
+    console.print(
+        f"At most {parallel.value} at once ({m(parallel.reason)}): {schedule.waves} wave(s), "
+        f"estimated makespan {schedule.makespan_hours:.2f} h; the rest wait, queued."
+    )
+
+
+def _parallelism(api: Any, batch: Batch) -> capacity.Parallelism | None:
+    """The parallelism launch would use (quotas as Compute reports them now), or None if unread."""
+    try:
+        shape = api.vm_shape(batch.template_name, batch.zone)
+        quotas = api.region_quotas(capacity.region_of(batch.zone))
+    except Exception:  # noqa: BLE001 - a plan without quotas is still a plan; launch reads them again
+        return None
+    return capacity.parallelism(len(batch.experiments), shape, quotas, batch.max_parallel)
 
 
 def _no_template(batch: Batch, settings: config.Settings, consequence: str = "nothing published") -> str:
@@ -276,6 +299,7 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
     starting one: a project, or a local cloud that is already up."""
     settings: config.Settings | None = None
     template = None
+    parallel: capacity.Parallelism | None = None
     unread = "no cloud running (start it, or give --project_id)"
     reachable = target_kind(project) != "local"
     if not reachable:
@@ -288,9 +312,9 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
         from sinergym_cloud.compute import ComputeApi
 
         try:
-            template = ComputeApi(Clients(settings), settings.project, deadline=10).template_summary(
-                batch.template_name
-            )
+            api = ComputeApi(Clients(settings), settings.project, deadline=10)
+            template = api.template_summary(batch.template_name)
+            parallel = _parallelism(api, batch)
         except Exception as exc:  # noqa: BLE001 - a plan is still worth printing; say why the template is unread
             unread = _unread_reason(exc, settings)
             print(f"publisher: could not read the instance template: {unread}", file=sys.stderr)
@@ -298,7 +322,7 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
             if template is None:
                 print_plan(batch, settings, None, as_json)
                 return _die(_no_template(batch, settings, "the batch would be rejected"))
-    print_plan(batch, settings, template, as_json, unread=unread)
+    print_plan(batch, settings, template, as_json, unread=unread, parallel=parallel)
     return EXIT_OK
 
 

@@ -447,6 +447,12 @@ def test_dry_run_plans_without_a_cloud_and_reads_the_template_with_one(cloud: Cl
     assert plan["vms"] == 2 and plan["machine_type"] is None and plan["estimated_vm_hours"] > 0
     assert [e["seed"] for e in plan["experiments"]] == [3, 4]
     assert not (tmp_path / "no-cloud").exists(), "a dry run starts no local cloud"
+    assert (plan["parallelism"], plan["waves"]) == (2, 1)
+    # Three experiments, at most two at once: two waves, and the reason said.
+    cmds = [LEGACY_PPO.replace("--seed 3", f"--seed {s}") for s in (3, 4, 5)]
+    result = _publisher(["--dry-run", "--max-parallel", "2", "-cmds", *cmds], bare)
+    assert result.returncode == 0, result.stderr
+    assert "At most 2 at once (max_parallel 2): 2 wave(s)" in " ".join(result.stdout.split())
     # With the local cloud's environment: the template's machine type is read.
     env = {**os.environ, **cloud.env}
     result = _publisher(["--dry-run", "--json", "-cmds", LEGACY_PPO], env)
