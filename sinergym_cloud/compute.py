@@ -121,8 +121,8 @@ class ComputeApi:
         except exceptions.Conflict:
             return False
 
-    def template_summary(self, template: str) -> dict[str, str] | None:
-        """Machine type and provisioning model of an instance template, or None if it does not exist."""
+    def _template_properties(self, template: str) -> compute_v1.InstanceProperties | None:
+        """An instance template's properties, or None if it does not exist."""
         try:
             found = retry.call(
                 lambda: self.c.templates.get(project=self.project, instance_template=template),
@@ -131,7 +131,13 @@ class ComputeApi:
             )
         except exceptions.NotFound:
             return None
-        props = found.properties
+        return found.properties
+
+    def template_summary(self, template: str) -> dict[str, str] | None:
+        """Machine type and provisioning model of an instance template, or None if it does not exist."""
+        props = self._template_properties(template)
+        if props is None:
+            return None
         return {
             "machine_type": props.machine_type.rsplit("/", 1)[-1] or "unknown",
             "provisioning": props.scheduling.provisioning_model or "STANDARD",
@@ -140,15 +146,9 @@ class ComputeApi:
     def vm_shape(self, template: str, zone: str) -> capacity.VmShape | None:
         """What one VM of the template counts against quotas: its machine type's vCPUs
         (``machineTypes.get``), spot or not, an external address or not. None if there is no template."""
-        try:
-            found = retry.call(
-                lambda: self.c.templates.get(project=self.project, instance_template=template),
-                what=f"get template {template}",
-                deadline=self.deadline,
-            )
-        except exceptions.NotFound:
+        props = self._template_properties(template)
+        if props is None:
             return None
-        props = found.properties
         machine_type = capacity.machine_type_name(props.machine_type)
         mt = retry.call(
             lambda: self.c.machine_types.get(project=self.project, zone=zone, machine_type=machine_type),
