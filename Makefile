@@ -25,10 +25,13 @@ local-status: ## Which local cloud services run
 demo: venv ## The main job: a real two-experiment batch on the local cloud, end to end (KEEP=1 keeps it up)
 	@$(PY) scripts/demo.py
 
-test: ## The whole test suite (slow tier included) with coverage per package
+test: ## The whole test suite (slow tier included) with coverage per package, then the gce tier
 	@./scripts/bootstrap.sh --full
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
-	  $(PY) scripts/coverage_summary.py || true; exit $$status
+	  $(PY) scripts/coverage_summary.py || true; \
+	  echo "gce tier: the seed batch and the lifecycle faults under Compute Engine's timings (x$(GCE_SCALE))"; \
+	  LOCALCLOUD_PROFILE=gce LOCALCLOUD_SCALE=$(GCE_SCALE) $(PY) -m pytest -m gce -p no:cacheprovider --no-cov \
+	    $(PYTEST_ARGS) || status=$$?; exit $$status
 
 test-fast: venv ## Tests without the slow tier
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
