@@ -23,7 +23,7 @@ def _transient(exc: BaseException) -> bool:
 
     if isinstance(exc, MlflowException):
         return exc.error_code in ("RESOURCE_ALREADY_EXISTS", "TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR")
-    return isinstance(exc, ConnectionError) or errors.is_transient(exc)
+    return errors.is_transient(exc)  # connection errors and timeouts included
 
 
 def uri_problem(uri: str | None, env: Mapping[str, str]) -> str | None:
