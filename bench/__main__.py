@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", default="", help="control only: the batch sizes N to measure (e.g. 10,50); default 1,10,50"
     )
+    parser.add_argument(
+        "--profiles",
+        default="fast,gce",
+        help="control only: the Compute timings to measure under (fast: every VM at once; gce: Compute Engine's)",
+    )
     args = parser.parse_args(argv)
     groups = set(args.only.split(","))
     started = dt.datetime.now(dt.UTC)
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += figures.cloud(quick=args.quick)
     if "control" in groups:
         sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
-        rows += figures.control(quick=args.quick, sizes=sizes or None)
+        profiles = tuple(p for p in args.profiles.split(",") if p.strip())
+        rows += figures.control(quick=args.quick, sizes=sizes or None, profiles=profiles)
     if "trainer" in groups:
         rows += figures.trainer(quick=args.quick)
     out = REPO / "bench-results"

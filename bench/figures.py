@@ -51,12 +51,13 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @contextlib.contextmanager
-def local_cloud(extra_env: dict[str, str] | None = None) -> Iterator[tuple[Any, dict[str, str]]]:
+def local_cloud(extra_env: dict[str, str] | None = None, profile: str = "fast") -> Iterator[tuple[Any, dict[str, str]]]:
     from localcloud.cloud import LocalCloud, Options
 
     saved = dict(os.environ)
     os.environ.update(extra_env or {})
-    cloud = LocalCloud(Path(tempfile.mkdtemp(prefix="bench-cloud-")), Options(port_base=0, sweep_interval=0))
+    options = Options(port_base=0, sweep_interval=0, profile=profile)
+    cloud = LocalCloud(Path(tempfile.mkdtemp(prefix="bench-cloud-")), options)
     try:
         env = cloud.up()
         yield cloud, env
@@ -124,28 +125,48 @@ def cloud(quick: bool = False) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------ control plane
-def control(quick: bool = False, sizes: list[int] | None = None) -> list[dict[str, Any]]:
-    from sinergym_cloud import contracts
-    from sinergym_cloud.contracts import Batch, Experiment
-    from sinergym_cloud.records import ExperimentRecord
+def control(
+    quick: bool = False, sizes: list[int] | None = None, profiles: tuple[str, ...] = ("fast", "gce")
+) -> list[dict[str, Any]]:
+    """The control plane's latencies, under two Compute timings.
 
+    ``fast``: every VM of a batch boots at once (the emulator starts its processes as fast as it
+    can), so N VMs announce themselves within the same second and their sshd sessions, VM agents and
+    trainers start on this machine's two cores together with dispatch: a burst no Compute Engine
+    batch produces. ``gce``: Compute Engine's own boot times (20-60 s, localcloud/profiles.py, at
+    scale 1), so readiness arrives spread out as it does in the cloud; the goals are stated for it.
+    """
     plan = [(1, 2 if quick else 5), (10, 1 if quick else 2), (20 if quick else 50, 1)]
     if sizes:
         plan = [(n, r) for n, r in plan if n in sizes] + [(n, 1) for n in sizes if n not in {p for p, _ in plan}]
     rows: list[dict[str, Any]] = []
+    for profile in profiles:
+        # Under gce timings a batch takes a minute to boot: one batch per size is enough there.
+        runs = plan if profile == "fast" else [(n, 1) for n, _ in plan]
+        rows += _control_plane(profile, runs)
+    return rows
+
+
+def _control_plane(profile: str, plan: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    from sinergym_cloud import contracts
+    from sinergym_cloud.contracts import Batch, Experiment
+    from sinergym_cloud.records import ExperimentRecord
+
+    tag = {"fast": "all VMs at once", "gce": "Compute Engine boot times"}.get(profile, profile)
+    rows: list[dict[str, Any]] = []
     workload = {"SINERGYM_TRAINER_MODULE": "bench.workload", "BENCH_WORK_SECONDS": "2"}
-    with local_cloud(workload) as (_, env):
+    with local_cloud(workload, profile=profile) as (_, env):
         rt = runtime(env)
         for n, repeats in plan:
             started_lat: list[float] = []
-            queued: list[float] = []  # ready -> dispatch claimed the boot (waiting for a push delivery)
-            working: list[float] = []  # claimed -> trainer running (dispatch's own work: SSH, VM agent)
+            queued: list[float] = []  # ready -> dispatch claimed the boot (delivery, Compute reads, SSH connect)
+            working: list[float] = []  # claimed -> trainer running (the VM agent starting it)
             delete_lat: list[float] = []
             mig_lat: list[float] = []
             for r in range(repeats):
-                say(f"control plane, batch of {n} ({r + 1}/{repeats})")
+                say(f"control plane ({tag}), batch of {n} ({r + 1}/{repeats})")
                 experiment = Experiment(environment="Eplus-5zone-hot-continuous-v1", runperiod=WEEK)
-                batch = Batch(batch_id=f"bench-{n}-{r}-{int(time.time())}", experiments=[experiment] * n)
+                batch = Batch(batch_id=f"bench-{profile}-{n}-{r}-{int(time.time())}", experiments=[experiment] * n)
                 since = time.time()
                 rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
                 mig = names.mig_name(batch.group_name, batch.batch_id)
@@ -154,7 +175,7 @@ def control(quick: bool = False, sizes: list[int] | None = None) -> list[dict[st
                     evs = events(env, s)
                     return evs if any(e["kind"] == "mig.delete" and e.get("mig") == m for e in evs) else None
 
-                evs = wait_for(finished, 300 + 3 * n, f"batch of {n} to end")
+                evs = wait_for(finished, 400 + 3 * n, f"batch of {n} to end")
                 records = [
                     ExperimentRecord.model_validate(rt.state.read(names.experiment_object(batch.batch_id, i)).data)
                     for i in range(n)
@@ -175,22 +196,24 @@ def control(quick: bool = False, sizes: list[int] | None = None) -> list[dict[st
                 mig_delete = next(e["t"] for e in evs if e["kind"] == "mig.delete" and e.get("mig") == mig)
                 mig_lat.append(mig_delete - last)
             # The goals are per figure and flat in N: 1 s, 1 s, 2 s at the 95th percentile. Where
-            # ready -> started goes is split in two: waiting for the push delivery (localcloud/delivery.py
-            # pushes like Pub/Sub, 16 or more at a time per subscription, where the emulator's own push
-            # sent two: docs/design.md) and dispatch's work, the floor on two shared cores.
+            # ready -> started goes is split in two: up to the boot's claim (the push delivery,
+            # localcloud/delivery.py, 16 or more at a time per subscription where the emulator's own
+            # push sent two; Compute's instances.get and guest attributes; the verified SSH connect and
+            # the agent's identity line), then the agent starting the trainer.
             for label, values, goal in (
                 ("instance-ready -> trainer started", started_lat, 1.0),
-                ("  of which waiting for delivery", queued, None),
-                ("  of which dispatch work (SSH, VM agent)", working, None),
+                ("  of which up to the claim (delivery, Compute, SSH)", queued, None),
+                ("  of which the VM agent starting the trainer", working, None),
                 ("completion -> deleteInstances requested", delete_lat, 1.0),
                 ("batch done -> MIG deleted", mig_lat, 2.0),
             ):
                 p95 = pct(values, 0.95)
+                name = f"{label}, N={n} ({tag})"
                 if goal is None:
-                    rows.append(row(f"{label}, N={n}, p95", p95, "s", "-", None))
+                    rows.append(row(f"{name}, p95", p95, "s", "-", None))
                     continue
-                rows.append(row(f"{label}, N={n}, p50", pct(values, 0.5), "s", f"p95 < {goal:g} s", None))
-                rows.append(row(f"{label}, N={n}, p95", p95, "s", f"< {goal:g} s", p95 < goal))
+                rows.append(row(f"{name}, p50", pct(values, 0.5), "s", f"p95 < {goal:g} s", None))
+                rows.append(row(f"{name}, p95", p95, "s", f"< {goal:g} s", p95 < goal))
     return rows
 
 

@@ -137,6 +137,37 @@ def execute(client: paramiko.SSHClient, argv: Sequence[str], stdin: bytes = b"",
     return Result(code, out, err)
 
 
+class Conversation:
+    """One command spoken to in two turns over an open connection: read the first line it answers,
+    then feed it ``stdin`` (or nothing) and wait for the rest and its exit code. Dispatch asks the VM
+    agent who it is and, on the same command, hands it the spec: one process start on the VM, not two."""
+
+    def __init__(self, client: paramiko.SSHClient, argv: Sequence[str], timeout: float = 60.0) -> None:
+        transport = client.get_transport()
+        if transport is None:
+            raise paramiko.SSHException("the connection is closed")
+        self.channel = transport.open_session(timeout=timeout)
+        self.channel.settimeout(timeout)
+        self.channel.exec_command(shlex.join(argv))
+        self.stdout = self.channel.makefile("rb")
+
+    def first_line(self, limit: int = 64 * 1024) -> str:
+        """The command's first line of output ("" if it ended without one)."""
+        return bytes(self.stdout.readline(limit)).decode(errors="replace").strip()
+
+    def finish(self, stdin: bytes = b"") -> Result:
+        """Send ``stdin`` and end it; the rest of the output and the exit code."""
+        if stdin:
+            self.channel.sendall(stdin)
+        self.channel.shutdown_write()
+        out = bytes(self.stdout.read()).decode(errors="replace")
+        err = bytes(self.channel.makefile_stderr("rb").read()).decode(errors="replace")
+        return Result(self.channel.recv_exit_status(), out, err)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
 def run(
     host: str,
     port: int,

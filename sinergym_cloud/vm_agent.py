@@ -1,5 +1,10 @@
 """``sinergym-vm``: the small agent dispatch talks to over SSH, on the VM (or in its container).
 
+``sinergym-vm session`` is what dispatch runs: it prints the VM's identity (``status``) as its first
+line, then reads a TrainerSpec on stdin and starts it as ``start-trainer`` does (an empty stdin:
+dispatch decided not to start, and nothing is). One process per dispatch, where a separate
+``status`` and ``start-trainer`` took two (each a Python start on the VM).
+
 ``sinergym-vm start-trainer`` reads a TrainerSpec on stdin, writes it to the VM's disk and starts
 the trainer detached (its own session, output to a log file), so that the SSH session can end
 while training goes on. It answers one JSON line. It is idempotent per experiment and boot: a file
@@ -132,14 +137,31 @@ def status() -> dict[str, Any]:
     return {"home": str(root), "boot_id": own_boot_id(root), "trainers": trainers}
 
 
+MAX_SPEC_BYTES = 1024 * 1024
+
+
+def session() -> int:
+    """Identity first (flushed: dispatch waits for it before it claims the boot), then the spec."""
+    print(json.dumps(status()), flush=True)
+    raw = sys.stdin.buffer.read(MAX_SPEC_BYTES)
+    if not raw.strip():
+        return 0
+    result = start_trainer(raw)
+    print(json.dumps(result))
+    return 0 if result["status"] != "rejected" else 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sinergym-vm", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("start-trainer", help="start the trainer for the TrainerSpec read on stdin (idempotent)")
     sub.add_parser("status", help="the trainers of this VM")
+    sub.add_parser("session", help="print the status line, then start the TrainerSpec read on stdin, if any")
     args = parser.parse_args(argv)
+    if args.command == "session":
+        return session()
     if args.command == "start-trainer":
-        result = start_trainer(sys.stdin.buffer.read(1024 * 1024))
+        result = start_trainer(sys.stdin.buffer.read(MAX_SPEC_BYTES))
         print(json.dumps(result))
         return 0 if result["status"] != "rejected" else 2
     print(json.dumps(status()))

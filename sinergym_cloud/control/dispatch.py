@@ -116,11 +116,24 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
 
 
 def _start(rt: Runtime, client: paramiko.SSHClient, ready: InstanceReady, *, host: compute.Host, index: int) -> str:
-    """On a verified connection: check the VM's own boot, claim it, hand the trainer its spec."""
-    agent = rt.settings.vm_agent
-    identity = _answer(ready.instance, ssh.execute(client, [*agent, "status"], timeout=15))
+    """On a verified connection: check the VM's own boot, claim it, hand the trainer its spec. One
+    agent command does both turns (``sinergym-vm session``): its first line says which boot the VM
+    is on, and the spec goes to its stdin only once the boot is claimed."""
+    talk = ssh.Conversation(client, [*rt.settings.vm_agent, "session"], timeout=60)
+    try:
+        return _converse(rt, talk, ready, host=host, index=index)
+    finally:
+        talk.close()
+
+
+def _converse(rt: Runtime, talk: ssh.Conversation, ready: InstanceReady, *, host: compute.Host, index: int) -> str:
+    line = talk.first_line()
+    if not line:
+        raise RuntimeError(f"VM agent on {ready.instance} said nothing: {_answer_text(talk.finish())}")
+    identity = _parse_answer(ready.instance, line)
     own = identity.get("boot_id")
     if own is not None and own != ready.boot_id:
+        talk.finish()
         raise BadMessage(f"instance {ready.instance} is on boot {own}, not {ready.boot_id}")
     secret = signing.deployment_secret(rt.settings)
     nonce = signing.new_nonce()
@@ -141,6 +154,7 @@ def _start(rt: Runtime, client: paramiko.SSHClient, ready: InstanceReady, *, hos
     assert claimed is not None, "the record was read above; state objects are never deleted"
     rec = claimed
     if rec.terminal or rec.boot_id != ready.boot_id or rec.completion_nonce is None:
+        talk.finish()
         return f"ignored: experiment is {rec.state} on boot {rec.boot_id}"
     launch_doc = rt.state.read(names.launch_object(ready.batch_id))
     if launch_doc is None:
@@ -162,8 +176,7 @@ def _start(rt: Runtime, client: paramiko.SSHClient, ready: InstanceReady, *, hos
         completion_key=signing.completion_key(secret, rec.batch_id, rec.index, ready.boot_id, rec.completion_nonce),
         checkpoint_key=signing.checkpoint_key(secret, rec.batch_id, rec.name),
     )
-    result = ssh.execute(client, [*agent, "start-trainer"], stdin=spec.model_dump_json().encode(), timeout=60)
-    answer = _answer(ready.instance, result)
+    answer = _answer(ready.instance, talk.finish(spec.model_dump_json().encode()))
     status = answer.get("status")
     if status not in ("started", "running", "exited"):
         raise RuntimeError(f"VM agent on {ready.instance} answered {answer}")
@@ -189,15 +202,26 @@ def connect(rt: Runtime, host: compute.Host, expected: list[str]) -> paramiko.SS
     return retry.call(attempt, what=f"ssh {host.name}", deadline=ssh_deadline(rt), transient=refused)
 
 
+def _answer_text(result: ssh.Result) -> str:
+    return f"exit {result.code}: {(result.stderr.strip() or result.stdout.strip())[-500:]!r}"
+
+
 def _answer(instance: str, result: ssh.Result) -> dict[str, Any]:
     if result.code != 0:
         raise RuntimeError(f"VM agent on {instance} exited {result.code}: {result.stderr.strip()[-500:]}")
+    lines = result.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"VM agent on {instance} answered nothing ({_answer_text(result)})")
+    return _parse_answer(instance, lines[-1])
+
+
+def _parse_answer(instance: str, line: str) -> dict[str, Any]:
     try:
-        answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise RuntimeError(f"VM agent on {instance} answered {result.stdout[-500:]!r}") from None
+        answer: dict[str, Any] = json.loads(line)
+    except ValueError:
+        raise RuntimeError(f"VM agent on {instance} answered {line[-500:]!r}") from None
     if not isinstance(answer, dict):
-        raise RuntimeError(f"VM agent on {instance} answered {result.stdout[-500:]!r}")
+        raise RuntimeError(f"VM agent on {instance} answered {line[-500:]!r}")
     return answer
 
 
