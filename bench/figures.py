@@ -147,6 +147,26 @@ def control(
     return rows
 
 
+def _ready_publish_times(rt: Any, subscription: str) -> dict[str, float]:
+    """boot id -> publish time of its instance-ready message, from the benchmark's copy of the topic."""
+    from sinergym_cloud import contracts
+    from sinergym_cloud.contracts import InstanceReady
+
+    times: dict[str, float] = {}
+    while True:
+        response = rt.clients.subscriber.pull(
+            request={"subscription": subscription, "max_messages": 500, "return_immediately": True}, timeout=30
+        )
+        if not response.received_messages:
+            return times
+        for m in response.received_messages:
+            ready = contracts.parse(InstanceReady, m.message.data)
+            times.setdefault(ready.boot_id, m.message.publish_time.timestamp())
+        rt.clients.subscriber.acknowledge(
+            request={"subscription": subscription, "ack_ids": [m.ack_id for m in response.received_messages]}
+        )
+
+
 def _control_plane(profile: str, plan: list[tuple[int, int]]) -> list[dict[str, Any]]:
     from sinergym_cloud import contracts
     from sinergym_cloud.contracts import Batch, Experiment
@@ -157,6 +177,12 @@ def _control_plane(profile: str, plan: list[tuple[int, int]]) -> list[dict[str, 
     workload = {"SINERGYM_TRAINER_MODULE": "bench.workload", "BENCH_WORK_SECONDS": "2"}
     with local_cloud(workload, profile=profile) as (_, env):
         rt = runtime(env)
+        # Every instance-ready message is copied to a subscription of the benchmark's own, whose
+        # publish times (set by the broker when the VM's message arrives) are the start of the clock.
+        # The emulator's "vm.ready" event is not: it is logged when the VM's boot script returns,
+        # which under load can come after dispatch has already acted on the message.
+        ready_sub = f"projects/{rt.settings.project}/subscriptions/bench-ready-copy"
+        rt.clients.subscriber.create_subscription(name=ready_sub, topic=rt.clients.topic_path(names.TOPIC_READY))
         for n, repeats in plan:
             started_lat: list[float] = []
             queued: list[float] = []  # ready -> dispatch claimed the boot (delivery, Compute reads, SSH connect)
@@ -176,12 +202,13 @@ def _control_plane(profile: str, plan: list[tuple[int, int]]) -> list[dict[str, 
                     return evs if any(e["kind"] == "mig.delete" and e.get("mig") == m for e in evs) else None
 
                 evs = wait_for(finished, 400 + 3 * n, f"batch of {n} to end")
+                published = _ready_publish_times(rt, ready_sub)
                 records = [
                     ExperimentRecord.model_validate(rt.state.read(names.experiment_object(batch.batch_id, i)).data)
                     for i in range(n)
                 ]
                 for rec in records:
-                    ready = [e["t"] for e in evs if e["kind"] == "vm.ready" and e["instance"] == rec.instance]
+                    ready = [published[b] for b in [rec.boot_id] if b in published]
                     delete = [
                         e["t"] for e in evs if e["kind"] == "mig.deleteInstances" and rec.instance in e["instances"]
                     ]
