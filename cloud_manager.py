@@ -6,7 +6,7 @@ Kept so that the commands in the original documentation run unchanged. New work:
 
 import sys
 
-from sinergym_cloud.cli import main
+from sinergym_cloud.publisher.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,7 @@ The successor of the original cloud_manager.py, with the same flags. ``python pu
 
 import sys
 
-from sinergym_cloud.cli import main
+from sinergym_cloud.publisher.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

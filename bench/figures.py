@@ -358,8 +358,9 @@ def trainer(quick: bool = False) -> list[dict[str, Any]]:
 
 def _idle_share(env: dict[str, str]) -> list[dict[str, Any]]:
     """VM alive but not training, for a real two-experiment batch of one-week episodes."""
-    from sinergym_cloud import contracts, names, report
+    from sinergym_cloud import contracts, names
     from sinergym_cloud.contracts import Batch, Experiment
+    from sinergym_cloud.publisher import report
 
     say("idle VM share of a real batch")
     rt = runtime(env)

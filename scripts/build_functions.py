@@ -1,6 +1,7 @@
 """Assemble each Cloud Function's source directory for Terraform (infra/terraform/build/<name>/).
 
-A function's source is its ``main.py``, the shared ``sinergym_cloud`` package and a
+A function's source is its ``main.py``, the shared ``sinergym_cloud`` package (without
+``sinergym_cloud/publisher/``, which only the publisher uses) and a
 ``requirements.txt`` written from pyproject.toml's base dependencies (one source of truth). Run it
 before ``terraform apply``; Terraform zips and uploads the result.
 """
@@ -14,11 +15,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("launch", "dispatch", "cleanup", "sweeper")
+# The publisher runs on a laptop, never in a function: its folder stays out of the bundles.
+PUBLISHER = REPO / "sinergym_cloud" / "publisher"
 
 
 def requirements() -> str:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     return "\n".join(project["dependencies"]) + "\n"
+
+
+def _leave_out(folder: str, entries: list[str]) -> set[str]:
+    """What copytree skips in ``folder``: bytecode everywhere, and the publisher's folder."""
+    skipped = set(shutil.ignore_patterns("__pycache__", "*.pyc")(folder, entries))
+    return skipped | {e for e in entries if Path(folder, e) == PUBLISHER}
 
 
 def build(out: Path) -> list[Path]:
@@ -31,7 +40,7 @@ def build(out: Path) -> list[Path]:
         shutil.copytree(
             REPO / "sinergym_cloud",
             target / "sinergym_cloud",
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "report.py"),
+            ignore=_leave_out,
         )
         (target / "requirements.txt").write_text(requirements())
         built.append(target)

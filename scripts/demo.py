@@ -22,9 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from localcloud.cloud import LocalCloud  # noqa: E402 - run as a script: sys.path is set first
-from sinergym_cloud import cli, names, report  # noqa: E402 - run as a script: sys.path is set first
+from sinergym_cloud import names  # noqa: E402 - run as a script: sys.path is set first
 from sinergym_cloud.config import Settings  # noqa: E402 - run as a script: sys.path is set first
 from sinergym_cloud.contracts import Batch, Experiment  # noqa: E402 - run as a script: sys.path is set first
+from sinergym_cloud.publisher import render, report, views  # noqa: E402 - run as a script: sys.path is set first
 from sinergym_cloud.runtime import Runtime  # noqa: E402 - run as a script: sys.path is set first
 
 console = Console()
@@ -91,16 +92,14 @@ def run(env: dict[str, str], cloud: LocalCloud, started: float) -> int:
     rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch), batch_id=batch.batch_id)
     console.print(f"  published batch [bold]{batch.batch_id}[/] on {names.TOPIC_BATCHES}")
     console.rule("[bold]3. Live progress (launch -> VMs boot -> dispatch over SSH -> training -> cleanup)")
-    code = cli.wait(rt, batch.batch_id, timeout=900)
+    code = render.wait(rt, batch.batch_id, timeout=900)
     console.rule("[bold]4. Outcome")
-    from sinergym_cloud import status
-
-    info = status.batch_status(rt, batch.batch_id)
+    info = views.batch_status(rt, batch.batch_id)
     bucket = rt.clients.storage.bucket(rt.settings.results_bucket)
-    for e in info["experiments"]:
-        console.print(f"[bold]#{e['index']} {e['algorithm']} seed {e['seed']}: {e['state']}[/]")
-        console.print(f"    MLflow run: {e['mlflow_url']}")
-        prefix = names.results_prefix(batch.batch_id, e["name"])
+    for row in info.experiments:
+        console.print(f"[bold]#{row.index} {row.algorithm} seed {row.seed}: {row.state}[/]")
+        console.print(f"    MLflow run: {row.mlflow_url}")
+        prefix = names.results_prefix(batch.batch_id, row.name)
         files = [b.name for b in bucket.list_blobs(prefix=prefix)]
         shown = [f for f in files if f.endswith(("model.zip", "progress.csv", "MANIFEST.json"))][:4]
         console.print(f"    {len(files)} files under gs://{bucket.name}/{prefix}, e.g.:")

@@ -10,10 +10,11 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import compute_v1
 
-from sinergym_cloud import contracts, names, signing, status
+from sinergym_cloud import contracts, names, signing
 from sinergym_cloud.contracts import Batch, Completion, Experiment, ExperimentStatus, InstanceReady
 from sinergym_cloud.control import cleanup
 from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.publisher import views
 from sinergym_cloud.records import ExperimentRecord
 from sinergym_cloud.runtime import Runtime
 from tests.conftest import Cloud, new_batch_id, wait_for
@@ -67,8 +68,9 @@ def publish_batch(rt: Runtime, batch: Batch) -> str:
 
 
 def batch_status(rt: Runtime, batch_id: str) -> dict[str, Any] | None:
+    """The batch's ``status --json`` document (what scripts read), or None while launch has not recorded it."""
     try:
-        return status.batch_status(rt, batch_id, with_alerts=False)
+        return views.batch_status(rt, batch_id, with_alerts=False).as_json()
     except BatchNotFound:
         return None
 
@@ -141,12 +143,12 @@ def quiet_ready(cloud: Cloud, instance: str, timeout: float = 60) -> InstanceRea
 def completion(
     rt: Runtime, batch_id: str, index: int, status_: ExperimentStatus = "succeeded", boot_id: str = "boot-1"
 ) -> Completion:
-    record = status.batch_status(rt, batch_id, with_compute=False, with_alerts=False)["experiments"][index]
+    record = views.batch_status(rt, batch_id, with_compute=False, with_alerts=False).experiments[index]
     return Completion(
         batch_id=batch_id,
         experiment_index=index,
-        experiment_name=record["name"],
-        instance=record["instance"],
+        experiment_name=record.name,
+        instance=record.instance,
         zone=ZONE,
         boot_id=boot_id,
         status=status_,

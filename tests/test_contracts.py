@@ -180,7 +180,7 @@ def test_booleans_are_not_numbers(field: str) -> None:
 
 
 def test_vm_hours_count_each_vm_from_its_creation() -> None:
-    from sinergym_cloud.report import vm_hours
+    from sinergym_cloud.publisher.report import vm_hours
 
     # Two VMs: the first preempted (replaced at t=1000), the second deleted at t=4600.
     e = {"created_at": 0.0, "vm_created": {"b1": 100.0, "b2": 1000.0}, "running_at": 1100.0,
@@ -258,17 +258,18 @@ def test_signatures_and_sanitised_text() -> None:
 
 
 def test_max_parallel_from_a_batch_file_and_the_command_line(tmp_path: Path) -> None:
-    from sinergym_cloud import cli
+    from sinergym_cloud.publisher.arguments import submit_parser
+    from sinergym_cloud.publisher.submit import build_batch
 
     f = tmp_path / "study.yaml"
     f.write_text(
         "max_parallel: 3\nexperiments:\n  - environment: Eplus-5zone-hot-continuous-v1\n    seeds: [1, 2, 3, 4]\n"
     )
     assert batchfile.load(f)["max_parallel"] == 3
-    args = cli.submit_parser().parse_args(["--batch-file", str(f)])
-    assert cli.build_batch(args).max_parallel == 3
-    args = cli.submit_parser().parse_args(["--batch-file", str(f), "--max-parallel", "2"])
-    assert cli.build_batch(args).max_parallel == 2
-    args = cli.submit_parser().parse_args(["--batch-file", str(f), "--max-parallel", "0"])
+    args = submit_parser().parse_args(["--batch-file", str(f)])
+    assert build_batch(args).max_parallel == 3
+    args = submit_parser().parse_args(["--batch-file", str(f), "--max-parallel", "2"])
+    assert build_batch(args).max_parallel == 2
+    args = submit_parser().parse_args(["--batch-file", str(f), "--max-parallel", "0"])
     with pytest.raises(SystemExit):
-        cli.build_batch(args)
+        build_batch(args)

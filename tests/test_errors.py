@@ -56,19 +56,19 @@ def test_batch_not_found_names_the_batch() -> None:
 
 
 def test_status_exits_not_found_only_for_a_missing_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sinergym_cloud import cli, status
+    from sinergym_cloud.publisher import arguments, commands, target, views
 
-    monkeypatch.setattr(cli, "_runtime", lambda project=None: object())
+    monkeypatch.setattr(target, "runtime", lambda project=None: object())
 
-    def missing(rt: object, batch_id: str, **kw: object) -> dict:
+    def missing(rt: object, batch_id: str, **kw: object) -> views.BatchView:
         raise BatchNotFound(batch_id)
 
-    monkeypatch.setattr(status, "batch_status", missing)
-    assert cli.status_command(["b-1"]) == cli.EXIT_NOT_FOUND
+    monkeypatch.setattr(views, "batch_status", missing)
+    assert commands.status_command(["b-1"]) == arguments.EXIT_NOT_FOUND
 
-    def broken(rt: object, batch_id: str, **kw: object) -> dict:
-        return {}  # rendering it raises KeyError: a bug, which must not be reported as "no batch"
+    def broken(rt: object, batch_id: str, **kw: object) -> views.BatchView:
+        return {}["counts"]  # a KeyError while assembling the view: a bug, which must not be reported as "no batch"
 
-    monkeypatch.setattr(status, "batch_status", broken)
+    monkeypatch.setattr(views, "batch_status", broken)
     with pytest.raises(KeyError):
-        cli.status_command(["b-1"])
+        commands.status_command(["b-1"])

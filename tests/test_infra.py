@@ -335,6 +335,8 @@ def test_function_sources_are_self_contained(tmp_path: Path) -> None:
         source = tmp_path / function
         requirements = (source / "requirements.txt").read_text()
         assert "functions-framework" in requirements and "torch" not in requirements
+        assert (source / "sinergym_cloud" / "control").is_dir()
+        assert not (source / "sinergym_cloud" / "publisher").exists(), "the publisher is not shipped to functions"
         probe = (
             "import main, sinergym_cloud, sys; "
             f"assert sinergym_cloud.__file__.startswith({str(source)!r}), sinergym_cloud.__file__; "

@@ -11,8 +11,9 @@ import threading
 import time
 from typing import Any
 
-from sinergym_cloud import names, status
+from sinergym_cloud import names
 from sinergym_cloud.control import batches, launch, sweeper
+from sinergym_cloud.publisher import views
 from sinergym_cloud.runtime import Runtime
 from tests.conftest import Cloud, wait_for
 from tests.control_helpers import (
@@ -49,8 +50,8 @@ def test_a_batch_beyond_max_parallel_waits_queued_and_each_ending_starts_one_mor
     created = [e for e in mig_events(cloud, mig, since, "mig.createInstances")]
     assert created, "launch asked the group for the first VMs"
     wait_for(lambda: len(live_vms(cloud, batch.batch_id, batch.group_name)) == 2, 60, "two VMs")
-    shown = status.batch_status(rt, batch.batch_id, with_compute=False, with_alerts=False)
-    assert [e["state"] for e in shown["experiments"]].count("queued") == 3
+    shown = views.batch_status(rt, batch.batch_id, with_compute=False, with_alerts=False)
+    assert [e.state for e in shown.experiments].count("queued") == 3
 
     # A queued experiment is never timed out, however long it waits.
     later = time.time() + 10 * rt.settings.boot_timeout

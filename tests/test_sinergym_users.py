@@ -8,6 +8,7 @@ The slow tests run real Sinergym + EnergyPlus on one simulated week, against the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -232,23 +233,26 @@ def test_file_store_tracking_uri_is_refused_before_training(tmp_path: Path) -> N
 def test_status_table_is_readable_at_80_columns() -> None:
     from rich.console import Console
 
-    from sinergym_cloud import cli
+    from sinergym_cloud.publisher.render import render_status
+    from sinergym_cloud.publisher.views import BatchView, ExperimentView
 
     run_id = "0123456789abcdef0123456789abcdef"
-    experiment = {
-        "index": 0, "name": "x", "environment": "Eplus-5zone-hot-continuous-stochastic-v1", "algorithm": "PPO",
-        "seed": 52, "state": "running", "instance": "sinergym-group-b-20261202-0", "instance_status": "RUNNING",
-        "instance_errors": [], "attempts": 1, "preemptions": 0, "failures": 0, "reason": "", "mlflow_run_id": run_id,
-        "mlflow_url": f"http://127.0.0.1:18084/#/experiments/1/runs/{run_id}",
-    }  # fmt: skip
-    info = {
-        "batch_id": "b-20261202-0001", "status": "running", "counts": {"running": 2}, "zone": "europe-west1-b",
-        "error": None, "experiments": [experiment, {**experiment, "index": 1, "seed": 53}],
-        "results": "gs://r/b/", "mlflow_experiment": "sinergym.b", "mlflow_experiment_url": None,
-        "groups": [], "alerts": [],
-    }  # fmt: skip
+    experiment = ExperimentView(
+        index=0, name="x", environment="Eplus-5zone-hot-continuous-stochastic-v1", algorithm="PPO",
+        seed=52, episodes=1, state="running", instance="sinergym-group-b-20261202-0", instance_status="RUNNING",
+        instance_errors=[], attempts=1, preemptions=0, failures=0, reason="", mlflow_run_id=run_id,
+        mlflow_url=f"http://127.0.0.1:18084/#/experiments/1/runs/{run_id}", tensorboard=None, outputs=[],
+        metrics={}, timesteps=0, created_at=0.0, running_at=1.0, finished_at=None,
+    )  # fmt: skip
+    info = BatchView(
+        batch_id="b-20261202-0001", status="running", counts={"running": 2}, zone="europe-west1-b",
+        error="", experiments=[experiment, dataclasses.replace(experiment, index=1, seed=53)],
+        results="gs://r/b/", mlflow_experiment="sinergym.b", mlflow_experiment_url=None,
+        groups=[], alerts=[], group="sinergym-group", template="sinergym-template", created_at=0.0,
+        launched_at=1.0, finished_at=None, done=False,
+    )  # fmt: skip
     console = Console(width=80, record=True, color_system=None)
-    cli.render_status(info, console)
+    render_status(info, console)
     text = console.export_text()
     rows = [line for line in text.splitlines() if "PPO" in line]
     assert len(rows) == 2, text  # one line per experiment: nothing wrapped
@@ -270,13 +274,13 @@ def test_dry_run_without_credentials_says_how_to_set_them(tmp_path: Path) -> Non
 
 
 def test_submit_hint_names_the_env_file_of_localcloud_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sinergym_cloud import cli
+    from sinergym_cloud.publisher.target import local_env_file
 
     monkeypatch.setenv("LOCALCLOUD_DIR", str(tmp_path / "lc"))
-    assert cli._local_env_file() == str(tmp_path / "lc" / "env")
+    assert local_env_file() == str(tmp_path / "lc" / "env")
     monkeypatch.delenv("LOCALCLOUD_DIR")
     monkeypatch.chdir(REPO)
-    assert cli._local_env_file() == ".local/env"
+    assert local_env_file() == ".local/env"
 
 
 # ------------------------------------------------------------------------- real EnergyPlus runs

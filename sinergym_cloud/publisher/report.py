@@ -21,12 +21,19 @@ import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sinergym_cloud import text
+from sinergym_cloud import names, text
 from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.publisher import views
+from sinergym_cloud.publisher.arguments import EXIT_NOT_FOUND, EXIT_OK, add_batch_arguments
+from sinergym_cloud.publisher.views import BatchView
+from sinergym_cloud.records import ExperimentRecord
+
+if TYPE_CHECKING:
+    from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +94,9 @@ def vm_hours(e: dict[str, Any], now: float) -> tuple[float | None, float | None]
     return alive, max(0.0, alive - training)
 
 
-def gather(rt: Any, batch_id: str) -> tuple[dict[str, Any], list[Row]]:
-    from sinergym_cloud import names, status
-    from sinergym_cloud.records import ExperimentRecord
-
-    info = status.batch_status(rt, batch_id, with_links=True)
+def gather(rt: Runtime, batch_id: str) -> tuple[BatchView, list[Row]]:
+    """The batch's status and one report row per experiment, with its curve and metrics from MLflow."""
+    info = views.batch_status(rt, batch_id, with_links=True)
     tracking = rt.settings.mlflow_uri
     client = None
     if tracking:
@@ -100,40 +105,40 @@ def gather(rt: Any, batch_id: str) -> tuple[dict[str, Any], list[Row]]:
         client = mlflow.MlflowClient(tracking_uri=tracking)
     now = dt.datetime.now(dt.UTC).timestamp()
     rows = []
-    for e in info["experiments"]:
-        doc = rt.state.read(names.experiment_object(batch_id, e["index"]))
+    for e in info.experiments:
+        doc = rt.state.read(names.experiment_object(batch_id, e.index))
         extra = ExperimentRecord.model_validate(doc.data).model_dump() if doc else {}
-        alive, idle = vm_hours({**e, **extra}, now)
+        alive, idle = vm_hours({**asdict(e), **extra}, now)
         row = Row(
-            index=e["index"],
-            name=e["name"],
-            environment=e["environment"],
-            algorithm=e["algorithm"],
-            seed=e["seed"],
-            state=e["state"],
-            episodes=e["episodes"],
-            wall_hours=((e["finished_at"] or now) - e["running_at"]) / 3600 if e["running_at"] else None,
+            index=e.index,
+            name=e.name,
+            environment=e.environment,
+            algorithm=e.algorithm,
+            seed=e.seed,
+            state=e.state,
+            episodes=e.episodes,
+            wall_hours=((e.finished_at or now) - e.running_at) / 3600 if e.running_at else None,
             vm_hours=alive,
             idle_hours=idle,
-            mlflow_url=e["mlflow_url"],
-            outputs=e["outputs"][0] if e["outputs"] else None,
-            reason=e["reason"],
+            mlflow_url=e.mlflow_url,
+            outputs=e.outputs[0] if e.outputs else None,
+            reason=e.reason,
         )
-        if client is not None and e["mlflow_run_id"]:
+        if client is not None and e.mlflow_run_id:
             try:
-                history = client.get_metric_history(e["mlflow_run_id"], REWARD)
+                history = client.get_metric_history(e.mlflow_run_id, REWARD)
                 row.curve = sorted((m.step, m.value) for m in history)
-                run = client.get_run(e["mlflow_run_id"])
+                run = client.get_run(e.mlflow_run_id)
                 metrics = run.data.metrics
                 row.comfort_violation = metrics.get("train/comfort_violation_time_pct")
                 row.energy_kwh = metrics.get("train/energy_kwh")
-                evals = [m.value for m in client.get_metric_history(e["mlflow_run_id"], EVAL)]
+                evals = [m.value for m in client.get_metric_history(e.mlflow_run_id, EVAL)]
                 rewards = [v for _, v in row.curve]
                 row.final_reward = rewards[-1] if rewards else None
                 row.best_reward = max(rewards) if rewards else None
                 row.best_eval = max(evals) if evals else None
             except Exception as exc:  # noqa: BLE001 - a report without one run's curve is still a report
-                log.warning("MLflow run %s: %s", e["mlflow_run_id"], exc)
+                log.warning("MLflow run %s: %s", e.mlflow_run_id, exc)
         rows.append(row)
     return info, rows
 
@@ -216,9 +221,9 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "&ndash;" if value is None else f"{value:.{digits}f}"
 
 
-def experiment_link(info: dict[str, Any]) -> str:
-    name = f"<code>{html.escape(info['mlflow_experiment'])}</code>"
-    url = info.get("mlflow_experiment_url")
+def experiment_link(info: BatchView) -> str:
+    name = f"<code>{html.escape(info.mlflow_experiment)}</code>"
+    url = info.mlflow_experiment_url
     return f'<a href="{html.escape(url)}">{name}</a>' if url else name
 
 
@@ -233,11 +238,11 @@ def outputs_link(uri: str | None, storage_endpoint: str | None) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(uri)}</a>'
 
 
-def render(info: dict[str, Any], rows: list[Row], images: dict[str, bytes], storage_endpoint: str | None) -> str:
+def render(info: BatchView, rows: list[Row], images: dict[str, bytes], storage_endpoint: str | None) -> str:
     total_vm = sum(r.vm_hours or 0 for r in rows)
     total_idle = sum(r.idle_hours or 0 for r in rows)
     idle_share = (total_idle / total_vm * 100) if total_vm else 0.0
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(info["counts"].items()))
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()))
     body = []
     for r in rows:
         run = f'<a href="{html.escape(r.mlflow_url)}">run</a>' if r.mlflow_url else "&ndash;"
@@ -264,13 +269,13 @@ def render(info: dict[str, Any], rows: list[Row], images: dict[str, bytes], stor
                 f"<figcaption>{html.escape(caption)} ({name})</figcaption></figure>"
             )
     alerts = "".join(
-        f"<li>{html.escape(a['metric'])}: {html.escape(text.clean(json.dumps(a['labels'], sort_keys=True), 2000))} at {html.escape(a['time'])}</li>"
-        for a in info["alerts"]
+        f"<li>{html.escape(a.metric)}: {html.escape(text.clean(json.dumps(a.labels, sort_keys=True), 2000))} at {html.escape(a.time)}</li>"
+        for a in info.alerts
     )
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Batch {html.escape(info["batch_id"])} report</title>
+<title>Batch {html.escape(info.batch_id)} report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9rem; }}
@@ -281,9 +286,9 @@ figure {{ display: inline-block; margin: 1rem 1rem 0 0; }} img {{ max-width: 100
 .cost {{ font-size: 1.05rem; }}
 </style></head>
 <body>
-<h1>Batch <code>{html.escape(info["batch_id"])}</code></h1>
-<p>{html.escape(info["status"])} — {html.escape(counts)} — group {html.escape(info["group"])}, zone {html.escape(info["zone"])}.
-MLflow experiment {experiment_link(info)}; outputs {outputs_link(info["results"], storage_endpoint)}.</p>
+<h1>Batch <code>{html.escape(info.batch_id)}</code></h1>
+<p>{html.escape(info.status)} — {html.escape(counts)} — group {html.escape(info.group)}, zone {html.escape(info.zone)}.
+MLflow experiment {experiment_link(info)}; outputs {outputs_link(info.results, storage_endpoint)}.</p>
 <p class="cost" id="cost">Cost: <strong>{total_vm:.3f} VM-hours</strong> for {len(rows)} experiment(s);
 each VM counted from its creation (Compute Engine's timestamp) to its deletion request;
 idle share {idle_share:.0f}% (VM alive but not training: boot, dispatch, upload, deletion).</p>
@@ -296,12 +301,12 @@ idle share {idle_share:.0f}% (VM alive but not training: boot, dispatch, upload,
 </tbody></table>
 {"".join(figures)}
 <h2>Alerts raised</h2><ul>{alerts or "<li>none</li>"}</ul>
-<p><small>Generated {generated} by <code>python publisher.py report {html.escape(info["batch_id"])}</code>.</small></p>
+<p><small>Generated {generated} by <code>python publisher.py report {html.escape(info.batch_id)}</code>.</small></p>
 </body></html>
 """
 
 
-def write(rt: Any, batch_id: str, out_dir: Path) -> Path:
+def write(rt: Runtime, batch_id: str, out_dir: Path) -> Path:
     info, rows = gather(rt, batch_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = {}
@@ -314,7 +319,7 @@ def write(rt: Any, batch_id: str, out_dir: Path) -> Path:
     page.write_text(render(info, rows, images, rt.settings.storage_endpoint))
     summary = {
         "batch_id": batch_id,
-        "status": info["status"],
+        "status": info.status,
         "vm_hours": sum(r.vm_hours or 0 for r in rows),
         "idle_hours": sum(r.idle_hours or 0 for r in rows),
         "experiments": [r.__dict__ for r in rows],
@@ -323,14 +328,12 @@ def write(rt: Any, batch_id: str, out_dir: Path) -> Path:
     return page
 
 
-def main(argv: list[str], runtime: Callable[[str | None], Any]) -> int:
+def main(argv: list[str], runtime: Callable[[str | None], Runtime]) -> int:
     parser = argparse.ArgumentParser(
         prog="python publisher.py report",
         description="Write an HTML report of a batch (learning curves, energy and comfort, cost) and PNGs beside it.",
     )
     parser.add_argument("--out", type=Path, default=None, help="directory (default reports/<batch id>/)")
-    from sinergym_cloud.cli import add_batch_arguments
-
     add_batch_arguments(parser)
     args = parser.parse_args(argv)
     rt = runtime(args.project_id)
@@ -338,6 +341,6 @@ def main(argv: list[str], runtime: Callable[[str | None], Any]) -> int:
         page = write(rt, args.batch_id, args.out or Path("reports") / args.batch_id)
     except BatchNotFound as exc:
         print(f"publisher: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_NOT_FOUND
     print(f"report written: {page.resolve()}")
-    return 0
+    return EXIT_OK

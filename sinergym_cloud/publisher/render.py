@@ -1,0 +1,150 @@
+"""Drawing a batch in the terminal: the status table (readable at 80 columns) and ``wait``'s live view."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from sinergym_cloud import names
+from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.publisher import views
+from sinergym_cloud.publisher.arguments import EXIT_FAILED, EXIT_OK
+from sinergym_cloud.publisher.views import BatchView, ExperimentView
+from sinergym_cloud.text import markup as m
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from sinergym_cloud.runtime import Runtime
+
+
+def short_run_id(run_id: str | None) -> str:
+    """An MLflow run id as the status table shows it (the full id and link are in --json and the report)."""
+    return run_id[:8] if run_id else "-"
+
+
+def render_status(info: BatchView, console: Any = None) -> None:
+    """The status of a batch, readable at 80 columns: short run ids, the long links elsewhere."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()))
+    console.print(f"[bold]batch {m(info.batch_id)}[/]: {m(info.status)} ({m(counts)}) zone {m(info.zone)}")
+    if info.error:
+        console.print(f"  [red]{m(info.error, 1000)}[/]")
+    table = Table(pad_edge=False, box=None, header_style="bold")
+    table.add_column("#", no_wrap=True)
+    table.add_column("experiment", overflow="fold", ratio=3)
+    table.add_column("state", no_wrap=True)
+    table.add_column("VM", no_wrap=True)
+    table.add_column("tries", no_wrap=True)
+    table.add_column("run", no_wrap=True)
+    table.add_column("note", overflow="fold", ratio=2)
+    for e in info.experiments:
+        note = e.reason or "; ".join(e.instance_errors)
+        environment = str(e.environment).removeprefix("Eplus-")
+        table.add_row(
+            m(e.index),
+            m(f"{e.algorithm} {environment} s{e.seed}"),
+            m(e.state),
+            m(e.instance_status or "-"),
+            m(f"{e.attempts} p{e.preemptions} f{e.failures}"),
+            m(short_run_id(e.mlflow_run_id)),
+            m(note),
+        )
+    console.print(table)
+    console.print("[dim]run: MLflow run id (full ids and links: status --json, or the report)[/]")
+    console.print(
+        m(
+            f"outputs: {info.results}   MLflow experiment: {info.mlflow_experiment}"
+            + (f" ({info.mlflow_experiment_url})" if info.mlflow_experiment_url else "")
+        )
+    )
+    for g in info.groups:
+        console.print(m(f"group {g.name}: {'exists, ' + str(g.instances) + ' instance(s)' if g.exists else 'deleted'}"))
+    for a in info.alerts:
+        console.print(m(f"alert raised: {a.metric} {a.labels} at {a.time}", 2000))
+
+
+def print_json(info: BatchView) -> None:
+    """The ``--json`` form of a batch's status."""
+    print(json.dumps(info.as_json(), indent=2, default=str))
+
+
+def wait(rt: Runtime, batch_id: str, timeout: float, as_json: bool = False) -> int:
+    """Live progress until the batch ends. Exit code 0 only if every experiment succeeded."""
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console(stderr=as_json)
+    deadline = time.monotonic() + timeout
+    started = time.time()
+    info = _first_status(rt, batch_id, deadline=min(deadline, time.monotonic() + 120))
+    with Live(_progress(rt, info, started), console=console, refresh_per_second=2, transient=False) as live:
+        while True:
+            finished = info.status in ("finished", "cancelled", "failed") and info.done
+            if finished or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+            info = views.batch_status(rt, batch_id, with_alerts=False)
+            live.update(_progress(rt, info, started))
+    info = views.batch_status(rt, batch_id, with_links=True)
+    if as_json:
+        print_json(info)
+    else:
+        render_status(info)
+    if not info.done:
+        console.print(f"[yellow]gave up waiting after {timeout:.0f}s; the batch goes on[/]")
+        return EXIT_FAILED
+    ok = all(e.state == "succeeded" for e in info.experiments)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _progress(rt: Runtime, info: BatchView, started: float) -> Table:
+    """``wait``'s table: one row per experiment, with its episode from the trainer's heartbeat."""
+    from rich.table import Table
+
+    t = Table(title=m(f"batch {info.batch_id}: {info.status}  ({time.time() - started:.0f}s)"))
+    for column in ("#", "experiment", "instance", "state", "episode", "elapsed"):
+        t.add_column(column)
+    for e in info.experiments:
+        since = e.running_at or e.created_at
+        end = e.finished_at or time.time()
+        t.add_row(
+            m(e.index),
+            m(f"{e.algorithm} {e.environment} s{e.seed}"),
+            m(f"{e.instance} ({e.instance_status or '-'})"),
+            m(e.state),
+            m(_episode(rt, info, e)),
+            f"{end - since:.0f}s",
+        )
+    return t
+
+
+def _first_status(rt: Runtime, batch_id: str, deadline: float) -> BatchView:
+    """The batch's status, waiting a little for launch to record a batch that was just published."""
+    while True:
+        try:
+            return views.batch_status(rt, batch_id, with_alerts=False)
+        except BatchNotFound:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _episode(rt: Runtime, info: BatchView, e: ExperimentView) -> str:
+    total = e.episodes
+    if e.state == "succeeded":
+        return f"{total}/{total}"
+    if e.state != "running":
+        return "-"
+    try:
+        blob = rt.clients.storage.bucket(info.results_bucket).get_blob(
+            names.heartbeat_object(info.batch_id, e.name), timeout=5
+        )
+        beat = json.loads(blob.download_as_bytes(timeout=5)) if blob else {}
+    except Exception:  # noqa: BLE001 - progress display only
+        beat = {}
+    return f"{beat.get('episodes', 0)}/{total}" if beat else f"?/{total}"

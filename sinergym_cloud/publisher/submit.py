@@ -1,0 +1,130 @@
+"""Submitting a batch: build it from the flags or a batch file, validate it with the launch function's
+own code, check the instance template exists, and publish one message on ``experiment-batches``.
+
+Without a project (no ``--project_id``, no ``GOOGLE_CLOUD_PROJECT``) the local cloud is the target,
+started if needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+from typing import Any
+
+from pydantic import ValidationError
+
+from sinergym_cloud import batchfile, config, contracts, legacy, names
+from sinergym_cloud.contracts import Batch, Experiment, _summarise
+from sinergym_cloud.errors import BadMessage
+from sinergym_cloud.publisher.arguments import EXIT_OK, die, submit_parser
+from sinergym_cloud.publisher.plan import dry_run, no_template
+from sinergym_cloud.publisher.render import wait
+from sinergym_cloud.publisher.target import local_env_file, target_settings
+
+
+def build_batch(args: argparse.Namespace) -> Batch:
+    """The Batch the submit flags describe; exits with the reason (naming the bad input) if there is none."""
+    fields: dict[str, Any] = {}
+    if args.batch_file:
+        try:
+            fields = batchfile.load(args.batch_file)
+        except batchfile.BatchFileError as exc:
+            raise SystemExit(die(str(exc))) from None
+    if args.experiment_commands:
+        experiments = list(fields.get("experiments", []))
+        for n, command in enumerate(args.experiment_commands, 1):
+            try:
+                experiment, _group = legacy.parse_command(command)
+            except legacy.LegacyCommandError as exc:
+                raise SystemExit(die(f"experiment command {n}: {exc}\n  {command}")) from None
+            experiments.append(experiment)
+        fields["experiments"] = experiments
+    if getattr(args, "check", False):
+        fields["experiments"] = [
+            *fields.get("experiments", []),
+            Experiment(environment="Eplus-5zone-hot-continuous-v1", mode="check"),
+        ]
+    if not fields.get("experiments"):
+        raise SystemExit(die("no experiments: give --experiment_commands/-cmds, --batch-file or --check"))
+    for key, value in (
+        ("zone", args.zone if args.zone != config.DEFAULT_ZONE or "zone" not in fields else None),
+        ("template_name", args.template_name),
+        ("group_name", args.group_name),
+        ("batch_id", args.batch_id),
+        ("results_bucket", args.results_bucket),
+    ):
+        if value:
+            fields[key] = value
+    if getattr(args, "max_parallel", None) is not None:
+        fields["max_parallel"] = args.max_parallel
+    if not fields.get("batch_id"):
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        fields["batch_id"] = f"b-{stamp}-{secrets.token_hex(2)}"
+    fields["submitted_at"] = dt.datetime.now(dt.UTC)
+    fields["submitted_by"] = os.environ.get("USER", "")[:100] or None
+    try:
+        return Batch.model_validate(fields)
+    except ValidationError as exc:
+        raise SystemExit(die(f"invalid batch: {_summarise(exc)}")) from None
+
+
+def _validate_as_launch(data: bytes, results_bucket: str) -> None:
+    """What launch will do with the message: refuse it here, with launch's reason."""
+    try:
+        contracts.parse(Batch, data).check_paths(results_bucket)
+    except BadMessage as exc:
+        raise SystemExit(die(str(exc))) from None
+
+
+def submit(argv: list[str]) -> int:
+    """``python publisher.py [flags]``: publish a batch (or print its plan with --dry-run)."""
+    args = submit_parser().parse_args(argv)
+    batch = build_batch(args)
+    if args.dry_run:
+        return dry_run(batch, args.project_id, args.json)
+    settings, local = target_settings(args.project_id)
+    from sinergym_cloud.runtime import Runtime
+
+    rt = Runtime.from_settings(settings)
+    try:
+        template = rt.compute.template_summary(batch.template_name)
+    except Exception as exc:  # noqa: BLE001 - no credentials, no permission, no network: say which, no traceback
+        return die(f"could not read instance template {batch.template_name!r}: {type(exc).__name__}: {exc}")
+    if template is None:
+        return die(no_template(batch, settings))
+    if rt.state.read(names.launch_object(batch.batch_id)) is not None:
+        print(f"publisher: batch {batch.batch_id} already exists: not resubmitted (see `status {batch.batch_id}`)")
+        return wait(rt, batch.batch_id, args.timeout, args.json) if args.wait else EXIT_OK
+    data = contracts.dump(batch)
+    _validate_as_launch(data, batch.results_bucket or settings.results_bucket)
+    message_id = rt.clients.publish(
+        names.TOPIC_BATCHES, data, batch_id=batch.batch_id, schema_version=str(batch.schema_version)
+    )
+    bucket = batch.results_bucket or settings.results_bucket
+    from sinergym_cloud.control.launch import mlflow_experiment
+    from sinergym_cloud.publisher.views import mlflow_experiment_url
+
+    experiment = mlflow_experiment(batch)
+    mlflow = mlflow_experiment_url(settings.mlflow_uri, experiment, create=True) or (
+        f"{settings.mlflow_uri or 'the MLFLOW_TRACKING_URI of the deployment'}  (experiment {experiment})"
+    )
+    if args.json and not args.wait:
+        print(
+            json.dumps(
+                {"batch_id": batch.batch_id, "message_id": message_id, "results": f"gs://{bucket}/{batch.batch_id}/"}
+            )
+        )
+    else:
+        print(f"batch {batch.batch_id}: {len(batch.experiments)} experiment(s) submitted (message {message_id})")
+        print(f"  results:  gs://{bucket}/{batch.batch_id}/")
+        target = "" if local else f" --project_id {settings.project}"
+        print(f"  MLflow:   {mlflow}")
+        print(f"  status:   python publisher.py status {batch.batch_id}{target}")
+        if local:
+            print(f"  local cloud: . {local_env_file()} to use its endpoints; make local-down to stop it")
+    if args.wait:
+        return wait(rt, batch.batch_id, args.timeout, args.json)
+    return EXIT_OK
