@@ -23,17 +23,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from localcloud.compute import discovery
-from localcloud.compute.model import (
-    GOOGLE,
-    ApiError,
-    Cloud,
-    Operation,
-    filter_of,
-    invalid,
-    not_found,
-    not_implemented,
-    paginate,
-)
+from localcloud.compute.errors import ApiError, invalid, not_found, not_implemented
+from localcloud.compute.paging import filter_of, paginate
+from localcloud.compute.resources import GOOGLE, Operation
+from localcloud.compute.verbs import Cloud
 
 log = logging.getLogger("localcloud.compute")
 
@@ -66,7 +59,7 @@ class Api:
     # instance templates
     @route("POST", P + r"/global/instanceTemplates", "instanceTemplates.insert")
     def template_insert(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.insert_template(g["project"], body, q.get("requestId")))
+        return self.op(self.cloud.insert_template(g["project"], body, request_id=q.get("requestId")))
 
     @route("GET", P + r"/global/instanceTemplates/(?P<name>[^/]+)", "instanceTemplates.get")
     def template_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -78,12 +71,12 @@ class Api:
 
     @route("DELETE", P + r"/global/instanceTemplates/(?P<name>[^/]+)", "instanceTemplates.delete")
     def template_delete(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        return self.op(self.cloud.delete_template(g["project"], g["name"], q.get("requestId")))
+        return self.op(self.cloud.delete_template(g["project"], g["name"], request_id=q.get("requestId")))
 
     # managed instance groups
     @route("POST", Z + r"/instanceGroupManagers", "instanceGroupManagers.insert")
     def mig_insert(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.insert_mig(g["project"], g["zone"], body, q.get("requestId")))
+        return self.op(self.cloud.insert_mig(g["project"], g["zone"], body, request_id=q.get("requestId")))
 
     @route("GET", Z + r"/instanceGroupManagers", "instanceGroupManagers.list")
     def mig_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -95,7 +88,7 @@ class Api:
 
     @route("DELETE", G, "instanceGroupManagers.delete")
     def mig_delete(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        return self.op(self.cloud.delete_mig(g["project"], g["zone"], g["mig"], q.get("requestId")))
+        return self.op(self.cloud.delete_mig(g["project"], g["zone"], g["mig"], request_id=q.get("requestId")))
 
     @route("POST", G + r"/resize", "instanceGroupManagers.resize")
     def mig_resize(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -105,19 +98,25 @@ class Api:
             size = int(q["size"])
         except ValueError:
             raise invalid(f"Invalid value for field 'size': '{q['size']}'") from None
-        return self.op(self.cloud.resize(g["project"], g["zone"], g["mig"], size, q.get("requestId")))
+        return self.op(self.cloud.resize(g["project"], g["zone"], g["mig"], size, request_id=q.get("requestId")))
 
     @route("POST", G + r"/createInstances", "instanceGroupManagers.createInstances")
     def mig_create_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.create_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+        return self.op(
+            self.cloud.create_instances(g["project"], g["zone"], g["mig"], body, request_id=q.get("requestId"))
+        )
 
     @route("POST", G + r"/deleteInstances", "instanceGroupManagers.deleteInstances")
     def mig_delete_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.delete_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+        return self.op(
+            self.cloud.delete_instances(g["project"], g["zone"], g["mig"], body, request_id=q.get("requestId"))
+        )
 
     @route("POST", G + r"/recreateInstances", "instanceGroupManagers.recreateInstances")
     def mig_recreate_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.recreate_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+        return self.op(
+            self.cloud.recreate_instances(g["project"], g["zone"], g["mig"], body, request_id=q.get("requestId"))
+        )
 
     @route("POST", G + r"/listManagedInstances", "instanceGroupManagers.listManagedInstances")
     def mig_list_managed(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
