@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from localcloud import procs
+from localcloud.compute import quota
 from localcloud.compute.errors import ApiError, last_segment, not_found
 from localcloud.compute.resources import GOOGLE, Member, Mig, Vm, now
 from localcloud.compute.state import State
@@ -45,24 +46,40 @@ class Lifecycle:
     def __init__(self, state: State) -> None:
         self.state = state
 
-    def _live_vm_count(self) -> int:
-        return sum(1 for v in self.state.instances.values() if v.status not in ("TERMINATED",))
+    def _properties(self, mig: Mig) -> dict[str, Any]:
+        template = self.state.templates.get((mig.project, last_segment(mig.template_url, "instanceTemplates")))
+        return template["properties"] if template else {}
+
+    def _creation_error(self, mig: Mig) -> tuple[str, str]:
+        """Why Compute Engine would not create one more VM of ``mig`` now (code, message), or ("", "")."""
+        zone = mig.zone
+        if quota.is_exhausted(self.state.settings.zone_exhausted, zone):
+            return (
+                "ZONE_RESOURCE_POOL_EXHAUSTED",
+                f"The zone 'projects/{mig.project}/zones/{zone}' does not have enough resources available "
+                "to fulfill the request.",
+            )
+        props = self._properties(mig)
+        limits = self.state.limits()
+        if quota.needs(props, limits) is None:
+            machine = quota.machine_type_name(props)
+            return (
+                "RESOURCE_NOT_FOUND",
+                f"The resource 'projects/{mig.project}/zones/{zone}/machineTypes/{machine}' was not found",
+            )
+        over = quota.exceeded(props, self.state.instances.values(), mig.project, zone, limits)
+        if over is not None:
+            metric, limit = over
+            return (
+                "QUOTA_EXCEEDED",
+                f"Quota '{metric}' exceeded.  Limit: {limit:.1f} in region {quota.region_of(zone)}.",
+            )
+        return "", ""
 
     def create_member(self, mig: Mig, member: Member) -> None:
         """Schedule a VM for ``member`` (called with the lock held)."""
         member.current_action = "CREATING" if member.current_action != "RECREATING" else "RECREATING"
-        code = None
-        if self.state.settings.zone_exhausted:
-            code, message = (
-                "ZONE_RESOURCE_POOL_EXHAUSTED",
-                f"The zone 'projects/{mig.project}/zones/{mig.zone}' does not have enough resources available "
-                "to fulfill the request.",
-            )
-        elif self._live_vm_count() >= self.state.settings.quota_instances:
-            code, message = (
-                "QUOTA_EXCEEDED",
-                f"Quota 'INSTANCES' exceeded. Limit: {self.state.settings.quota_instances} in region.",
-            )
+        code, message = self._creation_error(mig)
         if code:
             member.errors = [{"code": code, "message": message}]
             self.state.mig_errors.setdefault((mig.project, mig.zone, mig.name), []).append(
@@ -80,8 +97,7 @@ class Lifecycle:
             timer.start()
             return
         member.errors = []
-        template = self.state.templates.get((mig.project, last_segment(mig.template_url, "instanceTemplates")))
-        props = template["properties"] if template else {}
+        props = self._properties(mig)
         vm = Vm(mig.project, mig.zone, member.name, mig.name, props, mig.template_url, member.preserved)
         self.state.instances[(mig.project, mig.zone, member.name)] = vm
         member.vm = vm

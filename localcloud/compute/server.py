@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from localcloud.compute import discovery
+from localcloud.compute import discovery, quota
 from localcloud.compute.errors import ApiError, invalid, not_found, not_implemented
 from localcloud.compute.paging import filter_of, paginate
 from localcloud.compute.resources import GOOGLE, Operation
@@ -163,6 +163,35 @@ class Api:
     @route("GET", Z + r"/instances", "instances.list")
     def instance_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
         return paginate(self.cloud.list_instances(g["project"], g["zone"]), q, "items", filter_of(q))
+
+    # regions (their quotas move as VMs come and go), zones and machine types (quota.py)
+    @route("GET", P + r"/regions/(?P<region>[^/]+)", "regions.get")
+    def region_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.region(g["project"], g["region"])
+
+    @route("GET", P + r"/regions", "regions.list")
+    def region_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        regions = [self.cloud.region(g["project"], r) for r in sorted(quota.REGIONS)]
+        return paginate(regions, q, "items", filter_of(q))
+
+    @route("GET", P + r"/zones/(?P<zone>[^/]+)", "zones.get")
+    def zone_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return quota.zone_json(g["project"], g["zone"])
+
+    @route("GET", P + r"/zones", "zones.list")
+    def zone_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        zones = [quota.zone_json(g["project"], z) for r in sorted(quota.REGIONS) for z in quota.zones_of(r)]
+        return paginate(zones, q, "items", filter_of(q))
+
+    @route("GET", Z + r"/machineTypes/(?P<name>[^/]+)", "machineTypes.get")
+    def machine_type_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return quota.machine_type_json(g["project"], g["zone"], g["name"])
+
+    @route("GET", Z + r"/machineTypes", "machineTypes.list")
+    def machine_type_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        quota.zone_json(g["project"], g["zone"])  # a zone that does not exist is a 404
+        found = [quota.machine_type_json(g["project"], g["zone"], n) for n in quota.machine_type_names()]
+        return paginate(found, q, "items", filter_of(q))
 
     # operations
     @route("GET", Z + r"/operations/(?P<op>[^/]+)", "zoneOperations.get")

@@ -11,10 +11,11 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localcloud.compute import quota
 from localcloud.compute.errors import ApiError, invalid, not_found
 from localcloud.compute.resources import Mig, Operation, Vm
 
@@ -27,8 +28,11 @@ class Settings:
     fail_boot: str | None = None  # regex of instance names whose boot fails
     shutdown_grace: float = 5.0  # SIGTERM -> SIGKILL on delete
     preempt_grace: float = 5.0  # SIGTERM -> SIGKILL on preemption (30 s on Google's spot VMs)
-    quota_instances: int = 200
-    zone_exhausted: bool = False
+    quota_instances: int = 200  # the regional INSTANCES limit
+    # Other regional limits by metric over quota.DEFAULT_LIMITS, e.g. {"CPUS": 24} (quota.py).
+    quotas: dict[str, float] = field(default_factory=dict)
+    # Zones out of stock (ZONE_RESOURCE_POOL_EXHAUSTED): a list of zone names, or True for every zone.
+    zone_exhausted: bool | list[str] = False
     retry_interval: float = 1.0  # how often a MIG retries a creation that hit quota or exhaustion
     wait_max: float = 120.0  # zoneOperations.wait returns after this long at most
     op_seconds: float = 0.0  # how long a group operation stays RUNNING (progress rising) before DONE
@@ -41,7 +45,12 @@ class Settings:
         for key, value in values.items():
             if not hasattr(self, key):
                 raise invalid(f"unknown emulator setting {key!r}")
-            setattr(self, key, value)
+            checked = value
+            if key == "quotas":
+                checked = quota.check_quotas(value)
+            elif key == "zone_exhausted":
+                checked = quota.check_zone_exhausted(value)
+            setattr(self, key, checked)
 
 
 @dataclass
@@ -102,6 +111,17 @@ class State:
         if mig is None:
             raise not_found(f"projects/{project}/zones/{zone}/instanceGroupManagers/{name}")
         return mig
+
+    def limits(self) -> dict[str, float]:
+        """Every regional quota limit (the same in each region)."""
+        return quota.limits(self.settings.quotas, self.settings.quota_instances)
+
+    def region(self, project: str, region: str) -> dict[str, Any]:
+        """``regions.get``: the region with its quotas' limits and what the project's VMs use of them."""
+        with self.lock:
+            limits = self.limits()
+            used = quota.usage(self.instances.values(), project, region, limits)
+            return quota.region_json(project, region, limits, used)
 
     def zones(self, project: str) -> list[str]:
         """The zones this project has used (an aggregated list has one scope per zone)."""
