@@ -47,6 +47,7 @@ from typing import Any
 import requests
 
 from localcloud import procs, profiles, pubsub
+from localcloud.ports import free_port
 from sinergym_cloud import names
 
 log = logging.getLogger(__name__)
@@ -93,12 +94,6 @@ VENV_BIN = Path(sys.executable).parent
 
 class StartupError(RuntimeError):
     """A part of the local cloud did not come up; the message names it and quotes its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def choose_ports(base: int | None) -> dict[str, int]:

@@ -165,5 +165,6 @@ def _reset_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
                 "fail_boot": None,
                 "zone_exhausted": False,
                 "quota_instances": 200,
+                "quotas": {},
             },
         )

@@ -194,6 +194,16 @@ def test_every_response_kind_matches_the_discovery_document(cloud: Cloud) -> Non
     r.call("compute.instances.aggregatedList", "GET", "aggregated/instances")
     r.call("compute.autoscalers.list", "GET", f"zones/{ZONE}/autoscalers")
     r.call("compute.autoscalers.aggregatedList", "GET", "aggregated/autoscalers")
+    region = r.call("compute.regions.get", "GET", "regions/europe-west1")
+    assert {"CPUS", "INSTANCES", "PREEMPTIBLE_CPUS"} <= {q["metric"] for q in region["quotas"]}
+    assert any(z.endswith(f"/projects/{PROJECT}/zones/{ZONE}") for z in region["zones"])
+    assert "europe-west1" in {i["name"] for i in r.call("compute.regions.list", "GET", "regions")["items"]}
+    assert r.call("compute.zones.get", "GET", f"zones/{ZONE}")["region"].endswith("regions/europe-west1")
+    r.call("compute.zones.list", "GET", "zones")
+    machine = r.call("compute.machineTypes.get", "GET", f"zones/{ZONE}/machineTypes/n2-highcpu-8")
+    assert (machine["guestCpus"], machine["memoryMb"], machine["zone"]) == (8, 8192, ZONE)
+    listed = r.call("compute.machineTypes.list", "GET", f"zones/{ZONE}/machineTypes", params={"maxResults": "5"})
+    assert len(listed["items"]) == 5 and "nextPageToken" in listed
     r.call("compute.zoneOperations.get", "GET", f"zones/{ZONE}/operations/{op['name']}")
     r.call("compute.zoneOperations.list", "GET", f"zones/{ZONE}/operations")
     r.call("compute.globalOperations.list", "GET", "global/operations")
@@ -225,6 +235,8 @@ def test_every_response_kind_matches_the_discovery_document(cloud: Cloud) -> Non
     r.call("compute.instanceGroupManagers.insert", "POST", base, json={"name": "Bad_Name"}, status=400)
     r.call("compute.instanceTemplates.insert", "POST", "global/instanceTemplates", json={"name": TEMPLATE}, status=409)
     r.call("compute.instances.delete", "DELETE", f"zones/{ZONE}/instances/nope", status=501)
+    r.call("compute.regions.get", "GET", "regions/mars-north1", status=404)
+    r.call("compute.machineTypes.get", "GET", f"zones/{ZONE}/machineTypes/n2-highcpu-7", status=404)
     served = {
         discovery.response_schema(f"compute.{name}")
         for _, _, name, _ in server.ROUTES

@@ -111,6 +111,22 @@ def test_gcloud_instances_templates_and_operations(cloud: Cloud, gcloud: Gcloud)
     assert api.delete_group(ZONE, group)
 
 
+def test_gcloud_reads_region_quotas_zones_and_machine_types(cloud: Cloud, gcloud: Gcloud) -> None:
+    # What a person checks before sizing a study: the region's quotas, as the product reads them too.
+    cloud.emulator("config", {"quotas": {"CPUS": 24, "N2_CPUS": 24}, "quota_instances": 3})
+    region = gcloud("compute", "regions", "describe", "europe-west1")
+    found = {q["metric"]: q for q in region["quotas"]}
+    assert (found["CPUS"]["limit"], found["N2_CPUS"]["limit"], found["INSTANCES"]["limit"]) == (24.0, 24.0, 3.0)
+    assert found["CPUS"]["usage"] >= 0 and region["status"] == "UP"
+    assert any(z.endswith(f"zones/{ZONE}") for z in region["zones"])
+    assert "europe-west1" in {r["name"] for r in gcloud("compute", "regions", "list")}
+    assert gcloud("compute", "zones", "describe", ZONE)["region"].endswith("regions/europe-west1")
+    machine = gcloud("compute", "machine-types", "describe", "n2-highcpu-8", "--zone", ZONE)
+    assert (machine["guestCpus"], machine["memoryMb"]) == (8, 8192)
+    missing = gcloud("compute", "regions", "describe", "mars-north1", ok=False, fmt=None)
+    assert missing.returncode != 0 and "mars-north1" in missing.stderr
+
+
 def test_gcloud_pubsub_publish_and_pull(cloud: Cloud, gcloud: Gcloud) -> None:
     rt = cloud.runtime()
     topic = f"t-{new_batch_id()}"

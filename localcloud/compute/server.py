@@ -22,18 +22,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from localcloud.compute import discovery
-from localcloud.compute.model import (
-    GOOGLE,
-    ApiError,
-    Cloud,
-    Operation,
-    filter_of,
-    invalid,
-    not_found,
-    not_implemented,
-    paginate,
-)
+from localcloud.compute import discovery, quota
+from localcloud.compute.errors import ApiError, invalid, not_found, not_implemented
+from localcloud.compute.paging import filter_of, paginate
+from localcloud.compute.resources import GOOGLE, Operation
+from localcloud.compute.verbs import Cloud
 
 log = logging.getLogger("localcloud.compute")
 
@@ -66,7 +59,7 @@ class Api:
     # instance templates
     @route("POST", P + r"/global/instanceTemplates", "instanceTemplates.insert")
     def template_insert(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.insert_template(g["project"], body, q.get("requestId")))
+        return self.op(self.cloud.insert_template(g["project"], body, request_id=q.get("requestId")))
 
     @route("GET", P + r"/global/instanceTemplates/(?P<name>[^/]+)", "instanceTemplates.get")
     def template_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -78,12 +71,12 @@ class Api:
 
     @route("DELETE", P + r"/global/instanceTemplates/(?P<name>[^/]+)", "instanceTemplates.delete")
     def template_delete(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        return self.op(self.cloud.delete_template(g["project"], g["name"], q.get("requestId")))
+        return self.op(self.cloud.delete_template(g["project"], g["name"], request_id=q.get("requestId")))
 
     # managed instance groups
     @route("POST", Z + r"/instanceGroupManagers", "instanceGroupManagers.insert")
     def mig_insert(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.insert_mig(g["project"], g["zone"], body, q.get("requestId")))
+        return self.op(self.cloud.insert_mig(g["project"], g["zone"], body, request_id=q.get("requestId")))
 
     @route("GET", Z + r"/instanceGroupManagers", "instanceGroupManagers.list")
     def mig_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -95,7 +88,7 @@ class Api:
 
     @route("DELETE", G, "instanceGroupManagers.delete")
     def mig_delete(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        return self.op(self.cloud.delete_mig(g["project"], g["zone"], g["mig"], q.get("requestId")))
+        return self.op(self.cloud.delete_mig(g["project"], g["zone"], g["mig"], request_id=q.get("requestId")))
 
     @route("POST", G + r"/resize", "instanceGroupManagers.resize")
     def mig_resize(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -105,19 +98,25 @@ class Api:
             size = int(q["size"])
         except ValueError:
             raise invalid(f"Invalid value for field 'size': '{q['size']}'") from None
-        return self.op(self.cloud.resize(g["project"], g["zone"], g["mig"], size, q.get("requestId")))
+        return self.op(self.cloud.resize(g["project"], g["zone"], g["mig"], size, request_id=q.get("requestId")))
 
     @route("POST", G + r"/createInstances", "instanceGroupManagers.createInstances")
     def mig_create_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.create_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+        return self.op(
+            self.cloud.create_instances(g["project"], g["zone"], g["mig"], body, request_id=q.get("requestId"))
+        )
 
     @route("POST", G + r"/deleteInstances", "instanceGroupManagers.deleteInstances")
     def mig_delete_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.delete_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+        return self.op(
+            self.cloud.delete_instances(g["project"], g["zone"], g["mig"], body, request_id=q.get("requestId"))
+        )
 
     @route("POST", G + r"/recreateInstances", "instanceGroupManagers.recreateInstances")
     def mig_recreate_instances(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-        return self.op(self.cloud.recreate_instances(g["project"], g["zone"], g["mig"], body, q.get("requestId")))
+        return self.op(
+            self.cloud.recreate_instances(g["project"], g["zone"], g["mig"], body, request_id=q.get("requestId"))
+        )
 
     @route("POST", G + r"/listManagedInstances", "instanceGroupManagers.listManagedInstances")
     def mig_list_managed(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
@@ -164,6 +163,35 @@ class Api:
     @route("GET", Z + r"/instances", "instances.list")
     def instance_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
         return paginate(self.cloud.list_instances(g["project"], g["zone"]), q, "items", filter_of(q))
+
+    # regions (their quotas move as VMs come and go), zones and machine types (quota.py)
+    @route("GET", P + r"/regions/(?P<region>[^/]+)", "regions.get")
+    def region_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return self.cloud.region(g["project"], g["region"])
+
+    @route("GET", P + r"/regions", "regions.list")
+    def region_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        regions = [self.cloud.region(g["project"], r) for r in sorted(quota.REGIONS)]
+        return paginate(regions, q, "items", filter_of(q))
+
+    @route("GET", P + r"/zones/(?P<zone>[^/]+)", "zones.get")
+    def zone_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return quota.zone_json(g["project"], g["zone"])
+
+    @route("GET", P + r"/zones", "zones.list")
+    def zone_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        zones = [quota.zone_json(g["project"], z) for r in sorted(quota.REGIONS) for z in quota.zones_of(r)]
+        return paginate(zones, q, "items", filter_of(q))
+
+    @route("GET", Z + r"/machineTypes/(?P<name>[^/]+)", "machineTypes.get")
+    def machine_type_get(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        return quota.machine_type_json(g["project"], g["zone"], g["name"])
+
+    @route("GET", Z + r"/machineTypes", "machineTypes.list")
+    def machine_type_list(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        quota.zone_json(g["project"], g["zone"])  # a zone that does not exist is a 404
+        found = [quota.machine_type_json(g["project"], g["zone"], n) for n in quota.machine_type_names()]
+        return paginate(found, q, "items", filter_of(q))
 
     # operations
     @route("GET", Z + r"/operations/(?P<op>[^/]+)", "zoneOperations.get")
