@@ -16,9 +16,10 @@ import sys
 
 import requests
 
-from sinergym_cloud import names, status
+from sinergym_cloud import names
 from sinergym_cloud.compute import ComputeApi
 from sinergym_cloud.control import batches
+from sinergym_cloud.publisher import views
 from sinergym_cloud.records import LaunchRecord
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 from tests.control_helpers import PROJECT, QUIET_TEMPLATE, ZONE, ensure_quiet_template
@@ -159,8 +160,8 @@ def test_launch_takes_its_parallelism_from_the_region_quotas(cloud: Cloud) -> No
         return [s for _, s in sorted(batches.experiment_states(rt, batch_id).items())]
 
     wait_for(lambda: states() == ["pending", "pending", "queued"], 60, "two started, one queued")
-    shown = status.batch_status(rt, batch_id, with_compute=False, with_alerts=False)
-    assert [e["state"] for e in shown["experiments"]] == ["pending", "pending", "queued"]
+    shown = views.batch_status(rt, batch_id, with_compute=False, with_alerts=False)
+    assert [e.state for e in shown.experiments] == ["pending", "pending", "queued"]
     mig = names.mig_name(record.group, batch_id)
     wait_for(lambda: len(cloud.migs().get(f"{ZONE}/{mig}", [])) == 2, 60, "two VMs asked for")
     assert quotas(api)["CPUS"][1] == cpus + 4  # the two VMs, and no creation over quota
