@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from sinergym_cloud import catalog, flags, names
+from sinergym_cloud import catalog, names
 from sinergym_cloud.errors import BadMessage
+from sinergym_cloud.options import ACTOR_CRITIC_OFF, ALL, OFF_POLICY, ON_POLICY, Option, option_of
 
 SCHEMA_VERSION = 1  # of InstanceReady, Completion, TrainerSpec
 # Batch: 2 adds the Sinergym-config fields and max_parallel; 1 is still read (schema_versions()).
@@ -51,37 +52,98 @@ class Strict(BaseModel):
         return value
 
 
-class Hyperparameters(Strict):
-    """Algorithm hyperparameters. Unset ones come from the trainer's YAML defaults."""
+class SharedParameters(Strict):
+    """The algorithm arguments that ``Hyperparameters`` (the flags) and ``AlgorithmParameters`` (a
+    Sinergym config's ``algorithm.parameters``) both take, with the same bounds: declared once here.
+    The ``Option`` of each is its flag; its ``algorithms``, the ones that take it."""
 
-    learning_rate: float | None = Field(None, gt=0, le=10)
-    gamma: float | None = Field(None, ge=0, le=1)
-    n_steps: int | None = Field(None, ge=1, le=1_000_000)
-    gae_lambda: float | None = Field(None, ge=0, le=1)
-    ent_coef: float | None = Field(None, ge=0, le=10)
-    vf_coef: float | None = Field(None, ge=0, le=10)
-    max_grad_norm: float | None = Field(None, gt=0, le=1000)
-    rms_prop_eps: float | None = Field(None, gt=0, le=1)
-    buffer_size: int | None = Field(None, ge=1, le=100_000_000)
-    learning_starts: int | None = Field(None, ge=0, le=100_000_000)
-    tau: float | None = Field(None, ge=0, le=1)
-    sigma: float | None = Field(None, ge=0, le=100)
-    batch_size: int | None = Field(None, ge=1, le=1_000_000)
-    n_epochs: int | None = Field(None, ge=1, le=10_000)
-    clip_range: float | None = Field(None, gt=0, le=10)
-    train_freq: int | None = Field(None, ge=1, le=1_000_000)
-    gradient_steps: int | None = Field(None, ge=-1, le=1_000_000)
-    target_update_interval: int | None = Field(None, ge=1, le=100_000_000)
-    exploration_fraction: float | None = Field(None, ge=0, le=1)
-    exploration_initial_eps: float | None = Field(None, ge=0, le=1)
-    exploration_final_eps: float | None = Field(None, ge=0, le=1)
-    policy_delay: int | None = Field(None, ge=1, le=1000)
-    target_policy_noise: float | None = Field(None, ge=0, le=100)
-    target_noise_clip: float | None = Field(None, ge=0, le=100)
+    learning_rate: Annotated[float | None, Option("-lr", algorithms=ALL)] = Field(
+        None, gt=0, le=10, description="Learning rate."
+    )
+    gamma: Annotated[float | None, Option("-g", algorithms=ALL)] = Field(
+        None, ge=0, le=1, description="Discount factor."
+    )
+    n_steps: Annotated[int | None, Option("-n", algorithms=ON_POLICY)] = Field(
+        None, ge=1, le=1_000_000, description="Steps per rollout and environment."
+    )
+    gae_lambda: Annotated[float | None, Option("-gl", algorithms=ON_POLICY)] = Field(
+        None, ge=0, le=1, description="GAE lambda."
+    )
+    vf_coef: Annotated[float | None, Option("-v", algorithms=ON_POLICY)] = Field(
+        None, ge=0, le=10, description="Value function coefficient."
+    )
+    max_grad_norm: Annotated[float | None, Option("-m", algorithms=ON_POLICY | {"DQN"})] = Field(
+        None, gt=0, le=1000, description="Gradient clipping norm."
+    )
+    rms_prop_eps: Annotated[float | None, Option("-rms", algorithms=frozenset({"A2C"}))] = Field(
+        None, gt=0, le=1, description="RMSprop epsilon."
+    )
+    buffer_size: Annotated[int | None, Option("-bfs", algorithms=OFF_POLICY)] = Field(
+        None, ge=1, le=100_000_000, description="Replay buffer size."
+    )
+    learning_starts: Annotated[int | None, Option("-ls", algorithms=OFF_POLICY)] = Field(
+        None, ge=0, le=100_000_000, description="Steps before learning starts."
+    )
+    tau: Annotated[float | None, Option("-tu", algorithms=OFF_POLICY)] = Field(
+        None, ge=0, le=1, description="Soft update coefficient."
+    )
+    batch_size: Annotated[int | None, Option(algorithms=OFF_POLICY | {"PPO"})] = Field(
+        None, ge=1, le=1_000_000, description="Minibatch size."
+    )
+    n_epochs: Annotated[int | None, Option(algorithms=frozenset({"PPO"}))] = Field(
+        None, ge=1, le=10_000, description="Optimisation epochs per rollout."
+    )
+    clip_range: Annotated[float | None, Option(algorithms=frozenset({"PPO"}))] = Field(
+        None, gt=0, le=10, description="PPO clipping range."
+    )
+    gradient_steps: Annotated[int | None, Option(algorithms=OFF_POLICY)] = Field(
+        None, ge=-1, le=1_000_000, description="Gradient steps per update."
+    )
+    target_update_interval: Annotated[int | None, Option(algorithms=frozenset({"DQN", "SAC"}))] = Field(
+        None, ge=1, le=100_000_000, description="Target network update interval."
+    )
+    exploration_fraction: Annotated[float | None, Option(algorithms=frozenset({"DQN"}))] = Field(
+        None, ge=0, le=1, description="Exploration schedule."
+    )
+    exploration_initial_eps: Annotated[float | None, Option(algorithms=frozenset({"DQN"}))] = Field(
+        None, ge=0, le=1, description="Initial epsilon."
+    )
+    exploration_final_eps: Annotated[float | None, Option(algorithms=frozenset({"DQN"}))] = Field(
+        None, ge=0, le=1, description="Final epsilon."
+    )
+    policy_delay: Annotated[int | None, Option(algorithms=frozenset({"TD3"}))] = Field(
+        None, ge=1, le=1000, description="TD3 policy delay."
+    )
+    target_policy_noise: Annotated[float | None, Option(algorithms=frozenset({"TD3"}))] = Field(
+        None, ge=0, le=100, description="TD3 target noise."
+    )
+    target_noise_clip: Annotated[float | None, Option(algorithms=frozenset({"TD3"}))] = Field(
+        None, ge=0, le=100, description="TD3 target noise clip."
+    )
+
+
+class Hyperparameters(SharedParameters):
+    """Algorithm hyperparameters, one flag each. Unset ones come from the trainer's YAML defaults."""
+
+    ent_coef: Annotated[float | None, Option("-ec", algorithms=ON_POLICY | {"SAC"})] = Field(
+        None, ge=0, le=10, description="Entropy coefficient."
+    )
+    sigma: Annotated[float | None, Option("-sig", algorithms=ACTOR_CRITIC_OFF)] = Field(
+        None, ge=0, le=100, description="Gaussian action noise std (DDPG/TD3/SAC)."
+    )
+    train_freq: Annotated[int | None, Option(algorithms=OFF_POLICY)] = Field(
+        None, ge=1, le=1_000_000, description="Update every N steps."
+    )
 
     def given(self) -> dict[str, float | int]:
         """The hyperparameters that were set explicitly."""
         return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+def hyperparameter_algorithms(name: str) -> frozenset[str]:
+    """The algorithms that take hyperparameter ``name`` (its field's ``Option``)."""
+    option = option_of(Hyperparameters.model_fields[name])
+    return option.algorithms or frozenset() if option else frozenset()
 
 
 PATH_FIELDS = ("tensorboard",)  # the Experiment fields that name a place to write
@@ -174,50 +236,30 @@ class PolicyKwargs(Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class AlgorithmParameters(Strict):
+class AlgorithmParameters(SharedParameters):
     """The keyword arguments of an SB3 / sb3-contrib algorithm, as Sinergym's ``algorithm.parameters``.
 
     When an experiment has these, they replace the trainer's YAML defaults (``trainer/hyperparams``):
-    what the config does not set is the library's default, as with Sinergym's own script.
+    what the config does not set is the library's default, as with Sinergym's own script. The
+    arguments it shares with ``Hyperparameters`` are declared once, in ``SharedParameters``.
     """
 
     policy: Literal["MlpPolicy", "MultiInputPolicy", "MlpLstmPolicy", "MultiInputLstmPolicy", "LinearPolicy"] | None = (
         None
     )
-    learning_rate: float | None = Field(None, gt=0, le=10)
-    n_steps: int | None = Field(None, ge=1, le=1_000_000)
-    batch_size: int | None = Field(None, ge=1, le=1_000_000)
-    n_epochs: int | None = Field(None, ge=1, le=10_000)
-    gamma: float | None = Field(None, ge=0, le=1)
-    gae_lambda: float | None = Field(None, ge=0, le=1)
-    clip_range: float | None = Field(None, gt=0, le=10)
     clip_range_vf: float | None = Field(None, gt=0, le=1000)
     normalize_advantage: bool | None = None
     ent_coef: float | Annotated[str, Field(pattern=r"^auto(_[0-9.]+)?$")] | None = None
-    vf_coef: float | None = Field(None, ge=0, le=10)
-    max_grad_norm: float | None = Field(None, gt=0, le=1000)
     use_sde: bool | None = None
     sde_sample_freq: int | None = Field(None, ge=-1, le=1_000_000)
     target_kl: float | None = Field(None, gt=0, le=100)
     stats_window_size: int | None = Field(None, ge=1, le=1_000_000)
     verbose: int | None = Field(None, ge=0, le=2)
     device: Literal["auto", "cpu", "cuda"] | None = None
-    buffer_size: int | None = Field(None, ge=1, le=100_000_000)
-    learning_starts: int | None = Field(None, ge=0, le=100_000_000)
-    tau: float | None = Field(None, ge=0, le=1)
     train_freq: int | tuple[int, Literal["step", "episode"]] | None = None
-    gradient_steps: int | None = Field(None, ge=-1, le=1_000_000)
     optimize_memory_usage: bool | None = None
-    target_update_interval: int | None = Field(None, ge=1, le=100_000_000)
     target_entropy: float | Literal["auto"] | None = None
     use_sde_at_warmup: bool | None = None
-    exploration_fraction: float | None = Field(None, ge=0, le=1)
-    exploration_initial_eps: float | None = Field(None, ge=0, le=1)
-    exploration_final_eps: float | None = Field(None, ge=0, le=1)
-    policy_delay: int | None = Field(None, ge=1, le=1000)
-    target_policy_noise: float | None = Field(None, ge=0, le=100)
-    target_noise_clip: float | None = Field(None, ge=0, le=100)
-    rms_prop_eps: float | None = Field(None, gt=0, le=1)
     use_rms_prop: bool | None = None
     top_quantiles_to_drop_per_net: int | None = Field(None, ge=0, le=1000)
     n_critic_updates: int | None = Field(None, ge=1, le=1000)
@@ -326,32 +368,72 @@ def _check_date(day: int, month: int, year: int) -> None:
 class Experiment(Strict):
     """One training run: what the original tool's DRL_battery.py flags described, as data."""
 
-    environment: str = Field(max_length=100, description="Sinergym environment id.")
-    episodes: int = Field(1, ge=1, le=10_000)
-    algorithm: Literal[
-        "PPO", "A2C", "DQN", "DDPG", "SAC", "TD3", "ARS", "QRDQN", "TQC", "TRPO", "CrossQ", "RecurrentPPO"
-    ] = Field("PPO", description="An SB3 algorithm, or (schema 2) an sb3-contrib one.")
-    reward: str = Field("linear", max_length=60, description="linear, exponential or a Sinergym reward class.")
-    normalization: bool = False
-    multiobs: bool = False
-    logger: bool = False
-    tensorboard: SafePath | None = Field(
+    environment: Annotated[str, Option("-env")] = Field(
+        max_length=100, description="Sinergym environment id, e.g. Eplus-5zone-hot-continuous-v1."
+    )
+    episodes: Annotated[int, Option("-ep")] = Field(
+        1, ge=1, le=10_000, description="Number of training episodes (default 1)."
+    )
+    algorithm: Annotated[
+        Literal["PPO", "A2C", "DQN", "DDPG", "SAC", "TD3", "ARS", "QRDQN", "TQC", "TRPO", "CrossQ", "RecurrentPPO"],
+        Option("-alg"),
+    ] = Field(
+        "PPO",
+        description="PPO, A2C, DQN, DDPG, SAC or TD3 (default PPO); (schema 2) an sb3-contrib one, "
+        "ARS, QRDQN, TQC, TRPO, CrossQ or RecurrentPPO.",
+    )
+    reward: Annotated[str, Option("-rw")] = Field(
+        "linear",
+        max_length=60,
+        description="linear (default), exponential, or a Sinergym reward class name such as HourlyLinearReward.",
+    )
+    normalization: Annotated[bool, Option("-norm")] = Field(
+        False, description="Normalize observations (Sinergym NormalizeObservation)."
+    )
+    multiobs: Annotated[bool, Option("-mobs")] = Field(
+        False, description="Stack observations (Sinergym MultiObsWrapper)."
+    )
+    logger: Annotated[bool, Option("-log")] = Field(
+        False, description="Log every step with Sinergym's LoggerWrapper and CSV monitors."
+    )
+    tensorboard: Annotated[SafePath | None, Option("-tens")] = Field(
         None,
-        description="A path relative to the run directory, or gs://<results bucket>/<batch id>/<experiment name>/...; "
-        "None disables.",
+        description="TensorBoard log directory: a path relative to the run directory, or "
+        "gs://<results bucket>/<batch id>/<experiment name>/... (omit to disable).",
     )
-    evaluation: bool = False
-    eval_freq: int = Field(2, ge=1, le=10_000, description="Evaluate every N training episodes.")
-    eval_length: int = Field(2, ge=1, le=1_000, description="Episodes per evaluation.")
-    log_interval: int = Field(1, ge=1, le=1_000_000)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    remote_store: bool = False
-    mlflow_store: bool = False
-    runperiod: tuple[int, int, int, int, int, int] | None = Field(
-        None, description="Simulated period (start day, month, year, end day, month, year)."
+    evaluation: Annotated[bool, Option("-eval")] = Field(
+        False, description="Evaluate during training and keep the best model."
     )
-    n_envs: int = Field(1, ge=1, le=64, description="Parallel simulations (PPO and A2C only).")
-    checkpoint_every: int = Field(1, ge=0, le=10_000, description="Checkpoint every N episodes; 0 disables.")
+    eval_freq: Annotated[int, Option("-evalf")] = Field(
+        2, ge=1, le=10_000, description="Evaluate every N training episodes (default 2)."
+    )
+    eval_length: Annotated[int, Option("-evall")] = Field(
+        2, ge=1, le=1_000, description="Episodes per evaluation (default 2)."
+    )
+    log_interval: Annotated[int, Option("-inter")] = Field(
+        1, ge=1, le=1_000_000, description="log_interval passed to SB3 learn() (default 1)."
+    )
+    seed: Annotated[int | None, Option("-sd")] = Field(
+        None, ge=0, le=2**32 - 1, description="Random seed for the agent and the environment."
+    )
+    remote_store: Annotated[bool, Option("-sto")] = Field(
+        False, description="Upload every output to the results bucket."
+    )
+    mlflow_store: Annotated[bool, Option("-mlflow")] = Field(
+        False, description="Also store the Sinergym output folder as MLflow artifacts."
+    )
+    # Not in the original tool: what a short smoke run or a multi-core VM needs (long flags only).
+    runperiod: Annotated[tuple[int, int, int, int, int, int] | None, Option()] = Field(
+        None,
+        description="Simulated period as D M Y D M Y, e.g. 1 1 1991 7 1 1991 for one week "
+        "(default: the building's own).",
+    )
+    n_envs: Annotated[int, Option(long="--n-envs")] = Field(
+        1, ge=1, le=64, description="Parallel simulations for PPO/A2C (default 1)."
+    )
+    checkpoint_every: Annotated[int, Option(long="--checkpoint-every")] = Field(
+        1, ge=0, le=10_000, description="Save a resumable checkpoint every N episodes (default 1; 0 disables)."
+    )
     hyperparameters: Hyperparameters = Hyperparameters()
     mode: Literal["train", "check"] = Field(
         "train", description="check: run `python -m trainer check` on the VM instead of training."
@@ -404,11 +486,11 @@ class Experiment(Strict):
             needs = " or ".join(sorted(catalog.ALGORITHM_ACTION_SPACES[self.algorithm]))
             raise ValueError(f"{self.algorithm} needs a {needs} action space; {self.environment} has a {kind} one")
         for name in self.hyperparameters.given():
-            allowed = flags.HYPERPARAMETERS[name].algorithms or frozenset()
+            allowed = hyperparameter_algorithms(name)
             if self.algorithm not in allowed:
                 takers = ", ".join(sorted(allowed))
                 raise ValueError(f"hyperparameter {name} does not apply to {self.algorithm} (it applies to {takers})")
-        if self.n_envs > 1 and self.algorithm not in flags.ON_POLICY:
+        if self.n_envs > 1 and self.algorithm not in ON_POLICY:
             raise ValueError(f"n_envs > 1 is supported for PPO and A2C, not {self.algorithm}")
         for field_name in PATH_FIELDS:
             problem = path_problem(getattr(self, field_name))

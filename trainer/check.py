@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import sys
@@ -118,6 +119,18 @@ def run_checks(bucket: str | None = None, prefix: str = "checks/") -> list[Resul
         except Exception as exc:  # noqa: BLE001 - a failed check is reported, not raised
             results.append(Result(name, False, f"{type(exc).__name__}: {exc}", time.monotonic() - started))
     return results
+
+
+def as_experiment(bucket_name: str | None, prefix: str, metrics: dict[str, float]) -> str:
+    """A runtime self-test launched as an experiment: each verdict into ``metrics`` (the completion
+    carries them), the reason it passed returned, a RuntimeError naming what failed raised."""
+    results = run_checks(bucket_name, prefix)
+    logging.getLogger("trainer").info("runtime check:\n%s", render(results))
+    metrics.update({f"check_{r.name}": 1.0 if r.ok else 0.0 for r in results if r.ok is not None})
+    failed = [f"{r.name}: {r.detail}" for r in results if r.ok is False]
+    if failed:
+        raise RuntimeError("runtime check failed: " + "; ".join(failed))
+    return "all runtime checks passed"
 
 
 def render(results: list[Result]) -> str:

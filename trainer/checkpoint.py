@@ -23,12 +23,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sinergym_cloud import names, retry, signing
-
-if TYPE_CHECKING:
-    from trainer.run import Runner
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +38,21 @@ class Resume:
     norm_stats: dict[str, Any] | None
     episodes: int
     timesteps: int
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose checkpoint: the experiment (batch and name), the key its meta.json is signed with, the
+    attempt that saves it."""
+
+    batch_id: str
+    name: str
+    key: str | None
+    attempt: int = 1
+
+    @property
+    def prefix(self) -> str:
+        return names.checkpoint_prefix(self.batch_id, self.name)
 
 
 FILES = ("model.zip", "replay_buffer.pkl")  # the only files a checkpoint may name
@@ -82,11 +94,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(runner: Runner, local: Path) -> Resume | None:
-    """The experiment's latest checkpoint, downloaded into ``local`` and verified, or None."""
-    bucket = runner.bucket()
-    ctx = runner.ctx
-    prefix = names.checkpoint_prefix(ctx.batch_id, ctx.name)
+def fetch(bucket: Any, owner: Owner, local: Path) -> Resume | None:
+    """The experiment's latest checkpoint in ``bucket``, downloaded into ``local`` and verified, or None."""
+    prefix = owner.prefix
     meta_blob = retry.call(
         lambda: bucket.get_blob(prefix + "meta.json", timeout=30), what="read checkpoint", deadline=60
     )
@@ -97,7 +107,7 @@ def fetch(runner: Runner, local: Path) -> Resume | None:
         meta = json.loads(raw) if len(raw) < 1_000_000 else None
     except (ValueError, RecursionError):
         meta = None
-    why = refusal(meta, ctx.checkpoint_key, ctx.batch_id, ctx.name)
+    why = refusal(meta, owner.key, owner.batch_id, owner.name)
     if why:
         log.warning("checkpoint at gs://%s/%s refused: %s; training starts from scratch", bucket.name, prefix, why)
         return None
@@ -129,11 +139,21 @@ def _download(blob: Any, target: Path) -> None:
     retry.call(lambda: blob.download_to_filename(str(target), timeout=300), what=f"download {blob.name}", deadline=300)
 
 
-def save(runner: Runner, model: Any, vec_env: Any) -> None:
+def save(
+    bucket: Any,
+    owner: Owner,
+    local: Path,
+    model: Any,
+    vec_env: Any,
+    *,
+    episodes: int,
+    run_id: str | None,
+    normalization: bool,
+) -> None:
+    """Write a checkpoint of ``model`` (staged in ``local``): the files first, the signed meta.json last."""
     from trainer import envs, storage
 
     started = time.monotonic()
-    local = runner.workdir / "checkpoint-out"
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir(parents=True)
     model.save(local / "model.zip")
@@ -142,21 +162,20 @@ def save(runner: Runner, model: Any, vec_env: Any) -> None:
         model.save_replay_buffer(local / "replay_buffer.pkl")
         files.append("replay_buffer.pkl")
     meta: dict[str, Any] = {
-        "batch_id": runner.ctx.batch_id,
-        "experiment": runner.ctx.name,
+        "batch_id": owner.batch_id,
+        "experiment": owner.name,
         "files": files,
         "sha256": {name: _sha256(local / name) for name in files},
         "timesteps": int(model.num_timesteps),
-        "episodes": runner.episodes_done,
-        "mlflow_run_id": runner.outcome.mlflow_run_id,
-        "attempt": runner.ctx.attempt,
+        "episodes": episodes,
+        "mlflow_run_id": run_id,
+        "attempt": owner.attempt,
         "saved_at": time.time(),
-        "norm_stats": envs.normalization_stats(vec_env) if runner.ctx.experiment.normalization else None,
+        "norm_stats": envs.normalization_stats(vec_env) if normalization else None,
     }
-    if runner.ctx.checkpoint_key:
-        meta = sign_meta(meta, runner.ctx.checkpoint_key)
-    bucket = runner.bucket()
-    prefix = names.checkpoint_prefix(runner.ctx.batch_id, runner.ctx.name)
+    if owner.key:
+        meta = sign_meta(meta, owner.key)
+    prefix = owner.prefix
     for name in files:
         storage.upload_file(bucket, local / name, prefix + name)
     blob = bucket.blob(prefix + "meta.json")

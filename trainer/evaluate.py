@@ -103,7 +103,7 @@ def evaluate(experiment: Experiment, workdir: Path, mlflow_experiment: str) -> d
     params = registry.hyperparameters(experiment)
     params.pop("sigma", None)
     model = initial_model.load(registry.algos()[experiment.algorithm], loaded, vec_env, params)
-    from trainer.run import Context
+    from trainer.context import Context
 
     ctx = Context(experiment=experiment, name=name, mlflow_experiment=mlflow_experiment)
     run = tracking.start(ctx, None)

@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from sinergym_cloud.contracts import Experiment
-
-if TYPE_CHECKING:
-    from trainer.run import Runner
 
 log = logging.getLogger(__name__)
 
 
 class Evaluator:
-    def __init__(self, runner: Runner, experiment: Experiment, episode_len: int) -> None:
-        self.runner = runner
+    """Evaluates ``experiment``'s model on an environment named ``name`` and keeps the best in ``directory``."""
+
+    def __init__(self, experiment: Experiment, name: str, directory: Path, episode_len: int) -> None:
         self.experiment = experiment
+        self.name = name
         self.episode_len = episode_len
         self.env: Any = None
         self.best: float | None = None
-        self.dir = runner.workdir / "eval"
+        self.dir = directory
         self.best_path = self.dir / "best_model.zip"
 
     def evaluate(self, model: Any, train_env: Any, episode: int) -> float:
@@ -37,7 +37,7 @@ class Evaluator:
         from trainer import envs, tracking, wandb_setup
 
         if self.env is None:
-            factory = functools.partial(envs.make_monitored, self.experiment, f"{self.runner.ctx.name}-eval")
+            factory = functools.partial(envs.make_monitored, self.experiment, f"{self.name}-eval")
             self.env = envs.vectorize([factory], subprocess=True)
         if self.experiment.normalization:
             rms = train_env.env_method("get_wrapper_attr", "obs_rms", indices=[0])[0]

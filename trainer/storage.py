@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -104,6 +105,26 @@ def verify_manifest(bucket: storage.Bucket, prefix: str) -> list[str]:
     return problems
 
 
+def store_outputs(
+    bucket: storage.Bucket, prefix: str, trees: Iterable[tuple[Path, str]], synced: Iterable[Uploaded] = ()
+) -> str:
+    """Upload every output under ``prefix`` and verify it against the manifest; the prefix's gs:// URI.
+
+    ``trees`` are (local folder, sub-prefix) pairs, skipped when absent; ``synced`` are files already
+    uploaded while training (a gs:// TensorBoard folder), listed in the manifest and verified too."""
+    uploaded: list[Uploaded] = []
+    for local, sub in trees:
+        if local.exists():
+            uploaded += upload_tree(bucket, local, prefix + sub)
+    uploaded += synced
+    write_manifest(bucket, prefix, uploaded)
+    problems = verify_manifest(bucket, prefix)
+    if problems:
+        raise VerificationError("; ".join(problems[:5]))
+    log.info("stored and verified %d file(s) under gs://%s/%s", len(uploaded), bucket.name, prefix)
+    return f"gs://{bucket.name}/{prefix}"
+
+
 def download_prefix(bucket: storage.Bucket, prefix: str, target: Path) -> list[Path]:
     """Download every object under ``prefix`` into ``target`` (keeping relative paths)."""
     got = []
@@ -165,3 +186,20 @@ class Syncer:
             self.thread.join(timeout=60)
         self.sync()
         return [replace(u, bucket=self.bucket.name) for _, u in self.sent.values()]
+
+
+def tensorboard_syncer(
+    client: storage.Client, tb_dir: Path, target: str, results_bucket: str | None, *, batch_id: str, name: str
+) -> tuple[Syncer, str]:
+    """A started Syncer of ``tb_dir`` to where sinergym_cloud.tensorboard says the experiment's event
+    files are (whole files, at a steady interval), and that folder's gs:// URI."""
+    from sinergym_cloud import tensorboard
+
+    # Validated (contracts.path_outside): a gs:// target is the experiment's own prefix in the results bucket.
+    uri = tensorboard.log_uri(target, results_bucket, batch_id, name)
+    assert uri is not None
+    bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
+    every = float(os.environ.get("SINERGYM_UPLOAD_SECONDS", "30"))
+    syncer = Syncer(client.bucket(bucket_name), tb_dir, prefix, every)
+    syncer.start()
+    return syncer, f"gs://{bucket_name}/{prefix}"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sinergym_cloud import errors, retry
 
 if TYPE_CHECKING:
-    from trainer.run import Context, Runner
+    from trainer.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -148,23 +148,22 @@ def log_eval(mean: float, std: float, episode: int) -> None:
         log.warning("evaluation metrics not logged to MLflow: %s", exc)
 
 
-def finish(runner: Runner, run: Any) -> None:
-    """The final model and Sinergym's CSV monitors as artifacts (the whole output with --mlflow_store)."""
+def finish(models: Path, outputs: Path, whole_output: bool, metrics: Mapping[str, Any]) -> None:
+    """The final model (in ``models``) and Sinergym's CSV monitors (in ``outputs``) as artifacts, the
+    whole output with ``whole_output`` (--mlflow_store), and the run's summary metrics."""
     import mlflow
 
-    if runner.stop_requested.is_set():
-        return
     for model in ("model.zip", "best_model.zip"):
-        path = runner.models / model
+        path = models / model
         if path.exists():
             mlflow.log_artifact(str(path), artifact_path="models")
-    if runner.ctx.experiment.mlflow_store:
-        mlflow.log_artifacts(str(runner.out), artifact_path="sinergym")
+    if whole_output:
+        mlflow.log_artifacts(str(outputs), artifact_path="sinergym")
     else:
-        for csv in sorted(runner.out.rglob("*.csv")):
-            relative = csv.parent.relative_to(runner.out).as_posix()
+        for csv in sorted(outputs.rglob("*.csv")):
+            relative = csv.parent.relative_to(outputs).as_posix()
             mlflow.log_artifact(str(csv), artifact_path=f"monitors/{relative}")
-    final = {k: v for k, v in runner.outcome.metrics.items() if isinstance(v, (int, float))}
+    final = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     if final:
         mlflow.log_metrics({f"summary/{k}": float(v) for k, v in final.items()})
 

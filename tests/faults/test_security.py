@@ -18,7 +18,6 @@ import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -315,9 +314,7 @@ def test_planted_checkpoints_are_refused(cloud: Cloud, record: Any, tmp_path: Pa
     batch_id, name = "victim-batch", f"PPO-victim-{time.time_ns()}"
     prefix = names.checkpoint_prefix(batch_id, name)
     key = signing.checkpoint_key(secret, batch_id, name)
-    runner = SimpleNamespace(
-        bucket=lambda: bucket, ctx=SimpleNamespace(batch_id=batch_id, name=name, checkpoint_key=key)
-    )
+    owner = checkpoint.Owner(batch_id, name, key)
     model = b"PK\x03\x04 a model"
     bucket.blob(prefix + "model.zip").upload_from_string(model)
     digest = {"model.zip": __import__("hashlib").sha256(model).hexdigest()}
@@ -336,17 +333,17 @@ def test_planted_checkpoints_are_refused(cloud: Cloud, record: Any, tmp_path: Pa
     for label, meta in plants.items():
         body = b"{not json" if meta is None else json.dumps(meta).encode()
         bucket.blob(prefix + "meta.json").upload_from_string(body)
-        assert checkpoint.fetch(runner, tmp_path / "ckpt") is None, label  # type: ignore[arg-type] - a stub runner
+        assert checkpoint.fetch(bucket, owner, tmp_path / "ckpt") is None, label
         outcomes["refused: " + label] += 1
     assert not escape.exists()
     # Signed, but the model swapped afterwards: its digest gives it away.
     bucket.blob(prefix + "meta.json").upload_from_string(json.dumps(checkpoint.sign_meta(good, key)))
     bucket.blob(prefix + "model.zip").upload_from_string(b"PK\x03\x04 a planted pickle")
-    assert checkpoint.fetch(runner, tmp_path / "ckpt") is None  # type: ignore[arg-type] - a stub runner
+    assert checkpoint.fetch(bucket, owner, tmp_path / "ckpt") is None
     outcomes["refused: model swapped after signing"] += 1
     # The experiment's own, intact checkpoint is resumed.
     bucket.blob(prefix + "model.zip").upload_from_string(model)
-    resumed = checkpoint.fetch(runner, tmp_path / "ckpt")  # type: ignore[arg-type] - a stub runner
+    resumed = checkpoint.fetch(bucket, owner, tmp_path / "ckpt")
     assert resumed is not None and resumed.model_path.read_bytes() == model and resumed.episodes == 1
     outcomes["own checkpoint resumed"] += 1
     record("planted checkpoints", outcomes)
