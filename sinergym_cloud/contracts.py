@@ -3,6 +3,10 @@
 Every message is a versioned pydantic model. Experiments are structured: no field is ever a shell
 string, and every string field has a pattern that admits no shell metacharacter, so a message
 cannot smuggle a command onto a VM even if some later code forgot to quote.
+
+One module on purpose, though long: it is the whole wire contract (docs/batch.schema.json is
+generated from it), and each field carries its bounds, its help and, for an option, its flag
+(``options.Option``), so the contract reads in one place.
 """
 
 from __future__ import annotations
