@@ -57,7 +57,15 @@ def submit_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--project_id", "-id", help="Google Cloud project (omit to use the local cloud)")
-    p.add_argument("--zone", "-zo", default=config.DEFAULT_ZONE, help="zone for the VMs (default %(default)s)")
+    p.add_argument(
+        "--zone",
+        "-zo",
+        nargs="+",
+        default=[config.DEFAULT_ZONE],
+        metavar="ZONE",
+        help=f"zone for the VMs (default {config.DEFAULT_ZONE}); several zones of one region (space- or "
+        "comma-separated) are tried in order: a VM the zone cannot create moves to the next",
+    )
     p.add_argument("--template_name", "-tem", default=None, help="instance template (default sinergym-template)")
     p.add_argument(
         "--group_name", "-group", default=None, help="prefix of the group and VM names (default sinergym-group)"
@@ -90,6 +98,18 @@ def submit_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _apply_zones(given: list[str], fields: dict[str, Any]) -> None:
+    """``--zone``: one zone, or several of one region in failover order; a zone given on the command
+    line wins over the batch file's, the default does not."""
+    zones = [z for value in given for z in value.split(",") if z] or [config.DEFAULT_ZONE]
+    if len(zones) > 1:
+        fields["zones"] = zones
+        fields.pop("zone", None)
+    elif zones[0] != config.DEFAULT_ZONE:
+        fields["zone"] = zones[0]
+        fields.pop("zones", None)
+
+
 def build_batch(args: argparse.Namespace) -> Batch:
     fields: dict[str, Any] = {}
     if args.batch_file:
@@ -113,8 +133,8 @@ def build_batch(args: argparse.Namespace) -> Batch:
         ]
     if not fields.get("experiments"):
         raise SystemExit(_die("no experiments: give --experiment_commands/-cmds, --batch-file or --check"))
+    _apply_zones(args.zone, fields)
     for key, value in (
-        ("zone", args.zone if args.zone != config.DEFAULT_ZONE or "zone" not in fields else None),
         ("template_name", args.template_name),
         ("group_name", args.group_name),
         ("batch_id", args.batch_id),
@@ -228,6 +248,7 @@ def print_plan(
         "batch_id": batch.batch_id,
         "target": "local cloud" if settings is None or settings.local else f"project {settings.project}",
         "zone": batch.zone,
+        "zones": batch.all_zones,
         "template": batch.template_name,
         "machine_type": template["machine_type"] if template else None,
         "provisioning": template["provisioning"] if template else None,
@@ -247,7 +268,7 @@ def print_plan(
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"Plan for batch {batch.batch_id} ({summary['target']}, zone {batch.zone})")
+    table = Table(title=f"Plan for batch {batch.batch_id} ({summary['target']}, zone {', '.join(batch.all_zones)})")
     for column in ("#", "instance", "environment", "alg", "episodes", "seed", "≈VM-h"):
         table.add_column(column)
     for r in rows:
@@ -455,7 +476,8 @@ def render_status(info: dict[str, Any], console: Any = None) -> None:
 
     console = console or Console()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info["counts"].items()))
-    console.print(f"[bold]batch {m(info['batch_id'])}[/]: {m(info['status'])} ({m(counts)}) zone {m(info['zone'])}")
+    zones = ", ".join(info.get("zones") or [info["zone"]])
+    console.print(f"[bold]batch {m(info['batch_id'])}[/]: {m(info['status'])} ({m(counts)}) zone {m(zones)}")
     if info["error"]:
         console.print(f"  [red]{m(info['error'], 1000)}[/]")
     table = Table(pad_edge=False, box=None, header_style="bold")
@@ -468,6 +490,8 @@ def render_status(info: dict[str, Any], console: Any = None) -> None:
     table.add_column("note", overflow="fold", ratio=2)
     for e in info["experiments"]:
         note = e["reason"] or "; ".join(e["instance_errors"])
+        if e.get("moved_from"):  # zone failover: where it runs now, and the zones it left
+            note = f"in {e['zone']} (moved from {', '.join(e['moved_from'])})" + (f"; {note}" if note else "")
         environment = str(e["environment"]).removeprefix("Eplus-")
         table.add_row(
             m(e["index"]),
@@ -488,7 +512,10 @@ def render_status(info: dict[str, Any], console: Any = None) -> None:
     )
     for g in info["groups"]:
         console.print(
-            m(f"group {g['name']}: {'exists, ' + str(g['instances']) + ' instance(s)' if g['exists'] else 'deleted'}")
+            m(
+                f"group {g['name']}{' in ' + g['zone'] if g.get('zone') else ''}: "
+                f"{'exists, ' + str(g['instances']) + ' instance(s)' if g['exists'] else 'deleted'}"
+            )
         )
     for a in info["alerts"]:
         console.print(m(f"alert raised: {a['metric']} {a['labels']} at {a['time']}", 2000))

@@ -74,14 +74,16 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
         doc = rt.state.read(names.experiment_object(batch_id, index))
         if doc is not None:
             experiments.append(ExperimentRecord.model_validate(doc.data))
-    members: dict[str, Any] = {}
+    members: dict[tuple[str, str], Any] = {}
     groups = []
     if with_compute:
-        for mig in launch.migs:
-            found = rt.compute.members(launch.zone, mig)
-            groups.append({"name": mig, "exists": found is not None, "instances": len(found or [])})
+        for zone, mig in launch.groups():
+            found = rt.compute.members(zone, mig)
+            if found is None and zone != launch.zone:
+                continue  # a failover zone the batch did not need
+            groups.append({"name": mig, "zone": zone, "exists": found is not None, "instances": len(found or [])})
             for m in found or []:
-                members[m.name] = {"status": m.status, "action": m.action, "errors": list(m.errors)}
+                members[(zone, m.name)] = {"status": m.status, "action": m.action, "errors": list(m.errors)}
     alerts: list[dict[str, Any]] = []
     if with_alerts:
         try:
@@ -106,6 +108,7 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
         "status": overall,
         "group": launch.group,
         "zone": launch.zone,
+        "zones": launch.all_zones,
         "template": launch.template,
         "results": f"gs://{launch.results_bucket}/{batch_id}/",
         "mlflow_experiment": launch.mlflow_experiment,
@@ -128,8 +131,10 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
                 "episodes": r.spec.episodes,
                 "state": r.state,
                 "instance": r.instance,
-                "instance_status": members.get(r.instance, {}).get("status", "" if with_compute else None),
-                "instance_errors": members.get(r.instance, {}).get("errors", []),
+                "zone": r.zone,
+                "moved_from": list(r.moved_from),
+                "instance_status": members.get((r.zone, r.instance), {}).get("status", "" if with_compute else None),
+                "instance_errors": members.get((r.zone, r.instance), {}).get("errors", []),
                 "attempts": r.attempts,
                 "preemptions": r.preemptions,
                 "failures": r.failures,
