@@ -107,7 +107,7 @@ def test_zone_b_out_of_stock_zone_c_free_the_experiments_run_in_zone_c(cloud: Cl
     wait_for(lambda: batch_vms(cloud, bid, batch.group_name) == {}, 60, "no VM left")
 
 
-def test_cancel_after_a_move_deletes_the_groups_of_every_zone(cloud: Cloud) -> None:
+def test_a_request_left_behind_is_withdrawn_and_cancel_deletes_the_groups_of_every_zone(cloud: Cloud) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime(zone_failover_seconds=0)
     cloud.emulator("config", {"zone_exhausted": [ZONE]})
@@ -115,11 +115,18 @@ def test_cancel_after_a_move_deletes_the_groups_of_every_zone(cloud: Cloud) -> N
     launch.launch(rt, batch)
     mig = names.mig_name(batch.group_name, batch.batch_id)
     wait_for(lambda: stocked_out(rt, ZONE, mig, 1), 30, "the VM refused")
+    # The move's withdrawal of the old request fails: the request is left in zone b's group...
+    cloud.emulator("faults", {"method": "instanceGroupManagers.deleteInstances", "code": 400, "reason": "invalid"})
     report = new_report()
     sweeper.sweep_batch(rt, batch.batch_id, time.time(), report)
     assert len(report["moved"]) == 1
     moved_mig = names.zone_mig_name(mig, FREE_ZONE)
     wait_for(lambda: f"{FREE_ZONE}/{moved_mig}" in cloud.migs(), 30, "the group in zone c")
+    assert cloud.migs()[f"{ZONE}/{mig}"] == [names.instance_name(batch.group_name, batch.batch_id, 0)]
+    # ... and the next sweep withdraws it, before zone b's stock could bring a second VM.
+    sweeper.sweep_batch(rt, batch.batch_id, time.time(), report)
+    wait_for(lambda: cloud.migs().get(f"{ZONE}/{mig}") == [], 30, "the request left in zone b withdrawn")
+    assert len(report["moved"]) == 1 and report["failed"] == report["retried"] == []
     batches.cancel(rt, batch.batch_id)
     wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups gone")
     assert record_of(rt, batch.batch_id, 0).state == "cancelled"

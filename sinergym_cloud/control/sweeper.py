@@ -123,6 +123,7 @@ def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) 
         if current is None:
             continue
         rec = ExperimentRecord.model_validate(current.data)
+        withdraw_left_behind(rt, rec, members)
         member = members.get((rec.zone, rec.instance))
         _sweep_experiment(rt, record, rec, member=member, states=states, now=now, report=report)
     report["started"] += [f"{batch_id}/{i}" for i in restart_queue(rt, record)]
@@ -202,7 +203,8 @@ def waiting_since(rec: ExperimentRecord) -> float:
 def failover(rt: Runtime, launch_rec: LaunchRecord, rec: ExperimentRecord, now: float) -> str:
     """Move an experiment whose zone has not been able to create its VM for ``zone_failover_seconds``
     (a stockout) to the batch's next zone: its record first (zone, group, the move in its history),
-    then its VM, asked for in the group there. Returns "zone -> zone" if it moved, "" otherwise.
+    then its VM, asked for in the group there, then the old request withdrawn. Returns "zone -> zone"
+    if it moved, "" otherwise.
 
     A crash between the steps heals on the next sweep: the record names the new zone, whose group
     does not have the VM yet, so the experiment is retried there as a VM that vanished."""
@@ -217,11 +219,24 @@ def failover(rt: Runtime, launch_rec: LaunchRecord, rec: ExperimentRecord, now: 
     updated, t = batches.transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.move(r, zone, mig, why))
     if not t.applied or updated is None:
         return ""
-    rt.compute.delete_instances(old_zone, old_mig, [rec.instance])
     rt.compute.ensure_group(zone, mig, launch_rec.template, batch_id=rec.batch_id)
     rt.compute.create_instances(zone, mig, {rec.instance: names.instance_metadata(rec.batch_id, rec.index)})
+    try:  # the request the old zone could not fulfil; its group goes with the batch in any case
+        rt.compute.delete_instances(old_zone, old_mig, [rec.instance])
+    except Exception:  # the move is done; the next sweep withdraws it (withdraw_left_behind)
+        log.exception("%s/%d: could not withdraw the VM request from %s/%s", rec.batch_id, rec.index, old_zone, old_mig)
     log.warning("%s/%d moved %s -> %s: %s", rec.batch_id, rec.index, old_zone, zone, why)
     return f"{old_zone} -> {zone}"
+
+
+def withdraw_left_behind(rt: Runtime, rec: ExperimentRecord, members: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """A VM request still open in a zone the experiment moved away from (its withdrawal failed):
+    withdraw it now, before the zone's stock comes back and a second VM of the experiment boots."""
+    for zone in dict.fromkeys(rec.moved_from):
+        left = members.get((zone, rec.instance))
+        if zone != rec.zone and left is not None and left["action"] != "DELETING":
+            log.warning("%s/%d: withdrawing its VM request left in %s", rec.batch_id, rec.index, zone)
+            rt.compute.delete_instances(zone, left["mig"], [rec.instance])
 
 
 def lower_parallelism(rt: Runtime, batch_id: str, value: int, why: str) -> None:
