@@ -4,6 +4,7 @@
 batch_id: hot-vs-mixed-1            # optional; resubmitting the same id is a no-op
 group_name: sinergym-group          # optional (default sinergym-group)
 zone: europe-west1-b                # optional
+# zones: [europe-west1-b, europe-west1-c]  # optional: zones of one region to fail over to, in order
 template_name: sinergym-template    # optional
 defaults:                           # optional: applied to every experiment below
   episodes: 3
@@ -39,6 +40,7 @@ BATCH_KEYS = {
     "batch_id",
     "group_name",
     "zone",
+    "zones",
     "template_name",
     "results_bucket",
     "max_parallel",

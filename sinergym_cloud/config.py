@@ -42,6 +42,8 @@ class Settings:
     max_failures: int = 0
     heartbeat_timeout: float = 600.0
     boot_timeout: float = 900.0
+    # A VM its zone cannot create this long (ZONE_RESOURCE_POOL_EXHAUSTED) moves to the batch's next zone.
+    zone_failover_seconds: float = 300.0
     max_runtime_hours: float = 48.0
     call_deadline: float = 30.0  # retries of one external call stop here (well inside the ack deadline)
 
@@ -80,6 +82,7 @@ class Settings:
             max_failures=int(env.get("SINERGYM_MAX_FAILURES", 0)),
             heartbeat_timeout=float(env.get("SINERGYM_HEARTBEAT_TIMEOUT", 600)),
             boot_timeout=float(env.get("SINERGYM_BOOT_TIMEOUT", 900)),
+            zone_failover_seconds=float(env.get("SINERGYM_ZONE_FAILOVER_SECONDS", 300)),
             max_runtime_hours=float(env.get("SINERGYM_MAX_RUNTIME_HOURS", 48)),
             call_deadline=float(env.get("SINERGYM_CALL_DEADLINE", 30)),
         )

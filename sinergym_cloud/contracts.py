@@ -23,8 +23,9 @@ from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.options import ACTOR_CRITIC_OFF, ALL, OFF_POLICY, ON_POLICY, Option, option_of
 
 SCHEMA_VERSION = 1  # of InstanceReady, Completion, TrainerSpec
-# Batch: 2 adds the Sinergym-config fields and max_parallel; 1 is still read (schema_versions()).
+# Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones; 1 and 2 are still read (schema_versions()).
 MAX_EXPERIMENTS = 5000
+MAX_ZONES = 8
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 GceName = Annotated[str, Field(pattern=names.GCE_NAME.pattern, max_length=63)]
@@ -542,7 +543,9 @@ class Batch(Strict):
     This is the public contract of the ``experiment-batches`` topic: any service may publish it.
     """
 
-    schema_version: Literal[1, 2] = Field(2, description="1 is still read; 2 adds Sinergym-config fields.")
+    schema_version: Literal[1, 2, 3] = Field(
+        3, description="1 and 2 are still read; 2 adds Sinergym-config fields, 3 adds zones."
+    )
     batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
     group_name: GroupName = "sinergym-group"
     zone: Zone = "europe-west1-b"
@@ -558,6 +561,40 @@ class Batch(Strict):
         le=MAX_EXPERIMENTS,
         description="At most this many VMs at once; the rest wait, queued. Default: what the region's quotas allow.",
     )
+    # Version 3: zones of the region to fail over to, in order (the first is ``zone``).
+    zones: list[Zone] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ZONES,
+        description="Zones of one region, tried in order: an experiment whose VM its zone cannot create "
+        "(ZONE_RESOURCE_POOL_EXHAUSTED) moves to the next. The first is zone (set zone to it if omitted).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zone_from_zones(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("zones") and "zone" not in data and isinstance(data["zones"], list):
+            data = {**data, "zone": data["zones"][0]}
+        return data
+
+    @model_validator(mode="after")
+    def _zones_of_one_region(self) -> Batch:
+        if self.zones is None:
+            return self
+        if self.zones[0] != self.zone:
+            raise ValueError(f"zones: the first zone must be zone {self.zone!r}, not {self.zones[0]!r}")
+        if len(set(self.zones)) != len(self.zones):
+            raise ValueError(f"zones: each zone once, not {self.zones}")
+        region = self.zone.rsplit("-", 1)[0]
+        others = [z for z in self.zones if z.rsplit("-", 1)[0] != region]
+        if others:
+            raise ValueError(f"zones: all in the region of {self.zone} ({region}), not {', '.join(others)}")
+        return self
+
+    @property
+    def all_zones(self) -> list[str]:
+        """The zones the batch may use, in order: ``zones``, or just ``zone``."""
+        return list(self.zones) if self.zones else [self.zone]
 
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> Batch:
@@ -582,6 +619,8 @@ class Batch(Strict):
 
     @model_validator(mode="after")
     def _version_fields(self) -> Batch:
+        if self.schema_version < 3 and self.zones is not None:
+            raise ValueError("zones needs schema_version 3")
         if self.schema_version == 1:
             if self.max_parallel is not None:
                 raise ValueError("max_parallel needs schema_version 2")

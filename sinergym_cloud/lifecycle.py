@@ -117,6 +117,18 @@ def requeue(rec: ExperimentRecord, reason: str) -> Transition:
     return Transition(applied=True, outcome="requeued", effects={"release_vm"})
 
 
+def move(rec: ExperimentRecord, zone: str, mig: str, reason: str) -> Transition:
+    """Zone failover: a VM that was asked for and that its zone cannot create (a stockout) is asked
+    for in ``zone``'s group ``mig`` instead. Only before any boot of it; the same record (and so the
+    same MLflow run) goes on, and the boot timeout counts from the move."""
+    if rec.state != "pending" or rec.boot_id is not None or zone == rec.zone:
+        return NOT_APPLIED
+    rec.moved_from.append(rec.zone)
+    rec.note("moved", f"{rec.zone} -> {zone}: {reason}")
+    rec.zone, rec.mig = zone, mig
+    return Transition(applied=True, outcome="moved", effects={"release_vm", "request_vm"})
+
+
 @dataclass(frozen=True)
 class VerifiedBoot:
     """What dispatch verified of a VM boot before claiming it (Compute's record of the VM, a verified

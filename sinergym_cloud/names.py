@@ -96,6 +96,12 @@ def mig_name(group: str, batch_id: str, part: int = 0) -> str:
     return base if part == 0 else f"{base}p{part}"
 
 
+def zone_mig_name(mig: str, zone: str) -> str:
+    """The group a batch's group ``mig`` fails over to in ``zone`` (another zone of its region): the
+    group's name plus the zone's letter, which names the zone within the region."""
+    return f"{mig}-{zone.rsplit('-', 1)[-1]}"
+
+
 def instance_name(group: str, batch_id: str, index: int) -> str:
     """The one VM name experiment ``index`` of a batch runs on."""
     return f"{mig_name(group, batch_id, mig_part(index))}-{index}"

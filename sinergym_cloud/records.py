@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sinergym_cloud import names
 from sinergym_cloud.contracts import Experiment
 
 ExperimentState = Literal["queued", "pending", "starting", "running", "succeeded", "failed", "cancelled"]
@@ -73,6 +74,8 @@ class ExperimentRecord(Record):
     metrics: dict[str, float] = Field(default_factory=dict)
     timesteps: int = 0
     history: list[Event] = Field(default_factory=list)
+    # The zones this experiment left because they could not create its VM (zone failover), in order.
+    moved_from: list[str] = Field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -123,6 +126,22 @@ class LaunchRecord(Record):
     parallelism: int | None = None
     parallelism_reason: str = ""
     parallelism_lowered: str = ""
+    # The zones the batch may use, in order (the first is ``zone``); empty in records older than zones.
+    zones: list[str] = Field(default_factory=list)
+
+    @property
+    def all_zones(self) -> list[str]:
+        return list(self.zones) or [self.zone]
+
+    def groups(self) -> list[tuple[str, str]]:
+        """(zone, group) of every group the batch has or may have made: its groups in ``zone``, and
+        the groups it fails over to in each other zone. Cleanup, cancel, the sweeper and status all
+        go through this one list."""
+        return [
+            (zone, mig if zone == self.zone else names.zone_mig_name(mig, zone))
+            for zone in self.all_zones
+            for mig in self.migs
+        ]
 
 
 class FinalizeRecord(Record):

@@ -30,7 +30,7 @@ def test_batch_round_trips_through_the_wire_form() -> None:
         (b"\xff\xfe not utf-8", "not UTF-8"),
         (b"{not json", "not JSON"),
         (b"[1, 2]", "JSON object"),
-        (json.dumps(batch(schema_version=3)).encode(), "unsupported schema_version 3"),
+        (json.dumps(batch(schema_version=4)).encode(), "unsupported schema_version 4"),
         (json.dumps(batch(schema_version=1, max_parallel=2)).encode(), "max_parallel needs schema_version 2"),
         (json.dumps(batch(experiments=[])).encode(), "experiments"),
         (json.dumps(batch(surprise=1)).encode(), "surprise"),
@@ -51,9 +51,26 @@ def test_bad_batches_are_rejected_with_a_reason(data: bytes, reason: str) -> Non
 def test_version_1_batches_are_still_read() -> None:
     old = contracts.parse(Batch, json.dumps(batch(schema_version=1)).encode())
     assert (old.schema_version, old.max_parallel) == (1, None)
+    v2 = contracts.parse(Batch, json.dumps(batch(schema_version=2, max_parallel=3)).encode())
+    assert (v2.schema_version, v2.max_parallel, v2.zones, v2.all_zones) == (2, 3, None, ["europe-west1-b"])
     new = contracts.parse(Batch, json.dumps(batch(max_parallel=3)).encode())
-    assert (new.schema_version, new.max_parallel) == (2, 3)
-    assert contracts.schema_versions(Batch) == (1, 2)
+    assert (new.schema_version, new.max_parallel) == (3, 3)
+    assert contracts.schema_versions(Batch) == (1, 2, 3)
+
+
+def test_zones_of_one_region_in_failover_order() -> None:
+    b = contracts.parse(Batch, json.dumps(batch(zones=["europe-west1-c", "europe-west1-b"])).encode())
+    assert (b.zone, b.all_zones) == ("europe-west1-c", ["europe-west1-c", "europe-west1-b"])
+    assert contracts.parse(Batch, contracts.dump(b)) == b
+    for fields, reason in (
+        ({"zones": ["europe-west1-b", "us-central1-a"]}, "all in the region of europe-west1-b"),
+        ({"zones": ["europe-west1-b", "europe-west1-b"]}, "each zone once"),
+        ({"zone": "europe-west1-d", "zones": ["europe-west1-b", "europe-west1-c"]}, "the first zone must be zone"),
+        ({"schema_version": 2, "zones": ["europe-west1-b", "europe-west1-c"]}, "zones needs schema_version 3"),
+        ({"zones": []}, "zones"),
+    ):
+        with pytest.raises(BadMessage, match=reason):
+            contracts.parse(Batch, json.dumps(batch(**fields)).encode())
 
 
 def test_batch_size_limit_and_group_split() -> None:
@@ -273,3 +290,25 @@ def test_max_parallel_from_a_batch_file_and_the_command_line(tmp_path: Path) -> 
     args = submit_parser().parse_args(["--batch-file", str(f), "--max-parallel", "0"])
     with pytest.raises(SystemExit):
         build_batch(args)
+
+
+def test_zones_from_the_command_line_and_a_batch_file(tmp_path: Path) -> None:
+    from sinergym_cloud.publisher.arguments import submit_parser
+    from sinergym_cloud.publisher.submit import build_batch
+
+    legacy = ["-cmds", "python3 DRL_battery.py --environment Eplus-5zone-hot-continuous-v1"]
+    one = build_batch(submit_parser().parse_args(["--zone", "europe-west1-c", *legacy]))
+    assert (one.zone, one.zones) == ("europe-west1-c", None)
+    for given in (["europe-west1-b", "europe-west1-c"], ["europe-west1-b,europe-west1-c"]):
+        b = build_batch(submit_parser().parse_args(["-zo", *given, *legacy]))
+        assert (b.zone, b.all_zones) == ("europe-west1-b", ["europe-west1-b", "europe-west1-c"])
+    f = tmp_path / "study.yaml"
+    f.write_text(
+        "zones: [europe-west1-d, europe-west1-b]\nexperiments:\n  - environment: Eplus-5zone-hot-continuous-v1\n"
+    )
+    from_file = build_batch(submit_parser().parse_args(["--batch-file", str(f)]))
+    assert from_file.all_zones == ["europe-west1-d", "europe-west1-b"]
+    overridden = build_batch(submit_parser().parse_args(["--batch-file", str(f), "--zone", "us-central1-a"]))
+    assert overridden.all_zones == ["us-central1-a"]
+    with pytest.raises(SystemExit):
+        build_batch(submit_parser().parse_args(["--zone", "europe-west1-b", "us-central1-a", *legacy]))

@@ -156,3 +156,16 @@ def test_requeue_only_before_any_boot() -> None:
     assert (asked.state, asked.started_by, t.effects) == ("queued", None, {"release_vm"})
     assert not lifecycle.requeue(record("starting"), "x").applied
     assert not lifecycle.requeue(record("pending", "b1"), "x").applied
+
+
+def test_move_to_another_zone_only_before_any_boot() -> None:
+    asked = record("pending", None)
+    t = lifecycle.move(asked, "z2", "m-c", "ZONE_RESOURCE_POOL_EXHAUSTED for 300s")
+    assert (asked.state, asked.zone, asked.mig, asked.moved_from) == ("pending", "z2", "m-c", ["z"])
+    assert t.effects == {"release_vm", "request_vm"} and asked.history[-1].event == "moved"
+    assert "z -> z2" in asked.history[-1].detail
+    assert not lifecycle.move(asked, "z2", "m-c", "again").applied, "already there: a duplicate sweep does nothing"
+    for state, boot in (("starting", "b1"), ("running", "b1"), ("queued", None), ("failed", None)):
+        rec = record(state, boot)
+        assert not lifecycle.move(rec, "z2", "m-c", "x").applied, state
+        assert (rec.zone, rec.moved_from) == ("z", [])

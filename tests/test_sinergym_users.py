@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 import requests
 import yaml
 
+from localcloud.ports import free_port
 from sinergym_cloud import batchfile, catalog, contracts, names, sinergym_config
 from sinergym_cloud.contracts import BadMessage, Batch, Experiment, TrainerSpec
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
@@ -438,12 +438,6 @@ def test_evaluate_a_model_from_the_bucket(cloud: Cloud, trained_sac: TrainerSpec
 
 
 # ---------------------------------------------------------- a batch of configs, TensorBoard live
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def tensorboard_server(cloud: Cloud, batch_id: str, log: Path) -> Iterator[str]:
     port = free_port()

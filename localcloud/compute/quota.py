@@ -114,6 +114,7 @@ def machine_type_name(props: Mapping[str, Any]) -> str:
     return str(props.get("machineType") or "e2-standard-2").rstrip("/").rsplit("/", 1)[-1]
 
 
+@functools.lru_cache(maxsize=256)
 def region_of(zone: str) -> str:
     """``europe-west1`` from ``europe-west1-b``."""
     return zone.rsplit("-", 1)[0]
@@ -182,12 +183,16 @@ def needs(props: Mapping[str, Any], limits: Mapping[str, float]) -> dict[str, fl
 
 def usage(vms: Iterable[Vm], project: str, region: str, limits: Mapping[str, float]) -> dict[str, float]:
     """What the project's VMs in ``region`` use of each quota (every VM not TERMINATED counts)."""
-    used = dict.fromkeys(limits, 0.0)
+    per_template: dict[str, tuple[Mapping[str, Any], int]] = {}
     for vm in vms:
-        if vm.project != project or region_of(vm.zone) != region or vm.status == "TERMINATED":
+        if vm.project != project or vm.status == "TERMINATED" or region_of(vm.zone) != region:
             continue
-        for metric, amount in (needs(vm.template, limits) or {}).items():
-            used[metric] = used.get(metric, 0.0) + amount
+        props, n = per_template.get(vm.template_url, (vm.template, 0))
+        per_template[vm.template_url] = (props, n + 1)
+    used = dict.fromkeys(limits, 0.0)
+    for props, n in per_template.values():  # VMs of one template ask the same of each quota
+        for metric, amount in (needs(props, limits) or {}).items():
+            used[metric] = used.get(metric, 0.0) + amount * n
     return used
 
 

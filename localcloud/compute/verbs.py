@@ -9,6 +9,9 @@ records nothing, so a retry with the same ``requestId`` is judged afresh, and a 
 one gets its operation back (``verb``). Failures Compute Engine reports on the operation
 (deleteInstances of a non-member) end it DONE with ``error`` and ``httpErrorStatusCode``. How long
 operations run and VMs take to boot comes from the settings (localcloud/profiles.py).
+
+One class of a little over 400 lines: every verb runs under the same lock and records its operation
+the same way, and each is short; the shapes live in resources.py, the VMs' life in lifecycle.py.
 """
 
 from __future__ import annotations

@@ -131,9 +131,9 @@ def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: P
         assert claimed is not None, "a claim just written cannot be missing"
         claim = FinalizeRecord.model_validate(claimed.data)
     if not claim.mig_deleted:
-        for mig in launch.migs:
-            deleted = rt.compute.delete_group(launch.zone, mig)
-            log.info("batch %s: group %s %s", batch_id, mig, "deleted" if deleted else "was already gone")
+        for zone, mig in launch.groups():
+            deleted = rt.compute.delete_group(zone, mig)
+            log.info("batch %s: group %s/%s %s", batch_id, zone, mig, "deleted" if deleted else "was already gone")
         rt.state.update(path, lambda doc: {**doc, "mig_deleted": True})
     metrics.batch_finished(rt.clients, batch_id, launch.group, counts)
     rt.state.update(path, lambda doc: {**doc, "alerted": True, "finished_at": time.time(), "counts": counts})
@@ -164,7 +164,7 @@ def cancel(rt: Runtime, batch_id: str, reason: str = "cancelled by user") -> dic
     for index, state in sorted(experiment_states(rt, batch_id).items()):
         if state not in TERMINAL and set_terminal(rt, batch_id, index, "cancelled", reason):
             changed.append(index)
-    for mig in launch.migs:
-        rt.compute.delete_group(launch.zone, mig)
+    for zone, mig in launch.groups():
+        rt.compute.delete_group(zone, mig)
     finalize_if_done(rt, batch_id, owner=f"cancel-{batch_id}")
     return {"batch_id": batch_id, "cancelled": changed, "groups_deleted": launch.migs}

@@ -125,6 +125,7 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
             message_id=message_id,
             parallelism=parallel.value,
             parallelism_reason=parallel.reason,
+            zones=batch.all_zones if batch.zones else [],
         )
         state.create(names.launch_object(bid), record.doc())
     else:
@@ -174,7 +175,8 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
             )
         )
     rt.state.put(names.active_object(bid), {"batch_id": bid, "since": time.time()})
-    rt.state.put(names.zone_object(batch.zone), {"zone": batch.zone})
+    for zone in batch.all_zones:  # where the orphan sweep looks, failover zones included
+        rt.state.put(names.zone_object(zone), {"zone": zone})
     for mig, indices in plan(batch):
         if _cancelled(rt, bid):
             return
@@ -205,8 +207,8 @@ def _mark_launched(rt: Runtime, batch: Batch) -> LaunchRecord:
     record = LaunchRecord.model_validate(doc)
     if record.status == "cancelled":
         # Cancelled while we were creating: undo what we made.
-        for mig in record.migs:
-            rt.compute.delete_group(batch.zone, mig)
+        for zone, mig in record.groups():
+            rt.compute.delete_group(zone, mig)
     log.info("batch %s: %s with %d experiment(s) in %s", batch.batch_id, record.status, record.experiments, record.migs)
     return record
 
@@ -230,7 +232,8 @@ def rollback(rt: Runtime, batch: Batch, reason: str) -> None:
     from sinergym_cloud.control import batches
 
     for mig, _ in plan(batch):
-        rt.compute.delete_group(batch.zone, mig)
+        for zone in batch.all_zones:
+            rt.compute.delete_group(zone, mig if zone == batch.zone else names.zone_mig_name(mig, zone))
 
     def failed(doc: dict[str, Any]) -> dict[str, Any] | None:
         if doc["status"] in ("failed", "cancelled"):

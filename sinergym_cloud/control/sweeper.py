@@ -37,6 +37,7 @@ def handle(rt: Runtime, d: Delivery) -> None:
 
 
 QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # Compute's error code in a group's creation attempts
+STOCKOUT = "ZONE_RESOURCE_POOL_EXHAUSTED"  # the zone has no resources for the VM now
 ORPHAN_GRACE = 600.0  # seconds a group of an inactive batch is left alone (a teardown in progress)
 
 
@@ -53,6 +54,7 @@ def sweep(
         "orphans": [],
         "requeued": [],
         "started": [],
+        "moved": [],
     }
     active = [name.removeprefix(names.ACTIVE_PREFIX) for name, _, _ in rt.state.listing(names.ACTIVE_PREFIX)]
     for batch_id in active:
@@ -121,28 +123,49 @@ def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) 
         if current is None:
             continue
         rec = ExperimentRecord.model_validate(current.data)
-        member = members.get(rec.instance)
-        if member is not None and rec.boot_id is None and QUOTA_EXCEEDED in member["codes"]:
-            if over_quota(rt, record, rec, member, states):
-                report["requeued"].append(f"{batch_id}/{index}: {QUOTA_EXCEEDED}")
-            continue  # waiting for quota is not failing: never timed out for it
-        verdict = diagnose(rt, rec, record, member, now)
-        if verdict is None:
-            continue
-        kind, reason = verdict
-        outcome = lose(rt, rec, kind, reason, record.template)
-        report["failed" if outcome == "failed" else "retried"].append(f"{batch_id}/{index}: {reason}")
+        withdraw_left_behind(rt, rec, members)
+        member = members.get((rec.zone, rec.instance))
+        _sweep_experiment(rt, record, rec, member=member, states=states, now=now, report=report)
     report["started"] += [f"{batch_id}/{i}" for i in restart_queue(rt, record)]
     if batches.finalize_if_done(rt, batch_id, owner="sweeper"):
         report["finalized"].append(batch_id)
 
 
-def _members(rt: Runtime, record: LaunchRecord) -> dict[str, dict[str, Any]]:
-    """Every VM the batch's groups hold, by name, as the groups report them."""
-    members: dict[str, dict[str, Any]] = {}
-    for mig in record.migs:
-        for m in rt.compute.members(record.zone, mig) or []:
-            members[m.name] = {
+def _sweep_experiment(
+    rt: Runtime,
+    record: LaunchRecord,
+    rec: ExperimentRecord,
+    *,
+    member: dict[str, Any] | None,
+    states: dict[int, str],
+    now: float,
+    report: dict[str, Any],
+) -> None:
+    """One live experiment: moved on a stockout, requeued on quota, or lost (retried or failed)."""
+    where = f"{rec.batch_id}/{rec.index}"
+    if member is not None and rec.boot_id is None and STOCKOUT in member["codes"]:
+        moved = failover(rt, record, rec, now)
+        if moved:
+            report.setdefault("moved", []).append(f"{where}: {moved}")
+            return
+    if member is not None and rec.boot_id is None and QUOTA_EXCEEDED in member["codes"]:
+        if over_quota(rt, record, rec, member, states):
+            report["requeued"].append(f"{where}: {QUOTA_EXCEEDED}")
+        return  # waiting for quota is not failing: never timed out for it
+    verdict = diagnose(rt, rec, record, member, now)
+    if verdict is None:
+        return
+    kind, reason = verdict
+    outcome = lose(rt, rec, kind, reason, record.template)
+    report["failed" if outcome == "failed" else "retried"].append(f"{where}: {reason}")
+
+
+def _members(rt: Runtime, record: LaunchRecord) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every VM the batch's groups hold in every zone it uses, by (zone, name), as the groups report them."""
+    members: dict[tuple[str, str], dict[str, Any]] = {}
+    for zone, mig in record.groups():
+        for m in rt.compute.members(zone, mig) or []:
+            members[(zone, m.name)] = {
                 "status": m.status,
                 "action": m.action,
                 "errors": m.errors,
@@ -170,6 +193,50 @@ def over_quota(
     states[rec.index] = "queued"
     log.warning("%s/%d back in the queue: %s", rec.batch_id, rec.index, why)
     return True
+
+
+def waiting_since(rec: ExperimentRecord) -> float:
+    """Since when a live experiment has waited for its VM: its creation, dispatch or last change."""
+    return max(rec.created_at, rec.dispatched_at or 0.0, rec.history[-1].at if rec.history else 0.0)
+
+
+def failover(rt: Runtime, launch_rec: LaunchRecord, rec: ExperimentRecord, now: float) -> str:
+    """Move an experiment whose zone has not been able to create its VM for ``zone_failover_seconds``
+    (a stockout) to the batch's next zone: its record first (zone, group, the move in its history),
+    then its VM, asked for in the group there, then the old request withdrawn. Returns "zone -> zone"
+    if it moved, "" otherwise.
+
+    A crash between the steps heals on the next sweep: the record names the new zone, whose group
+    does not have the VM yet, so the experiment is retried there as a VM that vanished."""
+    zones = launch_rec.all_zones
+    waited = now - waiting_since(rec)
+    if waited < rt.settings.zone_failover_seconds or rec.zone not in zones or rec.zone == zones[-1]:
+        return ""
+    old_zone, old_mig = rec.zone, rec.mig
+    zone = zones[zones.index(rec.zone) + 1]
+    mig = names.zone_mig_name(names.mig_name(launch_rec.group, rec.batch_id, names.mig_part(rec.index)), zone)
+    why = f"{STOCKOUT} for {waited:.0f}s"
+    updated, t = batches.transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.move(r, zone, mig, why))
+    if not t.applied or updated is None:
+        return ""
+    rt.compute.ensure_group(zone, mig, launch_rec.template, batch_id=rec.batch_id)
+    rt.compute.create_instances(zone, mig, {rec.instance: names.instance_metadata(rec.batch_id, rec.index)})
+    try:  # the request the old zone could not fulfil; its group goes with the batch in any case
+        rt.compute.delete_instances(old_zone, old_mig, [rec.instance])
+    except Exception:  # the move is done; the next sweep withdraws it (withdraw_left_behind)
+        log.exception("%s/%d: could not withdraw the VM request from %s/%s", rec.batch_id, rec.index, old_zone, old_mig)
+    log.warning("%s/%d moved %s -> %s: %s", rec.batch_id, rec.index, old_zone, zone, why)
+    return f"{old_zone} -> {zone}"
+
+
+def withdraw_left_behind(rt: Runtime, rec: ExperimentRecord, members: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """A VM request still open in a zone the experiment moved away from (its withdrawal failed):
+    withdraw it now, before the zone's stock comes back and a second VM of the experiment boots."""
+    for zone in dict.fromkeys(rec.moved_from):
+        left = members.get((zone, rec.instance))
+        if zone != rec.zone and left is not None and left["action"] != "DELETING":
+            log.warning("%s/%d: withdrawing its VM request left in %s", rec.batch_id, rec.index, zone)
+            rt.compute.delete_instances(zone, left["mig"], [rec.instance])
 
 
 def lower_parallelism(rt: Runtime, batch_id: str, value: int, why: str) -> None:
@@ -226,7 +293,7 @@ def diagnose(
         if now - last > s.heartbeat_timeout:
             return "trainer", f"trainer silent for {now - last:.0f}s (no heartbeat)"
         return None
-    since = max(rec.created_at, rec.dispatched_at or 0.0, rec.history[-1].at if rec.history else 0.0)
+    since = waiting_since(rec)
     if now - since > s.boot_timeout:
         errors = "; ".join(member["errors"]) if member["errors"] else f"VM {member['status'] or 'not created'}"
         return "infra", f"VM not ready after {now - since:.0f}s ({errors})"

@@ -45,7 +45,15 @@ def submit_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--project_id", "-id", help="Google Cloud project (omit to use the local cloud)")
-    p.add_argument("--zone", "-zo", default=config.DEFAULT_ZONE, help="zone for the VMs (default %(default)s)")
+    p.add_argument(
+        "--zone",
+        "-zo",
+        nargs="+",
+        default=[config.DEFAULT_ZONE],
+        metavar="ZONE",
+        help=f"zone for the VMs (default {config.DEFAULT_ZONE}); several zones of one region (space- or "
+        "comma-separated) are tried in order: a VM the zone cannot create moves to the next",
+    )
     p.add_argument("--template_name", "-tem", default=None, help="instance template (default sinergym-template)")
     p.add_argument(
         "--group_name", "-group", default=None, help="prefix of the group and VM names (default sinergym-group)"

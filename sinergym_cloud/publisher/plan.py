@@ -73,6 +73,7 @@ def print_plan(
         "batch_id": batch.batch_id,
         "target": "local cloud" if settings is None or settings.local else f"project {settings.project}",
         "zone": batch.zone,
+        "zones": batch.all_zones,
         "template": batch.template_name,
         "machine_type": template["machine_type"] if template else None,
         "provisioning": template["provisioning"] if template else None,
@@ -92,7 +93,7 @@ def print_plan(
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"Plan for batch {batch.batch_id} ({summary['target']}, zone {batch.zone})")
+    table = Table(title=f"Plan for batch {batch.batch_id} ({summary['target']}, zone {', '.join(batch.all_zones)})")
     for column in ("#", "instance", "environment", "alg", "episodes", "seed", "≈VM-h"):
         table.add_column(column)
     for r in rows:

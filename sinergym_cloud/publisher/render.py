@@ -31,7 +31,8 @@ def render_status(info: BatchView, console: Any = None) -> None:
 
     console = console or Console()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()))
-    console.print(f"[bold]batch {m(info.batch_id)}[/]: {m(info.status)} ({m(counts)}) zone {m(info.zone)}")
+    zones = ", ".join(info.zones or [info.zone])
+    console.print(f"[bold]batch {m(info.batch_id)}[/]: {m(info.status)} ({m(counts)}) zone {m(zones)}")
     if info.error:
         console.print(f"  [red]{m(info.error, 1000)}[/]")
     table = Table(pad_edge=False, box=None, header_style="bold")
@@ -44,6 +45,8 @@ def render_status(info: BatchView, console: Any = None) -> None:
     table.add_column("note", overflow="fold", ratio=2)
     for e in info.experiments:
         note = e.reason or "; ".join(e.instance_errors)
+        if e.moved_from:  # zone failover: where it runs now, and the zones it left
+            note = f"in {e.zone} (moved from {', '.join(e.moved_from)})" + (f"; {note}" if note else "")
         environment = str(e.environment).removeprefix("Eplus-")
         table.add_row(
             m(e.index),
@@ -63,7 +66,9 @@ def render_status(info: BatchView, console: Any = None) -> None:
         )
     )
     for g in info.groups:
-        console.print(m(f"group {g.name}: {'exists, ' + str(g.instances) + ' instance(s)' if g.exists else 'deleted'}"))
+        where = f" in {g.zone}" if g.zone else ""
+        state = f"exists, {g.instances} instance(s)" if g.exists else "deleted"
+        console.print(m(f"group {g.name}{where}: {state}"))
     for a in info.alerts:
         console.print(m(f"alert raised: {a.metric} {a.labels} at {a.time}", 2000))
 

@@ -25,6 +25,18 @@ from sinergym_cloud.publisher.render import wait
 from sinergym_cloud.publisher.target import local_env_file, target_settings
 
 
+def _apply_zones(given: list[str], fields: dict[str, Any]) -> None:
+    """``--zone``: one zone, or several of one region in failover order; a zone given on the command
+    line wins over the batch file's, the default does not."""
+    zones = [z for value in given for z in value.split(",") if z] or [config.DEFAULT_ZONE]
+    if len(zones) > 1:
+        fields["zones"] = zones
+        fields.pop("zone", None)
+    elif zones[0] != config.DEFAULT_ZONE:
+        fields["zone"] = zones[0]
+        fields.pop("zones", None)
+
+
 def build_batch(args: argparse.Namespace) -> Batch:
     """The Batch the submit flags describe; exits with the reason (naming the bad input) if there is none."""
     fields: dict[str, Any] = {}
@@ -49,8 +61,8 @@ def build_batch(args: argparse.Namespace) -> Batch:
         ]
     if not fields.get("experiments"):
         raise SystemExit(die("no experiments: give --experiment_commands/-cmds, --batch-file or --check"))
+    _apply_zones(args.zone, fields)
     for key, value in (
-        ("zone", args.zone if args.zone != config.DEFAULT_ZONE or "zone" not in fields else None),
         ("template_name", args.template_name),
         ("group_name", args.group_name),
         ("batch_id", args.batch_id),

@@ -71,6 +71,7 @@ class GroupView:
     name: str
     exists: bool
     instances: int
+    zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class ExperimentView:
     episodes: int
     state: str
     instance: str
+    zone: str
+    moved_from: list[str]
     instance_status: str | None
     instance_errors: list[str]
     attempts: int
@@ -124,6 +127,7 @@ class BatchView:
     status: str
     group: str
     zone: str
+    zones: list[str]
     template: str
     results: str
     mlflow_experiment: str
@@ -164,14 +168,16 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
         doc = rt.state.read(names.experiment_object(batch_id, index))
         if doc is not None:
             records.append(ExperimentRecord.model_validate(doc.data))
-    members: dict[str, tuple[str, list[str]]] = {}
+    members: dict[tuple[str, str], tuple[str, list[str]]] = {}  # (zone, instance) -> status, errors
     groups = []
     if with_compute:
-        for mig in launch.migs:
-            found = rt.compute.members(launch.zone, mig)
-            groups.append(GroupView(name=mig, exists=found is not None, instances=len(found or [])))
+        for zone, mig in launch.groups():
+            found = rt.compute.members(zone, mig)
+            if found is None and zone != launch.zone:
+                continue  # a failover zone the batch did not need
+            groups.append(GroupView(name=mig, zone=zone, exists=found is not None, instances=len(found or [])))
             for m in found or []:
-                members[m.name] = (m.status, list(m.errors))
+                members[(zone, m.name)] = (m.status, list(m.errors))
     alerts: list[AlertView] = []
     if with_alerts:
         try:
@@ -197,6 +203,7 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
         status=overall,
         group=launch.group,
         zone=launch.zone,
+        zones=launch.all_zones,
         template=launch.template,
         results=f"gs://{launch.results_bucket}/{batch_id}/",
         mlflow_experiment=launch.mlflow_experiment,
@@ -219,8 +226,10 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
                 episodes=r.spec.episodes,
                 state=r.state,
                 instance=r.instance,
-                instance_status=members[r.instance][0] if r.instance in members else absent,
-                instance_errors=members[r.instance][1] if r.instance in members else [],
+                zone=r.zone,
+                moved_from=list(r.moved_from),
+                instance_status=members[(r.zone, r.instance)][0] if (r.zone, r.instance) in members else absent,
+                instance_errors=members[(r.zone, r.instance)][1] if (r.zone, r.instance) in members else [],
                 attempts=r.attempts,
                 preemptions=r.preemptions,
                 failures=r.failures,

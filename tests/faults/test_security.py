@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from localcloud import vm as local_vm
+from localcloud.ports import free_port
 from sinergym_cloud import batchfile, compute, contracts, names, signing, ssh
 from sinergym_cloud.contracts import Completion, InstanceReady, TrainerSpec
 from sinergym_cloud.control import batches, cleanup, dispatch, launch
@@ -75,9 +76,7 @@ class ForgerSshd:
 
     def __init__(self, cloud: Cloud, home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         public = (cloud.local.ssh_key.parent / "id_ed25519.pub").read_text().strip()
         spec = {"name": "forger", "ssh_port": self.port, "ssh_keys": [f"x:{public}"], "session_env": {}}
         config = local_vm.write_sshd_config(home, spec)

@@ -1,0 +1,133 @@
+"""Zone failover on the local cloud: a batch names several zones of one region, and an experiment
+whose VM its zone cannot create (ZONE_RESOURCE_POOL_EXHAUSTED) for ``zone_failover_seconds`` moves
+to the next zone: a group there named after the batch's group plus the zone, the same experiment
+record, the move in the record and in status; every group of every zone goes at the end.
+
+The trainer is played by the test (quiet VMs that announce themselves on a test topic), so what is
+checked is the control plane's move, with the emulator's per-zone stockout.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sinergym_cloud import names
+from sinergym_cloud.control import batches, launch, sweeper
+from sinergym_cloud.publisher import views
+from sinergym_cloud.records import ExperimentRecord
+from sinergym_cloud.runtime import Runtime
+from tests.conftest import Cloud, wait_for
+from tests.control_helpers import (
+    QUIET_TEMPLATE,
+    ZONE,
+    completion,
+    deliver,
+    ensure_quiet_template,
+    make_batch,
+    ppo,
+    start_boot,
+)
+
+FREE_ZONE = "europe-west1-c"
+
+
+def new_report() -> dict[str, Any]:
+    return {"retried": [], "failed": [], "requeued": [], "started": [], "finalized": [], "moved": []}
+
+
+def record_of(rt: Runtime, batch_id: str, index: int) -> ExperimentRecord:
+    doc = rt.state.read(names.experiment_object(batch_id, index))
+    assert doc is not None
+    return ExperimentRecord.model_validate(doc.data)
+
+
+def batch_vms(cloud: Cloud, batch_id: str, group: str) -> dict[str, str]:
+    """zone/name -> status of the batch's VMs in every zone, from the emulator's own state."""
+    prefix = names.instance_name(group, batch_id, 0).rsplit("-", 1)[0] + "-"
+    return {k: v["status"] for k, v in cloud.instances().items() if k.split("/", 1)[1].startswith(prefix)}
+
+
+def stocked_out(rt: Runtime, zone: str, mig: str, n: int) -> bool:
+    found = rt.compute.members(zone, mig) or []
+    return len(found) == n and all("ZONE_RESOURCE_POOL_EXHAUSTED" in m.error_codes for m in found)
+
+
+def test_zone_b_out_of_stock_zone_c_free_the_experiments_run_in_zone_c(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime(zone_failover_seconds=3)
+    cloud.emulator("config", {"zone_exhausted": [ZONE]})
+    batch = make_batch(ppo(seed=1), ppo(seed=2), template=QUIET_TEMPLATE, zones=[ZONE, FREE_ZONE])
+    bid = batch.batch_id
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, bid)
+    moved_mig = names.zone_mig_name(mig, FREE_ZONE)
+    assert moved_mig == f"{mig}-c"
+    wait_for(lambda: stocked_out(rt, ZONE, mig, 2), 30, "both VMs refused by the zone out of stock")
+    assert rt.state.read(names.zone_object(FREE_ZONE)) is not None, "the orphan sweep looks in every zone"
+
+    # Not yet: a stockout shorter than zone_failover_seconds moves nothing.
+    report = new_report()
+    sweeper.sweep_batch(rt, bid, time.time(), report)
+    assert report["moved"] == [] and report["failed"] == []
+    assert {record_of(rt, bid, i).zone for i in (0, 1)} == {ZONE}
+
+    # Past it: both move to zone c, once, however often the sweeper runs.
+    later = time.time() + 5
+    sweeper.sweep_batch(rt, bid, later, report)
+    sweeper.sweep_batch(rt, bid, later, report)
+    assert sorted(report["moved"]) == [f"{bid}/{i}: {ZONE} -> {FREE_ZONE}" for i in (0, 1)]
+    assert report["failed"] == report["retried"] == []
+    for i in (0, 1):
+        rec = record_of(rt, bid, i)
+        assert (rec.state, rec.zone, rec.mig, rec.moved_from) == ("pending", FREE_ZONE, moved_mig, [ZONE])
+        assert rec.instance == names.instance_name(batch.group_name, bid, i)  # the same experiment, same name
+        assert rec.history[-1].event == "moved" and "ZONE_RESOURCE_POOL_EXHAUSTED" in rec.history[-1].detail
+    wait_for(
+        lambda: (
+            sorted(batch_vms(cloud, bid, batch.group_name).items())
+            == [(f"{FREE_ZONE}/{names.instance_name(batch.group_name, bid, i)}", "RUNNING") for i in (0, 1)]
+        ),
+        60,
+        "both VMs running in zone c and none left in zone b",
+    )
+    shown = views.batch_status(rt, bid, with_alerts=False)
+    assert shown.zones == [ZONE, FREE_ZONE]
+    assert [(e.zone, e.moved_from, e.instance_status) for e in shown.experiments] == [
+        (FREE_ZONE, [ZONE], "RUNNING")
+    ] * 2
+    assert {(g.zone, g.name) for g in shown.groups} == {(ZONE, mig), (FREE_ZONE, moved_mig)}
+
+    # The experiments run and succeed there; the batch ends and no group is left in either zone.
+    for i in (0, 1):
+        key = start_boot(rt, bid, i, boot_id=f"b{i}")
+        done = completion(rt, bid, i, boot_id=f"b{i}").model_copy(update={"zone": FREE_ZONE})
+        deliver(rt, done, key, owner=f"m{i}")
+    assert [s for _, s in sorted(batches.experiment_states(rt, bid).items())] == ["succeeded", "succeeded"]
+    wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups deleted")
+    wait_for(lambda: batch_vms(cloud, bid, batch.group_name) == {}, 60, "no VM left")
+
+
+def test_a_request_left_behind_is_withdrawn_and_cancel_deletes_the_groups_of_every_zone(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime(zone_failover_seconds=0)
+    cloud.emulator("config", {"zone_exhausted": [ZONE]})
+    batch = make_batch(ppo(seed=3), template=QUIET_TEMPLATE, zones=[ZONE, FREE_ZONE])
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    wait_for(lambda: stocked_out(rt, ZONE, mig, 1), 30, "the VM refused")
+    # The move's withdrawal of the old request fails: the request is left in zone b's group...
+    cloud.emulator("faults", {"method": "instanceGroupManagers.deleteInstances", "code": 400, "reason": "invalid"})
+    report = new_report()
+    sweeper.sweep_batch(rt, batch.batch_id, time.time(), report)
+    assert len(report["moved"]) == 1
+    moved_mig = names.zone_mig_name(mig, FREE_ZONE)
+    wait_for(lambda: f"{FREE_ZONE}/{moved_mig}" in cloud.migs(), 30, "the group in zone c")
+    assert cloud.migs()[f"{ZONE}/{mig}"] == [names.instance_name(batch.group_name, batch.batch_id, 0)]
+    # ... and the next sweep withdraws it, before zone b's stock could bring a second VM.
+    sweeper.sweep_batch(rt, batch.batch_id, time.time(), report)
+    wait_for(lambda: cloud.migs().get(f"{ZONE}/{mig}") == [], 30, "the request left in zone b withdrawn")
+    assert len(report["moved"]) == 1 and report["failed"] == report["retried"] == []
+    batches.cancel(rt, batch.batch_id)
+    wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups gone")
+    assert record_of(rt, batch.batch_id, 0).state == "cancelled"
