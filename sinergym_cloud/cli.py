@@ -21,14 +21,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sinergym_cloud import batchfile, capacity, config, contracts, legacy, names
+from sinergym_cloud import batchfile, budget, capacity, config, contracts, legacy, names
 from sinergym_cloud.contracts import Batch, Experiment, _summarise
 from sinergym_cloud.errors import BadMessage, BatchNotFound
 from sinergym_cloud.text import markup as m
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
-STEPS_PER_SECOND = {"PPO": 340.0, "A2C": 340.0, "DQN": 250.0, "DDPG": 150.0, "SAC": 60.0, "TD3": 150.0}
-STEPS_PER_HOUR = 4  # Sinergym's buildings mostly simulate 15-minute steps
 
 SUBCOMMANDS = {"status", "cancel", "wait", "report", "schema", "tensorboard"}
 
@@ -83,6 +81,12 @@ def submit_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run at most N experiments at once; the rest wait, queued (default: what the region's quotas allow)",
     )
+    p.add_argument(
+        "--max-vm-hours",
+        type=float,
+        metavar="H",
+        help="VM-hour budget of the batch: experiments that would pass it are not started but cancelled (budget)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; publish nothing")
     p.add_argument("--wait", action="store_true", help="show live progress until the batch ends")
     p.add_argument("--timeout", type=float, default=24 * 3600, help="--wait gives up after this many seconds")
@@ -122,8 +126,7 @@ def build_batch(args: argparse.Namespace) -> Batch:
     ):
         if value:
             fields[key] = value
-    if getattr(args, "max_parallel", None) is not None:
-        fields["max_parallel"] = args.max_parallel
+    fields.update(_limits(args))
     if not fields.get("batch_id"):
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         fields["batch_id"] = f"b-{stamp}-{secrets.token_hex(2)}"
@@ -133,6 +136,12 @@ def build_batch(args: argparse.Namespace) -> Batch:
         return Batch.model_validate(fields)
     except ValidationError as exc:
         raise SystemExit(_die(f"invalid batch: {_summarise(exc)}")) from None
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    """--max-parallel and --max-vm-hours, over what a batch file says."""
+    flags = {"max_parallel": getattr(args, "max_parallel", None), "max_vm_hours": getattr(args, "max_vm_hours", None)}
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def _die(message: str) -> int:
@@ -178,19 +187,8 @@ def target_settings(project: str | None) -> tuple[config.Settings, bool]:
 
 
 def estimate_hours(batch: Batch) -> list[float]:
-    """Rough VM-hours per experiment: timesteps / typical steps per second on 2 vCPUs, plus boot."""
-    hours = []
-    for exp in batch.experiments:
-        if exp.runperiod:
-            d1, m1, y1, d2, m2, y2 = exp.runperiod
-            days = (dt.date(y2, m2, d2) - dt.date(y1, m1, d1)).days + 1
-        else:
-            days = 365
-        steps = exp.episodes * days * 24 * STEPS_PER_HOUR
-        if exp.evaluation:
-            steps += (exp.episodes // exp.eval_freq) * exp.eval_length * days * 24 * STEPS_PER_HOUR
-        hours.append(steps / STEPS_PER_SECOND.get(exp.algorithm, 100.0) / 3600 + 3 / 60)
-    return hours
+    """Rough VM-hours per experiment (budget.estimate_vm_hours: the figure the budget is held to)."""
+    return [budget.estimate_vm_hours(exp) for exp in batch.experiments]
 
 
 def print_plan(
@@ -238,6 +236,7 @@ def print_plan(
         "parallelism_reason": parallel.reason,
         "waves": schedule.waves,
         "estimated_makespan_hours": round(schedule.makespan_hours, 2),
+        **budget_plan(batch),
         "experiments": rows,
     }
     if as_json:
@@ -275,6 +274,19 @@ def print_plan(
         f"At most {parallel.value} at once ({m(parallel.reason)}): {schedule.waves} wave(s), "
         f"estimated makespan {schedule.makespan_hours:.2f} h; the rest wait, queued."
     )
+    if batch.max_vm_hours is not None:
+        console.print(
+            f"Budget {batch.max_vm_hours:g} VM-hours: the first {summary['within_budget']} of {len(rows)} "
+            "experiment(s) fit the estimates; any experiment that would pass it is cancelled (budget), not started."
+        )
+
+
+def budget_plan(batch: Batch) -> dict[str, Any]:
+    """The budget's part of the plan: how many experiments fit it, in order, by their estimates."""
+    if batch.max_vm_hours is None:
+        return {"max_vm_hours": None}
+    fit = budget.first_wave(batch.max_vm_hours, batch.experiments, len(batch.experiments))
+    return {"max_vm_hours": batch.max_vm_hours, "within_budget": fit}
 
 
 def _parallelism(api: Any, batch: Batch) -> capacity.Parallelism | None:
@@ -458,6 +470,8 @@ def render_status(info: dict[str, Any], console: Any = None) -> None:
     console.print(f"[bold]batch {m(info['batch_id'])}[/]: {m(info['status'])} ({m(counts)}) zone {m(info['zone'])}")
     if info["error"]:
         console.print(f"  [red]{m(info['error'], 1000)}[/]")
+    for note in info.get("limit_notes", []):
+        console.print(f"  [yellow]{m(note, 1000)}[/]")
     table = Table(pad_edge=False, box=None, header_style="bold")
     table.add_column("#", no_wrap=True)
     table.add_column("experiment", overflow="fold", ratio=3)
@@ -507,7 +521,8 @@ def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
     started = time.time()
 
     def table(info: dict[str, Any]) -> Table:
-        t = Table(title=m(f"batch {batch_id}: {info['status']}  ({time.time() - started:.0f}s)"))
+        t = Table(title=m(f"batch {batch_id}: {info['status']}  ({time.time() - started:.0f}s)"),
+                  caption=m("; ".join(info.get("limit_notes", []))) or None)  # fmt: skip
         for column in ("#", "experiment", "instance", "state", "episode", "elapsed"):
             t.add_column(column)
         for e in info["experiments"]:

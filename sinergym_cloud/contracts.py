@@ -18,7 +18,8 @@ from sinergym_cloud import catalog, flags, names
 from sinergym_cloud.errors import BadMessage
 
 SCHEMA_VERSION = 1  # of InstanceReady, Completion, TrainerSpec
-# Batch: 2 adds the Sinergym-config fields and max_parallel; 1 is still read (schema_versions()).
+# Batch: 2 adds the Sinergym-config fields and max_parallel, 3 max_vm_hours; 1 and 2 are still read
+# (schema_versions()).
 MAX_EXPERIMENTS = 5000
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -456,7 +457,9 @@ class Batch(Strict):
     This is the public contract of the ``experiment-batches`` topic: any service may publish it.
     """
 
-    schema_version: Literal[1, 2] = Field(2, description="1 is still read; 2 adds Sinergym-config fields.")
+    schema_version: Literal[1, 2, 3] = Field(
+        3, description="1 and 2 are still read; 2 adds Sinergym-config fields and max_parallel, 3 max_vm_hours."
+    )
     batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
     group_name: GroupName = "sinergym-group"
     zone: Zone = "europe-west1-b"
@@ -471,6 +474,14 @@ class Batch(Strict):
         ge=1,
         le=MAX_EXPERIMENTS,
         description="At most this many VMs at once; the rest wait, queued. Default: what the region's quotas allow.",
+    )
+    # Version 3: a budget. No experiment starts once the batch's VM-hours so far plus the estimates of
+    # the running ones and of it would pass it; those left end cancelled with the reason "budget".
+    max_vm_hours: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="VM-hour budget of the whole batch; experiments that would pass it are cancelled (budget).",
     )
 
     @model_validator(mode="after")
@@ -496,6 +507,8 @@ class Batch(Strict):
 
     @model_validator(mode="after")
     def _version_fields(self) -> Batch:
+        if self.schema_version < 3 and self.max_vm_hours is not None:
+            raise ValueError("max_vm_hours needs schema_version 3")
         if self.schema_version == 1:
             if self.max_parallel is not None:
                 raise ValueError("max_parallel needs schema_version 2")

@@ -12,6 +12,7 @@ States::
                          ▲                                                     │
                          └── retried within the budget (failed, preempted, lost) ◀┘
     any live state ──force_terminal──▶ failed | cancelled;  over a budget ──▶ failed
+    queued ──never_started──▶ cancelled (the batch's VM-hour budget is reached)
 
 Two budgets: infrastructure losses (a preemption, a VM that vanished or never became ready) count
 against ``max_preemptions``; trainer deaths (a failed completion, a silent trainer) against
@@ -115,6 +116,16 @@ def requeue(rec: ExperimentRecord, reason: str) -> Transition:
     rec.started_at = None
     rec.note("requeued", reason)
     return Transition(applied=True, outcome="requeued", effects={"release_vm"})
+
+
+def never_started(rec: ExperimentRecord, reason: str, now: float) -> Transition:
+    """A queued experiment that will not be started (its batch's budget is reached): cancelled with
+    the reason. Only while it is still queued: one that got a slot meanwhile runs to its end."""
+    if rec.state != "queued":
+        return NOT_APPLIED
+    _finish(rec, "cancelled", reason, now)
+    rec.note("cancelled", reason)
+    return Transition(applied=True, outcome="cancelled")
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,12 @@ class LaunchRecord(Record):
     parallelism: int | None = None
     parallelism_reason: str = ""
     parallelism_lowered: str = ""
+    parallelism_lowered_at: float | None = None
+    parallelism_launched: int | None = None  # the value before the first lowering
+    # The batch's VM-hour budget (budget.py), and when and why it stopped starting experiments.
+    max_vm_hours: float | None = None
+    budget_reached: str = ""
+    budget_reached_at: float | None = None
 
 
 class FinalizeRecord(Record):

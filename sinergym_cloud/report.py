@@ -14,7 +14,6 @@ import base64
 import datetime as dt
 import html
 import io
-import itertools
 import json
 import logging
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sinergym_cloud import text
+from sinergym_cloud.budget import vm_hours  # the count the budget is held to (re-exported here)
 from sinergym_cloud.errors import BatchNotFound
 
 log = logging.getLogger(__name__)
@@ -57,39 +57,8 @@ class Row:
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def vm_hours(e: dict[str, Any], now: float) -> tuple[float | None, float | None]:
-    """(VM-hours, idle hours) of one experiment.
-
-    Each VM of the experiment lives from its creation (Compute Engine's creationTimestamp, recorded
-    per boot by cleanup and the sweeper) until the next VM of the same experiment was created (a preempted or
-    failed VM is replaced) or, for the last, until its ``deleteInstances`` request. Experiments
-    with no VM recorded fall back to the record's creation (written just before
-    ``createInstances``), which also starts the count when fewer VMs than boots were recorded.
-    Training runs from the trainer's start to the end of the run; the rest is
-    idle: booting, waiting to be dispatched, uploading, waiting to be deleted.
-    """
-    end = e.get("delete_requested_at") or e.get("finished_at") or now
-    created = sorted(float(t) for t in (e.get("vm_created") or {}).values())
-    if created and len(created) < int(e.get("attempts") or 0) and e.get("created_at") is not None:
-        # A boot whose VM time could not be read (it vanished first): the record's creation
-        # stands in for the first VM's, and a missing later one is covered by its predecessor.
-        created.insert(0, float(e["created_at"]))
-    if created:
-        lives = [b - a for a, b in itertools.pairwise(created)] + [end - created[-1]]
-        alive = sum(max(0.0, life) for life in lives) / 3600
-    elif e.get("created_at") is not None:
-        alive = max(0.0, end - e["created_at"]) / 3600
-    else:
-        return None, None
-    training = 0.0
-    if e.get("running_at"):
-        training = max(0.0, (e.get("finished_at") or now) - e["running_at"]) / 3600
-    return alive, max(0.0, alive - training)
-
-
 def gather(rt: Any, batch_id: str) -> tuple[dict[str, Any], list[Row]]:
     from sinergym_cloud import names, status
-    from sinergym_cloud.records import ExperimentRecord
 
     info = status.batch_status(rt, batch_id, with_links=True)
     tracking = rt.settings.mlflow_uri
@@ -102,7 +71,7 @@ def gather(rt: Any, batch_id: str) -> tuple[dict[str, Any], list[Row]]:
     rows = []
     for e in info["experiments"]:
         doc = rt.state.read(names.experiment_object(batch_id, e["index"]))
-        extra = ExperimentRecord.model_validate(doc.data).model_dump() if doc else {}
+        extra = dict(doc.data) if doc else {}  # as stored: records older than the queue lack its fields
         alive, idle = vm_hours({**e, **extra}, now)
         row = Row(
             index=e["index"],
@@ -277,6 +246,7 @@ table {{ border-collapse: collapse; font-size: 0.9rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: right; }}
 td:nth-child(2), td:last-child, th {{ text-align: left; }}
 .state.succeeded {{ color: #176117; }} .state.failed {{ color: #a11; }} .state.cancelled {{ color: #777; }}
+.state.queued {{ color: #8a6d00; }}
 figure {{ display: inline-block; margin: 1rem 1rem 0 0; }} img {{ max-width: 100%; }}
 .cost {{ font-size: 1.05rem; }}
 </style></head>

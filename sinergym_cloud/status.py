@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -12,7 +14,7 @@ from typing import Any
 from sinergym_cloud import metrics, names, tensorboard
 from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BatchNotFound
-from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
+from sinergym_cloud.records import LIVE, TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,51 @@ def mlflow_experiment_url(
     except (OSError, ValueError, KeyError):  # not reachable from here (e.g. behind IAP): the caller prints the name
         return None
     return f"{base}/#/experiments/{experiment_id}"
+
+
+_QUOTA_METRIC = re.compile(r"Quota '([A-Z0-9_]+)' exceeded")
+
+
+def _clock(at: float | None) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%H:%M UTC") if at else "?"
+
+
+def limits(launch: LaunchRecord) -> dict[str, Any]:
+    """How many VMs the batch may run at once and why, and its VM-hour budget, as recorded."""
+    return {
+        "parallelism": launch.parallelism,
+        "parallelism_reason": launch.parallelism_reason,
+        "parallelism_launched": launch.parallelism_launched or launch.parallelism,
+        "parallelism_lowered": launch.parallelism_lowered,
+        "parallelism_lowered_at": launch.parallelism_lowered_at,
+        "max_vm_hours": launch.max_vm_hours,
+        "budget_reached": launch.budget_reached,
+        "budget_reached_at": launch.budget_reached_at,
+    }
+
+
+def limit_notes(launch: LaunchRecord, counts: dict[str, int]) -> list[str]:
+    """Why the batch runs fewer VMs than it has experiments, in words: "running 2 of 3 at once:
+    quota INSTANCES exceeded at 12:03 UTC", "4 queued: at most 2 at once (max_parallel 2)", and
+    whether the VM-hour budget stopped it."""
+    notes = []
+    live = sum(counts.get(s, 0) for s in LIVE)
+    if launch.parallelism_lowered and launch.parallelism is not None:
+        # Shown, never decided on: the quota's name is in Compute's message, the decision was on its code.
+        found = _QUOTA_METRIC.search(launch.parallelism_lowered)
+        what = f"quota {found.group(1)} exceeded" if found else launch.parallelism_lowered.split(": ", 1)[-1]
+        asked = launch.parallelism_launched or launch.parallelism
+        when = _clock(launch.parallelism_lowered_at)
+        notes.append(f"running {launch.parallelism} of {asked} at once: {what} at {when} ({live} live now)")
+    if counts.get("queued") and launch.parallelism is not None:
+        notes.append(f"{counts['queued']} queued: at most {launch.parallelism} at once ({launch.parallelism_reason})")
+    if launch.max_vm_hours is not None:
+        if launch.budget_reached:
+            notes.append(f"budget of {launch.max_vm_hours:g} VM-hours reached at {_clock(launch.budget_reached_at)}: "
+                         f"{launch.budget_reached}")  # fmt: skip
+        else:
+            notes.append(f"budget: {launch.max_vm_hours:g} VM-hours")
+    return notes
 
 
 def batch_status(  # noqa: PLR0912 - one view assembled from every source
@@ -115,6 +162,8 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
         "finished_at": finalize.finished_at if finalize else None,
         "error": launch.error,
         "counts": counts,
+        "limits": limits(launch),
+        "limit_notes": limit_notes(launch, counts),
         "done": len(experiments) == launch.experiments and all(r.state in TERMINAL for r in experiments),
         "groups": groups,
         "alerts": alerts,

@@ -30,8 +30,10 @@ def test_batch_round_trips_through_the_wire_form() -> None:
         (b"\xff\xfe not utf-8", "not UTF-8"),
         (b"{not json", "not JSON"),
         (b"[1, 2]", "JSON object"),
-        (json.dumps(batch(schema_version=3)).encode(), "unsupported schema_version 3"),
+        (json.dumps(batch(schema_version=4)).encode(), "unsupported schema_version 4"),
         (json.dumps(batch(schema_version=1, max_parallel=2)).encode(), "max_parallel needs schema_version 2"),
+        (json.dumps(batch(schema_version=2, max_vm_hours=5)).encode(), "max_vm_hours needs schema_version 3"),
+        (json.dumps(batch(max_vm_hours=0)).encode(), "max_vm_hours"),
         (json.dumps(batch(experiments=[])).encode(), "experiments"),
         (json.dumps(batch(surprise=1)).encode(), "surprise"),
         (json.dumps(batch(batch_id="Bad Id!")).encode(), "batch_id"),
@@ -51,9 +53,11 @@ def test_bad_batches_are_rejected_with_a_reason(data: bytes, reason: str) -> Non
 def test_version_1_batches_are_still_read() -> None:
     old = contracts.parse(Batch, json.dumps(batch(schema_version=1)).encode())
     assert (old.schema_version, old.max_parallel) == (1, None)
-    new = contracts.parse(Batch, json.dumps(batch(max_parallel=3)).encode())
-    assert (new.schema_version, new.max_parallel) == (2, 3)
-    assert contracts.schema_versions(Batch) == (1, 2)
+    v2 = contracts.parse(Batch, json.dumps(batch(schema_version=2, max_parallel=3)).encode())
+    assert (v2.schema_version, v2.max_parallel, v2.max_vm_hours) == (2, 3, None)
+    new = contracts.parse(Batch, json.dumps(batch(max_parallel=3, max_vm_hours=12.5)).encode())
+    assert (new.schema_version, new.max_parallel, new.max_vm_hours) == (3, 3, 12.5)
+    assert contracts.schema_versions(Batch) == (1, 2, 3)
 
 
 def test_batch_size_limit_and_group_split() -> None:

@@ -156,3 +156,18 @@ def test_requeue_only_before_any_boot() -> None:
     assert (asked.state, asked.started_by, t.effects) == ("queued", None, {"release_vm"})
     assert not lifecycle.requeue(record("starting"), "x").applied
     assert not lifecycle.requeue(record("pending", "b1"), "x").applied
+
+
+def test_a_queued_experiment_the_budget_leaves_out_is_cancelled_only_while_queued() -> None:
+    waiting = record("queued", None)
+    t = lifecycle.never_started(waiting, "budget: 1 VM-hours", NOW)
+    assert (t.applied, waiting.state, waiting.reason, waiting.finished_at) == (
+        True,
+        "cancelled",
+        "budget: 1 VM-hours",
+        NOW,
+    )
+    assert not t.effects, "no VM was ever asked for: nothing to remove"
+    started = record("pending", None, started_by=2)
+    assert not lifecycle.never_started(started, "budget", NOW).applied, "one that got a slot meanwhile runs"
+    assert started.state == "pending"

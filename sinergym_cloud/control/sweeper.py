@@ -179,8 +179,11 @@ def lower_parallelism(rt: Runtime, batch_id: str, value: int, why: str) -> None:
         current = doc.get("parallelism")
         if current is not None and current <= value:
             return None
+        if doc.get("parallelism_launched") is None:
+            doc["parallelism_launched"] = current
         doc["parallelism"] = max(1, value)
         doc["parallelism_lowered"] = f"lowered to {max(1, value)} at run time: {why}"[:500]
+        doc["parallelism_lowered_at"] = time.time()
         return doc
 
     rt.state.update(names.launch_object(batch_id), change)
