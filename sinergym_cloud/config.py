@@ -42,6 +42,9 @@ class Settings:
     max_failures: int = 0
     heartbeat_timeout: float = 600.0
     boot_timeout: float = 900.0
+    # A VM creation refused for quota this long is a lower parallelism, not a passing moment (a VM
+    # being deleted still holds its quota until it is gone, and the group retries by itself).
+    quota_grace: float = 60.0
     max_runtime_hours: float = 48.0
     call_deadline: float = 30.0  # retries of one external call stop here (well inside the ack deadline)
 
@@ -80,6 +83,7 @@ class Settings:
             max_failures=int(env.get("SINERGYM_MAX_FAILURES", 0)),
             heartbeat_timeout=float(env.get("SINERGYM_HEARTBEAT_TIMEOUT", 600)),
             boot_timeout=float(env.get("SINERGYM_BOOT_TIMEOUT", 900)),
+            quota_grace=float(env.get("SINERGYM_QUOTA_GRACE", 60)),
             max_runtime_hours=float(env.get("SINERGYM_MAX_RUNTIME_HOURS", 48)),
             call_deadline=float(env.get("SINERGYM_CALL_DEADLINE", 30)),
         )

@@ -83,6 +83,7 @@ def _retry(rec: ExperimentRecord) -> None:
     """Back to pending: the next boot (a recreated VM) claims it afresh and resumes from the checkpoint."""
     rec.state = "pending"
     rec.boot_id = None
+    rec.quota_seen_at = None  # a fresh VM request: its refusals are counted afresh
 
 
 def promote(rec: ExperimentRecord, by: int | str, now: float) -> Transition:
@@ -106,6 +107,15 @@ def hand_over(rec: ExperimentRecord, to: int | None, *, expected: int | None) ->
     return Transition(applied=True, outcome="handed")
 
 
+def quota_seen(rec: ExperimentRecord, now: float) -> Transition:
+    """The sweeper first sees the experiment's VM refused for quota: remember since when (once per
+    VM request), so only a refusal that lasts lowers the batch's parallelism."""
+    if rec.state != "pending" or rec.boot_id is not None or rec.quota_seen_at is not None:
+        return NOT_APPLIED
+    rec.quota_seen_at = now
+    return Transition(applied=True, outcome="quota_seen")
+
+
 def requeue(rec: ExperimentRecord, reason: str) -> Transition:
     """A VM that was asked for cannot be had for now (over quota): the experiment waits in the queue
     again instead of being timed out, and its VM request is withdrawn. Only before any boot of it."""
@@ -114,6 +124,7 @@ def requeue(rec: ExperimentRecord, reason: str) -> Transition:
     rec.state = "queued"
     rec.started_by = None
     rec.started_at = None
+    rec.quota_seen_at = None
     rec.note("requeued", reason)
     return Transition(applied=True, outcome="requeued", effects={"release_vm"})
 

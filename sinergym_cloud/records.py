@@ -60,6 +60,7 @@ class ExperimentRecord(Record):
     started_by: int | str | None = None
     started_at: float | None = None
     handed_to: int | None = None
+    quota_seen_at: float | None = None  # when the sweeper first saw its VM refused for quota (this request)
     # What dispatch verified when it claimed the current boot: the VM's id and creation time from
     # Compute (a running experiment is re-claimed only by a recreated VM), and the nonce its
     # completion key is derived from with the key's hash (signing.py); never the key itself.

@@ -171,3 +171,12 @@ def test_a_queued_experiment_the_budget_leaves_out_is_cancelled_only_while_queue
     started = record("pending", None, started_by=2)
     assert not lifecycle.never_started(started, "budget", NOW).applied, "one that got a slot meanwhile runs"
     assert started.state == "pending"
+
+
+def test_a_quota_refusal_is_timed_from_its_first_sighting_per_vm_request() -> None:
+    asked = record("pending", None, started_by="launch")
+    assert lifecycle.quota_seen(asked, NOW).applied and asked.quota_seen_at == NOW
+    assert not lifecycle.quota_seen(asked, NOW + 5).applied, "the first sighting stands"
+    lifecycle.requeue(asked, "QUOTA_EXCEEDED")
+    assert asked.quota_seen_at is None, "a later request is timed afresh"
+    assert not lifecycle.quota_seen(record("running"), NOW).applied, "only a VM not yet had"
