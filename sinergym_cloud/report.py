@@ -79,7 +79,7 @@ def gather(rt: Any, batch_id: str) -> tuple[dict[str, Any], list[Row]]:
             environment=e["environment"],
             algorithm=e["algorithm"],
             seed=e["seed"],
-            state=e["state"],
+            state=str(extra.get("state", e["state"])),  # as read with its VM-hours
             episodes=e["episodes"],
             wall_hours=((e["finished_at"] or now) - e["running_at"]) / 3600 if e["running_at"] else None,
             vm_hours=alive,

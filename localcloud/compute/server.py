@@ -402,6 +402,7 @@ VM_ENV_KEYS = (
     "SINERGYM_UPLOAD_SECONDS",
     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT",
     "SINERGYM_TRAINER_MODULE",
+    "BENCH_WORK_SECONDS",  # how long bench/workload.py (the trainer's stand-in) works
 )
 
 
