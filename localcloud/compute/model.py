@@ -18,6 +18,7 @@ VM boots and shutdowns run on their own threads and take the lock only to change
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -450,6 +451,8 @@ class Cloud:
         self.vm_env = vm_env
         self.lock = threading.RLock()
         self.settings = Settings()
+        # Compute API calls served, by method (compute.<name>): what the benchmark counts per experiment.
+        self.calls: collections.Counter[str] = collections.Counter()
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
         self.migs: dict[tuple[str, str, str], Mig] = {}
         self.instances: dict[tuple[str, str, str], Vm] = {}

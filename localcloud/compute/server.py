@@ -270,6 +270,12 @@ class Api:
         with self.cloud.lock:
             return {"events": [e for e in self.cloud.events if e["t"] >= since]}
 
+    @route("GET", r"/_emulator/calls", "emulator.calls")
+    def calls(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        """Compute API calls served so far, by method: the benchmark's calls-per-experiment figure."""
+        with self.cloud.lock:
+            return {"calls": dict(self.cloud.calls)}
+
     @route("POST", r"/_emulator/config", "emulator.config")
     def config(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
         with self.cloud.lock:
@@ -327,6 +333,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             except json.JSONDecodeError:
                 raise invalid("Invalid JSON payload received.") from None
             if not route_name.startswith("emulator."):
+                with self.api.cloud.lock:
+                    self.api.cloud.calls[route_name] += 1
                 self.api.cloud.check_fault(route_name)
             result = getattr(self.api, handler_name)(m.groupdict(), query, body)
             if self.strict and not route_name.startswith("emulator."):
