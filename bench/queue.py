@@ -77,7 +77,13 @@ def queue(sizes: list[int] | None = None, launch_size: int = 1000, parallel: int
                 evs = events(env, s)
                 return evs if any(e["kind"] == "mig.delete" and e.get("mig") == m for e in evs) else None
 
-            evs = wait_for(finished, 120 + 4 * n, f"queued batch of {n} to end")
+            try:
+                evs = wait_for(finished, 300 + 4 * n, f"queued batch of {n} to end")
+            except TimeoutError:
+                from sinergym_cloud import status
+
+                say(f"the batch did not end: {status.batch_status(rt, bid, with_alerts=False)['counts']}")
+                raise
             calls = _calls(env) - calls_before
             recs = [
                 ExperimentRecord.model_validate(doc.data)

@@ -678,6 +678,10 @@ class TrainerSpec(Strict):
     boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
     attempt: int = Field(1, ge=1)
     mlflow_experiment: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    # The queue (issue 16): what gave the experiment its VM slot, and how long it waited queued for
+    # it; the trainer tags its MLflow run with both. Defaults: started at launch, no wait.
+    started_by: str = Field("launch", pattern=r"^(launch|experiment [0-9]{1,5})$")
+    queued_seconds: float = Field(0.0, ge=0)
     # Handed over the verified SSH session only (signing.py): the trainer signs its Completion with
     # the first and its checkpoints with the second. None: an unsigned run, whose completion cleanup refuses.
     completion_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
