@@ -200,10 +200,10 @@ def test_a_budget_reached_cancels_the_rest_with_the_reason_and_the_alert_says_so
     rt = wcloud.runtime()
     small, big = ppo(seed=1), ppo(seed=2, episodes=40)
     one, forty = budget.estimate_vm_hours(small), budget.estimate_vm_hours(big)
-    # Room for the two small ones of the first wave, but not for the big one while one still runs.
+    # Room for the two small ones of the first wave, but not for a big one while one still runs.
     limit = 2 * one + 0.01
     assert one + forty > limit
-    batch = make_batch(small, small, big, small, max_parallel=2, max_vm_hours=limit)
+    batch = make_batch(small, small, big, big, max_parallel=2, max_vm_hours=limit)
     publish_batch(rt, batch)
     done = wait_batch(rt, batch.batch_id, 120)
     states = [e["state"] for e in done["experiments"]]

@@ -40,16 +40,21 @@ def queued(states: dict[int, str]) -> list[int]:
     return sorted(i for i, s in states.items() if s == "queued")
 
 
-def choose(launch: LaunchRecord, states: dict[int, str], taken: set[int]) -> int:
+def choose(launch: LaunchRecord, states: dict[int, str], taken: set[int], ended: int = 0) -> int:
     """The queued experiment an ended one's slot goes to, or NOBODY (none waits, or the batch now
-    runs fewer VMs at once than it has live: a quota error lowered its parallelism)."""
+    runs fewer VMs at once than it has live: a quota error lowered its parallelism).
+
+    Endings that come together (a whole wave) would all choose the first queued one and then race
+    for it, one compare-and-swap round each per loser: the ``ended`` experiment's index spreads
+    them over the queue instead (a wave of P that ends together picks P different ones), at the
+    price of a queue that is first-in-first-out only roughly."""
     if launch.status not in ("launching", "launched"):
         return NOBODY  # cancelled or failed: nothing more starts
     live = sum(1 for s in states.values() if s in LIVE)
     if launch.parallelism is not None and live >= launch.parallelism:
         return NOBODY
     waiting = [i for i in queued(states) if i not in taken]
-    return waiting[0] if waiting else NOBODY
+    return waiting[ended % len(waiting)] if waiting else NOBODY
 
 
 def _hand_over(to: int | None, expected: int | None) -> Callable[[ExperimentRecord], lifecycle.Transition]:
@@ -70,7 +75,7 @@ def start_next(rt: Runtime, ended: ExperimentRecord) -> int | None:
         assert rec is not None
         target = rec.handed_to
         if target is None:
-            want = choose(launch, batches.experiment_states(rt, bid), taken)
+            want = choose(launch, batches.experiment_states(rt, bid), taken, ended.index)
             if want != NOBODY and launch.max_vm_hours is not None:
                 want = within_budget(rt, launch, want)
             rec, _ = batches.transition(rt, bid, ended.index, _hand_over(want, None))
