@@ -1,4 +1,4 @@
-"""`python -m bench [--only cloud,control,trainer] [--quick]`: run the benchmarks, print one table.
+"""`python -m bench [--only cloud,control,queue,trainer] [--quick]`: run the benchmarks, print one table.
 
 Each figure is printed with its goal; nothing is asserted. Results are written to
 bench-results/bench-<time>.json and bench-results/latest.json; a previous latest.json is compared.
@@ -79,7 +79,15 @@ def render(rows: list[dict[str, Any]], before: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--only", default="cloud,control,trainer", help="comma-separated groups: cloud, control, trainer"
+        "--only", default="cloud,control,queue,trainer", help="comma-separated groups: cloud, control, queue, trainer"
+    )
+    parser.add_argument(
+        "--queue-sizes",
+        default="",
+        help="queue only: the batch sizes N at max_parallel 20 (default 20,200; --quick: 20), then the launch of 1000",
+    )
+    parser.add_argument(
+        "--launch-size", type=int, default=1000, help="queue only: the batch whose VM requests launch is timed on"
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller batches")
     parser.add_argument(
@@ -100,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
         profiles = tuple(p for p in args.profiles.split(",") if p.strip())
         rows += figures.control(quick=args.quick, sizes=sizes or None, profiles=profiles)
+    if "queue" in groups:
+        from bench import queue
+
+        queue_sizes = [int(n) for n in args.queue_sizes.split(",") if n.strip()] or ([20] if args.quick else None)
+        rows += queue.queue(sizes=queue_sizes, launch_size=args.launch_size)
     if "trainer" in groups:
         rows += figures.trainer(quick=args.quick)
     out = REPO / "bench-results"

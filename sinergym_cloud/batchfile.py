@@ -44,6 +44,7 @@ BATCH_KEYS = {
     "template_name",
     "results_bucket",
     "max_parallel",
+    "max_vm_hours",
     "defaults",
     "experiments",
 }

@@ -23,7 +23,8 @@ from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.options import ACTOR_CRITIC_OFF, ALL, OFF_POLICY, ON_POLICY, Option, option_of
 
 SCHEMA_VERSION = 1  # of InstanceReady, Completion, TrainerSpec
-# Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones; 1 and 2 are still read (schema_versions()).
+# Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones and max_vm_hours; 1 and 2 are still
+# read (schema_versions()).
 MAX_EXPERIMENTS = 5000
 MAX_ZONES = 8
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -544,7 +545,8 @@ class Batch(Strict):
     """
 
     schema_version: Literal[1, 2, 3] = Field(
-        3, description="1 and 2 are still read; 2 adds Sinergym-config fields, 3 adds zones."
+        3,
+        description="1 and 2 are still read; 2 adds Sinergym-config fields and max_parallel, 3 zones and max_vm_hours.",
     )
     batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
     group_name: GroupName = "sinergym-group"
@@ -596,6 +598,15 @@ class Batch(Strict):
         """The zones the batch may use, in order: ``zones``, or just ``zone``."""
         return list(self.zones) if self.zones else [self.zone]
 
+    # Version 3: a budget. No experiment starts once the batch's VM-hours so far plus the estimates of
+    # the running ones and of it would pass it; those left end cancelled with the reason "budget".
+    max_vm_hours: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="VM-hour budget of the whole batch; experiments that would pass it are cancelled (budget).",
+    )
+
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> Batch:
         for i, exp in enumerate(self.experiments):
@@ -621,6 +632,8 @@ class Batch(Strict):
     def _version_fields(self) -> Batch:
         if self.schema_version < 3 and self.zones is not None:
             raise ValueError("zones needs schema_version 3")
+        if self.schema_version < 3 and self.max_vm_hours is not None:
+            raise ValueError("max_vm_hours needs schema_version 3")
         if self.schema_version == 1:
             if self.max_parallel is not None:
                 raise ValueError("max_parallel needs schema_version 2")
@@ -790,6 +803,10 @@ class TrainerSpec(Strict):
     boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
     attempt: int = Field(1, ge=1)
     mlflow_experiment: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    # The queue (issue 16): what gave the experiment its VM slot, and how long it waited queued for
+    # it; the trainer tags its MLflow run with both. Defaults: started at launch, no wait.
+    started_by: str = Field("launch", pattern=r"^(launch|experiment [0-9]{1,5})$")
+    queued_seconds: float = Field(0.0, ge=0)
     # Handed over the verified SSH session only (signing.py): the trainer signs its Completion with
     # the first and its checkpoints with the second. None: an unsigned run, whose completion cleanup refuses.
     completion_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")

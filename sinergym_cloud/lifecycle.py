@@ -12,6 +12,7 @@ States::
                          ▲                                                     │
                          └── retried within the budget (failed, preempted, lost) ◀┘
     any live state ──force_terminal──▶ failed | cancelled;  over a budget ──▶ failed
+    queued ──never_started──▶ cancelled (the batch's VM-hour budget is reached)
 
 Two budgets: infrastructure losses (a preemption, a VM that vanished or never became ready) count
 against ``max_preemptions``; trainer deaths (a failed completion, a silent trainer) against
@@ -82,6 +83,7 @@ def _retry(rec: ExperimentRecord) -> None:
     """Back to pending: the next boot (a recreated VM) claims it afresh and resumes from the checkpoint."""
     rec.state = "pending"
     rec.boot_id = None
+    rec.quota_seen_at = None  # a fresh VM request: its refusals are counted afresh
 
 
 def promote(rec: ExperimentRecord, by: int | str, now: float) -> Transition:
@@ -105,6 +107,15 @@ def hand_over(rec: ExperimentRecord, to: int | None, *, expected: int | None) ->
     return Transition(applied=True, outcome="handed")
 
 
+def quota_seen(rec: ExperimentRecord, now: float) -> Transition:
+    """The sweeper first sees the experiment's VM refused for quota: remember since when (once per
+    VM request), so only a refusal that lasts lowers the batch's parallelism."""
+    if rec.state != "pending" or rec.boot_id is not None or rec.quota_seen_at is not None:
+        return NOT_APPLIED
+    rec.quota_seen_at = now
+    return Transition(applied=True, outcome="quota_seen")
+
+
 def requeue(rec: ExperimentRecord, reason: str) -> Transition:
     """A VM that was asked for cannot be had for now (over quota): the experiment waits in the queue
     again instead of being timed out, and its VM request is withdrawn. Only before any boot of it."""
@@ -113,6 +124,7 @@ def requeue(rec: ExperimentRecord, reason: str) -> Transition:
     rec.state = "queued"
     rec.started_by = None
     rec.started_at = None
+    rec.quota_seen_at = None
     rec.note("requeued", reason)
     return Transition(applied=True, outcome="requeued", effects={"release_vm"})
 
@@ -127,6 +139,16 @@ def move(rec: ExperimentRecord, zone: str, mig: str, reason: str) -> Transition:
     rec.note("moved", f"{rec.zone} -> {zone}: {reason}")
     rec.zone, rec.mig = zone, mig
     return Transition(applied=True, outcome="moved", effects={"release_vm", "request_vm"})
+
+
+def never_started(rec: ExperimentRecord, reason: str, now: float) -> Transition:
+    """A queued experiment that will not be started (its batch's budget is reached): cancelled with
+    the reason. Only while it is still queued: one that got a slot meanwhile runs to its end."""
+    if rec.state != "queued":
+        return NOT_APPLIED
+    _finish(rec, "cancelled", reason, now)
+    rec.note("cancelled", reason)
+    return Transition(applied=True, outcome="cancelled")
 
 
 @dataclass(frozen=True)

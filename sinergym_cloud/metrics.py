@@ -45,7 +45,9 @@ def write(clients: Clients, metric_type: str, labels: dict[str, Any], value: flo
     log.info("metric %s written: %s", metric_type, labels)
 
 
-def batch_finished(clients: Clients, batch_id: str, group: str, counts: dict[str, int]) -> None:
+def batch_finished(clients: Clients, batch_id: str, group: str, counts: dict[str, int], note: str = "") -> None:
+    """The point that fires the batch-finished alert; ``note`` says what else on-call staff should
+    know (the VM-hour budget stopped the batch), or is empty."""
     write(
         clients,
         names.METRIC_BATCH_FINISHED,
@@ -55,6 +57,7 @@ def batch_finished(clients: Clients, batch_id: str, group: str, counts: dict[str
             "succeeded": counts.get("succeeded", 0),
             "failed": counts.get("failed", 0),
             "cancelled": counts.get("cancelled", 0),
+            "note": note,
         },
     )
 

@@ -61,6 +61,7 @@ class ExperimentRecord(Record):
     started_by: int | str | None = None
     started_at: float | None = None
     handed_to: int | None = None
+    quota_seen_at: float | None = None  # when the sweeper first saw its VM refused for quota (this request)
     # What dispatch verified when it claimed the current boot: the VM's id and creation time from
     # Compute (a running experiment is re-claimed only by a recreated VM), and the nonce its
     # completion key is derived from with the key's hash (signing.py); never the key itself.
@@ -142,6 +143,13 @@ class LaunchRecord(Record):
             for zone in self.all_zones
             for mig in self.migs
         ]
+
+    parallelism_lowered_at: float | None = None
+    parallelism_launched: int | None = None  # the value before the first lowering
+    # The batch's VM-hour budget (budget.py), and when and why it stopped starting experiments.
+    max_vm_hours: float | None = None
+    budget_reached: str = ""
+    budget_reached_at: float | None = None
 
 
 class FinalizeRecord(Record):

@@ -6,6 +6,8 @@ Built once per process (module-level and lazy in the function entry points), pas
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from dataclasses import dataclass
 
 from sinergym_cloud.clients import Clients
@@ -34,5 +36,9 @@ class Runtime:
 
 @functools.cache
 def get() -> Runtime:
-    """The process's runtime, from the environment."""
+    """The process's runtime, from the environment. ``SINERGYM_DEBUG_LOGGERS`` (comma-separated
+    logger names) turns those loggers to DEBUG, e.g. ``sinergym_cloud.state.writes`` for the
+    benchmark's count of state-object writes."""
+    for name in filter(None, (n.strip() for n in os.environ.get("SINERGYM_DEBUG_LOGGERS", "").split(","))):
+        logging.getLogger(name).setLevel(logging.DEBUG)
     return Runtime.from_settings(Settings.from_env())

@@ -28,6 +28,8 @@ from sinergym_cloud import retry
 from sinergym_cloud.errors import Conflict
 
 log = logging.getLogger(__name__)
+# One DEBUG line per state-object write attempt (the benchmark counts them: SINERGYM_DEBUG_LOGGERS).
+writes = logging.getLogger(f"{__name__}.writes")
 
 Doc = dict[str, Any]
 
@@ -67,6 +69,8 @@ class StateStore:
             blob.metadata = metadata
         body = json.dumps(data, sort_keys=True, default=str)
 
+        writes.debug("state write %s", path)
+
         def put() -> bool:
             try:
                 blob.upload_from_string(
@@ -105,6 +109,7 @@ class StateStore:
     def put(self, path: str, data: Doc) -> None:
         """Unconditional write (heartbeats and other last-writer-wins documents)."""
         blob = self.bucket.blob(path)
+        writes.debug("state write %s", path)
         retry.call(
             lambda: blob.upload_from_string(json.dumps(data, default=str), content_type="application/json", timeout=10),
             what=f"put {path}",

@@ -32,6 +32,8 @@ def test_batch_round_trips_through_the_wire_form() -> None:
         (b"[1, 2]", "JSON object"),
         (json.dumps(batch(schema_version=4)).encode(), "unsupported schema_version 4"),
         (json.dumps(batch(schema_version=1, max_parallel=2)).encode(), "max_parallel needs schema_version 2"),
+        (json.dumps(batch(schema_version=2, max_vm_hours=5)).encode(), "max_vm_hours needs schema_version 3"),
+        (json.dumps(batch(max_vm_hours=0)).encode(), "max_vm_hours"),
         (json.dumps(batch(experiments=[])).encode(), "experiments"),
         (json.dumps(batch(surprise=1)).encode(), "surprise"),
         (json.dumps(batch(batch_id="Bad Id!")).encode(), "batch_id"),
@@ -53,8 +55,9 @@ def test_version_1_batches_are_still_read() -> None:
     assert (old.schema_version, old.max_parallel) == (1, None)
     v2 = contracts.parse(Batch, json.dumps(batch(schema_version=2, max_parallel=3)).encode())
     assert (v2.schema_version, v2.max_parallel, v2.zones, v2.all_zones) == (2, 3, None, ["europe-west1-b"])
-    new = contracts.parse(Batch, json.dumps(batch(max_parallel=3)).encode())
-    assert (new.schema_version, new.max_parallel) == (3, 3)
+    assert v2.max_vm_hours is None
+    new = contracts.parse(Batch, json.dumps(batch(max_parallel=3, max_vm_hours=12.5)).encode())
+    assert (new.schema_version, new.max_parallel, new.max_vm_hours) == (3, 3, 12.5)
     assert contracts.schema_versions(Batch) == (1, 2, 3)
 
 

@@ -169,3 +169,27 @@ def test_move_to_another_zone_only_before_any_boot() -> None:
         rec = record(state, boot)
         assert not lifecycle.move(rec, "z2", "m-c", "x").applied, state
         assert (rec.zone, rec.moved_from) == ("z", [])
+
+
+def test_a_queued_experiment_the_budget_leaves_out_is_cancelled_only_while_queued() -> None:
+    waiting = record("queued", None)
+    t = lifecycle.never_started(waiting, "budget: 1 VM-hours", NOW)
+    assert (t.applied, waiting.state, waiting.reason, waiting.finished_at) == (
+        True,
+        "cancelled",
+        "budget: 1 VM-hours",
+        NOW,
+    )
+    assert not t.effects, "no VM was ever asked for: nothing to remove"
+    started = record("pending", None, started_by=2)
+    assert not lifecycle.never_started(started, "budget", NOW).applied, "one that got a slot meanwhile runs"
+    assert started.state == "pending"
+
+
+def test_a_quota_refusal_is_timed_from_its_first_sighting_per_vm_request() -> None:
+    asked = record("pending", None, started_by="launch")
+    assert lifecycle.quota_seen(asked, NOW).applied and asked.quota_seen_at == NOW
+    assert not lifecycle.quota_seen(asked, NOW + 5).applied, "the first sighting stands"
+    lifecycle.requeue(asked, "QUOTA_EXCEEDED")
+    assert asked.quota_seen_at is None, "a later request is timed afresh"
+    assert not lifecycle.quota_seen(record("running"), NOW).applied, "only a VM not yet had"

@@ -369,3 +369,25 @@ def test_uploads_are_verified(cloud: Cloud, tmp_path: Path) -> None:
     assert f"missing: gs://{bucket.name}/{prefix}a/x.csv" in storage.verify_manifest(bucket, prefix)
     with contextlib.suppress(exceptions.NotFound):
         bucket.blob(prefix + "MANIFEST.json").delete()
+
+
+def test_the_mlflow_run_says_whether_the_experiment_waited_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer import tracking
+    from trainer.run import Context
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tags = {}
+    for by, waited in (("experiment 3", 42.0), ("launch", 0.0)):
+        ctx = Context(experiment=Experiment(environment=CONT), name=f"q-{waited:g}", batch_id="b-queue",
+                      started_by=by, queued_seconds=waited, mlflow_experiment="queue-tags")  # fmt: skip
+        run = tracking.start(ctx, None)
+        mlflow.end_run()
+        tags[by] = mlflow.get_run(run.info.run_id).data.tags
+    assert (tags["experiment 3"]["queue"], tags["experiment 3"]["queued_seconds"]) == ("queued", "42.0")
+    assert tags["experiment 3"]["started_by"] == "experiment 3"
+    assert (tags["launch"]["queue"], tags["launch"]["started_by"]) == ("started at launch", "launch")
+    spec = spec_for(Experiment(environment=CONT)).model_dump()
+    with pytest.raises(ValueError, match="started_by"):
+        TrainerSpec.model_validate({**spec, "started_by": "rm -rf /"})

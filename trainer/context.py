@@ -33,6 +33,8 @@ class Context:
     zone: str | None = None
     boot_id: str | None = None
     attempt: int = 1
+    started_by: str = "launch"  # the queue: what gave it its VM slot ("launch", "experiment 3")
+    queued_seconds: float = 0.0  # how long it waited queued for that slot
     completion_key: str | None = None  # signs the Completion (from dispatch, over SSH)
     checkpoint_key: str | None = None  # signs and checks the checkpoints (from dispatch, over SSH)
 
@@ -52,6 +54,8 @@ class Context:
             zone=spec.zone,
             boot_id=spec.boot_id,
             attempt=spec.attempt,
+            started_by=spec.started_by,
+            queued_seconds=spec.queued_seconds,
             completion_key=spec.completion_key,
             checkpoint_key=spec.checkpoint_key,
         )

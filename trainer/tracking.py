@@ -46,6 +46,16 @@ def uri_problem(uri: str | None, env: Mapping[str, str]) -> str | None:
     )
 
 
+def queue_tags(ctx: Context) -> dict[str, str]:
+    """The run's tags about the queue: whether the experiment waited ``queued`` (beyond its batch's
+    parallelism) before its VM, for how long, and what gave it its slot."""
+    return {
+        "queue": "queued" if ctx.queued_seconds > 0 else "started at launch",
+        "queued_seconds": f"{ctx.queued_seconds:.1f}",
+        "started_by": ctx.started_by,
+    }
+
+
 def start(ctx: Context, run_id: str | None) -> Any:
     import mlflow
 
@@ -77,6 +87,7 @@ def start(ctx: Context, run_id: str | None) -> Any:
         "attempt": str(ctx.attempt),
         "algorithm": ctx.experiment.algorithm,
         "environment": ctx.experiment.environment,
+        **queue_tags(ctx),
     }
     run = retry.call(
         lambda: mlflow.start_run(run_name=ctx.name, tags=tags),

@@ -299,6 +299,12 @@ class Api:
         with self.cloud.lock:
             return {"events": [e for e in self.cloud.events if e["t"] >= since]}
 
+    @route("GET", r"/_emulator/calls", "emulator.calls")
+    def calls(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        """Compute API calls served so far, by method: the benchmark's calls-per-experiment figure."""
+        with self.cloud.lock:
+            return {"calls": dict(self.cloud.calls)}
+
     @route("POST", r"/_emulator/config", "emulator.config")
     def config(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
         with self.cloud.lock:
@@ -356,6 +362,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             except json.JSONDecodeError:
                 raise invalid("Invalid JSON payload received.") from None
             if not route_name.startswith("emulator."):
+                with self.api.cloud.lock:
+                    self.api.cloud.calls[route_name] += 1
                 self.api.cloud.check_fault(route_name)
             result = getattr(self.api, handler_name)(m.groupdict(), query, body)
             if self.strict and not route_name.startswith("emulator."):
@@ -431,6 +439,7 @@ VM_ENV_KEYS = (
     "SINERGYM_UPLOAD_SECONDS",
     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT",
     "SINERGYM_TRAINER_MODULE",
+    "BENCH_WORK_SECONDS",  # how long bench/workload.py (the trainer's stand-in) works
 )
 
 

@@ -7,6 +7,7 @@ to change state.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import threading
@@ -73,6 +74,8 @@ class State:
         self.vm_env = vm_env
         self.lock = threading.RLock()
         self.settings = Settings()
+        # Compute API calls served, by method (compute.<name>): what the benchmark counts per experiment.
+        self.calls: collections.Counter[str] = collections.Counter()
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
         self.migs: dict[tuple[str, str, str], Mig] = {}
         self.instances: dict[tuple[str, str, str], Vm] = {}

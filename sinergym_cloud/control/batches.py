@@ -135,11 +135,21 @@ def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: P
             deleted = rt.compute.delete_group(zone, mig)
             log.info("batch %s: group %s/%s %s", batch_id, zone, mig, "deleted" if deleted else "was already gone")
         rt.state.update(path, lambda doc: {**doc, "mig_deleted": True})
-    metrics.batch_finished(rt.clients, batch_id, launch.group, counts)
+    metrics.batch_finished(rt.clients, batch_id, launch.group, counts, note=finish_note(launch))
     rt.state.update(path, lambda doc: {**doc, "alerted": True, "finished_at": time.time(), "counts": counts})
     rt.state.delete(names.active_object(batch_id))
     log.info("batch %s finished: %s", batch_id, counts)
     return True
+
+
+def finish_note(launch: LaunchRecord) -> str:
+    """What the batch-finished alert adds to the counts: that the VM-hour budget stopped the batch."""
+    if not launch.budget_reached:
+        return ""
+    return (
+        f"The VM-hour budget of {launch.max_vm_hours:g} h was reached: experiments not started were cancelled "
+        f"({launch.budget_reached}). "
+    )
 
 
 class _Lost(Exception):

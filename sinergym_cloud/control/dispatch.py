@@ -173,6 +173,8 @@ def _converse(rt: Runtime, talk: ssh.Conversation, ready: InstanceReady, *, host
         boot_id=ready.boot_id,
         attempt=rec.attempts,
         mlflow_experiment=launch.mlflow_experiment,
+        started_by="launch" if rec.started_by in (None, "launch") else f"experiment {rec.started_by}",
+        queued_seconds=max(0.0, (rec.started_at or rec.created_at) - rec.created_at),
         completion_key=signing.completion_key(secret, rec.batch_id, rec.index, ready.boot_id, rec.completion_nonce),
         checkpoint_key=signing.checkpoint_key(secret, rec.batch_id, rec.name),
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from sinergym_cloud import capacity, contracts, errors, names, retry
+from sinergym_cloud import budget, capacity, contracts, errors, names, retry
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.errors import Permanent
 from sinergym_cloud.events import Delivery
@@ -75,10 +75,19 @@ def decide_parallelism(rt: Runtime, batch: Batch) -> capacity.Parallelism:
 
 
 def experiment_records(batch: Batch, parallel: int | None = None) -> list[ExperimentRecord]:
-    """One record per experiment: the first ``parallel`` start now (pending), the rest wait (queued)."""
+    """One record per experiment: the first ``parallel`` start now (pending), the rest wait (queued).
+
+    With a VM-hour budget, the first wave is cut where its estimates would pass it: the experiment
+    there and all after it are never started (cancelled, reason ``budget``)."""
     submitted = batch.submitted_at or datetime.now(UTC)
-    return [
-        ExperimentRecord(
+    wave = len(batch.experiments) if parallel is None else min(parallel, len(batch.experiments))
+    fit = budget.first_wave(batch.max_vm_hours, batch.experiments, wave)
+    cut = budget_cut_reason(batch, fit) if fit < wave else ""
+    now = time.time()
+    records = []
+    for i, exp in enumerate(batch.experiments):
+        state = "pending" if i < fit else ("cancelled" if cut else "queued")
+        rec = ExperimentRecord(
             batch_id=batch.batch_id,
             index=i,
             name=contracts.experiment_name(exp, submitted, i),
@@ -87,11 +96,28 @@ def experiment_records(batch: Batch, parallel: int | None = None) -> list[Experi
             mig=names.mig_name(batch.group_name, batch.batch_id, names.mig_part(i)),
             instance=names.instance_name(batch.group_name, batch.batch_id, i),
             spec=exp,
-            state="queued" if parallel is not None and i >= parallel else "pending",
-            started_by=None if parallel is not None and i >= parallel else "launch",
+            state=state,
+            started_by="launch" if i < fit else None,
         )
-        for i, exp in enumerate(batch.experiments)
-    ]
+        if state == "cancelled":
+            rec.reason, rec.finished_at = cut, now
+            rec.note("cancelled", cut)
+        records.append(rec)
+    return records
+
+
+def budget_cut_reason(batch: Batch, fit: int) -> str:
+    """Why launch starts only the first ``fit`` experiments: the next one's estimate passes the budget."""
+    assert batch.max_vm_hours is not None
+    running = sum(budget.estimate_vm_hours(e) for e in batch.experiments[:fit])
+    verdict = budget.Verdict(
+        fits=False,
+        limit=batch.max_vm_hours,
+        used=0.0,
+        running=running,
+        candidate=budget.estimate_vm_hours(batch.experiments[fit]),
+    )
+    return verdict.reason
 
 
 def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
@@ -126,6 +152,7 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
             parallelism=parallel.value,
             parallelism_reason=parallel.reason,
             zones=batch.all_zones if batch.zones else [],
+            max_vm_hours=batch.max_vm_hours,
         )
         state.create(names.launch_object(bid), record.doc())
     else:
@@ -167,6 +194,14 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
     _ensure_bucket(rt, record.results_bucket)
     records = experiment_records(batch, record.parallelism)
     starting = {r.index for r in records if r.state == "pending"}
+    cut = next((r.reason for r in records if r.state == "cancelled"), "")
+    if cut:
+        rt.state.update(
+            names.launch_object(bid),
+            lambda doc: (
+                None if doc.get("budget_reached") else {**doc, "budget_reached": cut, "budget_reached_at": time.time()}
+            ),
+        )
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(
             pool.map(
@@ -209,6 +244,10 @@ def _mark_launched(rt: Runtime, batch: Batch) -> LaunchRecord:
         # Cancelled while we were creating: undo what we made.
         for zone, mig in record.groups():
             rt.compute.delete_group(zone, mig)
+    elif record.status == "launched" and record.max_vm_hours is not None:
+        from sinergym_cloud.control import batches
+
+        batches.finalize_if_done(rt, batch.batch_id, owner=f"launch-{batch.batch_id}")  # the budget left none
     log.info("batch %s: %s with %d experiment(s) in %s", batch.batch_id, record.status, record.experiments, record.migs)
     return record
 

@@ -11,6 +11,10 @@ no polling loop. Two compare-and-swaps make it exact under duplicate and concurr
 
 The VM is asked for only while the promoted experiment is still pending (before any boot), so a late
 duplicate never brings back a VM for an experiment that already ran.
+
+A batch with a VM-hour budget (``max_vm_hours``) starts the chosen experiment only if it fits
+(budget.py); if it does not, it and every other queued experiment end ``cancelled`` with the reason
+``budget`` before the slot is handed to no one, so a redelivery finds nothing left to start.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable
 
 from google.api_core import exceptions
 
-from sinergym_cloud import lifecycle, names
+from sinergym_cloud import budget, lifecycle, names
 from sinergym_cloud.control import batches
 from sinergym_cloud.lifecycle import NOBODY
 from sinergym_cloud.records import LIVE, ExperimentRecord, LaunchRecord
@@ -36,16 +40,21 @@ def queued(states: dict[int, str]) -> list[int]:
     return sorted(i for i, s in states.items() if s == "queued")
 
 
-def choose(launch: LaunchRecord, states: dict[int, str], taken: set[int]) -> int:
+def choose(launch: LaunchRecord, states: dict[int, str], taken: set[int], ended: int = 0) -> int:
     """The queued experiment an ended one's slot goes to, or NOBODY (none waits, or the batch now
-    runs fewer VMs at once than it has live: a quota error lowered its parallelism)."""
+    runs fewer VMs at once than it has live: a quota error lowered its parallelism).
+
+    Endings that come together (a whole wave) would all choose the first queued one and then race
+    for it, one compare-and-swap round each per loser: the ``ended`` experiment's index spreads
+    them over the queue instead (a wave of P that ends together picks P different ones), at the
+    price of a queue that is first-in-first-out only roughly."""
     if launch.status not in ("launching", "launched"):
         return NOBODY  # cancelled or failed: nothing more starts
     live = sum(1 for s in states.values() if s in LIVE)
     if launch.parallelism is not None and live >= launch.parallelism:
         return NOBODY
     waiting = [i for i in queued(states) if i not in taken]
-    return waiting[0] if waiting else NOBODY
+    return waiting[ended % len(waiting)] if waiting else NOBODY
 
 
 def _hand_over(to: int | None, expected: int | None) -> Callable[[ExperimentRecord], lifecycle.Transition]:
@@ -66,7 +75,9 @@ def start_next(rt: Runtime, ended: ExperimentRecord) -> int | None:
         assert rec is not None
         target = rec.handed_to
         if target is None:
-            want = choose(launch, batches.experiment_states(rt, bid), taken)
+            want = choose(launch, batches.experiment_states(rt, bid), taken, ended.index)
+            if want != NOBODY and launch.max_vm_hours is not None:
+                want = within_budget(rt, launch, want)
             rec, _ = batches.transition(rt, bid, ended.index, _hand_over(want, None))
             assert rec is not None, "the ended experiment's record exists"
             target = rec.handed_to
@@ -94,3 +105,45 @@ def request_vm(rt: Runtime, launch: LaunchRecord, rec: ExperimentRecord) -> None
         # The group is gone (deleted by hand, a restarted local cloud): make it again, as the sweeper does.
         rt.compute.ensure_group(rec.zone, rec.mig, launch.template, batch_id=rec.batch_id)
         rt.compute.create_instances(rec.zone, rec.mig, wanted)
+
+
+def within_budget(rt: Runtime, launch: LaunchRecord, want: int) -> int:
+    """``want`` if starting it keeps the batch within its VM-hour budget; else NOBODY, once every
+    queued experiment has been cancelled for the budget and the launch record says when and why."""
+    assert launch.max_vm_hours is not None
+    bid = launch.batch_id
+    docs = [
+        d.data
+        for i in sorted(batches.experiment_states(rt, bid))
+        if (d := rt.state.read(names.experiment_object(bid, i)))
+    ]
+    candidate = next((d for d in docs if d["index"] == want), None)
+    if candidate is None:
+        return want
+    verdict = budget.check(launch.max_vm_hours, docs, ExperimentRecord.model_validate(candidate).spec, time.time())
+    if verdict.fits:
+        return want
+    stop_for_budget(rt, bid, verdict.reason)
+    return NOBODY
+
+
+def stop_for_budget(rt: Runtime, batch_id: str, reason: str) -> list[int]:
+    """The budget is reached: say so in the launch record (once), and cancel what still waits.
+    Returns the experiments cancelled now."""
+
+    def reached(doc: dict[str, object]) -> dict[str, object] | None:
+        if doc.get("budget_reached"):
+            return None
+        doc["budget_reached"] = reason[:500]
+        doc["budget_reached_at"] = time.time()
+        return doc
+
+    rt.state.update(names.launch_object(batch_id), reached)
+    cancelled = []
+    for i in queued(batches.experiment_states(rt, batch_id)):
+        _, t = batches.transition(rt, batch_id, i, lambda r: lifecycle.never_started(r, reason, time.time()))
+        if t.applied:
+            cancelled.append(i)
+    if cancelled:
+        log.warning("batch %s: %s; cancelled %s", batch_id, reason, cancelled)
+    return cancelled

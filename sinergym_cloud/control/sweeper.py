@@ -149,7 +149,7 @@ def _sweep_experiment(
             report.setdefault("moved", []).append(f"{where}: {moved}")
             return
     if member is not None and rec.boot_id is None and QUOTA_EXCEEDED in member["codes"]:
-        if over_quota(rt, record, rec, member, states):
+        if over_quota(rt, record, rec, member, states, now=now):
             report["requeued"].append(f"{where}: {QUOTA_EXCEEDED}")
         return  # waiting for quota is not failing: never timed out for it
     verdict = diagnose(rt, rec, record, member, now)
@@ -176,13 +176,25 @@ def _members(rt: Runtime, record: LaunchRecord) -> dict[tuple[str, str], dict[st
 
 
 def over_quota(
-    rt: Runtime, launch_rec: LaunchRecord, rec: ExperimentRecord, member: dict[str, Any], states: dict[int, str]
+    rt: Runtime,
+    launch_rec: LaunchRecord,
+    rec: ExperimentRecord,
+    member: dict[str, Any],
+    states: dict[int, str],
+    *,
+    now: float,
 ) -> bool:
     """A VM the group cannot create for quota: run one experiment fewer at once, and put this one back
     in the queue (its VM request withdrawn), unless it is the batch's last live one, which waits for
-    the group's retries. True if it was requeued."""
+    the group's retries. Only once the refusal has lasted ``quota_grace``: a VM being deleted holds
+    its quota until it is gone, and the group's retry then succeeds. True if it was requeued."""
     live = sum(1 for s in states.values() if s in LIVE)
     if live <= 1:
+        return False
+    if rec.quota_seen_at is None:
+        batches.transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.quota_seen(r, now))
+        return False
+    if now - rec.quota_seen_at < rt.settings.quota_grace:
         return False
     why = next((e for e in member["errors"] if e.startswith(QUOTA_EXCEEDED)), QUOTA_EXCEEDED)
     lower_parallelism(rt, launch_rec.batch_id, live - 1, why)
@@ -246,8 +258,11 @@ def lower_parallelism(rt: Runtime, batch_id: str, value: int, why: str) -> None:
         current = doc.get("parallelism")
         if current is not None and current <= value:
             return None
+        if doc.get("parallelism_launched") is None:
+            doc["parallelism_launched"] = current
         doc["parallelism"] = max(1, value)
         doc["parallelism_lowered"] = f"lowered to {max(1, value)} at run time: {why}"[:500]
+        doc["parallelism_lowered_at"] = time.time()
         return doc
 
     rt.state.update(names.launch_object(batch_id), change)

@@ -79,6 +79,12 @@ def submit_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run at most N experiments at once; the rest wait, queued (default: what the region's quotas allow)",
     )
+    p.add_argument(
+        "--max-vm-hours",
+        type=float,
+        metavar="H",
+        help="VM-hour budget of the batch: experiments that would pass it are not started but cancelled (budget)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; publish nothing")
     p.add_argument("--wait", action="store_true", help="show live progress until the batch ends")
     p.add_argument("--timeout", type=float, default=24 * 3600, help="--wait gives up after this many seconds")

@@ -7,35 +7,20 @@ that is already up.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from typing import Any
 
-from sinergym_cloud import capacity, config, legacy, names
+from sinergym_cloud import budget, capacity, config, legacy, names
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.publisher.arguments import EXIT_OK, die
 from sinergym_cloud.publisher.target import local_cloud, target_kind, target_settings
 from sinergym_cloud.text import markup as m
 
-STEPS_PER_SECOND = {"PPO": 340.0, "A2C": 340.0, "DQN": 250.0, "DDPG": 150.0, "SAC": 60.0, "TD3": 150.0}
-STEPS_PER_HOUR = 4  # Sinergym's buildings mostly simulate 15-minute steps
-
 
 def estimate_hours(batch: Batch) -> list[float]:
-    """Rough VM-hours per experiment: timesteps / typical steps per second on 2 vCPUs, plus boot."""
-    hours = []
-    for exp in batch.experiments:
-        if exp.runperiod:
-            d1, m1, y1, d2, m2, y2 = exp.runperiod
-            days = (dt.date(y2, m2, d2) - dt.date(y1, m1, d1)).days + 1
-        else:
-            days = 365
-        steps = exp.episodes * days * 24 * STEPS_PER_HOUR
-        if exp.evaluation:
-            steps += (exp.episodes // exp.eval_freq) * exp.eval_length * days * 24 * STEPS_PER_HOUR
-        hours.append(steps / STEPS_PER_SECOND.get(exp.algorithm, 100.0) / 3600 + 3 / 60)
-    return hours
+    """Rough VM-hours per experiment (budget.estimate_vm_hours: the figure the budget is held to)."""
+    return [budget.estimate_vm_hours(exp) for exp in batch.experiments]
 
 
 def print_plan(
@@ -84,6 +69,7 @@ def print_plan(
         "parallelism_reason": parallel.reason,
         "waves": schedule.waves,
         "estimated_makespan_hours": round(schedule.makespan_hours, 2),
+        **budget_plan(batch),
         "experiments": rows,
     }
     if as_json:
@@ -121,6 +107,19 @@ def print_plan(
         f"At most {parallel.value} at once ({m(parallel.reason)}): {schedule.waves} wave(s), "
         f"estimated makespan {schedule.makespan_hours:.2f} h; the rest wait, queued."
     )
+    if batch.max_vm_hours is not None:
+        console.print(
+            f"Budget {batch.max_vm_hours:g} VM-hours: the first {summary['within_budget']} of {len(rows)} "
+            "experiment(s) fit the estimates; any experiment that would pass it is cancelled (budget), not started."
+        )
+
+
+def budget_plan(batch: Batch) -> dict[str, Any]:
+    """The budget's part of the plan: how many experiments fit it, in order, by their estimates."""
+    if batch.max_vm_hours is None:
+        return {"max_vm_hours": None}
+    fit = budget.first_wave(batch.max_vm_hours, batch.experiments, len(batch.experiments))
+    return {"max_vm_hours": batch.max_vm_hours, "within_budget": fit}
 
 
 def _parallelism(api: Any, batch: Batch) -> capacity.Parallelism | None:

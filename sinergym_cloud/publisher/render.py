@@ -35,6 +35,8 @@ def render_status(info: BatchView, console: Any = None) -> None:
     console.print(f"[bold]batch {m(info.batch_id)}[/]: {m(info.status)} ({m(counts)}) zone {m(zones)}")
     if info.error:
         console.print(f"  [red]{m(info.error, 1000)}[/]")
+    for note in info.limit_notes:
+        console.print(f"  [yellow]{m(note, 1000)}[/]")
     table = Table(pad_edge=False, box=None, header_style="bold")
     table.add_column("#", no_wrap=True)
     table.add_column("experiment", overflow="fold", ratio=3)
@@ -111,7 +113,10 @@ def _progress(rt: Runtime, info: BatchView, started: float) -> Table:
     """``wait``'s table: one row per experiment, with its episode from the trainer's heartbeat."""
     from rich.table import Table
 
-    t = Table(title=m(f"batch {info.batch_id}: {info.status}  ({time.time() - started:.0f}s)"))
+    t = Table(
+        title=m(f"batch {info.batch_id}: {info.status}  ({time.time() - started:.0f}s)"),
+        caption=m("; ".join(info.limit_notes)) or None,
+    )
     for column in ("#", "experiment", "instance", "state", "episode", "elapsed"):
         t.add_column(column)
     for e in info.experiments:

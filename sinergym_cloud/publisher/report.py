@@ -14,7 +14,6 @@ import base64
 import datetime as dt
 import html
 import io
-import itertools
 import json
 import logging
 import statistics
@@ -26,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sinergym_cloud import names, text
+from sinergym_cloud.budget import vm_hours  # the count the budget is held to (re-exported here)
 from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.publisher import views
 from sinergym_cloud.publisher.arguments import EXIT_NOT_FOUND, EXIT_OK, add_batch_arguments
 from sinergym_cloud.publisher.views import BatchView
-from sinergym_cloud.records import ExperimentRecord
 
 if TYPE_CHECKING:
     from sinergym_cloud.runtime import Runtime
@@ -64,36 +63,6 @@ class Row:
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def vm_hours(e: dict[str, Any], now: float) -> tuple[float | None, float | None]:
-    """(VM-hours, idle hours) of one experiment.
-
-    Each VM of the experiment lives from its creation (Compute Engine's creationTimestamp, recorded
-    per boot by cleanup and the sweeper) until the next VM of the same experiment was created (a preempted or
-    failed VM is replaced) or, for the last, until its ``deleteInstances`` request. Experiments
-    with no VM recorded fall back to the record's creation (written just before
-    ``createInstances``), which also starts the count when fewer VMs than boots were recorded.
-    Training runs from the trainer's start to the end of the run; the rest is
-    idle: booting, waiting to be dispatched, uploading, waiting to be deleted.
-    """
-    end = e.get("delete_requested_at") or e.get("finished_at") or now
-    created = sorted(float(t) for t in (e.get("vm_created") or {}).values())
-    if created and len(created) < int(e.get("attempts") or 0) and e.get("created_at") is not None:
-        # A boot whose VM time could not be read (it vanished first): the record's creation
-        # stands in for the first VM's, and a missing later one is covered by its predecessor.
-        created.insert(0, float(e["created_at"]))
-    if created:
-        lives = [b - a for a, b in itertools.pairwise(created)] + [end - created[-1]]
-        alive = sum(max(0.0, life) for life in lives) / 3600
-    elif e.get("created_at") is not None:
-        alive = max(0.0, end - e["created_at"]) / 3600
-    else:
-        return None, None
-    training = 0.0
-    if e.get("running_at"):
-        training = max(0.0, (e.get("finished_at") or now) - e["running_at"]) / 3600
-    return alive, max(0.0, alive - training)
-
-
 def gather(rt: Runtime, batch_id: str) -> tuple[BatchView, list[Row]]:
     """The batch's status and one report row per experiment, with its curve and metrics from MLflow."""
     info = views.batch_status(rt, batch_id, with_links=True)
@@ -107,7 +76,7 @@ def gather(rt: Runtime, batch_id: str) -> tuple[BatchView, list[Row]]:
     rows = []
     for e in info.experiments:
         doc = rt.state.read(names.experiment_object(batch_id, e.index))
-        extra = ExperimentRecord.model_validate(doc.data).model_dump() if doc else {}
+        extra = dict(doc.data) if doc else {}  # as stored: records older than the queue lack its fields
         alive, idle = vm_hours({**asdict(e), **extra}, now)
         row = Row(
             index=e.index,
@@ -115,7 +84,7 @@ def gather(rt: Runtime, batch_id: str) -> tuple[BatchView, list[Row]]:
             environment=e.environment,
             algorithm=e.algorithm,
             seed=e.seed,
-            state=e.state,
+            state=str(extra.get("state", e.state)),  # as read with its VM-hours
             episodes=e.episodes,
             wall_hours=((e.finished_at or now) - e.running_at) / 3600 if e.running_at else None,
             vm_hours=alive,
@@ -282,6 +251,7 @@ table {{ border-collapse: collapse; font-size: 0.9rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: right; }}
 td:nth-child(2), td:last-child, th {{ text-align: left; }}
 .state.succeeded {{ color: #176117; }} .state.failed {{ color: #a11; }} .state.cancelled {{ color: #777; }}
+.state.queued {{ color: #8a6d00; }}
 figure {{ display: inline-block; margin: 1rem 1rem 0 0; }} img {{ max-width: 100%; }}
 .cost {{ font-size: 1.05rem; }}
 </style></head>

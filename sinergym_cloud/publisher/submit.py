@@ -70,8 +70,7 @@ def build_batch(args: argparse.Namespace) -> Batch:
     ):
         if value:
             fields[key] = value
-    if getattr(args, "max_parallel", None) is not None:
-        fields["max_parallel"] = args.max_parallel
+    fields.update(_limits(args))
     if not fields.get("batch_id"):
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         fields["batch_id"] = f"b-{stamp}-{secrets.token_hex(2)}"
@@ -81,6 +80,12 @@ def build_batch(args: argparse.Namespace) -> Batch:
         return Batch.model_validate(fields)
     except ValidationError as exc:
         raise SystemExit(die(f"invalid batch: {_summarise(exc)}")) from None
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    """--max-parallel and --max-vm-hours, over what a batch file says."""
+    flags = {"max_parallel": getattr(args, "max_parallel", None), "max_vm_hours": getattr(args, "max_vm_hours", None)}
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def _validate_as_launch(data: bytes, results_bucket: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from sinergym_cloud import metrics, names, tensorboard
 from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.publisher import limits
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
 
@@ -137,6 +138,8 @@ class BatchView:
     finished_at: float | None
     error: str
     counts: dict[str, int]
+    limits: dict[str, Any]  # the parallelism and budget as recorded (publisher.limits)
+    limit_notes: list[str]  # why fewer VMs run than there are experiments, in words
     done: bool
     groups: list[GroupView]
     alerts: list[AlertView]
@@ -213,6 +216,8 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
         finished_at=finalize.finished_at if finalize else None,
         error=launch.error,
         counts=counts,
+        limits=limits.limits(launch),
+        limit_notes=limits.limit_notes(launch, counts),
         done=len(records) == launch.experiments and all(r.state in TERMINAL for r in records),
         groups=groups,
         alerts=alerts,
