@@ -30,7 +30,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 STEPS_PER_SECOND = {"PPO": 340.0, "A2C": 340.0, "DQN": 250.0, "DDPG": 150.0, "SAC": 60.0, "TD3": 150.0}
 STEPS_PER_HOUR = 4  # Sinergym's buildings mostly simulate 15-minute steps
 
-SUBCOMMANDS = {"status", "cancel", "wait", "report", "schema", "tensorboard"}
+SUBCOMMANDS = {"status", "cancel", "wait", "report", "schema", "tensorboard", "best"}
 
 DESCRIPTION = """\
 Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or on the local cloud.
@@ -43,6 +43,7 @@ Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or o
   report BATCH_ID    an HTML report with learning curves and costs
   tensorboard BATCH_ID  serve the batch's TensorBoard logs from the bucket, live (every experiment a run)
   schema             print the Batch JSON Schema (the contract of the experiment-batches topic)
+  best BATCH_ID      a sweep's best trial as a batch-file entry, ready to rerun with more seeds
   (status, wait, cancel, report and tensorboard take --project_id/-id too; `python publisher.py status -h`)
 
 Target: --project_id (or GOOGLE_CLOUD_PROJECT) means Google Cloud; without a project, or with the
@@ -224,7 +225,7 @@ def print_plan(
         }
         for i, (e, h) in enumerate(zip(batch.experiments, hours, strict=True))
     ]
-    summary = {
+    summary: dict[str, Any] = {
         "batch_id": batch.batch_id,
         "target": "local cloud" if settings is None or settings.local else f"project {settings.project}",
         "zone": batch.zone,
@@ -240,6 +241,10 @@ def print_plan(
         "estimated_makespan_hours": round(schedule.makespan_hours, 2),
         "experiments": rows,
     }
+    if batch.sweep is not None:
+        from sinergym_cloud import sweep_view
+
+        summary["sweep"] = sweep_view.plan_summary(batch)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -247,6 +252,8 @@ def print_plan(
     from rich.table import Table
 
     console = Console()
+    if batch.sweep is not None:
+        sweep_view.print_plan(console, summary["sweep"])
     table = Table(title=f"Plan for batch {batch.batch_id} ({summary['target']}, zone {batch.zone})")
     for column in ("#", "instance", "environment", "alg", "episodes", "seed", "≈VM-h"):
         table.add_column(column)
@@ -296,7 +303,14 @@ def _no_template(batch: Batch, settings: config.Settings, consequence: str = "no
 
 def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
     """Print the plan. The template is read (machine type) only where a cloud is there to ask without
-    starting one: a project, or a local cloud that is already up."""
+    starting one: a project, or a local cloud that is already up. A sweep is planned as launch
+    expands it: one experiment per trial and seed."""
+    from sinergym_cloud import sweep
+
+    try:
+        batch = sweep.expand(batch)
+    except ValueError as exc:
+        return _die(str(exc))
     settings: config.Settings | None = None
     template = None
     parallel: capacity.Parallelism | None = None
@@ -327,10 +341,13 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
 
 
 def _validate_as_launch(data: bytes, results_bucket: str) -> None:
-    """What launch will do with the message: refuse it here, with launch's reason."""
+    """What launch will do with the message: refuse it here, with launch's reason (a sweep's planned
+    trial that is no valid experiment, too)."""
+    from sinergym_cloud import sweep
+
     try:
-        contracts.parse(Batch, data).check_paths(results_bucket)
-    except BadMessage as exc:
+        sweep.expand(contracts.parse(Batch, data)).check_paths(results_bucket)
+    except (BadMessage, ValueError) as exc:
         raise SystemExit(_die(str(exc))) from None
 
 
@@ -492,6 +509,10 @@ def render_status(info: dict[str, Any], console: Any = None) -> None:
         )
     for a in info["alerts"]:
         console.print(m(f"alert raised: {a['metric']} {a['labels']} at {a['time']}", 2000))
+    if info.get("sweep"):
+        from sinergym_cloud import sweep_view
+
+        sweep_view.print_trials(console, info["sweep"])
 
 
 def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
@@ -654,6 +675,19 @@ def schema_command(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def best_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python publisher.py best", description="Print a sweep's best trial as a batch-file entry."
+    )
+    add_batch_arguments(p)
+    args = p.parse_args(argv)
+    from sinergym_cloud import sweep_view
+
+    code, text = sweep_view.best_command(_runtime(args.project_id), args.batch_id)
+    print(text, file=sys.stdout if code == EXIT_OK else sys.stderr)
+    return code
+
+
 def report_command(argv: list[str]) -> int:
     from sinergym_cloud import report
 
@@ -671,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
             "report": report_command,
             "schema": schema_command,
             "tensorboard": tensorboard_command,
+            "best": best_command,
         }[command]
         return handler(rest)
     return submit(argv)

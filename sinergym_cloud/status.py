@@ -147,4 +147,14 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
             }
             for r in experiments
         ],
+        "sweep": _sweep(rt, batch_id, experiments),
     }
+
+
+def _sweep(rt: Runtime, batch_id: str, experiments: list[ExperimentRecord]) -> dict[str, Any] | None:
+    """A sweep's trials, best trial and pruning savings (sweep_view.py); None without a sweep."""
+    if not any(r.trial is not None for r in experiments):
+        return None
+    from sinergym_cloud import sweep_view  # Optuna is imported only for a sweep
+
+    return sweep_view.status_of(rt, batch_id, experiments)

@@ -20,7 +20,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from sinergym_cloud.sweep_spec import Direction, Sweep
+from sinergym_cloud.contracts import Batch
+from sinergym_cloud.sweep_spec import Direction, Sweep, apply, trial_label
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -131,6 +132,8 @@ def propose(sweep: Sweep, number: int, history: list[TrialResult]) -> tuple[dict
 def plan(sweep: Sweep) -> list[dict[str, Any]] | None:
     """Every trial's parameters, for a sweep that does not learn from its history (grid, random);
     None for one that does (tpe, nsga2: decided as trials end)."""
+    if sweep.method == "grid" and not sweep.parameters:
+        return [{} for _ in range(sweep.n_trials)]  # the base point alone (run per seed)
     if sweep.method == "grid":
         study = optuna.create_study(sampler=sampler(sweep, 0))
         dists = distributions(sweep)
@@ -172,3 +175,30 @@ def best(sweep: Sweep, results: list[TrialResult]) -> list[TrialResult]:
     study = rebuild(sweep, done)
     numbers = [t.system_attrs["sweep_trial"] for t in study.best_trials]
     return sorted((r for r in done if r.number in numbers), key=lambda r: r.number)
+
+
+def expand(batch: Batch) -> Batch:
+    """A sweep batch as launch runs it: one experiment per trial and replicate (trial ``i //
+    replicates``), each the base experiment with its trial's label and replicate's seed, and with its
+    parameters where they are known now (grid, random); a tpe or nsga2 trial gets its parameters when
+    it leaves the queue. ``max_parallel`` is the lower of the batch's and the sweep's.
+
+    Raises ValueError naming the trial whose planned point is not a valid experiment."""
+    s = batch.sweep
+    if s is None:
+        return batch
+    base = batch.experiments[0]
+    planned = plan(s)
+    experiments = []
+    for index in range(s.experiments):
+        trial, replicate = s.locate(index)
+        params = planned[trial] if planned is not None else {}
+        try:
+            exp = apply(base, params, s.replicate_seed(base.seed, replicate), trial_label(base.label, trial))
+        except ValueError as exc:
+            raise ValueError(f"sweep trial {trial} {json.dumps(params)[:300]}: {str(exc)[:500]}") from None
+        experiments.append(exp.model_dump(mode="json", exclude_none=True))
+    bounds = [b for b in (batch.max_parallel, s.max_parallel) if b is not None]
+    doc = batch.model_dump(mode="json", exclude_none=True)
+    doc.update(experiments=experiments, max_parallel=min(bounds) if bounds else None)
+    return Batch.model_validate(doc)

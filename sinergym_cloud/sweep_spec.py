@@ -159,7 +159,9 @@ class Sweep(_Strict):
     """A search over the base experiment's fields (see the module docstring)."""
 
     method: Method = "grid"
-    parameters: dict[Annotated[str, Field(pattern=PATH, max_length=120)], Param] = Field(min_length=1, max_length=30)
+    parameters: dict[Annotated[str, Field(pattern=PATH, max_length=120)], Param] = Field(
+        default_factory=dict, max_length=30, description="Dotted Experiment paths; none: the base point, per seed."
+    )
     trials: int | None = Field(None, ge=1, le=MAX_TRIALS, description="Points to run; a grid's size by default.")
     seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] | None = Field(None, min_length=1, max_length=100)
     replicates: int | None = Field(None, ge=1, le=100, description="Seeds per point, counted up from the base seed.")

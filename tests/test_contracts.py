@@ -30,7 +30,7 @@ def test_batch_round_trips_through_the_wire_form() -> None:
         (b"\xff\xfe not utf-8", "not UTF-8"),
         (b"{not json", "not JSON"),
         (b"[1, 2]", "JSON object"),
-        (json.dumps(batch(schema_version=3)).encode(), "unsupported schema_version 3"),
+        (json.dumps(batch(schema_version=4)).encode(), "unsupported schema_version 4"),
         (json.dumps(batch(schema_version=1, max_parallel=2)).encode(), "max_parallel needs schema_version 2"),
         (json.dumps(batch(experiments=[])).encode(), "experiments"),
         (json.dumps(batch(surprise=1)).encode(), "surprise"),
@@ -51,9 +51,11 @@ def test_bad_batches_are_rejected_with_a_reason(data: bytes, reason: str) -> Non
 def test_version_1_batches_are_still_read() -> None:
     old = contracts.parse(Batch, json.dumps(batch(schema_version=1)).encode())
     assert (old.schema_version, old.max_parallel) == (1, None)
+    v2 = contracts.parse(Batch, json.dumps(batch(max_parallel=3, schema_version=2)).encode())
+    assert (v2.schema_version, v2.max_parallel) == (2, 3)
     new = contracts.parse(Batch, json.dumps(batch(max_parallel=3)).encode())
-    assert (new.schema_version, new.max_parallel) == (2, 3)
-    assert contracts.schema_versions(Batch) == (1, 2)
+    assert (new.schema_version, new.max_parallel) == (3, 3)  # 3 adds the sweep
+    assert contracts.schema_versions(Batch) == (1, 2, 3)
 
 
 def test_batch_size_limit_and_group_split() -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from sinergym_cloud import capacity, contracts, errors, names, retry
+from sinergym_cloud import capacity, contracts, errors, names, retry, sweep
 from sinergym_cloud.contracts import Batch
+from sinergym_cloud.control import sweeps
 from sinergym_cloud.errors import Permanent
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
@@ -75,8 +76,20 @@ def decide_parallelism(rt: Runtime, batch: Batch) -> capacity.Parallelism:
 
 
 def experiment_records(batch: Batch, parallel: int | None = None) -> list[ExperimentRecord]:
-    """One record per experiment: the first ``parallel`` start now (pending), the rest wait (queued)."""
+    """One record per experiment: the first ``parallel`` start now (pending), the rest wait (queued).
+    A sweep's (an expanded batch, sweep.expand) say their trial, and its parameters where planned."""
     submitted = batch.submitted_at or datetime.now(UTC)
+    trials: dict[str, Any] = {}
+    s = batch.sweep
+    planned = sweep.plan(s) if s is not None else None
+    for i in range(len(batch.experiments) if s is not None else 0):
+        assert s is not None
+        trial = s.locate(i)[0]
+        trials[str(i)] = {
+            "trial": trial,
+            "params": planned[trial] if planned is not None else None,
+            "report_progress": s.pruner is not None,
+        }
     return [
         ExperimentRecord(
             batch_id=batch.batch_id,
@@ -89,6 +102,7 @@ def experiment_records(batch: Batch, parallel: int | None = None) -> list[Experi
             spec=exp,
             state="queued" if parallel is not None and i >= parallel else "pending",
             started_by=None if parallel is not None and i >= parallel else "launch",
+            **trials.get(str(i), {}),
         )
         for i, exp in enumerate(batch.experiments)
     ]
@@ -106,6 +120,7 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
             )
         if batch.submitted_at is None:
             batch = batch.model_copy(update={"submitted_at": datetime.now(UTC)})
+        batch = expand_sweep(batch)
         batch.check_paths(batch.results_bucket or rt.settings.results_bucket)  # before anything is created
         accepted = {"batch": batch.model_dump(mode="json"), "accepted_at": time.time(), "message_id": message_id}
         state.create(names.batch_object(bid), accepted)
@@ -173,6 +188,12 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
                 records,
             )
         )
+    if batch.sweep is not None:  # the first wave's trials get their parameters before their VMs
+        for r in records:
+            if r.index in starting and r.params is None:
+                current = rt.state.read(names.experiment_object(bid, r.index))
+                assert current is not None, "created above"
+                sweeps.ensure_params(rt, ExperimentRecord.model_validate(current.data))
     rt.state.put(names.active_object(bid), {"batch_id": bid, "since": time.time()})
     rt.state.put(names.zone_object(batch.zone), {"zone": batch.zone})
     for mig, indices in plan(batch):
@@ -186,6 +207,14 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
         }
         created = rt.compute.create_instances(batch.zone, mig, wanted)
         log.info("batch %s: group %s has %d instance(s) (%d created now)", bid, mig, len(wanted), len(created))
+
+
+def expand_sweep(batch: Batch) -> Batch:
+    """A sweep batch's trials (sweep.expand); a planned point that is no valid experiment is refused."""
+    try:
+        return sweep.expand(batch)
+    except ValueError as exc:
+        raise Permanent(f"batch {batch.batch_id}: {exc}") from None
 
 
 def _cancelled(rt: Runtime, batch_id: str) -> bool:
