@@ -52,9 +52,10 @@ def _encode(value: Any) -> str:
 
 def distributions(sweep: Sweep) -> dict[str, BaseDistribution]:
     """Optuna's distribution for each parameter. Categorical values travel JSON-encoded, so a choice
-    may be a list or a mapping (a run period, a weather variability)."""
+    may be a list or a mapping (a run period, a weather variability). In the order of the paths, not
+    as written: a stored batch's keys come back sorted, and Optuna samples in this order."""
     out: dict[str, BaseDistribution] = {}
-    for path, p in sweep.parameters.items():
+    for path, p in sorted(sweep.parameters.items()):
         values = p.values
         if values is not None:
             out[path] = CategoricalDistribution([_encode(v) for v in values])
@@ -85,7 +86,7 @@ def sampler(sweep: Sweep, number: int) -> optuna.samplers.BaseSampler:
     """The sampler that proposes trial ``number``, seeded with the sweep's seed and the number."""
     seed = sweep.seed + number
     if sweep.method == "grid":
-        grid = {path: [_encode(v) for v in (p.values or [])] for path, p in sweep.parameters.items()}
+        grid = {path: [_encode(v) for v in (p.values or [])] for path, p in sorted(sweep.parameters.items())}
         return optuna.samplers.GridSampler(grid, seed=sweep.seed)  # one order for the whole sweep
     if sweep.method == "random":
         return optuna.samplers.RandomSampler(seed=seed)

@@ -45,6 +45,9 @@ def test_the_same_seed_and_history_propose_the_same_trials_and_another_seed_othe
     assert first == again
     other = [t.params for t in run_history(Sweep.model_validate({**TPE, "seed": 4}), 8, score)]
     assert other != first
+    # The order the parameters are written in (a stored batch's keys come back sorted) changes nothing.
+    reordered = Sweep.model_validate({**TPE, "parameters": dict(reversed(list(TPE["parameters"].items())))})
+    assert [t.params for t in run_history(reordered, 8, score)] == first
     # A study rebuilt from the first 5 records proposes trial 5 as it did the first time.
     history = run_history(s, 5, score)
     assert sweep.propose(s, 5, history)[0] == first[5]
