@@ -54,6 +54,7 @@ class Context:
     attempt: int = 1
     completion_key: str | None = None  # signs the Completion (from dispatch, over SSH)
     checkpoint_key: str | None = None  # signs and checks the checkpoints (from dispatch, over SSH)
+    progress: bool = False  # a sweep trial with a pruner: report every episode (trainer/progress.py)
 
     @property
     def on_vm(self) -> bool:
@@ -121,6 +122,7 @@ def run_trainer_spec(spec: TrainerSpec, workdir: Path) -> int:
         attempt=spec.attempt,
         completion_key=spec.completion_key,
         checkpoint_key=spec.checkpoint_key,
+        progress=spec.progress,
     )
     return Runner(ctx, workdir).run()
 
@@ -281,7 +283,7 @@ class Runner:
     def _learn(self, resume: Any) -> None:  # noqa: PLR0912, PLR0915 - the run in the original's order
         from stable_baselines3.common.noise import NormalActionNoise
 
-        from trainer import checkpoint, envs, evaluation, registry, tracking
+        from trainer import checkpoint, envs, evaluation, progress, registry, tracking
         from trainer.episodes import EpisodeCallback
 
         exp = self.ctx.experiment
@@ -356,10 +358,12 @@ class Runner:
                     summary["comfort_violation_time_pct"],
                     summary["energy_kwh"],
                 )
+                evaluated = None
                 if evaluator and self.episodes_done % exp.eval_freq == 0:
-                    evaluator.evaluate(model, vec_env, self.episodes_done)
+                    evaluated = evaluator.evaluate(model, vec_env, self.episodes_done)
                 if exp.checkpoint_every and self.episodes_done % exp.checkpoint_every == 0 and self.ctx.results_bucket:
                     checkpoint.save(self, model, vec_env)
+                progress.report(self, self.episodes_done, summary, evaluated)  # after the checkpoint
 
             callback = EpisodeCallback(on_episode, self.stop_requested.is_set)
             # Episodes are what was asked for. A resumed run restarts the episode it was stopped in
