@@ -295,10 +295,28 @@ idle share {idle_share:.0f}% (VM alive but not training: boot, dispatch, upload,
 {"".join(body)}
 </tbody></table>
 {"".join(figures)}
+{sweep_section(info, images)}
 <h2>Alerts raised</h2><ul>{alerts or "<li>none</li>"}</ul>
 <p><small>Generated {generated} by <code>python publisher.py report {html.escape(info["batch_id"])}</code>.</small></p>
 </body></html>
 """
+
+
+def sweep_figure(info: dict[str, Any]) -> bytes | None:
+    if not info.get("sweep"):
+        return None
+    from sinergym_cloud import sweep_view
+
+    return sweep_view.plot(info["sweep"])
+
+
+def sweep_section(info: dict[str, Any], images: dict[str, bytes]) -> str:
+    """A sweep's trials, best trial and figure (sweep_view.py); nothing for a batch without one."""
+    if not info.get("sweep"):
+        return ""
+    from sinergym_cloud import sweep_view
+
+    return sweep_view.html_section(info["sweep"], images.get("sweep.png"))
 
 
 def write(rt: Any, batch_id: str, out_dir: Path) -> Path:
@@ -310,6 +328,10 @@ def write(rt: Any, batch_id: str, out_dir: Path) -> Path:
         if data:
             (out_dir / name).write_bytes(data)
             images[name] = data
+    sweep_png = sweep_figure(info)
+    if sweep_png:
+        (out_dir / "sweep.png").write_bytes(sweep_png)
+        images["sweep.png"] = sweep_png
     page = out_dir / "report.html"
     page.write_text(render(info, rows, images, rt.settings.storage_endpoint))
     summary = {

@@ -163,3 +163,90 @@ def best_command(rt: Any, batch_id: str) -> tuple[int, str]:
         return 0, best_entry(found[1], sweeps.records(rt, batch_id))
     except LookupError as exc:
         return 1, f"publisher: batch {batch_id}: {exc}"
+
+
+def plot(info: dict[str, Any] | None) -> bytes | None:
+    """The sweep's figure: the Pareto front of two objectives, or each numeric parameter against the
+    objective (one panel each), trials coloured by how they ended. None if nothing to plot."""
+    if not info or not info["objectives"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sinergym_cloud.report import _png
+
+    done = [r for r in info["trials"] if r["objective"] is not None and r["params"] is not None]
+    best = set(info["best"])
+    if info["pareto"]:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        names = [o["metric"] for o in info["objectives"]]
+        points = [r for r in done if isinstance(r["objective"], list) and None not in r["objective"]]
+        if not points:
+            plt.close(fig)
+            return None
+        for r in points:
+            ax.scatter(*r["objective"], color="tab:red" if r["index"] in best else "tab:blue")
+        front = sorted((r["objective"] for r in points if r["index"] in best), key=lambda v: v[0])
+        if front:
+            ax.plot([v[0] for v in front], [v[1] for v in front], color="tab:red", label="Pareto front")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_title("Trials by objective (red: Pareto front)")
+    else:
+        numeric = sorted({k for r in done for k, v in r["params"].items() if isinstance(v, (int, float))})
+        if not numeric or not done:
+            return None
+        fig, axes = plt.subplots(1, len(numeric), figsize=(4 * len(numeric), 3.5), squeeze=False)
+        for ax, key in zip(axes[0], numeric, strict=True):
+            for r in done:
+                if isinstance(r["params"].get(key), (int, float)):
+                    colour = "tab:red" if r["index"] in best else "tab:blue"
+                    ax.scatter(r["params"][key], r["objective"], color=colour)
+            ax.set_xlabel(key)
+            ax.set_ylabel(info["objectives"][0]["metric"])
+            if any(k in key for k in ("learning_rate",)):
+                ax.set_xscale("log")
+        fig.suptitle("Each parameter against the objective (red: best trial)")
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def html_section(info: dict[str, Any] | None, image: bytes | None = None) -> str:
+    """The report's sweep section: every trial, the best (or the Pareto front), pruning's savings."""
+    if not info:
+        return ""
+    import base64
+    import html
+
+    best = set(info["best"])
+    rows = []
+    for r in info["trials"]:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in (r["params"] or {}).items()) or "not yet proposed"
+        objective = "&ndash;" if r["objective"] is None else html.escape(_short(r["objective"]))
+        mark = " ★" if r["index"] in best else ""
+        rows.append(
+            f"<tr><td>{r['index']}{mark}</td><td>{r['trial']}</td><td>{r['seed']}</td>"
+            f'<td class="state {r["state"]}">{r["state"]}</td><td>{r["episodes"]}/{r["of_episodes"]}</td>'
+            f"<td>{objective}</td><td>{html.escape(params)}</td></tr>"
+        )
+    goals = ", ".join(f"{o['direction']} {o['metric']}" for o in info["objectives"]) or "no objective"
+    figure = ""
+    if image:
+        encoded = base64.b64encode(image).decode()
+        figure = (
+            f'<figure><img alt="sweep" src="data:image/png;base64,{encoded}">'
+            "<figcaption>sweep.png</figcaption></figure>"
+        )
+    marked = "Pareto front" if info["pareto"] else "best trial"
+    return f"""<h2 id="sweep">Sweep ({html.escape(info["method"])}: {html.escape(goals)})</h2>
+<p>{len(info["trials"])} trial run(s); ★ {marked}; {info["pruned"]} pruned, saving about
+{info["vm_hours_saved_by_pruning"]:.3f} VM-hours.
+<code>python publisher.py best BATCH_ID</code> prints the best as a batch-file entry.</p>
+<table id="trials"><thead><tr><th>#</th><th>trial</th><th>seed</th><th>state</th><th>episodes</th><th>objective</th>
+<th>parameters</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
+{figure}
+"""

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from localcloud.cloud import LocalCloud, Options
-from sinergym_cloud import contracts, names, status, sweep, sweep_view
+from sinergym_cloud import cli, contracts, names, report, status, sweep, sweep_view
 from sinergym_cloud.contracts import Batch, Experiment
 from sinergym_cloud.control import sweeps
 from tests.conftest import Cloud, new_batch_id, wait_for
@@ -46,7 +47,9 @@ def workload_cloud() -> Iterator[Cloud]:
         os.environ.update(saved)
 
 
-def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly_8(workload_cloud: Cloud) -> None:
+def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly_8(
+    workload_cloud: Cloud, tmp_path: Path
+) -> None:
     cloud = workload_cloud
     rt = cloud.runtime()
     base = Experiment(environment="Eplus-5zone-hot-continuous-v1", episodes=4, evaluation=True, eval_freq=1,
@@ -110,5 +113,12 @@ def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly
     assert info["vm_hours_saved_by_pruning"] > 0
     code, text = sweep_view.best_command(rt, bid)
     assert code == 0 and "learning_rate" in text and "seeds:" in text
+    console = Console(record=True, width=160)
+    cli.render_status(status.batch_status(rt, bid, with_compute=False, with_alerts=False), console)
+    shown = console.export_text()
+    assert "Sweep (tpe)" in shown and "3 trial(s) pruned" in shown and "pruned" in shown
+    page = report.write(rt, bid, tmp_path).read_text()
+    assert 'id="sweep"' in page and page.count('<td class="state pruned">') >= 3
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
     mig = f"{batch.zone}/{names.mig_name(batch.group_name, bid)}"
     wait_for(lambda: mig not in cloud.migs(), 60, "the batch's group deleted")
