@@ -156,3 +156,26 @@ def test_requeue_only_before_any_boot() -> None:
     assert (asked.state, asked.started_by, t.effects) == ("queued", None, {"release_vm"})
     assert not lifecycle.requeue(record("starting"), "x").applied
     assert not lifecycle.requeue(record("pending", "b1"), "x").applied
+
+
+def test_a_sweep_trial_is_pruned_once_by_its_running_boot_and_its_reports_are_kept_once() -> None:
+    rec = record("running")
+    assert lifecycle.reported(rec, "b1", 1, 0.5).applied
+    assert not lifecycle.reported(rec, "b1", 1, 0.9).applied, "a duplicate report changes nothing"
+    assert not lifecycle.reported(rec, "b0", 2, 0.9).applied, "an earlier boot's report is not this boot's"
+    assert rec.intermediate == {"1": 0.5}
+    assert not lifecycle.pruned(rec, "b0", 2, {}, NOW).applied
+    t = lifecycle.pruned(rec, "b1", 2, {"completed_rung_0": 0.5}, NOW)
+    assert (t.applied, t.effects, rec.state, rec.pruner_attrs) == (
+        True,
+        {"settle"},
+        "pruned",
+        {"completed_rung_0": 0.5},
+    )
+    assert rec.terminal and not lifecycle.pruned(rec, "b1", 3, {}, NOW).applied
+    assert not lifecycle.reported(rec, "b1", 3, 0.1).applied, "nothing is kept of a pruned trial's later episodes"
+    # The trainer's own pruned completion of an experiment the pruner already ended is a duplicate.
+    assert complete("pruned")(rec).outcome == "duplicate"
+    other = record("running")
+    t = complete("pruned")(other)
+    assert (t.outcome, other.state, t.effects) == ("pruned", "pruned", {"settle"})

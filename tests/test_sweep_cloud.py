@@ -122,3 +122,40 @@ def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly
     assert (tmp_path / "sweep.png").stat().st_size > 1000
     mig = f"{batch.zone}/{names.mig_name(batch.group_name, bid)}"
     wait_for(lambda: mig not in cloud.migs(), 60, "the batch's group deleted")
+
+
+def test_concurrent_starts_of_a_queued_trial_propose_it_once(workload_cloud: Cloud) -> None:
+    import threading
+
+    from sinergym_cloud.control import batches, launch
+    from sinergym_cloud.records import ExperimentRecord
+
+    rt = workload_cloud.runtime()
+    base = Experiment(environment="Eplus-5zone-hot-continuous-v1", episodes=1, runperiod=(1, 1, 1991, 7, 1, 1991))
+    section = {"method": "tpe", "trials": 3, "max_parallel": 1, "seed": 5, "objective": {},
+               "parameters": {"hyperparameters.gamma": {"uniform": [0.9, 0.999]}}}  # fmt: skip
+    batch = Batch.model_validate({"batch_id": new_batch_id("sweep"), "experiments": [base], "sweep": section})
+    launch.launch(rt, batch)
+    bid = batch.batch_id
+    queued = rt.state.read(names.experiment_object(bid, 2))
+    assert queued is not None and queued.data["state"] == "queued" and queued.data["params"] is None
+    rec = ExperimentRecord.model_validate(queued.data)
+    got: list[ExperimentRecord] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        barrier.wait()
+        got.append(sweeps.ensure_params(rt, rec))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and len({json.dumps(g.params, sort_keys=True) for g in got}) == 1
+    stored = rt.state.read(names.trial_object(bid, 2))
+    assert stored is not None and stored.data["params"] == got[0].params
+    after = rt.state.read(names.experiment_object(bid, 2))
+    assert after is not None and after.data["params"] == got[0].params
+    assert after.data["spec"]["hyperparameters"]["gamma"] == got[0].params["hyperparameters.gamma"]  # type: ignore[index]
+    batches.cancel(rt, bid)
