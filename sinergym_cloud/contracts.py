@@ -722,6 +722,9 @@ class TrainerSpec(Strict):
     checkpoint_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     # A sweep trial whose sweep has a pruner: publish a Progress after each episode.
     progress: bool = False
+    # A sweep trial: its trial number, and the sweep's MLflow parent run (its run is a child).
+    trial: int | None = Field(None, ge=0)
+    mlflow_parent_run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,64}$")
 
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> TrainerSpec:

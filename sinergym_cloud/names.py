@@ -146,6 +146,11 @@ def trial_object(batch_id: str, trial: int) -> str:
     return f"batches/{batch_id}/trials/{trial:05d}.json"
 
 
+def sweep_run_object(batch_id: str) -> str:
+    """Create-only: a sweep's MLflow parent run id (control/sweep_runs.py)."""
+    return f"batches/{batch_id}/sweep-run.json"
+
+
 def finalize_object(batch_id: str) -> str:
     """Create-only claim, then compare-and-swap: the batch's one-time teardown (MIG delete, alert)."""
     return f"batches/{batch_id}/finalize.json"

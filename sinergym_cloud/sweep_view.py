@@ -145,7 +145,7 @@ def best_entry(s: Sweep, recs: list[ExperimentRecord]) -> str:
     entry = rec.spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
     entry.pop("seed", None)
     entry.pop("label", None)
-    entry["environment"] = rec.spec.environment
+    entry.update(environment=rec.spec.environment, algorithm=rec.spec.algorithm, episodes=rec.spec.episodes)
     entry["seeds"] = [rec.spec.seed if rec.spec.seed is not None else 0]
     values = {o.metric: rec.metrics.get(o.metric) for o in s.goals}
     header = f"# best trial {rec.trial} (experiment {rec.index}) of {rec.batch_id}: {values}\n"

@@ -13,13 +13,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 from rich.console import Console
 
 from localcloud.cloud import LocalCloud, Options
 from sinergym_cloud import cli, contracts, names, report, status, sweep, sweep_view
 from sinergym_cloud.contracts import Batch, Experiment
-from sinergym_cloud.control import sweeps
+from sinergym_cloud.control import sweep_runs, sweeps
 from tests.conftest import Cloud, new_batch_id, wait_for
 
 GOOD, BAD = [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]
@@ -120,6 +121,11 @@ def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly
     page = report.write(rt, bid, tmp_path).read_text()
     assert 'id="sweep"' in page and page.count('<td class="state pruned">') >= 3
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+    # One MLflow parent run for the sweep, made once by launch.
+    parent = sweep_runs.parent_run_id(rt, bid)
+    assert parent is not None
+    run = mlflow.MlflowClient(tracking_uri=cloud.env["MLFLOW_TRACKING_URI"]).get_run(parent)
+    assert (run.info.run_name, run.data.params["method"], run.data.params["trials"]) == (f"sweep-{bid}", "tpe", "8")
     mig = f"{batch.zone}/{names.mig_name(batch.group_name, bid)}"
     wait_for(lambda: mig not in cloud.migs(), 60, "the batch's group deleted")
 

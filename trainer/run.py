@@ -55,6 +55,8 @@ class Context:
     completion_key: str | None = None  # signs the Completion (from dispatch, over SSH)
     checkpoint_key: str | None = None  # signs and checks the checkpoints (from dispatch, over SSH)
     progress: bool = False  # a sweep trial with a pruner: report every episode (trainer/progress.py)
+    trial: int | None = None  # a sweep trial's number, and its sweep's MLflow parent run
+    mlflow_parent_run_id: str | None = None
 
     @property
     def on_vm(self) -> bool:
@@ -123,6 +125,8 @@ def run_trainer_spec(spec: TrainerSpec, workdir: Path) -> int:
         completion_key=spec.completion_key,
         checkpoint_key=spec.checkpoint_key,
         progress=spec.progress,
+        trial=spec.trial,
+        mlflow_parent_run_id=spec.mlflow_parent_run_id,
     )
     return Runner(ctx, workdir).run()
 

@@ -24,7 +24,7 @@ import paramiko
 
 from sinergym_cloud import compute, contracts, lifecycle, names, retry, signing, ssh
 from sinergym_cloud.contracts import InstanceReady, TrainerSpec
-from sinergym_cloud.control import batches, sweeps
+from sinergym_cloud.control import batches, sweep_runs, sweeps
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.lifecycle import BOOTED
@@ -176,6 +176,8 @@ def _converse(rt: Runtime, talk: ssh.Conversation, ready: InstanceReady, *, host
         completion_key=signing.completion_key(secret, rec.batch_id, rec.index, ready.boot_id, rec.completion_nonce),
         checkpoint_key=signing.checkpoint_key(secret, rec.batch_id, rec.name),
         progress=rec.report_progress,
+        trial=rec.trial,
+        mlflow_parent_run_id=sweep_runs.parent_run_id(rt, rec.batch_id) if rec.trial is not None else None,
     )
     answer = _answer(ready.instance, talk.finish(spec.model_dump_json().encode()))
     status = answer.get("status")

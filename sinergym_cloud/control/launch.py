@@ -19,7 +19,7 @@ from google.api_core import exceptions
 
 from sinergym_cloud import capacity, contracts, errors, names, retry, sweep
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.control import sweeps
+from sinergym_cloud.control import sweep_runs, sweeps
 from sinergym_cloud.errors import Permanent
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
@@ -189,6 +189,7 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
             )
         )
     if batch.sweep is not None:  # the first wave's trials get their parameters before their VMs
+        sweep_runs.ensure_parent_run(rt, batch, record.mlflow_experiment)
         for r in records:
             if r.index in starting and r.params is None:
                 current = rt.state.read(names.experiment_object(bid, r.index))
