@@ -38,7 +38,7 @@ Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or o
   submit (default)   python publisher.py -cmds 'python3 DRL_battery.py --environment ...' ... [--wait]
                      python publisher.py --batch-file study.yaml [--dry-run]
   status BATCH_ID    experiments, states, instances, MLflow runs, outputs, groups, alerts [--json]
-  wait BATCH_ID      live progress until the batch ends (exit 0 only if every experiment succeeded)
+  wait BATCH_ID      live progress until the batch ends (exit 0 only if every experiment succeeded or was pruned)
   cancel BATCH_ID    stop the experiments, delete the instances and the group
   report BATCH_ID    an HTML report with learning curves and costs
   tensorboard BATCH_ID  serve the batch's TensorBoard logs from the bucket, live (every experiment a run)
@@ -516,7 +516,8 @@ def render_status(info: dict[str, Any], console: Any = None) -> None:
 
 
 def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
-    """Live progress until the batch ends. Exit code 0 only if every experiment succeeded."""
+    """Live progress until the batch ends. Exit code 0 only if every experiment succeeded (or, a
+    sweep's trial, was pruned)."""
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
@@ -562,7 +563,7 @@ def wait(rt: Any, batch_id: str, timeout: float, as_json: bool = False) -> int:
     if not info["done"]:
         console.print(f"[yellow]gave up waiting after {timeout:.0f}s; the batch goes on[/]")
         return EXIT_FAILED
-    ok = all(e["state"] == "succeeded" for e in info["experiments"])
+    ok = all(e["state"] in ("succeeded", "pruned") for e in info["experiments"])  # a pruned trial did its part
     return EXIT_OK if ok else EXIT_FAILED
 
 
