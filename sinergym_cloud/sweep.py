@@ -174,7 +174,9 @@ def best(sweep: Sweep, results: list[TrialResult]) -> list[TrialResult]:
     if not done or not sweep.directions:
         return []
     study = rebuild(sweep, done)
-    numbers = [t.system_attrs["sweep_trial"] for t in study.best_trials]
+    # One objective: the best trial (the first of any tied); two: every trial on the Pareto front.
+    chosen = study.best_trials if n > 1 else [study.best_trial]
+    numbers = [t.system_attrs["sweep_trial"] for t in chosen]
     return sorted((r for r in done if r.number in numbers), key=lambda r: r.number)
 
 

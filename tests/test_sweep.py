@@ -140,6 +140,8 @@ def test_best_trial_and_the_pareto_front_of_two_objectives() -> None:
     s = Sweep.model_validate(TPE)
     history = run_history(s, 5, lambda p: p["hyperparameters.gamma"])
     assert [t.number for t in sweep.best(s, history)] == [max(history, key=lambda t: t.values or [0]).number]
+    tied = [TrialResult(n, history[0].params, "complete", [1.0]) for n in range(3)]
+    assert [t.number for t in sweep.best(s, tied)] == [0], "one best trial, the first of a tie"
     two = Sweep.model_validate(
         {
             **TPE,

@@ -165,3 +165,33 @@ def test_concurrent_starts_of_a_queued_trial_propose_it_once(workload_cloud: Clo
     assert after is not None and after.data["params"] == got[0].params
     assert after.data["spec"]["hyperparameters"]["gamma"] == got[0].params["hyperparameters.gamma"]  # type: ignore[index]
     batches.cancel(rt, bid)
+
+
+def test_a_proposed_trial_that_is_no_valid_experiment_fails_and_gives_its_slot_on(workload_cloud: Cloud) -> None:
+    rt = workload_cloud.runtime()
+    base = Experiment(environment="Eplus-5zone-hot-continuous-v1", episodes=1, runperiod=(1, 1, 1991, 7, 1, 1991))
+    # Each value is valid alone; n_steps with SAC is not (n_steps is PPO's and A2C's).
+    section = {"method": "random", "trials": 6, "max_parallel": 2, "seed": 3,
+               "parameters": {"algorithm": {"choice": ["PPO", "SAC"]}, "hyperparameters.n_steps": {"int": [64, 128]}}}  # fmt: skip
+    batch = Batch.model_validate({"batch_id": new_batch_id("sweep"), "experiments": [base], "sweep": section})
+    planned = sweep.plan(Batch.model_validate(batch.model_dump()).sweep)  # type: ignore[arg-type]
+    assert planned is not None and {p["algorithm"] for p in planned} == {"PPO", "SAC"}, "the seed gives both"
+    # A random sweep is planned whole: launch refuses a planned point that is no valid experiment.
+    with pytest.raises(ValueError, match="n_steps"):
+        sweep.expand(batch)
+    tpe = {**section, "method": "tpe", "objective": {}}
+    batch = Batch.model_validate({"batch_id": new_batch_id("sweep"), "experiments": [base], "sweep": tpe})
+    rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
+    bid = batch.batch_id
+    wait_for(lambda: rt.state.read(names.launch_object(bid)) is not None, 60, "launch")
+    wait_for(lambda: status.batch_status(rt, bid, with_compute=False, with_alerts=False)["done"], 300, "the sweep ended",
+             every=1.0)  # fmt: skip
+    recs = sweeps.records(rt, bid)
+    assert len(recs) == 6 and all(r.params is not None for r in recs)
+    for r in recs:
+        assert r.params is not None
+        if r.params["algorithm"] == "SAC":
+            assert (r.state, r.attempts) == ("failed", 0) and "n_steps" in r.reason
+        else:
+            assert r.state == "succeeded"
+    assert any(r.state == "failed" for r in recs) and any(r.state == "succeeded" for r in recs)

@@ -19,7 +19,7 @@ from google.api_core import exceptions
 
 from sinergym_cloud import capacity, contracts, errors, names, retry, sweep
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.control import sweep_runs, sweeps
+from sinergym_cloud.control import queue, sweep_runs, sweeps
 from sinergym_cloud.errors import Permanent
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
@@ -188,13 +188,17 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
                 records,
             )
         )
+    unrunnable: list[ExperimentRecord] = []
     if batch.sweep is not None:  # the first wave's trials get their parameters before their VMs
         sweep_runs.ensure_parent_run(rt, batch, record.mlflow_experiment)
         for r in records:
             if r.index in starting and r.params is None:
                 current = rt.state.read(names.experiment_object(bid, r.index))
                 assert current is not None, "created above"
-                sweeps.ensure_params(rt, ExperimentRecord.model_validate(current.data))
+                ready = sweeps.ensure_params(rt, ExperimentRecord.model_validate(current.data))
+                if ready.terminal:
+                    unrunnable.append(ready)
+        starting -= {r.index for r in unrunnable}
     rt.state.put(names.active_object(bid), {"batch_id": bid, "since": time.time()})
     rt.state.put(names.zone_object(batch.zone), {"zone": batch.zone})
     for mig, indices in plan(batch):
@@ -208,6 +212,8 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
         }
         created = rt.compute.create_instances(batch.zone, mig, wanted)
         log.info("batch %s: group %s has %d instance(s) (%d created now)", bid, mig, len(wanted), len(created))
+    for ended in unrunnable:  # their slots go to the next trials, now that the groups exist
+        queue.start_next(rt, ended)
 
 
 def expand_sweep(batch: Batch) -> Batch:

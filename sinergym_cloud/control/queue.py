@@ -89,6 +89,10 @@ def request_vm(rt: Runtime, launch: LaunchRecord, rec: ExperimentRecord) -> None
     """Ask the experiment's group for its VM (idempotent: an existing name is skipped). A sweep
     trial's parameters are in its record first (proposed now if they are not yet)."""
     rec = sweeps.ensure_params(rt, rec)
+    if rec.terminal:  # a sweep trial that cannot run: its slot goes on at once
+        start_next(rt, rec)
+        batches.finalize_if_done(rt, rec.batch_id, owner=f"queue-{rec.batch_id}-{rec.index}")
+        return
     wanted = {rec.instance: names.instance_metadata(rec.batch_id, rec.index)}
     try:
         rt.compute.create_instances(rec.zone, rec.mig, wanted)

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from sinergym_cloud import lifecycle, names, sweep
-from sinergym_cloud.contracts import Batch, Progress
+from sinergym_cloud.contracts import Batch, Experiment, Progress
 from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.records import LIVE, ExperimentRecord
@@ -83,7 +83,9 @@ def history(s: Sweep, recs: list[ExperimentRecord], *, ended_only: bool = True) 
 
 
 def ensure_params(rt: Runtime, rec: ExperimentRecord) -> ExperimentRecord:
-    """The record with its trial's parameters set (proposed now if they are not yet). Idempotent."""
+    """The record with its trial's parameters set (proposed now if they are not yet). Idempotent.
+    A record that comes back terminal is a trial whose parameters make no valid experiment: the
+    caller asks no VM for it and hands its slot on (queue.start_next)."""
     if rec.trial is None or rec.params is not None:
         return rec
     found = batch_sweep(rt, rec.batch_id)
@@ -100,16 +102,27 @@ def ensure_params(rt: Runtime, rec: ExperimentRecord) -> ExperimentRecord:
         stored = rt.state.read(path)  # ours, or the proposal that was written first
         assert stored is not None, "a trial proposal is never deleted"
     proposal: dict[str, Any] = stored.data
-    # The base experiment's seed and label of this replicate, then the trial's parameters.
-    spec = apply(rec.spec, proposal["params"], None)
+    # The base experiment's seed and label of this replicate, then the trial's parameters. A
+    # combination that is no valid experiment (n_steps with SAC) ends the trial failed, its
+    # parameters kept (Optuna learns from it), with nothing to run or delete.
+    try:
+        spec: Experiment | None = apply(rec.spec, proposal["params"], None)
+        invalid = ""
+    except ValueError as exc:
+        spec, invalid = None, f"trial {rec.trial}: its parameters are no valid experiment: {str(exc)[:400]}"
 
     def set_params(r: ExperimentRecord) -> lifecycle.Transition:
         if r.params is not None:
             return lifecycle.NOT_APPLIED
         r.params = dict(proposal["params"])
         r.sampler_attrs = dict(proposal.get("sampler_attrs") or {})
-        r.spec = spec
         r.note("trial", f"parameters {proposal['params']}"[:500])
+        if spec is None:
+            now = time.time()
+            lifecycle.force_terminal(r, "failed", invalid, now)
+            r.delete_requested_at = now  # no VM was asked for
+            return lifecycle.Transition(applied=True, outcome="failed")
+        r.spec = spec
         return lifecycle.Transition(applied=True, outcome="proposed")
 
     updated, _ = batches.transition(rt, rec.batch_id, rec.index, set_params)
