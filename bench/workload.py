@@ -4,17 +4,24 @@ The benchmark measures the control plane (ready -> trainer started, completion -
 batch done -> group deleted) for up to 50 experiments at once, which 50 real EnergyPlus trainers
 would drown on two cores. This workload behaves like the trainer towards the control plane: it is
 started by the same VM agent from the same TrainerSpec, waits a moment, and publishes the same
-Completion message. It is only ever used by bench/ (SINERGYM_TRAINER_MODULE=bench.workload).
+Completion message. It is only ever used by bench/ and the tests (SINERGYM_TRAINER_MODULE=bench.workload).
+
+For sweeps, ``BENCH_OBJECTIVE`` scripts the objective per episode, so a test knows which trials the
+pruner must stop: a JSON object of experiment index -> the value after each episode (``"*"`` for
+the others), run ``BENCH_EPISODE_SECONDS`` apart. A trial whose spec asks for progress reports
+publishes a signed Progress after each episode, as the trainer does; its Completion reports the
+best value as ``best_eval_mean_reward`` and the last as ``final_mean_reward``. ``BENCH_DUPLICATE=1``
+publishes every message twice (Pub/Sub's at-least-once delivery, made certain).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -22,13 +29,35 @@ def main(argv: list[str]) -> int:
     from sinergym_cloud import contracts, names, signing
     from sinergym_cloud.clients import Clients
     from sinergym_cloud.config import Settings
-    from sinergym_cloud.contracts import Completion, TrainerSpec
+    from sinergym_cloud.contracts import Completion, Progress, TrainerSpec
 
     spec = TrainerSpec.model_validate_json(Path(argv[argv.index("--spec") + 1]).read_text())
     clients = Clients(Settings.from_env({**os.environ, "GOOGLE_CLOUD_PROJECT": spec.project}))
     clients.publisher  # noqa: B018 - a cached property, read for its side effect
     started = dt.datetime.now(dt.UTC)
-    time.sleep(float(os.environ.get("BENCH_WORK_SECONDS", "2")))
+    copies = 2 if os.environ.get("BENCH_DUPLICATE") == "1" else 1
+
+    def publish(data: bytes, **attributes: str) -> None:
+        if spec.completion_key:
+            attributes[signing.SIGNATURE_ATTRIBUTE] = signing.sign(spec.completion_key, data)
+        for _ in range(copies):
+            clients.publish(names.TOPIC_COMPLETIONS, data, 30.0, **attributes)
+
+    metrics: dict[str, float] = {}
+    script = json.loads(os.environ.get("BENCH_OBJECTIVE") or "null")
+    if script is None:
+        time.sleep(float(os.environ.get("BENCH_WORK_SECONDS", "2")))
+    else:
+        values = script.get(str(spec.experiment_index), script.get("*", []))
+        for episode, value in enumerate(values, 1):
+            time.sleep(float(os.environ.get("BENCH_EPISODE_SECONDS", "1")))
+            if spec.progress:
+                report = Progress(batch_id=spec.batch_id, experiment_index=spec.experiment_index,
+                                  instance=spec.instance, zone=spec.zone, boot_id=spec.boot_id, episode=episode,
+                                  metrics={"eval_mean_reward": value, "mean_reward": value})  # fmt: skip
+                publish(contracts.dump(report), kind="progress")
+        if values:
+            metrics = {"best_eval_mean_reward": max(values), "final_mean_reward": values[-1], "episodes": len(values)}
     message = Completion(
         batch_id=spec.batch_id,
         experiment_index=spec.experiment_index,
@@ -39,13 +68,10 @@ def main(argv: list[str]) -> int:
         status="succeeded",
         exit_reason="benchmark workload",
         started_at=started,
+        metrics=metrics,
         finished_at=dt.datetime.now(dt.UTC),  # the latency of cleanup is measured from here
     )
-    data = contracts.dump(message)
-    signed: dict[str, Any] = (
-        {signing.SIGNATURE_ATTRIBUTE: signing.sign(spec.completion_key, data)} if spec.completion_key else {}
-    )
-    clients.publish(names.TOPIC_COMPLETIONS, data, **signed)
+    publish(contracts.dump(message))
     return 0
 
 

@@ -22,6 +22,9 @@ experiments:
 
 Each entry is Experiment fields (see the Batch JSON Schema in docs/), a legacy ``command``, or a
 Sinergym training ``config`` (a path relative to the batch file; see sinergym_config.py).
+
+A ``sweep:`` section (sweep_spec.py) makes the batch a search over its one experiment's fields;
+``sweep_config: FILE`` takes a W&B sweep configuration in Sinergym's layout instead (wandb_sweep.py).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sinergym_cloud import legacy, sinergym_config
+from sinergym_cloud import legacy, sinergym_config, wandb_sweep
 from sinergym_cloud.contracts import Experiment, _summarise, excerpt
 from sinergym_cloud.errors import InvalidInput
 
@@ -47,6 +50,8 @@ BATCH_KEYS = {
     "max_vm_hours",
     "defaults",
     "experiments",
+    "sweep",
+    "sweep_config",
 }
 MAX_FILE_BYTES = 1024 * 1024  # a study of thousands of experiments fits in far less
 
@@ -92,6 +97,7 @@ def load(path: Path) -> dict[str, Any]:
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise BatchFileError(f"{path}: `defaults` must be a mapping, not {excerpt(defaults)}")
+    data = {**data, **(_sweep_section(path, data) or {})}
     entries = data.get("experiments")
     if not isinstance(entries, list) or not entries:
         raise BatchFileError(f"{path}: `experiments` must be a non-empty list")
@@ -112,13 +118,48 @@ def load(path: Path) -> dict[str, Any]:
             raise BatchFileError(f"{path}: experiment {n}: {_summarise(exc)}") from None
         except (ValueError, legacy.LegacyCommandError) as exc:
             raise BatchFileError(f"{path}: experiment {n}: {str(exc)[:500]}") from None
-    fields = {k: v for k, v in data.items() if k not in ("defaults", "experiments") and v is not None}
+    _one_base(path, data, experiments)
+    skip = ("defaults", "experiments", "sweep_config")
+    fields = {k: v for k, v in data.items() if k not in skip and v is not None}
     fields["experiments"] = experiments
     if buckets and "results_bucket" not in fields:
         if len(buckets) > 1:
             raise BatchFileError(f"{path}: the configs name different cloud.remote_store buckets: {sorted(buckets)}")
         fields["results_bucket"] = buckets.pop()
     return fields
+
+
+def _one_base(path: Path, data: dict[str, Any], experiments: list[Experiment]) -> None:
+    if "sweep" in data and len(experiments) != 1:
+        raise BatchFileError(
+            f"{path}: a sweep takes one base experiment in `experiments`, not {len(experiments)} "
+            "(put the seeds in the sweep: `seeds` or `replicates`)"
+        )
+
+
+def _sweep_section(path: Path, data: dict[str, Any]) -> dict[str, Any] | None:
+    """``sweep_config: FILE`` (a W&B sweep, wandb_sweep.py) as the batch's ``sweep`` and its base
+    experiment (the one entry of ``experiments``, if given, overrides the file's fields)."""
+    if data.get("sweep_config") is None:
+        return None
+    if "sweep" in data:
+        raise BatchFileError(f"{path}: give `sweep` or `sweep_config`, not both")
+    file = path.parent / str(data["sweep_config"])
+    try:
+        mapped, section = wandb_sweep.map_sweep(read_yaml(file))
+    except sinergym_config.ConfigError as exc:
+        raise BatchFileError(f"{file}: {exc}") from None
+    entries = data.get("experiments") or [{}]
+    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+        raise BatchFileError(f"{path}: with sweep_config, `experiments` is at most one entry overriding the file")
+    base = dict(mapped.fields)
+    for key, value in entries[0].items():
+        merge = key in ("algorithm_parameters", "env_params") and isinstance(value, dict)
+        base[key] = {**(base.get(key) or {}), **value} if merge else value
+    out: dict[str, Any] = {"experiments": [base], "sweep": section}
+    if mapped.results_bucket and "results_bucket" not in data:
+        out["results_bucket"] = mapped.results_bucket
+    return out
 
 
 def read_yaml(path: Path) -> Any:

@@ -18,13 +18,14 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from sinergym_cloud import catalog, names
+from sinergym_cloud import catalog, names, sweep_spec
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.options import ACTOR_CRITIC_OFF, ALL, OFF_POLICY, ON_POLICY, Option, option_of
+from sinergym_cloud.sweep_spec import Sweep
 
-SCHEMA_VERSION = 1  # of InstanceReady, Completion, TrainerSpec
-# Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones and max_vm_hours; 1 and 2 are still
-# read (schema_versions()).
+SCHEMA_VERSION = 1  # of InstanceReady, TrainerSpec
+# Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones, max_vm_hours and the sweep; 1 and 2
+# are still read (schema_versions()). Completion: 2 adds the status ``pruned``; 1 is still read.
 MAX_EXPERIMENTS = 5000
 MAX_ZONES = 8
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -37,7 +38,7 @@ BucketName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$"
 # A local directory or a gs:// URI: letters, digits and . _ - / only.
 SafePath = Annotated[str, Field(pattern=r"^(gs://[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9])?[A-Za-z0-9_./-]*$", max_length=512)]
 Label = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@ -]*$", max_length=200)]
-ExperimentStatus = Literal["succeeded", "failed", "preempted"]
+ExperimentStatus = Literal["succeeded", "failed", "preempted", "pruned"]
 
 
 class Strict(BaseModel):
@@ -546,7 +547,8 @@ class Batch(Strict):
 
     schema_version: Literal[1, 2, 3] = Field(
         3,
-        description="1 and 2 are still read; 2 adds Sinergym-config fields and max_parallel, 3 zones and max_vm_hours.",
+        description="1 and 2 are still read; 2 adds Sinergym-config fields and max_parallel, 3 zones, "
+        "max_vm_hours and the sweep.",
     )
     batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
     group_name: GroupName = "sinergym-group"
@@ -607,6 +609,12 @@ class Batch(Strict):
         description="VM-hour budget of the whole batch; experiments that would pass it are cancelled (budget).",
     )
 
+    # Version 3: a search over the (one) experiment's fields; launch expands it into its trials.
+    sweep: Sweep | None = Field(
+        None,
+        description="A sweep: `experiments` holds one base experiment; each trial sets the sweep's parameters on it.",
+    )
+
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> Batch:
         for i, exp in enumerate(self.experiments):
@@ -627,6 +635,25 @@ class Batch(Strict):
                 problem = path_outside(getattr(exp, field_name), results_bucket, self.batch_id, name)
                 if problem:
                     raise BadMessage(f"invalid Batch: experiments.{i}.{field_name}: {problem}")
+
+    @model_validator(mode="after")
+    def _sweep_applies(self) -> Batch:
+        if self.sweep is None:
+            return self
+        if self.schema_version < 3:
+            raise ValueError("sweep needs schema_version 3")
+        if len(self.experiments) not in (1, self.sweep.experiments):
+            raise ValueError(f"a sweep takes one base experiment in `experiments`, not {len(self.experiments)}")
+        base = self.experiments[0]
+        for path, param in self.sweep.parameters.items():
+            for value in param.samples():
+                try:
+                    sweep_spec.apply(base, {path: value}, None)
+                except ValidationError as exc:
+                    raise ValueError(f"sweep.parameters.{path} = {excerpt(value)}: {_summarise(exc)}") from None
+                except ValueError as exc:
+                    raise ValueError(f"sweep.parameters.{path}: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _version_fields(self) -> Batch:
@@ -674,7 +701,7 @@ class Completion(Strict):
 
     It counts only with the ``signature`` attribute (signing.py) made with its boot's key."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = Field(2, description="1 is still read; 2 adds the status pruned.")
     batch_id: BatchId
     experiment_index: int = Field(ge=0, lt=MAX_EXPERIMENTS)
     experiment_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")
@@ -691,6 +718,29 @@ class Completion(Strict):
     timesteps: int = Field(0, ge=0)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _version_status(self) -> Completion:
+        if self.schema_version == 1 and self.status == "pruned":
+            raise ValueError("status pruned needs schema_version 2")
+        return self
+
+
+class Progress(Strict):
+    """Published by a sweep trial's trainer after each episode, on the completions topic with the
+    attribute ``kind=progress``, signed like its Completion: the episode's metrics (and, after an
+    evaluation, ``eval_mean_reward``), which the sweep's pruner reads (control/sweeps.py). Sent after
+    the episode's checkpoint is stored, so a trial pruned on it loses nothing."""
+
+    schema_version: Literal[1] = 1
+    kind: Literal["progress"] = "progress"
+    batch_id: BatchId
+    experiment_index: int = Field(ge=0, lt=MAX_EXPERIMENTS)
+    instance: GceName
+    zone: Zone
+    boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+    episode: int = Field(ge=1, le=100_000)
+    metrics: dict[Annotated[str, Field(max_length=100)], float] = Field(default_factory=dict, max_length=50)
 
 
 def _summarise(error: ValidationError) -> str:
@@ -811,6 +861,11 @@ class TrainerSpec(Strict):
     # the first and its checkpoints with the second. None: an unsigned run, whose completion cleanup refuses.
     completion_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     checkpoint_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # A sweep trial whose sweep has a pruner: publish a Progress after each episode.
+    progress: bool = False
+    # A sweep trial: its trial number, and the sweep's MLflow parent run (its run is a child).
+    trial: int | None = Field(None, ge=0)
+    mlflow_parent_run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,64}$")
 
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> TrainerSpec:

@@ -13,6 +13,7 @@ States::
                          └── retried within the budget (failed, preempted, lost) ◀┘
     any live state ──force_terminal──▶ failed | cancelled;  over a budget ──▶ failed
     queued ──never_started──▶ cancelled (the batch's VM-hour budget is reached)
+    starting | running ──pruned (a sweep's pruner, or a pruned completion)──▶ pruned
 
 Two budgets: infrastructure losses (a preemption, a VM that vanished or never became ready) count
 against ``max_preemptions``; trainer deaths (a failed completion, a silent trainer) against
@@ -196,7 +197,7 @@ def trainer_started(rec: ExperimentRecord, boot_id: str, answer: str, now: float
 class Ending:
     """What a completion message reports about one boot's trainer (already checked against its contract)."""
 
-    status: Literal["succeeded", "failed", "preempted"]
+    status: Literal["succeeded", "failed", "preempted", "pruned"]
     boot_id: str
     exit_reason: str = ""
     error_type: str = ""
@@ -225,9 +226,9 @@ def completed(rec: ExperimentRecord, end: Ending, budgets: Budgets, vm_created: 
     if end.finished_at is not None:
         rec.trainer_finished_at = end.finished_at
     t = Transition(applied=True)
-    if end.status == "succeeded":
-        _finish(rec, "succeeded", "", now)
-        t.outcome = "succeeded"
+    if end.status in ("succeeded", "pruned"):
+        _finish(rec, end.status, "pruned by the sweep's pruner" if end.status == "pruned" else "", now)
+        t.outcome = end.status
     elif end.status == "failed":
         over, _ = _spend(rec, "trainer", budgets)
         if over:
@@ -278,6 +279,25 @@ def lost(
         t = Transition(applied=True, outcome="retried", effects={"recreate"})
     rec.note(f"sweeper:{t.outcome}", reason)
     return t
+
+
+def reported(rec: ExperimentRecord, boot_id: str, episode: int, value: float) -> Transition:
+    """A sweep trial's trainer reported the objective after ``episode`` (its running boot only)."""
+    if rec.terminal or rec.boot_id != boot_id or str(episode) in rec.intermediate:
+        return NOT_APPLIED
+    rec.intermediate[str(episode)] = value
+    return Transition(applied=True, outcome="reported")
+
+
+def pruned(rec: ExperimentRecord, boot_id: str, episode: int, attrs: dict[str, object], now: float) -> Transition:
+    """The sweep's pruner stopped the trial after ``episode``: it ends ``pruned`` and its VM goes at
+    once (the trainer checkpointed before it reported). Only the boot that reported, still live."""
+    if rec.terminal or rec.boot_id != boot_id:
+        return NOT_APPLIED
+    rec.pruner_attrs = dict(attrs)
+    _finish(rec, "pruned", f"pruned after episode {episode}", now)
+    rec.note("pruned", f"after episode {episode}")
+    return Transition(applied=True, outcome="pruned", effects={"settle"})
 
 
 def force_terminal(rec: ExperimentRecord, state: ExperimentState, reason: str, now: float) -> Transition:

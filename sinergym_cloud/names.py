@@ -146,6 +146,17 @@ def experiments_prefix(batch_id: str) -> str:
     return f"batches/{batch_id}/experiments/"
 
 
+def trial_object(batch_id: str, trial: int) -> str:
+    """Create-only: a sweep trial's proposed parameters. The first proposal written is the trial's,
+    so duplicate and concurrent deliveries that start it agree on one (control/sweeps.py)."""
+    return f"batches/{batch_id}/trials/{trial:05d}.json"
+
+
+def sweep_run_object(batch_id: str) -> str:
+    """Create-only: a sweep's MLflow parent run id (control/sweep_runs.py)."""
+    return f"batches/{batch_id}/sweep-run.json"
+
+
 def finalize_object(batch_id: str) -> str:
     """Create-only claim, then compare-and-swap: the batch's one-time teardown (MIG delete, alert)."""
     return f"batches/{batch_id}/finalize.json"

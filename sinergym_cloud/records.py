@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sinergym_cloud import names
 from sinergym_cloud.contracts import Experiment
 
-ExperimentState = Literal["queued", "pending", "starting", "running", "succeeded", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+ExperimentState = Literal["queued", "pending", "starting", "running", "succeeded", "failed", "cancelled", "pruned"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 # Live: holds one of the batch's VM slots (a VM asked for, booting, or training). Queued is neither.
 LIVE: frozenset[str] = frozenset({"pending", "starting", "running"})
 HISTORY_LIMIT = 50
@@ -74,6 +74,15 @@ class ExperimentRecord(Record):
     output_uris: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     timesteps: int = 0
+    # A sweep's trial (sweep_spec.py): its number, its parameters (set before its VM is asked for:
+    # planned at launch, or proposed when it left the queue), the objective's value after each episode
+    # the trainer reported (for the pruner), and the sampler's and pruner's bookkeeping (sweep.py).
+    trial: int | None = None
+    params: dict[str, Any] | None = None
+    intermediate: dict[str, float] = Field(default_factory=dict)
+    sampler_attrs: dict[str, Any] = Field(default_factory=dict)
+    pruner_attrs: dict[str, Any] = Field(default_factory=dict)
+    report_progress: bool = False  # its sweep has a pruner: the trainer reports every episode
     history: list[Event] = Field(default_factory=list)
     # The zones this experiment left because they could not create its VM (zone failover), in order.
     moved_from: list[str] = Field(default_factory=list)

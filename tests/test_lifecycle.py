@@ -193,3 +193,26 @@ def test_a_quota_refusal_is_timed_from_its_first_sighting_per_vm_request() -> No
     lifecycle.requeue(asked, "QUOTA_EXCEEDED")
     assert asked.quota_seen_at is None, "a later request is timed afresh"
     assert not lifecycle.quota_seen(record("running"), NOW).applied, "only a VM not yet had"
+
+
+def test_a_sweep_trial_is_pruned_once_by_its_running_boot_and_its_reports_are_kept_once() -> None:
+    rec = record("running")
+    assert lifecycle.reported(rec, "b1", 1, 0.5).applied
+    assert not lifecycle.reported(rec, "b1", 1, 0.9).applied, "a duplicate report changes nothing"
+    assert not lifecycle.reported(rec, "b0", 2, 0.9).applied, "an earlier boot's report is not this boot's"
+    assert rec.intermediate == {"1": 0.5}
+    assert not lifecycle.pruned(rec, "b0", 2, {}, NOW).applied
+    t = lifecycle.pruned(rec, "b1", 2, {"completed_rung_0": 0.5}, NOW)
+    assert (t.applied, t.effects, rec.state, rec.pruner_attrs) == (
+        True,
+        {"settle"},
+        "pruned",
+        {"completed_rung_0": 0.5},
+    )
+    assert rec.terminal and not lifecycle.pruned(rec, "b1", 3, {}, NOW).applied
+    assert not lifecycle.reported(rec, "b1", 3, 0.1).applied, "nothing is kept of a pruned trial's later episodes"
+    # The trainer's own pruned completion of an experiment the pruner already ended is a duplicate.
+    assert complete("pruned")(rec).outcome == "duplicate"
+    other = record("running")
+    t = complete("pruned")(other)
+    assert (t.outcome, other.state, t.effects) == ("pruned", "pruned", {"settle"})

@@ -37,6 +37,9 @@ class Context:
     queued_seconds: float = 0.0  # how long it waited queued for that slot
     completion_key: str | None = None  # signs the Completion (from dispatch, over SSH)
     checkpoint_key: str | None = None  # signs and checks the checkpoints (from dispatch, over SSH)
+    progress: bool = False  # a sweep trial with a pruner: report every episode (trainer/progress.py)
+    trial: int | None = None  # a sweep trial's number, and its sweep's MLflow parent run
+    mlflow_parent_run_id: str | None = None
 
     @classmethod
     def from_spec(cls, spec: TrainerSpec) -> Context:
@@ -58,6 +61,9 @@ class Context:
             queued_seconds=spec.queued_seconds,
             completion_key=spec.completion_key,
             checkpoint_key=spec.checkpoint_key,
+            progress=spec.progress,
+            trial=spec.trial,
+            mlflow_parent_run_id=spec.mlflow_parent_run_id,
         )
 
     @classmethod

@@ -291,7 +291,7 @@ class Runner:
 
     def _callbacks(self, model: Any, vec_env: Any, episode_len: int, tb_dir: Path | None) -> Callbacks:
         """Phase 2: per-episode metrics, evaluation and checkpoints; the TensorBoard sync."""
-        from trainer import evaluation, tracking
+        from trainer import evaluation, progress, tracking
         from trainer.episodes import EpisodeCallback
 
         exp = self.ctx.experiment
@@ -312,10 +312,12 @@ class Runner:
                 summary["comfort_violation_time_pct"],
                 summary["energy_kwh"],
             )
+            evaluated = None
             if evaluator and self.episodes_done % exp.eval_freq == 0:
-                evaluator.evaluate(model, vec_env, self.episodes_done)
+                evaluated = evaluator.evaluate(model, vec_env, self.episodes_done)
             if exp.checkpoint_every and self.episodes_done % exp.checkpoint_every == 0 and self.ctx.results_bucket:
                 self._save_checkpoint(model, vec_env)
+            progress.report(self.ctx, self.clients, self.episodes_done, summary, evaluated)  # after the checkpoint
 
         return Callbacks(EpisodeCallback(on_episode, self.stop_requested.is_set), evaluator, syncer)
 

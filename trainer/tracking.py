@@ -89,6 +89,10 @@ def start(ctx: Context, run_id: str | None) -> Any:
         "environment": ctx.experiment.environment,
         **queue_tags(ctx),
     }
+    if ctx.trial is not None:
+        tags["sweep.trial"] = str(ctx.trial)
+    if ctx.mlflow_parent_run_id:
+        tags["mlflow.parentRunId"] = ctx.mlflow_parent_run_id  # the sweep's run: this trial is its child
     run = retry.call(
         lambda: mlflow.start_run(run_name=ctx.name, tags=tags),
         what="start mlflow run",

@@ -439,7 +439,11 @@ VM_ENV_KEYS = (
     "SINERGYM_UPLOAD_SECONDS",
     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT",
     "SINERGYM_TRAINER_MODULE",
-    "BENCH_WORK_SECONDS",  # how long bench/workload.py (the trainer's stand-in) works
+    # bench/workload.py's script (how long it works, the objective per episode, duplicated messages).
+    "BENCH_WORK_SECONDS",
+    "BENCH_OBJECTIVE",
+    "BENCH_EPISODE_SECONDS",
+    "BENCH_DUPLICATE",
 )
 
 

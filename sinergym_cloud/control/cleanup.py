@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 
 from sinergym_cloud import contracts, lifecycle, names, signing, text
-from sinergym_cloud.contracts import Completion
-from sinergym_cloud.control import batches, queue
+from sinergym_cloud.contracts import Completion, Progress
+from sinergym_cloud.control import batches, queue, sweeps
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.lifecycle import Budgets, Ending
@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 
 
 def handle(rt: Runtime, d: Delivery) -> None:
+    signature = Signature(d.data, d.attributes.get(SIGNATURE))
+    if d.attributes.get("kind") == "progress":  # a sweep trial's episode report, for its pruner
+        p = contracts.parse(Progress, d.data)
+        sweeps.progress(rt, p, lambda rec: authentic(rt, rec, p, signature))
+        return
     c = contracts.parse(Completion, d.data)
-    complete(rt, c, owner=d.message_id or "cleanup", signature=Signature(d.data, d.attributes.get(SIGNATURE)))
+    complete(rt, c, owner=d.message_id or "cleanup", signature=signature)
 
 
 SIGNATURE = signing.SIGNATURE_ATTRIBUTE
@@ -47,8 +52,8 @@ class Refused(BadMessage):
     """A Completion that does not count: not signed with the key of the boot that is running."""
 
 
-def authentic(rt: Runtime, rec: ExperimentRecord, c: Completion, signature: Signature | None) -> str:
-    """Why the Completion does not come from the boot that runs the experiment ("" if it does)."""
+def authentic(rt: Runtime, rec: ExperimentRecord, c: Completion | Progress, signature: Signature | None) -> str:
+    """Why the Completion (or Progress) does not come from the boot that runs the experiment ("" if it does)."""
     if rec.boot_id is None or not (rec.terminal or rec.state in ("starting", "running")):
         return f"experiment is {rec.state}, no boot of it is running"
     if c.boot_id != rec.boot_id:

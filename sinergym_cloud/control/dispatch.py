@@ -24,7 +24,7 @@ import paramiko
 
 from sinergym_cloud import compute, contracts, lifecycle, names, retry, signing, ssh
 from sinergym_cloud.contracts import InstanceReady, TrainerSpec
-from sinergym_cloud.control import batches
+from sinergym_cloud.control import batches, sweep_runs, sweeps
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.lifecycle import BOOTED
@@ -152,7 +152,7 @@ def _converse(rt: Runtime, talk: ssh.Conversation, ready: InstanceReady, *, host
 
     claimed, _ = batches.transition(rt, ready.batch_id, index, claim)
     assert claimed is not None, "the record was read above; state objects are never deleted"
-    rec = claimed
+    rec = sweeps.ensure_params(rt, claimed)  # set before its VM was asked for; again here, if that was cut short
     if rec.terminal or rec.boot_id != ready.boot_id or rec.completion_nonce is None:
         talk.finish()
         return f"ignored: experiment is {rec.state} on boot {rec.boot_id}"
@@ -177,6 +177,9 @@ def _converse(rt: Runtime, talk: ssh.Conversation, ready: InstanceReady, *, host
         queued_seconds=max(0.0, (rec.started_at or rec.created_at) - rec.created_at),
         completion_key=signing.completion_key(secret, rec.batch_id, rec.index, ready.boot_id, rec.completion_nonce),
         checkpoint_key=signing.checkpoint_key(secret, rec.batch_id, rec.name),
+        progress=rec.report_progress,
+        trial=rec.trial,
+        mlflow_parent_run_id=sweep_runs.parent_run_id(rt, rec.batch_id) if rec.trial is not None else None,
     )
     answer = _answer(ready.instance, talk.finish(spec.model_dump_json().encode()))
     status = answer.get("status")

@@ -17,8 +17,9 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from sinergym_cloud import budget, capacity, contracts, errors, names, retry
+from sinergym_cloud import budget, capacity, contracts, errors, names, retry, sweep
 from sinergym_cloud.contracts import Batch
+from sinergym_cloud.control import queue, sweep_runs, sweeps
 from sinergym_cloud.errors import Permanent
 from sinergym_cloud.events import Delivery
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
@@ -78,12 +79,24 @@ def experiment_records(batch: Batch, parallel: int | None = None) -> list[Experi
     """One record per experiment: the first ``parallel`` start now (pending), the rest wait (queued).
 
     With a VM-hour budget, the first wave is cut where its estimates would pass it: the experiment
-    there and all after it are never started (cancelled, reason ``budget``)."""
+    there and all after it are never started (cancelled, reason ``budget``). A sweep's (an expanded
+    batch, sweep.expand) say their trial, and its parameters where planned."""
     submitted = batch.submitted_at or datetime.now(UTC)
     wave = len(batch.experiments) if parallel is None else min(parallel, len(batch.experiments))
     fit = budget.first_wave(batch.max_vm_hours, batch.experiments, wave)
     cut = budget_cut_reason(batch, fit) if fit < wave else ""
     now = time.time()
+    trials: dict[str, Any] = {}
+    s = batch.sweep
+    planned = sweep.plan(s) if s is not None else None
+    for i in range(len(batch.experiments) if s is not None else 0):
+        assert s is not None
+        trial = s.locate(i)[0]
+        trials[str(i)] = {
+            "trial": trial,
+            "params": planned[trial] if planned is not None else None,
+            "report_progress": s.pruner is not None,
+        }
     records = []
     for i, exp in enumerate(batch.experiments):
         state = "pending" if i < fit else ("cancelled" if cut else "queued")
@@ -98,6 +111,7 @@ def experiment_records(batch: Batch, parallel: int | None = None) -> list[Experi
             spec=exp,
             state=state,
             started_by="launch" if i < fit else None,
+            **trials.get(str(i), {}),
         )
         if state == "cancelled":
             rec.reason, rec.finished_at = cut, now
@@ -132,6 +146,7 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
             )
         if batch.submitted_at is None:
             batch = batch.model_copy(update={"submitted_at": datetime.now(UTC)})
+        batch = expand_sweep(batch)
         batch.check_paths(batch.results_bucket or rt.settings.results_bucket)  # before anything is created
         accepted = {"batch": batch.model_dump(mode="json"), "accepted_at": time.time(), "message_id": message_id}
         state.create(names.batch_object(bid), accepted)
@@ -209,6 +224,17 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
                 records,
             )
         )
+    unrunnable: list[ExperimentRecord] = []
+    if batch.sweep is not None:  # the first wave's trials get their parameters before their VMs
+        sweep_runs.ensure_parent_run(rt, batch, record.mlflow_experiment)
+        for r in records:
+            if r.index in starting and r.params is None:
+                current = rt.state.read(names.experiment_object(bid, r.index))
+                assert current is not None, "created above"
+                ready = sweeps.ensure_params(rt, ExperimentRecord.model_validate(current.data))
+                if ready.terminal:
+                    unrunnable.append(ready)
+        starting -= {r.index for r in unrunnable}
     rt.state.put(names.active_object(bid), {"batch_id": bid, "since": time.time()})
     for zone in batch.all_zones:  # where the orphan sweep looks, failover zones included
         rt.state.put(names.zone_object(zone), {"zone": zone})
@@ -223,6 +249,16 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
         }
         created = rt.compute.create_instances(batch.zone, mig, wanted)
         log.info("batch %s: group %s has %d instance(s) (%d created now)", bid, mig, len(wanted), len(created))
+    for ended in unrunnable:  # their slots go to the next trials, now that the groups exist
+        queue.start_next(rt, ended)
+
+
+def expand_sweep(batch: Batch) -> Batch:
+    """A sweep batch's trials (sweep.expand); a planned point that is no valid experiment is refused."""
+    try:
+        return sweep.expand(batch)
+    except ValueError as exc:
+        raise Permanent(f"batch {batch.batch_id}: {exc}") from None
 
 
 def _cancelled(rt: Runtime, batch_id: str) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from google.api_core import exceptions
 
 from sinergym_cloud import budget, lifecycle, names
-from sinergym_cloud.control import batches
+from sinergym_cloud.control import batches, sweeps
 from sinergym_cloud.lifecycle import NOBODY
 from sinergym_cloud.records import LIVE, ExperimentRecord, LaunchRecord
 from sinergym_cloud.runtime import Runtime
@@ -97,7 +97,13 @@ def start_next(rt: Runtime, ended: ExperimentRecord) -> int | None:
 
 
 def request_vm(rt: Runtime, launch: LaunchRecord, rec: ExperimentRecord) -> None:
-    """Ask the experiment's group for its VM (idempotent: an existing name is skipped)."""
+    """Ask the experiment's group for its VM (idempotent: an existing name is skipped). A sweep
+    trial's parameters are in its record first (proposed now if they are not yet)."""
+    rec = sweeps.ensure_params(rt, rec)
+    if rec.terminal:  # a sweep trial that cannot run: its slot goes on at once
+        start_next(rt, rec)
+        batches.finalize_if_done(rt, rec.batch_id, owner=f"queue-{rec.batch_id}-{rec.index}")
+        return
     wanted = {rec.instance: names.instance_metadata(rec.batch_id, rec.index)}
     try:
         rt.compute.create_instances(rec.zone, rec.mig, wanted)

@@ -20,11 +20,12 @@ Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or o
   submit (default)   python publisher.py -cmds 'python3 DRL_battery.py --environment ...' ... [--wait]
                      python publisher.py --batch-file study.yaml [--dry-run]
   status BATCH_ID    experiments, states, instances, MLflow runs, outputs, groups, alerts [--json]
-  wait BATCH_ID      live progress until the batch ends (exit 0 only if every experiment succeeded)
+  wait BATCH_ID      live progress until the batch ends (exit 0 only if every experiment succeeded or was pruned)
   cancel BATCH_ID    stop the experiments, delete the instances and the group
   report BATCH_ID    an HTML report with learning curves and costs
   tensorboard BATCH_ID  serve the batch's TensorBoard logs from the bucket, live (every experiment a run)
   schema             print the Batch JSON Schema (the contract of the experiment-batches topic)
+  best BATCH_ID      a sweep's best trial as a batch-file entry, ready to rerun with more seeds
   (status, wait, cancel, report and tensorboard take --project_id/-id too; `python publisher.py status -h`)
 
 Target: --project_id (or GOOGLE_CLOUD_PROJECT) means Google Cloud; without a project, or with the

@@ -115,6 +115,19 @@ def schema_command(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def best_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python publisher.py best", description="Print a sweep's best trial as a batch-file entry."
+    )
+    add_batch_arguments(p)
+    args = p.parse_args(argv)
+    from sinergym_cloud.publisher import sweep_view
+
+    code, text = sweep_view.best_command(target.runtime(args.project_id), args.batch_id)
+    print(text, file=sys.stdout if code == EXIT_OK else sys.stderr)
+    return code
+
+
 def report_command(argv: list[str]) -> int:
     from sinergym_cloud.publisher import report
 
@@ -128,6 +141,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "report": report_command,
     "schema": schema_command,
     "tensorboard": tensorboard_command,
+    "best": best_command,
 }
 
 

@@ -54,7 +54,7 @@ def print_plan(
         }
         for i, (e, h) in enumerate(zip(batch.experiments, hours, strict=True))
     ]
-    summary = {
+    summary: dict[str, Any] = {
         "batch_id": batch.batch_id,
         "target": "local cloud" if settings is None or settings.local else f"project {settings.project}",
         "zone": batch.zone,
@@ -72,6 +72,10 @@ def print_plan(
         **budget_plan(batch),
         "experiments": rows,
     }
+    if batch.sweep is not None:
+        from sinergym_cloud.publisher import sweep_view
+
+        summary["sweep"] = sweep_view.plan_summary(batch)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -79,6 +83,8 @@ def print_plan(
     from rich.table import Table
 
     console = Console()
+    if batch.sweep is not None:
+        sweep_view.print_plan(console, summary["sweep"])
     table = Table(title=f"Plan for batch {batch.batch_id} ({summary['target']}, zone {', '.join(batch.all_zones)})")
     for column in ("#", "instance", "environment", "alg", "episodes", "seed", "≈VM-h"):
         table.add_column(column)
@@ -142,7 +148,14 @@ def no_template(batch: Batch, settings: config.Settings, consequence: str = "not
 
 def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
     """Print the plan. The template is read (machine type) only where a cloud is there to ask without
-    starting one: a project, or a local cloud that is already up."""
+    starting one: a project, or a local cloud that is already up. A sweep is planned as launch
+    expands it: one experiment per trial and seed."""
+    from sinergym_cloud import sweep
+
+    try:
+        batch = sweep.expand(batch)
+    except ValueError as exc:
+        return die(str(exc))
     settings: config.Settings | None = None
     template = None
     parallel: capacity.Parallelism | None = None

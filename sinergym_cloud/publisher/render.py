@@ -73,6 +73,10 @@ def render_status(info: BatchView, console: Any = None) -> None:
         console.print(m(f"group {g.name}{where}: {state}"))
     for a in info.alerts:
         console.print(m(f"alert raised: {a.metric} {a.labels} at {a.time}", 2000))
+    if info.sweep:
+        from sinergym_cloud.publisher import sweep_view
+
+        sweep_view.print_trials(console, info.sweep)
 
 
 def print_json(info: BatchView) -> None:
@@ -105,7 +109,7 @@ def wait(rt: Runtime, batch_id: str, timeout: float, as_json: bool = False) -> i
     if not info.done:
         console.print(f"[yellow]gave up waiting after {timeout:.0f}s; the batch goes on[/]")
         return EXIT_FAILED
-    ok = all(e.state == "succeeded" for e in info.experiments)
+    ok = all(e.state in ("succeeded", "pruned") for e in info.experiments)  # a pruned trial did its part
     return EXIT_OK if ok else EXIT_FAILED
 
 

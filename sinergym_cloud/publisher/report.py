@@ -13,7 +13,6 @@ import argparse
 import base64
 import datetime as dt
 import html
-import io
 import json
 import logging
 import statistics
@@ -22,13 +21,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sinergym_cloud import names, text
 from sinergym_cloud.budget import vm_hours  # the count the budget is held to (re-exported here)
 from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.publisher import views
 from sinergym_cloud.publisher.arguments import EXIT_NOT_FOUND, EXIT_OK, add_batch_arguments
+from sinergym_cloud.publisher.figures import png
 from sinergym_cloud.publisher.views import BatchView
 
 if TYPE_CHECKING:
@@ -124,12 +124,6 @@ def curves_by_algorithm(rows: list[Row]) -> dict[str, list[tuple[int, float, flo
     }
 
 
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
-
-
 def plot_learning_curves(rows: list[Row]) -> bytes | None:
     import matplotlib
 
@@ -152,7 +146,7 @@ def plot_learning_curves(rows: list[Row]) -> bytes | None:
     ax.set_title("Learning curves (line: mean across seeds; band: min-max)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    data = _png(fig)
+    data = png(fig)
     plt.close(fig)
     return data
 
@@ -181,7 +175,7 @@ def plot_energy_comfort(rows: list[Row]) -> bytes | None:
     ax.set_title("Energy vs comfort, last episode of each experiment")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    data = _png(fig)
+    data = png(fig)
     plt.close(fig)
     return data
 
@@ -270,10 +264,28 @@ idle share {idle_share:.0f}% (VM alive but not training: boot, dispatch, upload,
 {"".join(body)}
 </tbody></table>
 {"".join(figures)}
+{sweep_section(info, images)}
 <h2>Alerts raised</h2><ul>{alerts or "<li>none</li>"}</ul>
 <p><small>Generated {generated} by <code>python publisher.py report {html.escape(info.batch_id)}</code>.</small></p>
 </body></html>
 """
+
+
+def sweep_figure(info: BatchView) -> bytes | None:
+    if not info.sweep:
+        return None
+    from sinergym_cloud.publisher import sweep_view
+
+    return sweep_view.plot(info.sweep)
+
+
+def sweep_section(info: BatchView, images: dict[str, bytes]) -> str:
+    """A sweep's trials, best trial and figure (sweep_view.py); nothing for a batch without one."""
+    if not info.sweep:
+        return ""
+    from sinergym_cloud.publisher import sweep_view
+
+    return sweep_view.html_section(info.sweep, images.get("sweep.png"))
 
 
 def write(rt: Runtime, batch_id: str, out_dir: Path) -> Path:
@@ -285,6 +297,10 @@ def write(rt: Runtime, batch_id: str, out_dir: Path) -> Path:
         if data:
             (out_dir / name).write_bytes(data)
             images[name] = data
+    sweep_png = sweep_figure(info)
+    if sweep_png:
+        (out_dir / "sweep.png").write_bytes(sweep_png)
+        images["sweep.png"] = sweep_png
     page = out_dir / "report.html"
     page.write_text(render(info, rows, images, rt.settings.storage_endpoint))
     summary = {

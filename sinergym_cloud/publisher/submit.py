@@ -89,10 +89,13 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _validate_as_launch(data: bytes, results_bucket: str) -> None:
-    """What launch will do with the message: refuse it here, with launch's reason."""
+    """What launch will do with the message: refuse it here, with launch's reason (a sweep's planned
+    trial that is no valid experiment, too)."""
+    from sinergym_cloud import sweep
+
     try:
-        contracts.parse(Batch, data).check_paths(results_bucket)
-    except BadMessage as exc:
+        sweep.expand(contracts.parse(Batch, data)).check_paths(results_bucket)
+    except (BadMessage, ValueError) as exc:
         raise SystemExit(die(str(exc))) from None
 
 

@@ -144,6 +144,7 @@ class BatchView:
     groups: list[GroupView]
     alerts: list[AlertView]
     experiments: list[ExperimentView]
+    sweep: dict[str, Any] | None = None  # a sweep's trials, best trial and pruning savings (sweep_view.py)
 
     @property
     def results_bucket(self) -> str:
@@ -252,4 +253,14 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
             )
             for r in records
         ],
+        sweep=_sweep(rt, batch_id, records),
     )
+
+
+def _sweep(rt: Runtime, batch_id: str, records: list[ExperimentRecord]) -> dict[str, Any] | None:
+    """A sweep's trials, best trial and pruning savings (sweep_view.py); None without a sweep."""
+    if not any(r.trial is not None for r in records):
+        return None
+    from sinergym_cloud.publisher import sweep_view  # Optuna is imported only for a sweep
+
+    return sweep_view.status_of(rt, batch_id, records)

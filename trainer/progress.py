@@ -1,0 +1,41 @@
+"""A sweep trial's episode reports, for its pruner (control/sweeps.py).
+
+After each episode (its evaluation and checkpoint done), a trial whose sweep has a pruner publishes
+a Progress on the completions topic (attribute ``kind=progress``), signed with its completion key
+like its Completion. A report that cannot be published is logged and training goes on: the worst
+case is a trial that is not pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sinergym_cloud import contracts, names, retry, signing
+from sinergym_cloud.contracts import Progress
+from trainer.context import Context
+
+log = logging.getLogger(__name__)
+
+
+def report(ctx: Context, clients: Any, episode: int, summary: dict[str, float], eval_mean: float | None) -> None:
+    """Publish episode ``episode``'s metrics (and its evaluation's mean reward) if the run reports progress."""
+    if not ctx.progress or not ctx.on_vm or ctx.instance is None or ctx.zone is None or ctx.boot_id is None:
+        return
+    metrics = {k: float(v) for k, v in summary.items()}
+    if eval_mean is not None:
+        metrics["eval_mean_reward"] = float(eval_mean)
+    message = Progress(batch_id=ctx.batch_id, experiment_index=ctx.index, instance=ctx.instance, zone=ctx.zone,
+                       boot_id=ctx.boot_id, episode=episode, metrics=metrics)  # fmt: skip
+    data = contracts.dump(message)
+    attributes = {"kind": "progress"}
+    if ctx.completion_key:
+        attributes[signing.SIGNATURE_ATTRIBUTE] = signing.sign(ctx.completion_key, data)
+    try:
+        retry.call(
+            lambda: clients.publish(names.TOPIC_COMPLETIONS, data, 30.0, **attributes),
+            what="publish progress",
+            deadline=60,
+        )
+    except Exception as exc:  # noqa: BLE001 - a lost report costs a pruning decision, never the training
+        log.warning("progress of episode %d not published: %s", episode, exc)
