@@ -69,7 +69,7 @@ def local_cloud(extra_env: dict[str, str] | None = None, profile: str = "fast") 
 
 def runtime(env: dict[str, str]) -> Any:
     from sinergym_cloud.config import Settings
-    from sinergym_cloud.runtime import Runtime
+    from sinergym_cloud.gcp.runtime import Runtime
 
     return Runtime.from_settings(Settings.from_env(env))
 

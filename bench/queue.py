@@ -5,7 +5,7 @@
   ceil(N/P) x T, T the workload's time; the latency from the end of an experiment to the VM request
   of the queued one it starts (its completion, as the workload stamped it, to the group's
   ``createInstances`` that names the new VM); Compute API calls (counted by the emulator) and
-  state-object writes (counted from the functions' ``sinergym_cloud.state.writes`` log) per
+  state-object writes (counted from the functions' ``sinergym_cloud.gcp.state.writes`` log) per
   experiment, at each N: a queue that costs the same per experiment at N = 20 and 200 scales.
 - Launch: publish -> every VM of a 1000-experiment batch requested (no parallelism limit). The
   emulator's zones are out of stock meanwhile (its quotas admit them all: launch reads them), so the
@@ -59,7 +59,7 @@ def queue(sizes: list[int] | None = None, launch_size: int = 1000, parallel: int
     workload = {
         "SINERGYM_TRAINER_MODULE": "bench.workload",
         "BENCH_WORK_SECONDS": str(WORK),
-        "SINERGYM_DEBUG_LOGGERS": "sinergym_cloud.state.writes",
+        "SINERGYM_DEBUG_LOGGERS": "sinergym_cloud.gcp.state.writes",
     }
     with local_cloud(workload) as (cloud, env):
         rt = runtime(env)

@@ -27,9 +27,9 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     # Like the trainer, the Pub/Sub client is built at start, so the completion goes out at once.
     from sinergym_cloud import contracts, names, signing
-    from sinergym_cloud.clients import Clients
     from sinergym_cloud.config import Settings
     from sinergym_cloud.contracts import Completion, Progress, TrainerSpec
+    from sinergym_cloud.gcp.clients import Clients
 
     spec = TrainerSpec.model_validate_json(Path(argv[argv.index("--spec") + 1]).read_text())
     clients = Clients(Settings.from_env({**os.environ, "GOOGLE_CLOUD_PROJECT": spec.project}))

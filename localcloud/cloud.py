@@ -433,8 +433,8 @@ class LocalCloud:
         from google.api_core import exceptions
         from google.cloud import compute_v1, monitoring_v3
 
-        from sinergym_cloud.clients import Clients
         from sinergym_cloud.config import Settings
+        from sinergym_cloud.gcp.clients import Clients
 
         clients = Clients(Settings.from_env(env))
         pub, sub = clients.publisher, clients.subscriber

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sinergym_cloud.procinfo import is_zombie, parent, start_time
+from sinergym_cloud.vm.procinfo import is_zombie, parent, start_time
 
 log = logging.getLogger(__name__)
 

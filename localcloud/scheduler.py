@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 
-from sinergym_cloud.clients import Clients
 from sinergym_cloud.config import Settings
+from sinergym_cloud.gcp.clients import Clients
 
 log = logging.getLogger("localcloud.scheduler")
 

@@ -25,8 +25,8 @@ from localcloud.cloud import LocalCloud  # noqa: E402 - run as a script: sys.pat
 from sinergym_cloud import names  # noqa: E402 - run as a script: sys.path is set first
 from sinergym_cloud.config import Settings  # noqa: E402 - run as a script: sys.path is set first
 from sinergym_cloud.contracts import Batch, Experiment  # noqa: E402 - run as a script: sys.path is set first
+from sinergym_cloud.gcp.runtime import Runtime  # noqa: E402 - run as a script: sys.path is set first
 from sinergym_cloud.publisher import render, report, views  # noqa: E402 - run as a script: sys.path is set first
-from sinergym_cloud.runtime import Runtime  # noqa: E402 - run as a script: sys.path is set first
 
 console = Console()
 WEEK = (1, 1, 1991, 7, 1, 1991)

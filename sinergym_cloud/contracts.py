@@ -445,7 +445,7 @@ class Experiment(Strict):
     mode: Literal["train", "check"] = Field(
         "train", description="check: run `python -m trainer check` on the VM instead of training."
     )
-    # Schema version 2: what Sinergym's training YAML adds (see sinergym_cloud/sinergym_config.py).
+    # Schema version 2: what Sinergym's training YAML adds (see sinergym_cloud/inputs/sinergym_config.py).
     label: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")] | None = Field(
         None, description="A name of your own (Sinergym's experiment_name); it prefixes the experiment's name."
     )

@@ -21,7 +21,7 @@ from localcloud import profiles
 from localcloud.cloud import LocalCloud, Options
 from sinergym_cloud import names
 from sinergym_cloud.config import Settings
-from sinergym_cloud.runtime import Runtime
+from sinergym_cloud.gcp.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 # The Compute emulator's timings for this session: LOCALCLOUD_PROFILE=gce (and LOCALCLOUD_SCALE)

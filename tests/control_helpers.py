@@ -14,9 +14,9 @@ from sinergym_cloud import contracts, names, signing
 from sinergym_cloud.contracts import Batch, Completion, Experiment, ExperimentStatus, InstanceReady
 from sinergym_cloud.control import cleanup
 from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.publisher import views
 from sinergym_cloud.records import ExperimentRecord
-from sinergym_cloud.runtime import Runtime
 from tests.conftest import Cloud, new_batch_id, wait_for
 
 PROJECT = "local-project"

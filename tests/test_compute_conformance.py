@@ -20,7 +20,7 @@ from google.api_core import exceptions
 from google.cloud import compute_v1
 
 from localcloud.compute import discovery, server
-from sinergym_cloud.compute import ComputeApi
+from sinergym_cloud.gcp.compute import ComputeApi
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 
 PROJECT = "local-project"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sinergym_cloud import batchfile, catalog, contracts, names
+from sinergym_cloud import catalog, contracts, names
 from sinergym_cloud.contracts import Batch, Completion, Experiment, InstanceReady
 from sinergym_cloud.errors import BadMessage
+from sinergym_cloud.inputs import batchfile
 
 EXP = {"environment": "Eplus-5zone-hot-continuous-v1", "algorithm": "PPO", "episodes": 1}
 

@@ -325,7 +325,7 @@ def test_launch_function_through_functions_framework(cloud: Cloud, monkeypatch: 
 
     from functions_framework import create_app
 
-    from sinergym_cloud import runtime
+    from sinergym_cloud.gcp import runtime
 
     for key, value in cloud.env.items():
         monkeypatch.setenv(key, value)

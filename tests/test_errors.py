@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from google.api_core import exceptions as google
 
-from sinergym_cloud import batchfile, errors, legacy, retry
+from sinergym_cloud import errors
 from sinergym_cloud.errors import BadMessage, BatchNotFound, Conflict, Permanent
+from sinergym_cloud.gcp import retry
+from sinergym_cloud.inputs import batchfile, legacy
 
 
 @pytest.mark.parametrize(

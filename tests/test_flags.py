@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sinergym_cloud import flags
 from sinergym_cloud.contracts import AlgorithmParameters, Experiment, Hyperparameters, SharedParameters
+from sinergym_cloud.inputs import flags
 from sinergym_cloud.options import option_of
 from trainer import cli as trainer_cli
 

@@ -17,7 +17,7 @@ import requests
 
 from localcloud import profiles
 from localcloud.cloud import LocalCloud, Options
-from sinergym_cloud.compute import ComputeApi
+from sinergym_cloud.gcp.compute import ComputeApi
 from tests.conftest import PROFILE, Cloud, new_batch_id, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.gce]

@@ -21,7 +21,7 @@ import pytest
 import requests
 from google.auth.credentials import AnonymousCredentials
 
-from sinergym_cloud.compute import ComputeApi
+from sinergym_cloud.gcp.compute import ComputeApi
 from tests.conftest import Cloud, new_batch_id, wait_for
 
 PROJECT = "local-project"

@@ -189,7 +189,7 @@ def test_iam_roles_are_least_privilege() -> None:
     assert roles <= ROLE_ALLOWLIST, f"roles outside the allowlist: {roles - ROLE_ALLOWLIST}"
 
 
-# What each Compute Engine call of sinergym_cloud/compute.py needs (the API reference's
+# What each Compute Engine call of sinergym_cloud/gcp/compute.py needs (the API reference's
 # "Authorization requires the following IAM permission" of each method).
 CALL_PERMISSIONS = {
     "migs.insert_unary": "compute.instanceGroupManagers.create",
@@ -223,7 +223,7 @@ def test_the_group_operator_role_is_exactly_what_the_compute_calls_need() -> Non
     permission in it is used by a call, and every call is covered."""
     roles = _custom_roles()
     granted = set(_unquote(roles["group_operator"])["permissions"])
-    source = (REPO / "sinergym_cloud" / "compute.py").read_text()
+    source = (REPO / "sinergym_cloud" / "gcp" / "compute.py").read_text()
     calls = {c for c in re.findall(r"self\.c\.([a-z_]+\.[a-z_]+)\b", source) if not c.startswith("settings.")}
     assert calls, "no Compute call found: the pattern is broken"
     assert calls <= set(CALL_PERMISSIONS), f"calls without a known permission: {calls - set(CALL_PERMISSIONS)}"
@@ -235,7 +235,7 @@ def test_dispatch_reads_instances_and_host_keys_and_nothing_else() -> None:
     """dispatch's custom role is exactly what describe_host calls (api.c.*) and instance() need."""
     roles = _custom_roles()
     granted = set(_unquote(roles["instance_reader"])["permissions"])
-    source = (REPO / "sinergym_cloud" / "compute.py").read_text()
+    source = (REPO / "sinergym_cloud" / "gcp" / "compute.py").read_text()
     calls = set(re.findall(r"api\.c\.([a-z_]+\.[a-z_]+)\b", source)) - {"c.settings"}
     calls = {c for c in calls if not c.startswith("settings.")} | {"instances.get"}  # api.instance()
     assert "instances.get_guest_attributes" in calls, "the host-key call was not found: the pattern is broken"
@@ -377,7 +377,7 @@ def test_the_vm_ready_step_publishes_the_contract_dispatch_reads(cloud: Cloud, t
     assert (ready.instance, ready.mig, ready.batch_id, ready.address, ready.boot_id) == (
         "grp-abc-3", "grp-abc", "my-batch", "10.10.0.7", "1234-ab12cd34"
     )  # fmt: skip
-    from sinergym_cloud import ssh
+    from sinergym_cloud.gcp import ssh
 
     assert ready.host_key_fingerprint == ssh.public_key_fingerprint(Path(f"{key}.pub").read_text())
     assert names.experiment_index(ready.mig, ready.instance) == 3

@@ -6,8 +6,8 @@ import shlex
 
 import pytest
 
-from sinergym_cloud import flags, legacy
 from sinergym_cloud.contracts import Experiment
+from sinergym_cloud.inputs import flags, legacy
 from trainer.cli import build_parser, experiment_from_args
 
 SEED_COMMANDS = [

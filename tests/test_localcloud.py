@@ -17,8 +17,9 @@ from google.cloud import compute_v1, monitoring_v3
 
 from localcloud import procs
 from localcloud.cloud import LocalCloud, Options
-from sinergym_cloud import compute, metrics, names, ssh
-from sinergym_cloud.compute import ComputeApi
+from sinergym_cloud import names
+from sinergym_cloud.gcp import compute, metrics, ssh
+from sinergym_cloud.gcp.compute import ComputeApi
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 
 PROJECT = "local-project"
@@ -40,7 +41,7 @@ def test_pubsub_publish_and_pull(cloud: Cloud) -> None:
 LEAN_TRAINER = """
 import json, os, sys
 import trainer.run
-from sinergym_cloud.clients import Clients
+from sinergym_cloud.gcp.clients import Clients
 from sinergym_cloud.config import Settings
 clients = Clients(Settings.from_env(dict(os.environ)))
 message_id = clients.publish(sys.argv[1], b"from a trainer")
@@ -307,8 +308,8 @@ def test_down_after_a_crash_of_the_starter_still_stops_everything(tmp_path: Path
     cloud = LocalCloud(tmp_path / "lc", Options(port_base=0, sweep_interval=0))
     env = cloud.up()
     cloud_id = cloud.info()["id"]  # type: ignore[index] - the cloud is up
-    from sinergym_cloud.clients import Clients
     from sinergym_cloud.config import Settings
+    from sinergym_cloud.gcp.clients import Clients
 
     api = ComputeApi(Clients(Settings.from_env(env)), PROJECT)
     api.ensure_group(ZONE, "crash", "sinergym-template")

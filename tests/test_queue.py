@@ -13,8 +13,8 @@ from typing import Any
 
 from sinergym_cloud import names
 from sinergym_cloud.control import batches, launch, sweeper
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.publisher import views
-from sinergym_cloud.runtime import Runtime
 from tests.conftest import Cloud, wait_for
 from tests.control_helpers import (
     QUIET_TEMPLATE,

@@ -17,8 +17,8 @@ import sys
 import requests
 
 from sinergym_cloud import names
-from sinergym_cloud.compute import ComputeApi
 from sinergym_cloud.control import batches
+from sinergym_cloud.gcp.compute import ComputeApi
 from sinergym_cloud.publisher import views
 from sinergym_cloud.records import LaunchRecord
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for

@@ -25,8 +25,9 @@ import requests
 import yaml
 
 from localcloud.ports import free_port
-from sinergym_cloud import batchfile, catalog, contracts, names, sinergym_config
+from sinergym_cloud import catalog, contracts, names
 from sinergym_cloud.contracts import BadMessage, Batch, Experiment, TrainerSpec
+from sinergym_cloud.inputs import batchfile, sinergym_config
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 from tests.control_helpers import wait_batch
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from sinergym_cloud import batchfile, contracts, sweep
+from sinergym_cloud import contracts, sweep
 from sinergym_cloud.contracts import Batch, Completion, Experiment
 from sinergym_cloud.errors import BadMessage
+from sinergym_cloud.inputs import batchfile
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO.parent / "shared" / "reference" / "sinergym-configs"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-AGENT = [sys.executable, "-m", "sinergym_cloud.vm_agent"]
+AGENT = [sys.executable, "-m", "sinergym_cloud.vm.vm_agent"]
 
 
 def session(home: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:

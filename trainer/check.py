@@ -56,8 +56,8 @@ def _energyplus() -> str:
 
 
 def _clients() -> Any:
-    from sinergym_cloud.clients import Clients
     from sinergym_cloud.config import Settings
+    from sinergym_cloud.gcp.clients import Clients
 
     return Clients(Settings.from_env())
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sinergym_cloud import names, retry, signing
+from sinergym_cloud import names, signing
+from sinergym_cloud.gcp import retry
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sinergym_cloud import flags
 from sinergym_cloud.contracts import Experiment, TrainerSpec, _summarise
+from sinergym_cloud.inputs import flags
 
 EPILOG = """\
 other modes:
@@ -105,7 +105,7 @@ def experiment_from_args(args: argparse.Namespace) -> Experiment:
 
 def experiment_from_config(path: Path, args: argparse.Namespace) -> Experiment:
     """A Sinergym config's Experiment, with the flags given beside it laid over it."""
-    from sinergym_cloud import batchfile
+    from sinergym_cloud.inputs import batchfile
 
     mapped = batchfile.load_config(path)
     fields = dict(mapped.fields)

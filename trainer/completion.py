@@ -72,7 +72,8 @@ def message(ctx: Context, outcome: Outcome, tail: LogTail, started: float) -> Co
 
 def publish(clients: Any, completion: Completion, completion_key: str | None) -> str:
     """Publish the completion (signed when dispatch gave a key), retried for up to two minutes."""
-    from sinergym_cloud import retry, signing
+    from sinergym_cloud import signing
+    from sinergym_cloud.gcp import retry
 
     data = contracts.dump(completion)
     signed: dict[str, Any] = {signing.SIGNATURE_ATTRIBUTE: signing.sign(completion_key, data)} if completion_key else {}

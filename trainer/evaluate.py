@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def experiment_for(args: argparse.Namespace) -> Experiment:
     fields: dict[str, Any] = {}
     if args.config:
-        from sinergym_cloud import batchfile
+        from sinergym_cloud.inputs import batchfile
 
         fields = dict(batchfile.load_config(args.config).fields)
         fields.pop("initial_model", None)
@@ -69,8 +69,8 @@ def experiment_for(args: argparse.Namespace) -> Experiment:
 
 
 def _storage() -> Any:
-    from sinergym_cloud.clients import Clients
     from sinergym_cloud.config import Settings
+    from sinergym_cloud.gcp.clients import Clients
 
     if os.environ.get("GOOGLE_CLOUD_PROJECT"):
         return Clients(Settings.from_env()).storage

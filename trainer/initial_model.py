@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sinergym_cloud import names, retry
+from sinergym_cloud import names
 from sinergym_cloud.contracts import InitialModel
+from sinergym_cloud.gcp import retry
 
 log = logging.getLogger(__name__)
 

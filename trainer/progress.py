@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sinergym_cloud import contracts, names, retry, signing
+from sinergym_cloud import contracts, names, signing
 from sinergym_cloud.contracts import Progress
+from sinergym_cloud.gcp import retry
 from trainer.context import Context
 
 log = logging.getLogger(__name__)

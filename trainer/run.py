@@ -84,8 +84,8 @@ class Runner:
     @property
     def clients(self) -> Any:
         if self._clients is None:
-            from sinergym_cloud.clients import Clients
             from sinergym_cloud.config import Settings
+            from sinergym_cloud.gcp.clients import Clients
 
             env = dict(os.environ)
             if self.ctx.project:

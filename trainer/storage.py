@@ -20,8 +20,8 @@ from pathlib import Path
 
 from google.cloud import storage
 
-from sinergym_cloud import retry
 from sinergym_cloud.errors import SinergymError
+from sinergym_cloud.gcp import retry
 
 log = logging.getLogger(__name__)
 

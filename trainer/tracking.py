@@ -9,7 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sinergym_cloud import errors, retry
+from sinergym_cloud import errors
+from sinergym_cloud.gcp import retry
 
 if TYPE_CHECKING:
     from trainer.context import Context

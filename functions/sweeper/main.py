@@ -9,8 +9,10 @@ import logging
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from sinergym_cloud import events, names, runtime
+from sinergym_cloud import names
+from sinergym_cloud.control import events
 from sinergym_cloud.control import sweeper as core
+from sinergym_cloud.gcp import runtime
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -37,7 +37,7 @@ resource "google_project_iam_member" "launch_bucket_creator" {
 # Groups and VMs: launch creates, cleanup and the sweeper delete (through the group) and recreate.
 # The group's own service agent creates and deletes the VMs, so the callers need the group verbs
 # and read access only, not compute.instanceAdmin.v1 (which could also create, stop or reconfigure
-# any VM, disk or image of the project). Every permission here is one call in sinergym_cloud/compute.py.
+# any VM, disk or image of the project). Every permission here is one call in sinergym_cloud/gcp/compute.py.
 resource "google_project_iam_custom_role" "group_operator" {
   project = var.project_id
   role_id = replace("${var.prefix}_group_operator", "-", "_")

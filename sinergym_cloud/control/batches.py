@@ -15,12 +15,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sinergym_cloud import lifecycle, metrics, names
+from sinergym_cloud import lifecycle, names
 from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.gcp import metrics
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import Transition
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState, FinalizeRecord, LaunchRecord
 from sinergym_cloud.records import object_metadata as record_metadata
-from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

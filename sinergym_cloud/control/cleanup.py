@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from sinergym_cloud import contracts, lifecycle, names, signing, text
 from sinergym_cloud.contracts import Completion, Progress
 from sinergym_cloud.control import batches, queue, sweeps
+from sinergym_cloud.control.events import Delivery
 from sinergym_cloud.errors import BadMessage
-from sinergym_cloud.events import Delivery
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import Budgets, Ending
 from sinergym_cloud.records import ExperimentRecord
-from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

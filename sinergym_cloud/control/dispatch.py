@@ -22,14 +22,15 @@ from typing import Any
 
 import paramiko
 
-from sinergym_cloud import compute, contracts, lifecycle, names, retry, signing, ssh
+from sinergym_cloud import contracts, lifecycle, names, signing
 from sinergym_cloud.contracts import InstanceReady, TrainerSpec
 from sinergym_cloud.control import batches, sweep_runs, sweeps
+from sinergym_cloud.control.events import Delivery
 from sinergym_cloud.errors import BadMessage
-from sinergym_cloud.events import Delivery
+from sinergym_cloud.gcp import compute, retry, ssh
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import BOOTED
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
-from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

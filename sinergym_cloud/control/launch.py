@@ -17,13 +17,14 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from sinergym_cloud import budget, capacity, contracts, errors, names, retry, sweep
+from sinergym_cloud import budget, capacity, contracts, errors, names, sweep
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import queue, sweep_runs, sweeps
+from sinergym_cloud.control.events import Delivery
 from sinergym_cloud.errors import Permanent
-from sinergym_cloud.events import Delivery
+from sinergym_cloud.gcp import retry
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.records import ExperimentRecord, LaunchRecord
-from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from google.api_core import exceptions
 
 from sinergym_cloud import budget, lifecycle, names
 from sinergym_cloud.control import batches, sweeps
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import NOBODY
 from sinergym_cloud.records import LIVE, ExperimentRecord, LaunchRecord
-from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sinergym_cloud import names
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.runtime import Runtime
+from sinergym_cloud.gcp.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

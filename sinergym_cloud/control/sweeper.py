@@ -21,12 +21,13 @@ import logging
 import time
 from typing import Any
 
-from sinergym_cloud import lifecycle, metrics, names
+from sinergym_cloud import lifecycle, names
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import batches, launch, queue
-from sinergym_cloud.events import Delivery
+from sinergym_cloud.control.events import Delivery
+from sinergym_cloud.gcp import metrics
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.records import LIVE, TERMINAL, ExperimentRecord, LaunchRecord
-from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

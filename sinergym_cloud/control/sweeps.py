@@ -22,8 +22,8 @@ from sinergym_cloud import lifecycle, names, sweep
 from sinergym_cloud.contracts import Batch, Experiment, Progress
 from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BadMessage
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.records import LIVE, ExperimentRecord
-from sinergym_cloud.runtime import Runtime
 from sinergym_cloud.sweep import TrialResult
 from sinergym_cloud.sweep_spec import Sweep, apply, intermediate_key
 

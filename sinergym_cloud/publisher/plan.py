@@ -11,8 +11,9 @@ import json
 import sys
 from typing import Any
 
-from sinergym_cloud import budget, capacity, config, legacy, names
+from sinergym_cloud import budget, capacity, config, names
 from sinergym_cloud.contracts import Batch
+from sinergym_cloud.inputs import legacy
 from sinergym_cloud.publisher.arguments import EXIT_OK, die
 from sinergym_cloud.publisher.target import local_cloud, target_kind, target_settings
 from sinergym_cloud.text import markup as m
@@ -163,8 +164,8 @@ def dry_run(batch: Batch, project: str | None, as_json: bool) -> int:
     reachable = target_kind(project) != "local" or local_cloud().is_up()  # up: target_settings only reads its env
     if reachable:
         settings, _ = target_settings(project)
-        from sinergym_cloud.clients import Clients
-        from sinergym_cloud.compute import ComputeApi
+        from sinergym_cloud.gcp.clients import Clients
+        from sinergym_cloud.gcp.compute import ComputeApi
 
         try:
             api = ComputeApi(Clients(settings), settings.project, deadline=10)

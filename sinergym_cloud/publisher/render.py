@@ -16,7 +16,7 @@ from sinergym_cloud.text import markup as m
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from sinergym_cloud.runtime import Runtime
+    from sinergym_cloud.gcp.runtime import Runtime
 
 
 def short_run_id(run_id: str | None) -> str:

@@ -32,7 +32,7 @@ from sinergym_cloud.publisher.figures import png
 from sinergym_cloud.publisher.views import BatchView
 
 if TYPE_CHECKING:
-    from sinergym_cloud.runtime import Runtime
+    from sinergym_cloud.gcp.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

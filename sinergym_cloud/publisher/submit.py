@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sinergym_cloud import batchfile, config, contracts, legacy, names
+from sinergym_cloud import config, contracts, names
 from sinergym_cloud.contracts import Batch, Experiment, _summarise
 from sinergym_cloud.errors import BadMessage
+from sinergym_cloud.inputs import batchfile, legacy
 from sinergym_cloud.publisher.arguments import EXIT_OK, die, submit_parser
 from sinergym_cloud.publisher.plan import dry_run, no_template
 from sinergym_cloud.publisher.render import wait
@@ -106,7 +107,7 @@ def submit(argv: list[str]) -> int:
     if args.dry_run:
         return dry_run(batch, args.project_id, args.json)
     settings, local = target_settings(args.project_id)
-    from sinergym_cloud.runtime import Runtime
+    from sinergym_cloud.gcp.runtime import Runtime
 
     rt = Runtime.from_settings(settings)
     try:

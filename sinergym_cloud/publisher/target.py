@@ -18,7 +18,7 @@ from sinergym_cloud.publisher.arguments import die
 
 if TYPE_CHECKING:
     from localcloud.cloud import LocalCloud
-    from sinergym_cloud.runtime import Runtime
+    from sinergym_cloud.gcp.runtime import Runtime
 
 INSTALL_HINT = (
     "the local cloud is not installed with this publisher: install it from a checkout of sinergym-cloud "
@@ -82,7 +82,7 @@ def local_env_file() -> str:
 
 def runtime(project: str | None = None) -> Runtime:
     """The clients of the target of ``project`` (default GOOGLE_CLOUD_PROJECT; none: the local cloud)."""
-    from sinergym_cloud.runtime import Runtime
+    from sinergym_cloud.gcp.runtime import Runtime
 
     settings, _ = target_settings(project or os.environ.get("GOOGLE_CLOUD_PROJECT"))
     return Runtime.from_settings(settings)

@@ -15,12 +15,13 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sinergym_cloud import metrics, names, tensorboard
+from sinergym_cloud import names, tensorboard
 from sinergym_cloud.control import batches
 from sinergym_cloud.errors import BatchNotFound
+from sinergym_cloud.gcp import metrics
+from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.publisher import limits
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
-from sinergym_cloud.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,12 @@ from typing import Any
 import mlflow
 import pytest
 
-from sinergym_cloud import contracts, names, ssh
-from sinergym_cloud.clients import Clients
-from sinergym_cloud.compute import ComputeApi
+from sinergym_cloud import contracts, names
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import batches, cleanup, dispatch, launch, sweeper
+from sinergym_cloud.gcp import ssh
+from sinergym_cloud.gcp.clients import Clients
+from sinergym_cloud.gcp.compute import ComputeApi
 from tests.conftest import Cloud, wait_for
 from tests.control_helpers import (
     QUIET_TEMPLATE,

@@ -24,10 +24,12 @@ import pytest
 
 from localcloud import vm as local_vm
 from localcloud.ports import free_port
-from sinergym_cloud import batchfile, compute, contracts, names, signing, ssh
+from sinergym_cloud import contracts, names, signing
 from sinergym_cloud.contracts import Completion, InstanceReady, TrainerSpec
 from sinergym_cloud.control import batches, cleanup, dispatch, launch
 from sinergym_cloud.errors import BadMessage
+from sinergym_cloud.gcp import compute, ssh
+from sinergym_cloud.inputs import batchfile
 from tests.conftest import REPO, Cloud, wait_for
 from tests.control_helpers import (
     QUIET_TEMPLATE,

@@ -8,8 +8,9 @@ from typing import Any
 
 from google.cloud import monitoring_v3
 
-from sinergym_cloud import names, retry, text
-from sinergym_cloud.clients import Clients
+from sinergym_cloud import names, text
+from sinergym_cloud.gcp import retry
+from sinergym_cloud.gcp.clients import Clients
 
 log = logging.getLogger(__name__)
 

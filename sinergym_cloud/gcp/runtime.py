@@ -10,10 +10,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-from sinergym_cloud.clients import Clients
-from sinergym_cloud.compute import ComputeApi
 from sinergym_cloud.config import Settings
-from sinergym_cloud.state import StateStore
+from sinergym_cloud.gcp.clients import Clients
+from sinergym_cloud.gcp.compute import ComputeApi
+from sinergym_cloud.gcp.state import StateStore
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Runtime:
 @functools.cache
 def get() -> Runtime:
     """The process's runtime, from the environment. ``SINERGYM_DEBUG_LOGGERS`` (comma-separated
-    logger names) turns those loggers to DEBUG, e.g. ``sinergym_cloud.state.writes`` for the
+    logger names) turns those loggers to DEBUG, e.g. ``sinergym_cloud.gcp.state.writes`` for the
     benchmark's count of state-object writes."""
     for name in filter(None, (n.strip() for n in os.environ.get("SINERGYM_DEBUG_LOGGERS", "").split(","))):
         logging.getLogger(name).setLevel(logging.DEBUG)

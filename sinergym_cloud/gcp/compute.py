@@ -22,8 +22,9 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import compute_v1
 
-from sinergym_cloud import capacity, errors, names, retry
-from sinergym_cloud.clients import Clients
+from sinergym_cloud import capacity, errors, names
+from sinergym_cloud.gcp import retry
+from sinergym_cloud.gcp.clients import Clients
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sinergym_cloud import names, procinfo
+from sinergym_cloud import names
+from sinergym_cloud.vm import procinfo
 
 DEFAULT_HOME = "/var/lib/sinergym"
 

@@ -35,9 +35,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sinergym_cloud import legacy, sinergym_config, wandb_sweep
 from sinergym_cloud.contracts import Experiment, _summarise, excerpt
 from sinergym_cloud.errors import InvalidInput
+from sinergym_cloud.inputs import legacy, sinergym_config, wandb_sweep
 
 BATCH_KEYS = {
     "batch_id",

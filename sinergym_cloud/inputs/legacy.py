@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sinergym_cloud import flags
 from sinergym_cloud.contracts import Experiment, _summarise
 from sinergym_cloud.errors import InvalidInput
+from sinergym_cloud.inputs import flags
 
 # Characters that only mean something to a shell. None of them can occur in a valid experiment.
 FORBIDDEN = {

@@ -24,8 +24,8 @@ from typing import Any
 from google.api_core import exceptions
 from google.cloud import storage
 
-from sinergym_cloud import retry
 from sinergym_cloud.errors import Conflict
+from sinergym_cloud.gcp import retry
 
 log = logging.getLogger(__name__)
 # One DEBUG line per state-object write attempt (the benchmark counts them: SINERGYM_DEBUG_LOGGERS).

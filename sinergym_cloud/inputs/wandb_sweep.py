@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sinergym_cloud import catalog, sinergym_config
-from sinergym_cloud.sinergym_config import ConfigError
+from sinergym_cloud import catalog
+from sinergym_cloud.inputs import sinergym_config
+from sinergym_cloud.inputs.sinergym_config import ConfigError
 
 TOP_KEYS = {"program", "method", "metric", "parameters", "name", "description", "project", "entity",
             "early_terminate", "run_cap", "command"}  # fmt: skip
