@@ -5,6 +5,7 @@ Tests reach it through the official Google client libraries, exactly as the prod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -115,6 +116,22 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
+
+
+@contextlib.contextmanager
+def own_cloud(state_dir: Path, environment: dict[str, str], options: Options) -> Iterator[Cloud]:
+    """A local cloud of a test module's own, whose VMs see ``environment`` (the Compute emulator
+    passes its own environment on to them: e.g. the bench workload in place of the trainer)."""
+    saved = dict(os.environ)
+    os.environ.update(environment)
+    local = LocalCloud(state_dir, options)
+    try:
+        env = local.up()
+        yield Cloud(local, env)
+    finally:
+        local.down()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def new_batch_id(prefix: str = "t") -> str:

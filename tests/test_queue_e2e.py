@@ -11,7 +11,6 @@ deliveries (at least once), the functions, the sweeper on its scheduler tick, Co
 from __future__ import annotations
 
 import io
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,13 +19,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from localcloud.cloud import LocalCloud, Options
+from localcloud.cloud import Options
 from sinergym_cloud import names
 from sinergym_cloud.control import batches
 from sinergym_cloud.publisher import render, report, views
 from sinergym_cloud.publisher.arguments import EXIT_FAILED
 from sinergym_cloud.records import LIVE
-from tests.conftest import Cloud, wait_for
+from tests.conftest import Cloud, own_cloud, wait_for
 from tests.control_helpers import ZONE, make_batch, ppo, publish_batch, wait_batch
 
 WORK = 10.0  # seconds each experiment "trains"
@@ -36,32 +35,21 @@ QUOTA_GRACE = 2.0  # the sweeper's: a quota refusal this long lowers the paralle
 
 @pytest.fixture(scope="module")
 def wcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "SINERGYM_TRAINER_MODULE": "bench.workload",
-            "BENCH_WORK_SECONDS": str(WORK),
-            "SINERGYM_QUOTA_GRACE": str(QUOTA_GRACE),
-        }
+    workload = {
+        "SINERGYM_TRAINER_MODULE": "bench.workload",
+        "BENCH_WORK_SECONDS": str(WORK),
+        "SINERGYM_QUOTA_GRACE": str(QUOTA_GRACE),
+    }
+    options = Options(
+        port_base=0,
+        sweep_interval=1,
+        heartbeat_seconds=2,
+        heartbeat_timeout=120,  # the workload sends no heartbeat
+        boot_timeout=BOOT_TIMEOUT,
+        strict=True,
     )
-    local = LocalCloud(
-        tmp_path_factory.mktemp("workload-cloud"),
-        Options(
-            port_base=0,
-            sweep_interval=1,
-            heartbeat_seconds=2,
-            heartbeat_timeout=120,  # the workload sends no heartbeat
-            boot_timeout=BOOT_TIMEOUT,
-            strict=True,
-        ),
-    )
-    try:
-        env = local.up()
-        yield Cloud(local, env)
-    finally:
-        local.down()
-        os.environ.clear()
-        os.environ.update(saved)
+    with own_cloud(tmp_path_factory.mktemp("workload-cloud"), workload, options) as cloud:
+        yield cloud
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ reports and completions) is published twice.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,12 @@ import mlflow
 import pytest
 from rich.console import Console
 
-from localcloud.cloud import LocalCloud, Options
+from localcloud.cloud import Options
 from sinergym_cloud import contracts, names, sweep
 from sinergym_cloud.contracts import Batch, Experiment
 from sinergym_cloud.control import sweep_runs, sweeps
 from sinergym_cloud.publisher import render, report, sweep_view, views
-from tests.conftest import Cloud, new_batch_id, wait_for
+from tests.conftest import Cloud, new_batch_id, own_cloud, wait_for
 
 GOOD, BAD = [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]
 SCRIPT = {"0": GOOD, "1": GOOD, "2": GOOD, "3": BAD, "4": GOOD, "5": BAD, "6": BAD, "7": GOOD}
@@ -37,16 +36,9 @@ def workload_cloud() -> Iterator[Cloud]:
         "BENCH_EPISODE_SECONDS": "1.5",
         "BENCH_DUPLICATE": "1",
     }
-    saved = dict(os.environ)
-    os.environ.update(workload)  # the VMs' environment comes from the Compute emulator's
-    local = LocalCloud(Path(tempfile.mkdtemp(prefix="sweep-cloud-")), Options(port_base=0, sweep_interval=0))
-    try:
-        env = local.up()
-        yield Cloud(local, env)
-    finally:
-        local.down()
-        os.environ.clear()
-        os.environ.update(saved)
+    options = Options(port_base=0, sweep_interval=0)
+    with own_cloud(Path(tempfile.mkdtemp(prefix="sweep-cloud-")), workload, options) as cloud:
+        yield cloud
 
 
 def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly_8(
