@@ -161,11 +161,17 @@ def test_six_experiments_on_a_quota_of_two_vms_all_succeed_queued_meanwhile(
 
 def test_a_quota_error_at_run_time_lowers_the_parallelism_and_fails_nothing(wcloud: Cloud, quota: Any) -> None:
     quota(2)  # the batch asks for 3 at once; Compute has room for 2
+    # Launch reads the quotas and would start only 2: here it cannot read them (a deployment whose
+    # service account lacks compute.regions.get, say), so it starts max_parallel's 3 and Compute
+    # refuses the third VM at run time.
+    wcloud.emulator("faults", {"method": "regions.get", "code": 403, "reason": "forbidden", "times": 50})
     rt = wcloud.runtime()
     batch = make_batch(*(ppo(seed=i) for i in range(5)), max_parallel=3)
     with Sampler(wcloud, batch.batch_id, batch.group_name) as sampled:
         publish_batch(rt, batch)
         wait_batch(rt, batch.batch_id, 60, until="launched")
+        wcloud.emulator("faults", {"clear": True})
+        assert rt.state.read(names.launch_object(batch.batch_id)).data["parallelism"] == 3
 
         def lowered() -> views.BatchView | None:
             info = views.batch_status(rt, batch.batch_id, with_alerts=False)
