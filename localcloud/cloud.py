@@ -21,6 +21,10 @@ instance template, alert policies. It writes
 ``<state_dir>/env``, a shell-sourceable file of the standard variables.
 
 ``down()`` stops everything it started, even after a crash of whatever started it: see procs.py.
+
+Over 400 lines on purpose: it is the one place that says how the services start, in which order,
+and what Terraform's resources become locally; each service's own behaviour lives in its module
+(compute/, monitoring.py, delivery.py, gcs_gateway.py, scheduler.py).
 """
 
 from __future__ import annotations
