@@ -240,7 +240,8 @@ def test_status_table_is_readable_at_80_columns() -> None:
     run_id = "0123456789abcdef0123456789abcdef"
     experiment = ExperimentView(
         index=0, name="x", environment="Eplus-5zone-hot-continuous-stochastic-v1", algorithm="PPO",
-        seed=52, episodes=1, state="running", instance="sinergym-group-b-20261202-0", instance_status="RUNNING",
+        seed=52, episodes=1, state="running", instance="sinergym-group-b-20261202-0", zone="europe-west1-b", moved_from=[],
+        instance_status="RUNNING",
         instance_errors=[], attempts=1, preemptions=0, failures=0, reason="", mlflow_run_id=run_id,
         mlflow_url=f"http://127.0.0.1:18084/#/experiments/1/runs/{run_id}", tensorboard=None, outputs=[],
         metrics={}, timesteps=0, created_at=0.0, running_at=1.0, finished_at=None,
@@ -250,7 +251,7 @@ def test_status_table_is_readable_at_80_columns() -> None:
         error="", experiments=[experiment, dataclasses.replace(experiment, index=1, seed=53)],
         results="gs://r/b/", mlflow_experiment="sinergym.b", mlflow_experiment_url=None,
         groups=[], alerts=[], group="sinergym-group", template="sinergym-template", created_at=0.0,
-        launched_at=1.0, finished_at=None, done=False,
+        launched_at=1.0, finished_at=None, done=False, zones=["europe-west1-b"], limits={}, limit_notes=[],
     )  # fmt: skip
     console = Console(width=80, record=True, color_system=None)
     render_status(info, console)

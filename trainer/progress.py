@@ -9,6 +9,7 @@ case is a trial that is not pruned.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sinergym_cloud import contracts, names, signing
@@ -19,8 +20,11 @@ from trainer.context import Context
 log = logging.getLogger(__name__)
 
 
-def report(ctx: Context, clients: Any, episode: int, summary: dict[str, float], eval_mean: float | None) -> None:
-    """Publish episode ``episode``'s metrics (and its evaluation's mean reward) if the run reports progress."""
+def report(
+    ctx: Context, clients: Callable[[], Any], episode: int, summary: dict[str, float], eval_mean: float | None
+) -> None:
+    """Publish episode ``episode``'s metrics (and its evaluation's mean reward) if the run reports
+    progress. ``clients`` is asked for only then: a run on a laptop has no cloud to publish to."""
     if not ctx.progress or not ctx.on_vm or ctx.instance is None or ctx.zone is None or ctx.boot_id is None:
         return
     metrics = {k: float(v) for k, v in summary.items()}
@@ -34,7 +38,7 @@ def report(ctx: Context, clients: Any, episode: int, summary: dict[str, float], 
         attributes[signing.SIGNATURE_ATTRIBUTE] = signing.sign(ctx.completion_key, data)
     try:
         retry.call(
-            lambda: clients.publish(names.TOPIC_COMPLETIONS, data, 30.0, **attributes),
+            lambda: clients().publish(names.TOPIC_COMPLETIONS, data, 30.0, **attributes),
             what="publish progress",
             deadline=60,
         )

@@ -317,7 +317,7 @@ class Runner:
                 evaluated = evaluator.evaluate(model, vec_env, self.episodes_done)
             if exp.checkpoint_every and self.episodes_done % exp.checkpoint_every == 0 and self.ctx.results_bucket:
                 self._save_checkpoint(model, vec_env)
-            progress.report(self.ctx, self.clients, self.episodes_done, summary, evaluated)  # after the checkpoint
+            progress.report(self.ctx, lambda: self.clients, self.episodes_done, summary, evaluated)  # after checkpoint
 
         return Callbacks(EpisodeCallback(on_episode, self.stop_requested.is_set), evaluator, syncer)
 
