@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import statistics
@@ -147,6 +148,12 @@ def control(
     return rows
 
 
+def group_deleted(env: dict[str, str], mig: str, since: float) -> list[dict[str, Any]] | None:
+    """The emulator's events since ``since`` once group ``mig`` has been deleted (its batch ended), else None."""
+    evs = events(env, since)
+    return evs if any(e["kind"] == "mig.delete" and e.get("mig") == mig for e in evs) else None
+
+
 def _ready_publish_times(rt: Any, subscription: str) -> dict[str, float]:
     """boot id -> publish time of its instance-ready message, from the benchmark's copy of the topic."""
     from sinergym_cloud import contracts
@@ -196,12 +203,7 @@ def _control_plane(profile: str, plan: list[tuple[int, int]]) -> list[dict[str, 
                 since = time.time()
                 rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
                 mig = names.mig_name(batch.group_name, batch.batch_id)
-
-                def finished(m: str = mig, s: float = since) -> list[dict[str, Any]] | None:
-                    evs = events(env, s)
-                    return evs if any(e["kind"] == "mig.delete" and e.get("mig") == m for e in evs) else None
-
-                evs = wait_for(finished, 400 + 3 * n, f"batch of {n} to end")
+                evs = wait_for(functools.partial(group_deleted, env, mig, since), 400 + 3 * n, f"batch of {n} to end")
                 published = _ready_publish_times(rt, ready_sub)
                 records = [
                     ExperimentRecord.model_validate(rt.state.read(names.experiment_object(batch.batch_id, i)).data)

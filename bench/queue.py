@@ -17,6 +17,7 @@ Figures only; nothing is asserted (``make bench``).
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 import requests
 
-from bench.figures import WEEK, events, local_cloud, pct, row, runtime, say, wait_for
+from bench.figures import WEEK, events, group_deleted, local_cloud, pct, row, runtime, say, wait_for
 from sinergym_cloud import contracts, names
 
 WORK = 5.0  # seconds of "training" per experiment
@@ -72,13 +73,10 @@ def queue(sizes: list[int] | None = None, launch_size: int = 1000, parallel: int
             since = time.time()
             rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
             mig = names.mig_name(batch.group_name, batch.batch_id)
-
-            def finished(m: str = mig, s: float = since) -> list[dict[str, Any]] | None:
-                evs = events(env, s)
-                return evs if any(e["kind"] == "mig.delete" and e.get("mig") == m for e in evs) else None
-
             try:
-                evs = wait_for(finished, 300 + 4 * n, f"queued batch of {n} to end")
+                evs = wait_for(
+                    functools.partial(group_deleted, env, mig, since), 300 + 4 * n, f"queued batch of {n} to end"
+                )
             except TimeoutError:
                 from sinergym_cloud.publisher import views
 
