@@ -87,14 +87,20 @@ def _retry(rec: ExperimentRecord) -> None:
     rec.quota_seen_at = None  # a fresh VM request: its refusals are counted afresh
 
 
-def promote(rec: ExperimentRecord, by: int | str, now: float) -> Transition:
-    """A queued experiment gets a VM slot (from launch, or from the experiment ``by`` that ended)."""
+def promote(rec: ExperimentRecord, by: int | str, now: float, where: tuple[str, str] | None = None) -> Transition:
+    """A queued experiment gets a VM slot (from launch, or from the experiment ``by`` that ended).
+
+    ``where``: the (zone, group) its VM is asked for in, if not the one it was queued for (the batch
+    failed over to another zone meanwhile). Not a move: it never asked its first zone."""
     if rec.state != "queued":
         return NOT_APPLIED
     rec.state = "pending"
     rec.started_by = by
     rec.started_at = now
     rec.note("started", f"VM slot from {'launch' if by == 'launch' else f'experiment {by}'}")
+    if where is not None and where[0] != rec.zone:
+        rec.note("zone", f"starts in {where[0]}, where the batch runs since a failover (queued for {rec.zone})")
+        rec.zone, rec.mig = where
     return Transition(applied=True, outcome="started", effects={"request_vm"})
 
 

@@ -136,12 +136,31 @@ class LaunchRecord(Record):
     parallelism: int | None = None
     parallelism_reason: str = ""
     parallelism_lowered: str = ""
+    parallelism_lowered_at: float | None = None
+    parallelism_launched: int | None = None  # the value before the first lowering
     # The zones the batch may use, in order (the first is ``zone``); empty in records older than zones.
     zones: list[str] = Field(default_factory=list)
+    # The zone queued experiments start in: ``zone`` until an experiment fails over (sweeper.failover
+    # moves it on, never back), so the queue does not ask a zone known to be out of stock first.
+    current_zone: str = ""
+    # The batch's VM-hour budget (budget.py), and when and why it stopped starting experiments.
+    max_vm_hours: float | None = None
+    budget_reached: str = ""
+    budget_reached_at: float | None = None
 
     @property
     def all_zones(self) -> list[str]:
         return list(self.zones) or [self.zone]
+
+    @property
+    def start_zone(self) -> str:
+        return self.current_zone or self.zone
+
+    def group_in(self, zone: str, index: int) -> str:
+        """The group that holds experiment ``index`` in ``zone``: the batch's own group in its first
+        zone, that name plus the zone's letter in a zone it fails over to."""
+        mig = names.mig_name(self.group, self.batch_id, names.mig_part(index))
+        return mig if zone == self.zone else names.zone_mig_name(mig, zone)
 
     def groups(self) -> list[tuple[str, str]]:
         """(zone, group) of every group the batch has or may have made: its groups in ``zone``, and
@@ -152,13 +171,6 @@ class LaunchRecord(Record):
             for zone in self.all_zones
             for mig in self.migs
         ]
-
-    parallelism_lowered_at: float | None = None
-    parallelism_launched: int | None = None  # the value before the first lowering
-    # The batch's VM-hour budget (budget.py), and when and why it stopped starting experiments.
-    max_vm_hours: float | None = None
-    budget_reached: str = ""
-    budget_reached_at: float | None = None
 
 
 class FinalizeRecord(Record):

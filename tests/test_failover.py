@@ -131,3 +131,38 @@ def test_a_request_left_behind_is_withdrawn_and_cancel_deletes_the_groups_of_eve
     batches.cancel(rt, batch.batch_id)
     wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups gone")
     assert record_of(rt, batch.batch_id, 0).state == "cancelled"
+
+
+def test_after_a_failover_queued_experiments_start_in_the_zone_the_batch_moved_to(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime(zone_failover_seconds=0)
+    cloud.emulator("config", {"zone_exhausted": [ZONE]})
+    batch = make_batch(ppo(seed=4), ppo(seed=5), template=QUIET_TEMPLATE, zones=[ZONE, FREE_ZONE], max_parallel=1)
+    bid = batch.batch_id
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, bid)
+    moved_mig = names.zone_mig_name(mig, FREE_ZONE)
+    wait_for(lambda: stocked_out(rt, ZONE, mig, 1), 30, "experiment 0's VM refused by zone b")
+    assert record_of(rt, bid, 1).state == "queued"
+    report = new_report()
+    sweeper.sweep_batch(rt, bid, time.time(), report)
+    assert report["moved"] == [f"{bid}/0: {ZONE} -> {FREE_ZONE}"]
+    key = start_boot(rt, bid, 0, boot_id="b0")
+    deliver(rt, completion(rt, bid, 0, boot_id="b0").model_copy(update={"zone": FREE_ZONE}), key, owner="m0")
+
+    # Experiment 1 was queued for zone b; it is asked for in zone c at once, not after another stockout.
+    second = record_of(rt, bid, 1)
+    assert (second.state, second.zone, second.mig, second.moved_from) == ("pending", FREE_ZONE, moved_mig, [])
+    assert any(h.event == "zone" and FREE_ZONE in h.detail for h in second.history)
+    instance = names.instance_name(batch.group_name, bid, 1)
+    wait_for(
+        lambda: batch_vms(cloud, bid, batch.group_name) == {f"{FREE_ZONE}/{instance}": "RUNNING"},
+        60,
+        "experiment 1's VM running in zone c, and no request for it in zone b",
+    )
+    assert instance not in (cloud.migs().get(f"{ZONE}/{mig}") or [])
+    key = start_boot(rt, bid, 1, boot_id="b1")
+    deliver(rt, completion(rt, bid, 1, boot_id="b1").model_copy(update={"zone": FREE_ZONE}), key, owner="m1")
+    assert [s for _, s in sorted(batches.experiment_states(rt, bid).items())] == ["succeeded", "succeeded"]
+    wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups deleted")
+    wait_for(lambda: batch_vms(cloud, bid, batch.group_name) == {}, 60, "no VM left")

@@ -58,13 +58,20 @@ def vm_creation_time(rt: Runtime, zone: str, instance: str) -> float | None:
         return None
 
 
-def settle(rt: Runtime, rec: ExperimentRecord) -> None:
-    """The follow-up of a terminal experiment: its VM removed through the group, a failure reported.
+def remove_vm(rt: Runtime, rec: ExperimentRecord) -> None:
+    """Ask the experiment's group to delete its VM (``deleteInstances``; idempotent)."""
+    rt.compute.delete_instances(rec.zone, rec.mig, [rec.instance])
+    log.info("%s %s: deleteInstances requested for %s", rec.batch_id, rec.state, rec.instance)
+
+
+def settle(rt: Runtime, rec: ExperimentRecord, *, removal_requested: bool = False) -> None:
+    """The follow-up of a terminal experiment: its VM removed through the group (``removal_requested``:
+    the caller has just asked, see queue.follow_up), a failure reported.
 
     Each step is marked in the record when done, so a redelivery redoes only what is missing."""
     if rec.delete_requested_at is None:
-        rt.compute.delete_instances(rec.zone, rec.mig, [rec.instance])
-        log.info("%s %s: deleteInstances requested for %s", rec.batch_id, rec.state, rec.instance)
+        if not removal_requested:
+            remove_vm(rt, rec)
         transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.mark(r, "delete_requested_at", time.time()))
     if rec.state == "failed" and rec.alerted_at is None:
         metrics.experiment_failed(rt.clients, rec.batch_id, rec.name, rec.reason)

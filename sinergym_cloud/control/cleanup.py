@@ -22,7 +22,7 @@ from sinergym_cloud.control.events import Delivery
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import Budgets, Ending
-from sinergym_cloud.records import ExperimentRecord
+from sinergym_cloud.records import ExperimentRecord, LaunchRecord
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,20 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
     terminal and only re-runs the idempotent follow-up (VM removal, the queue, teardown)."""
     settings = rt.settings
     budgets = Budgets(max_failures=settings.max_failures, max_preemptions=settings.max_preemptions)
-    vm_created = batches.vm_creation_time(rt, c.zone, c.instance)  # the VM of this boot, before it is removed
     launch_doc = rt.state.read(names.launch_object(c.batch_id))
-    bucket = str(launch_doc.data.get("results_bucket")) if launch_doc else settings.results_bucket
+    launch = LaunchRecord.model_validate(launch_doc.data) if launch_doc else None
+    bucket = launch.results_bucket if launch else settings.results_bucket
     refusal: list[str] = []
+    read_created: dict[str, float | None] = {}
+
+    def vm_created(rec: ExperimentRecord) -> float | None:
+        """When this boot's VM was created: as dispatch saw it when it claimed the boot, or (a record
+        from before dispatch kept it) read from Compute, before the VM is removed."""
+        if rec.vm_created_at is not None:
+            return rec.vm_created_at
+        if "t" not in read_created:
+            read_created["t"] = batches.vm_creation_time(rt, c.zone, c.instance)
+        return read_created["t"]
 
     def step(rec: ExperimentRecord) -> lifecycle.Transition:
         refusal.clear()
@@ -112,7 +122,7 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
             timesteps=c.timesteps,
             finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,
         )
-        return lifecycle.completed(rec, end, budgets, vm_created, time.time())
+        return lifecycle.completed(rec, end, budgets, vm_created(rec), time.time())
 
     rec, t = batches.transition(rt, c.batch_id, c.experiment_index, step)
     if rec is None:
@@ -124,7 +134,6 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
         log.info("%s failed (%d/%d allowed); recreating its VM", rec.instance, rec.failures, settings.max_failures)
         rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance)
     if rec.terminal:  # also for a duplicate: the follow-up steps are each done once
-        batches.settle(rt, rec)
-        queue.start_next(rt, rec)
+        queue.follow_up(rt, rec, launch)
         batches.finalize_if_done(rt, rec.batch_id, owner)
     return rec

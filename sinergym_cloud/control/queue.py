@@ -61,14 +61,36 @@ def _hand_over(to: int | None, expected: int | None) -> Callable[[ExperimentReco
     return lambda r: lifecycle.hand_over(r, to, expected=expected)
 
 
-def start_next(rt: Runtime, ended: ExperimentRecord) -> int | None:
-    """Give ``ended``'s VM slot to the next queued experiment. Returns the index started, or None."""
+def _promote(launch: LaunchRecord, by: int, target: int) -> Callable[[ExperimentRecord], lifecycle.Transition]:
+    """The promotion of ``target``, its VM asked for in the zone queued experiments start in."""
+    where = (launch.start_zone, launch.group_in(launch.start_zone, target))
+    return lambda r: lifecycle.promote(r, by, time.time(), where)
+
+
+def follow_up(rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None = None) -> int | None:
+    """Everything an experiment's end asks of its batch, in the order that starts the next queued
+    experiment soonest: the ended VM's removal requested (its quota is freed first), the slot handed
+    on (the new VM asked for), then the removal marked in the record and a failure reported
+    (batches.settle). Returns the index started, or None. The batch's teardown is the caller's."""
+    if ended.delete_requested_at is None:
+        batches.remove_vm(rt, ended)
+    started = start_next(rt, ended, launch)
+    batches.settle(rt, ended, removal_requested=True)
+    return started
+
+
+def start_next(rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None = None) -> int | None:
+    """Give ``ended``'s VM slot to the next queued experiment. Returns the index started, or None.
+
+    ``launch``: the batch's launch record if the caller has just read it (one read fewer on the
+    path from an experiment's end to the next VM request)."""
     assert ended.terminal, "only an ended experiment hands its slot on"
     bid = ended.batch_id
-    launch_doc = rt.state.read(names.launch_object(bid))
-    if launch_doc is None:
-        return None
-    launch = LaunchRecord.model_validate(launch_doc.data)
+    if launch is None:
+        launch_doc = rt.state.read(names.launch_object(bid))
+        if launch_doc is None:
+            return None
+        launch = LaunchRecord.model_validate(launch_doc.data)
     rec: ExperimentRecord | None = ended
     taken: set[int] = set()
     for _ in range(MAX_ROUNDS):
@@ -83,7 +105,7 @@ def start_next(rt: Runtime, ended: ExperimentRecord) -> int | None:
             target = rec.handed_to
         if target is None or target == NOBODY:
             return None
-        other, _ = batches.transition(rt, bid, target, lambda r: lifecycle.promote(r, ended.index, time.time()))
+        other, _ = batches.transition(rt, bid, target, _promote(launch, ended.index, target))
         if other is not None and other.started_by == ended.index:
             if other.state == "pending":
                 request_vm(rt, launch, other)
@@ -108,7 +130,12 @@ def request_vm(rt: Runtime, launch: LaunchRecord, rec: ExperimentRecord) -> None
     try:
         rt.compute.create_instances(rec.zone, rec.mig, wanted)
     except exceptions.NotFound:
-        # The group is gone (deleted by hand, a restarted local cloud): make it again, as the sweeper does.
+        # The group is gone: the batch was cancelled meanwhile (then so is the experiment, and nothing
+        # is made again), or it was deleted by hand or the local cloud restarted: make it again, as
+        # the sweeper does.
+        now = rt.state.read(names.experiment_object(rec.batch_id, rec.index))
+        if now is None or ExperimentRecord.model_validate(now.data).terminal:
+            return
         rt.compute.ensure_group(rec.zone, rec.mig, launch.template, batch_id=rec.batch_id)
         rt.compute.create_instances(rec.zone, rec.mig, wanted)
 

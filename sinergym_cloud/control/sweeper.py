@@ -227,7 +227,7 @@ def failover(rt: Runtime, launch_rec: LaunchRecord, rec: ExperimentRecord, now: 
         return ""
     old_zone, old_mig = rec.zone, rec.mig
     zone = zones[zones.index(rec.zone) + 1]
-    mig = names.zone_mig_name(names.mig_name(launch_rec.group, rec.batch_id, names.mig_part(rec.index)), zone)
+    mig = launch_rec.group_in(zone, rec.index)
     why = f"{STOCKOUT} for {waited:.0f}s"
     updated, t = batches.transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.move(r, zone, mig, why))
     if not t.applied or updated is None:
@@ -239,7 +239,23 @@ def failover(rt: Runtime, launch_rec: LaunchRecord, rec: ExperimentRecord, now: 
     except Exception:  # the move is done; the next sweep withdraws it (withdraw_left_behind)
         log.exception("%s/%d: could not withdraw the VM request from %s/%s", rec.batch_id, rec.index, old_zone, old_mig)
     log.warning("%s/%d moved %s -> %s: %s", rec.batch_id, rec.index, old_zone, zone, why)
+    advance_zone(rt, launch_rec, zone)
     return f"{old_zone} -> {zone}"
+
+
+def advance_zone(rt: Runtime, launch_rec: LaunchRecord, zone: str) -> None:
+    """Queued experiments of the batch start in ``zone`` from now on (only ever forward in the
+    batch's zone list: two moves that race leave it at the later zone)."""
+    zones = launch_rec.all_zones
+
+    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+        current = str(doc.get("current_zone") or doc.get("zone") or "")
+        if current in zones and zones.index(current) >= zones.index(zone):
+            return None
+        doc["current_zone"] = zone
+        return doc
+
+    rt.state.update(names.launch_object(launch_rec.batch_id), change)
 
 
 def withdraw_left_behind(rt: Runtime, rec: ExperimentRecord, members: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -346,8 +362,7 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: lifecycle.Loss, reason: str, 
     outcome = t.outcome
     log.warning("%s/%d %s: %s", rec.batch_id, rec.index, outcome, reason)
     if outcome == "failed":
-        batches.settle(rt, updated)
-        queue.start_next(rt, updated)
+        queue.follow_up(rt, updated)
     # Resume on a fresh VM of the same name: its boot publishes instance-ready again. If the VM, or
     # its whole group, is gone (deleted by hand, or a restarted local cloud), they are made again.
     elif not rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance):

@@ -181,8 +181,7 @@ def progress(rt: Runtime, p: Progress, authentic: Any) -> ExperimentRecord | Non
     if ended.terminal:
         from sinergym_cloud.control import queue
 
-        batches.settle(rt, ended)  # deleteInstances now: the VM is given back at the decision
-        queue.start_next(rt, ended)
+        queue.follow_up(rt, ended)  # deleteInstances now: the VM is given back at the decision
         batches.finalize_if_done(rt, p.batch_id, owner=f"prune-{p.batch_id}-{p.experiment_index}")
     return ended
 
