@@ -57,8 +57,19 @@ def choose(launch: LaunchRecord, states: dict[int, str], taken: set[int], ended:
     return waiting[ended % len(waiting)] if waiting else NOBODY
 
 
-def _hand_over(to: int | None, expected: int | None) -> Callable[[ExperimentRecord], lifecycle.Transition]:
-    return lambda r: lifecycle.hand_over(r, to, expected=expected)
+def _hand_over(
+    to: int | None, expected: int | None, removed: bool = False
+) -> Callable[[ExperimentRecord], lifecycle.Transition]:
+    """The hand-over of an ended experiment's slot; ``removed``: its VM's removal was just asked
+    for, marked in the same write (one write fewer than marking it apart)."""
+
+    def step(r: ExperimentRecord) -> lifecycle.Transition:
+        t = lifecycle.hand_over(r, to, expected=expected)
+        if t.applied and removed:
+            lifecycle.mark(r, "delete_requested_at", time.time())
+        return t
+
+    return step
 
 
 def _promote(launch: LaunchRecord, by: int, target: int) -> Callable[[ExperimentRecord], lifecycle.Transition]:
@@ -72,10 +83,11 @@ def follow_up(rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None 
     experiment soonest: the ended VM's removal requested (its quota is freed first), the slot handed
     on (the new VM asked for), then the removal marked in the record and a failure reported
     (batches.settle). Returns the index started, or None. The batch's teardown is the caller's."""
-    if ended.delete_requested_at is None:
+    removing = ended.delete_requested_at is None
+    if removing:
         batches.remove_vm(rt, ended)
-    started = start_next(rt, ended, launch)
-    batches.settle(rt, ended, removal_requested=True)
+    started, latest = _start_next(rt, ended, launch, removed=removing)
+    batches.settle(rt, latest, removal_requested=True)
     return started
 
 
@@ -84,12 +96,19 @@ def start_next(rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None
 
     ``launch``: the batch's launch record if the caller has just read it (one read fewer on the
     path from an experiment's end to the next VM request)."""
+    return _start_next(rt, ended, launch)[0]
+
+
+def _start_next(
+    rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None, removed: bool = False
+) -> tuple[int | None, ExperimentRecord]:
+    """start_next, and the ended experiment's record as the hand-over left it."""
     assert ended.terminal, "only an ended experiment hands its slot on"
     bid = ended.batch_id
     if launch is None:
         launch_doc = rt.state.read(names.launch_object(bid))
         if launch_doc is None:
-            return None
+            return None, ended
         launch = LaunchRecord.model_validate(launch_doc.data)
     rec: ExperimentRecord | None = ended
     taken: set[int] = set()
@@ -100,22 +119,23 @@ def start_next(rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None
             want = choose(launch, batches.experiment_states(rt, bid), taken, ended.index)
             if want != NOBODY and launch.max_vm_hours is not None:
                 want = within_budget(rt, launch, want)
-            rec, _ = batches.transition(rt, bid, ended.index, _hand_over(want, None))
+            rec, _ = batches.transition(rt, bid, ended.index, _hand_over(want, None, removed))
             assert rec is not None, "the ended experiment's record exists"
             target = rec.handed_to
         if target is None or target == NOBODY:
-            return None
+            return None, rec
         other, _ = batches.transition(rt, bid, target, _promote(launch, ended.index, target))
         if other is not None and other.started_by == ended.index:
             if other.state == "pending":
                 request_vm(rt, launch, other)
             log.info("batch %s: experiment %d's slot went to experiment %d", bid, ended.index, target)
-            return target
+            return target, rec
         # Another ended experiment promoted it first: withdraw the choice and pick again.
         taken.add(target)
         rec, _ = batches.transition(rt, bid, ended.index, _hand_over(None, target))
     log.warning("batch %s: experiment %d could not hand its slot on after %d rounds", bid, ended.index, MAX_ROUNDS)
-    return None
+    assert rec is not None
+    return None, rec
 
 
 def request_vm(rt: Runtime, launch: LaunchRecord, rec: ExperimentRecord) -> None:

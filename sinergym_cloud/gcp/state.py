@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +42,19 @@ class Versioned:
     metadata: dict[str, str]
 
 
+# How long a document this process has just written is taken as current by its next
+# compare-and-swap (see StateStore.update), and how many such documents are remembered.
+FRESH_SECONDS = 5.0
+FRESH_MAX = 256
+
+
 class StateStore:
     def __init__(self, client: storage.Client, bucket: str, deadline: float = 30.0) -> None:
         self.client = client
         self.bucket = client.bucket(bucket)
         self.deadline = deadline
+        # path -> (when, the document as this process last wrote it, with its generation)
+        self._written: dict[str, tuple[float, Versioned]] = {}
 
     def read(self, path: str) -> Versioned | None:
         blob = self.bucket.blob(path)
@@ -61,9 +70,11 @@ class StateStore:
 
     def create(self, path: str, data: Doc, metadata: dict[str, str] | None = None) -> bool:
         """Create ``path`` unless it exists. True if this call created it (won the claim)."""
-        return self._write(path, data, 0, metadata)
+        return self._write(path, data, 0, metadata) is not None
 
-    def _write(self, path: str, data: Doc, generation: int, metadata: dict[str, str] | None) -> bool:
+    def _write(self, path: str, data: Doc, generation: int, metadata: dict[str, str] | None) -> int | None:
+        """Write if the object is at ``generation`` (0: absent). The new generation (0 if the
+        service did not say), or None if the precondition failed."""
         blob = self.bucket.blob(path)
         if metadata:
             blob.metadata = metadata
@@ -71,16 +82,29 @@ class StateStore:
 
         writes.debug("state write %s", path)
 
-        def put() -> bool:
+        def put() -> int | None:
             try:
                 blob.upload_from_string(
                     body, content_type="application/json", if_generation_match=generation, timeout=10
                 )
-                return True
+                return int(blob.generation or 0)
             except exceptions.PreconditionFailed:
-                return False
+                return None
 
         return retry.call(put, what=f"write {path}", deadline=self.deadline)
+
+    def _fresh(self, path: str) -> Versioned | None:
+        """The document this process wrote to ``path`` moments ago, if any (taken: used once)."""
+        entry = self._written.pop(path, None)
+        if entry is None or time.monotonic() - entry[0] > FRESH_SECONDS:
+            return None
+        return entry[1]
+
+    def _remember(self, path: str, doc: Versioned) -> None:
+        copy = Versioned(json.loads(json.dumps(doc.data, default=str)), doc.generation, doc.metadata)
+        self._written[path] = (time.monotonic(), copy)
+        while len(self._written) > FRESH_MAX:
+            self._written.pop(next(iter(self._written)), None)
 
     def update(
         self,
@@ -93,21 +117,35 @@ class StateStore:
 
         ``change`` gets a copy of the current document and returns the new one, or None to leave it
         as it is (then the current document is returned). Returns None if the object does not exist.
+
+        A document this process wrote moments ago (the steps of one function's work on one record
+        follow each other) is taken as current without reading it again: the write's generation
+        precondition still decides, and a 412 reads it and applies the change again as any lost
+        race does. So only the first step of a chain pays the read. A change that finds nothing to
+        do on such a document is tried again on the stored one.
         """
         for _ in range(attempts):
-            current = self.read(path)
+            fresh = self._fresh(path)
+            current = fresh or self.read(path)
             if current is None:
                 return None
             new = change(json.loads(json.dumps(current.data)))
             if new is None:
+                if fresh is not None:
+                    continue  # "nothing to do" is decided on the stored document, not on a memory of it
                 return current.data
-            if self._write(path, new, current.generation, metadata(new) if metadata else None):
+            meta = metadata(new) if metadata else None
+            generation = self._write(path, new, current.generation, meta)
+            if generation is not None:
+                if generation:
+                    self._remember(path, Versioned(new, generation, meta or {}))
                 return new
             log.debug("lost a compare-and-swap race on %s; retrying", path)
         raise Conflict(f"{path}: {attempts} compare-and-swap attempts lost to concurrent writers")
 
     def put(self, path: str, data: Doc) -> None:
         """Unconditional write (heartbeats and other last-writer-wins documents)."""
+        self._written.pop(path, None)
         blob = self.bucket.blob(path)
         writes.debug("state write %s", path)
         retry.call(
@@ -126,5 +164,6 @@ class StateStore:
             yield blob.name, dict(blob.metadata or {}), blob.updated
 
     def delete(self, path: str) -> None:
+        self._written.pop(path, None)
         with contextlib.suppress(exceptions.NotFound):
             self.bucket.blob(path).delete(timeout=10)
