@@ -44,6 +44,8 @@ class Settings:
     boot_timeout: float = 900.0
     # A VM its zone cannot create this long (ZONE_RESOURCE_POOL_EXHAUSTED) moves to the batch's next zone.
     zone_failover_seconds: float = 300.0
+    # A spot VM preempted this often in one zone moves to the batch's next zone (0: never).
+    zone_failover_preemptions: int = 2
     # A VM creation refused for quota this long is a lower parallelism, not a passing moment (a VM
     # being deleted still holds its quota until it is gone, and the group retries by itself).
     quota_grace: float = 60.0
@@ -86,6 +88,7 @@ class Settings:
             heartbeat_timeout=float(env.get("SINERGYM_HEARTBEAT_TIMEOUT", 600)),
             boot_timeout=float(env.get("SINERGYM_BOOT_TIMEOUT", 900)),
             zone_failover_seconds=float(env.get("SINERGYM_ZONE_FAILOVER_SECONDS", 300)),
+            zone_failover_preemptions=int(env.get("SINERGYM_ZONE_FAILOVER_PREEMPTIONS", 2)),
             quota_grace=float(env.get("SINERGYM_QUOTA_GRACE", 60)),
             max_runtime_hours=float(env.get("SINERGYM_MAX_RUNTIME_HOURS", 48)),
             call_deadline=float(env.get("SINERGYM_CALL_DEADLINE", 30)),

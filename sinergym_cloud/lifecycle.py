@@ -148,6 +148,17 @@ def move(rec: ExperimentRecord, zone: str, mig: str, reason: str) -> Transition:
     return Transition(applied=True, outcome="moved", effects={"release_vm", "request_vm"})
 
 
+def preemptions_in_zone(rec: ExperimentRecord) -> int:
+    """How often the experiment's VM was preempted since it came to its current zone (its history
+    after its last move or zone change)."""
+    count = 0
+    for event in reversed(rec.history):
+        if event.event in ("moved", "zone"):
+            break
+        count += event.event == "completion:preempted"
+    return count
+
+
 def never_started(rec: ExperimentRecord, reason: str, now: float) -> Transition:
     """A queued experiment that will not be started (its batch's budget is reached): cancelled with
     the reason. Only while it is still queued: one that got a slot meanwhile runs to its end."""

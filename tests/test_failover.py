@@ -166,3 +166,37 @@ def test_after_a_failover_queued_experiments_start_in_the_zone_the_batch_moved_t
     assert [s for _, s in sorted(batches.experiment_states(rt, bid).items())] == ["succeeded", "succeeded"]
     wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups deleted")
     wait_for(lambda: batch_vms(cloud, bid, batch.group_name) == {}, 60, "no VM left")
+
+
+def test_a_spot_vm_preempted_again_and_again_fails_over_to_the_next_zone(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime(zone_failover_preemptions=2)
+    batch = make_batch(ppo(seed=6), template=QUIET_TEMPLATE, zones=[ZONE, FREE_ZONE])
+    bid = batch.batch_id
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, bid)
+    moved_mig = names.zone_mig_name(mig, FREE_ZONE)
+    instance = names.instance_name(batch.group_name, bid, 0)
+    wait_for(lambda: batch_vms(cloud, bid, batch.group_name) == {f"{ZONE}/{instance}": "RUNNING"}, 60, "VM in b")
+
+    # Once: resumed where it is (the group recreates a preempted VM by itself).
+    key = start_boot(rt, bid, 0, boot_id="b0")
+    deliver(rt, completion(rt, bid, 0, "preempted", boot_id="b0"), key, owner="p0")
+    rec = record_of(rt, bid, 0)
+    assert (rec.state, rec.zone, rec.moved_from, rec.preemptions) == ("pending", ZONE, [], 1)
+
+    # Twice in zone b: the experiment moves to zone c, the same record, the move in its history.
+    key = start_boot(rt, bid, 0, boot_id="b1")
+    deliver(rt, completion(rt, bid, 0, "preempted", boot_id="b1"), key, owner="p1")
+    rec = record_of(rt, bid, 0)
+    assert (rec.state, rec.zone, rec.mig, rec.moved_from) == ("pending", FREE_ZONE, moved_mig, [ZONE])
+    assert rec.history[-1].event == "moved" and "preempted 2 times" in rec.history[-1].detail
+    wait_for(
+        lambda: batch_vms(cloud, bid, batch.group_name) == {f"{FREE_ZONE}/{instance}": "RUNNING"},
+        60,
+        "its VM running in zone c and gone from zone b",
+    )
+    key = start_boot(rt, bid, 0, boot_id="b2")
+    deliver(rt, completion(rt, bid, 0, boot_id="b2").model_copy(update={"zone": FREE_ZONE}), key, owner="p2")
+    assert record_of(rt, bid, 0).state == "succeeded"
+    wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups deleted")

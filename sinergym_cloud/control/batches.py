@@ -58,6 +58,50 @@ def vm_creation_time(rt: Runtime, zone: str, instance: str) -> float | None:
         return None
 
 
+def move_to_next_zone(rt: Runtime, launch: LaunchRecord, rec: ExperimentRecord, why: str) -> str:
+    """Zone failover: move a pending experiment to the batch's next zone, for ``why`` (its zone has
+    not created its VM for a while, or preempts it again and again). Its record first (zone, group,
+    the move in its history), then its VM, asked for in the group there, then the old request
+    withdrawn; queued experiments start in the new zone from then on. Returns "zone -> zone" if it
+    moved, "" otherwise (the last zone, or it boots meanwhile).
+
+    A crash between the steps heals on the next sweep: the record names the new zone, whose group
+    does not have the VM yet, so the experiment is retried there as a VM that vanished."""
+    zones = launch.all_zones
+    if rec.zone not in zones or rec.zone == zones[-1]:
+        return ""
+    old_zone, old_mig = rec.zone, rec.mig
+    zone = zones[zones.index(rec.zone) + 1]
+    mig = launch.group_in(zone, rec.index)
+    updated, t = transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.move(r, zone, mig, why))
+    if not t.applied or updated is None:
+        return ""
+    rt.compute.ensure_group(zone, mig, launch.template, batch_id=rec.batch_id)
+    rt.compute.create_instances(zone, mig, {rec.instance: names.instance_metadata(rec.batch_id, rec.index)})
+    try:  # the request the old zone could not fulfil; its group goes with the batch in any case
+        rt.compute.delete_instances(old_zone, old_mig, [rec.instance])
+    except Exception:  # the move is done; the next sweep withdraws it (sweeper.withdraw_left_behind)
+        log.exception("%s/%d: could not withdraw the VM request from %s/%s", rec.batch_id, rec.index, old_zone, old_mig)
+    log.warning("%s/%d moved %s -> %s: %s", rec.batch_id, rec.index, old_zone, zone, why)
+    advance_zone(rt, launch, zone)
+    return f"{old_zone} -> {zone}"
+
+
+def advance_zone(rt: Runtime, launch: LaunchRecord, zone: str) -> None:
+    """Queued experiments of the batch start in ``zone`` from now on (only ever forward in the
+    batch's zone list: two moves that race leave it at the later zone)."""
+    zones = launch.all_zones
+
+    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+        current = str(doc.get("current_zone") or doc.get("zone") or "")
+        if current in zones and zones.index(current) >= zones.index(zone):
+            return None
+        doc["current_zone"] = zone
+        return doc
+
+    rt.state.update(names.launch_object(launch.batch_id), change)
+
+
 def remove_vm(rt: Runtime, rec: ExperimentRecord) -> None:
     """Ask the experiment's group to delete its VM (``deleteInstances``; idempotent)."""
     rt.compute.delete_instances(rec.zone, rec.mig, [rec.instance])

@@ -133,6 +133,12 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
     if "recreate" in t.effects:
         log.info("%s failed (%d/%d allowed); recreating its VM", rec.instance, rec.failures, settings.max_failures)
         rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance)
+    if t.outcome == "retried" and c.status == "preempted" and launch is not None:
+        preempted_here = lifecycle.preemptions_in_zone(rec)
+        limit = settings.zone_failover_preemptions
+        if limit and preempted_here >= limit:
+            why = f"preempted {preempted_here} times in {rec.zone}"
+            batches.move_to_next_zone(rt, launch, rec, why)  # "" at the batch's last zone: it stays
     if rec.terminal:  # also for a duplicate: the follow-up steps are each done once
         queue.follow_up(rt, rec, launch)
         batches.finalize_if_done(rt, rec.batch_id, owner)

@@ -215,47 +215,12 @@ def waiting_since(rec: ExperimentRecord) -> float:
 
 def failover(rt: Runtime, launch_rec: LaunchRecord, rec: ExperimentRecord, now: float) -> str:
     """Move an experiment whose zone has not been able to create its VM for ``zone_failover_seconds``
-    (a stockout) to the batch's next zone: its record first (zone, group, the move in its history),
-    then its VM, asked for in the group there, then the old request withdrawn. Returns "zone -> zone"
-    if it moved, "" otherwise.
-
-    A crash between the steps heals on the next sweep: the record names the new zone, whose group
-    does not have the VM yet, so the experiment is retried there as a VM that vanished."""
-    zones = launch_rec.all_zones
+    (a stockout) to the batch's next zone (batches.move_to_next_zone). Returns "zone -> zone" if it
+    moved, "" otherwise."""
     waited = now - waiting_since(rec)
-    if waited < rt.settings.zone_failover_seconds or rec.zone not in zones or rec.zone == zones[-1]:
+    if waited < rt.settings.zone_failover_seconds:
         return ""
-    old_zone, old_mig = rec.zone, rec.mig
-    zone = zones[zones.index(rec.zone) + 1]
-    mig = launch_rec.group_in(zone, rec.index)
-    why = f"{STOCKOUT} for {waited:.0f}s"
-    updated, t = batches.transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.move(r, zone, mig, why))
-    if not t.applied or updated is None:
-        return ""
-    rt.compute.ensure_group(zone, mig, launch_rec.template, batch_id=rec.batch_id)
-    rt.compute.create_instances(zone, mig, {rec.instance: names.instance_metadata(rec.batch_id, rec.index)})
-    try:  # the request the old zone could not fulfil; its group goes with the batch in any case
-        rt.compute.delete_instances(old_zone, old_mig, [rec.instance])
-    except Exception:  # the move is done; the next sweep withdraws it (withdraw_left_behind)
-        log.exception("%s/%d: could not withdraw the VM request from %s/%s", rec.batch_id, rec.index, old_zone, old_mig)
-    log.warning("%s/%d moved %s -> %s: %s", rec.batch_id, rec.index, old_zone, zone, why)
-    advance_zone(rt, launch_rec, zone)
-    return f"{old_zone} -> {zone}"
-
-
-def advance_zone(rt: Runtime, launch_rec: LaunchRecord, zone: str) -> None:
-    """Queued experiments of the batch start in ``zone`` from now on (only ever forward in the
-    batch's zone list: two moves that race leave it at the later zone)."""
-    zones = launch_rec.all_zones
-
-    def change(doc: dict[str, Any]) -> dict[str, Any] | None:
-        current = str(doc.get("current_zone") or doc.get("zone") or "")
-        if current in zones and zones.index(current) >= zones.index(zone):
-            return None
-        doc["current_zone"] = zone
-        return doc
-
-    rt.state.update(names.launch_object(launch_rec.batch_id), change)
+    return batches.move_to_next_zone(rt, launch_rec, rec, f"{STOCKOUT} for {waited:.0f}s")
 
 
 def withdraw_left_behind(rt: Runtime, rec: ExperimentRecord, members: dict[tuple[str, str], dict[str, Any]]) -> None:
