@@ -139,7 +139,8 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
         if limit and preempted_here >= limit:
             why = f"preempted {preempted_here} times in {rec.zone}"
             batches.move_to_next_zone(rt, launch, rec, why)  # "" at the batch's last zone: it stays
-    if rec.terminal:  # also for a duplicate: the follow-up steps are each done once
-        queue.follow_up(rt, rec, launch)
+    # Also for a duplicate: the follow-up steps are each done once. An ending that started another
+    # experiment cannot be the batch's last: that one is live (its own ending tears the batch down).
+    if rec.terminal and queue.follow_up(rt, rec, launch) is None:
         batches.finalize_if_done(rt, rec.batch_id, owner)
     return rec

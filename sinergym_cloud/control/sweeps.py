@@ -181,8 +181,10 @@ def progress(rt: Runtime, p: Progress, authentic: Any) -> ExperimentRecord | Non
     if ended.terminal:
         from sinergym_cloud.control import queue
 
-        queue.follow_up(rt, ended)  # deleteInstances now: the VM is given back at the decision
-        batches.finalize_if_done(rt, p.batch_id, owner=f"prune-{p.batch_id}-{p.experiment_index}")
+        # deleteInstances now: the VM is given back at the decision. A trial started in its place
+        # is live, so the batch cannot be done.
+        if queue.follow_up(rt, ended) is None:
+            batches.finalize_if_done(rt, p.batch_id, owner=f"prune-{p.batch_id}-{p.experiment_index}")
     return ended
 
 
