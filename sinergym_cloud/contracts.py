@@ -23,9 +23,10 @@ from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.options import ACTOR_CRITIC_OFF, ALL, OFF_POLICY, ON_POLICY, Option, option_of
 from sinergym_cloud.sweep_spec import Sweep
 
-SCHEMA_VERSION = 1  # of InstanceReady, TrainerSpec
+SCHEMA_VERSION = 1  # of InstanceReady
 # Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones, max_vm_hours and the sweep; 1 and 2
 # are still read (schema_versions()). Completion: 2 adds the status ``pruned``; 1 is still read.
+# TrainerSpec: 2 adds the boot's keys, the queue's and the sweep's fields (TRAINER_SPEC_V2); 1 is still read.
 MAX_EXPERIMENTS = 5000
 MAX_ZONES = 8
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -837,10 +838,24 @@ def experiment_name(experiment: Experiment, submitted_at: dt.datetime, index: in
     return _SAFE_NAME.sub("-", name)
 
 
+# The TrainerSpec fields of schema version 2: a version-1 spec (an older dispatch) has none of them.
+TRAINER_SPEC_V2 = (
+    "started_by",
+    "queued_seconds",
+    "completion_key",
+    "checkpoint_key",
+    "progress",
+    "trial",
+    "mlflow_parent_run_id",
+)
+
+
 class TrainerSpec(Strict):
     """What dispatch hands the trainer on the VM (over SSH, on stdin): one experiment, in context."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = Field(
+        2, description="1 is still read; 2 adds the boot's keys, the queue's and the sweep's fields."
+    )
     project: str = Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
     batch_id: BatchId
     experiment_index: int = Field(ge=0, lt=MAX_EXPERIMENTS)
@@ -866,6 +881,14 @@ class TrainerSpec(Strict):
     # A sweep trial: its trial number, and the sweep's MLflow parent run (its run is a child).
     trial: int | None = Field(None, ge=0)
     mlflow_parent_run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,64}$")
+
+    @model_validator(mode="after")
+    def _version_fields(self) -> TrainerSpec:
+        if self.schema_version == 1:
+            used = [f for f in TRAINER_SPEC_V2 if f in self.model_fields_set]
+            if used:
+                raise ValueError(f"{', '.join(used)} need schema_version 2")
+        return self
 
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> TrainerSpec:

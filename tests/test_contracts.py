@@ -316,3 +316,45 @@ def test_zones_from_the_command_line_and_a_batch_file(tmp_path: Path) -> None:
     assert overridden.all_zones == ["us-central1-a"]
     with pytest.raises(SystemExit):
         build_batch(submit_parser().parse_args(["--zone", "europe-west1-b", "us-central1-a", *legacy]))
+
+
+def trainer_spec(**fields: object) -> dict[str, object]:
+    return {
+        "project": "local-project",
+        "batch_id": "b-1",
+        "experiment_index": 0,
+        "experiment_name": "PPO-b-1",
+        "group_name": "tests",
+        "experiment": {"environment": "Eplus-5zone-hot-continuous-v1"},
+        "results_bucket": "experiments-storage",
+        "instance": "tests-b-1-0",
+        "zone": "europe-west1-b",
+        "boot_id": "boot-1",
+        "mlflow_experiment": "tests.b-1",
+        **fields,
+    }
+
+
+def test_trainer_spec_version_2_is_what_dispatch_sends_and_version_1_is_still_read() -> None:
+    from sinergym_cloud.contracts import TRAINER_SPEC_V2, TrainerSpec
+    from sinergym_cloud.vm import vm_agent
+
+    key = "ab" * 32
+    new = contracts.parse(TrainerSpec, json.dumps(trainer_spec(completion_key=key, started_by="experiment 3")))
+    assert (new.schema_version, new.completion_key, new.started_by) == (2, key, "experiment 3")
+    assert json.loads(contracts.dump(new))["schema_version"] == 2
+
+    old = contracts.parse(TrainerSpec, json.dumps(trainer_spec(schema_version=1)))
+    assert (old.schema_version, old.completion_key, old.started_by, old.progress) == (1, None, "launch", False)
+    for field, value in [("completion_key", key), ("started_by", "experiment 3"), ("trial", 2)]:
+        with pytest.raises(BadMessage, match=f"{field} need schema_version 2"):
+            contracts.parse(TrainerSpec, json.dumps(trainer_spec(schema_version=1, **{field: value})))
+    with pytest.raises(BadMessage, match="unsupported schema_version 3"):
+        contracts.parse(TrainerSpec, json.dumps(trainer_spec(schema_version=3)))
+    assert set(TRAINER_SPEC_V2) <= set(TrainerSpec.model_fields)
+
+    # The VM agent (no pydantic) reads the same versions as the trainer.
+    assert contracts.schema_versions(TrainerSpec) == vm_agent.SPEC_VERSIONS
+    for version in (1, 2):
+        assert vm_agent.check_spec(json.dumps(trainer_spec(schema_version=version)).encode())[1] == ""
+    assert "version 1 or 2; got 3" in vm_agent.check_spec(json.dumps(trainer_spec(schema_version=3)).encode())[1]

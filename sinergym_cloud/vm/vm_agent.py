@@ -63,6 +63,11 @@ def own_boot_id(root: Path) -> str | None:
     return value if BOOT_ID.match(value) else None
 
 
+# The TrainerSpec versions the trainer reads (contracts.TrainerSpec; the agent does not import
+# pydantic, and tests/test_contracts.py checks the two agree).
+SPEC_VERSIONS = (1, 2)
+
+
 def check_spec(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     """The few fields the agent itself uses, checked; the trainer validates the whole TrainerSpec.
 
@@ -73,8 +78,10 @@ def check_spec(raw: bytes) -> tuple[dict[str, Any] | None, str]:
         spec = json.loads(raw)
     except ValueError as exc:
         return None, f"spec is not JSON: {exc}"
-    if not isinstance(spec, dict) or spec.get("schema_version", 1) != 1:
-        return None, "spec is not a version-1 TrainerSpec"
+    if not isinstance(spec, dict) or spec.get("schema_version", 1) not in SPEC_VERSIONS:
+        got = spec.get("schema_version") if isinstance(spec, dict) else None
+        readable = " or ".join(map(str, SPEC_VERSIONS))
+        return None, f"spec is not a TrainerSpec this agent reads (version {readable}; got {str(got)[:20]})"
     batch_id, index, boot_id = spec.get("batch_id"), spec.get("experiment_index"), spec.get("boot_id")
     if not isinstance(batch_id, str) or not names.BATCH_ID.match(batch_id):
         return None, "spec has no valid batch_id"
