@@ -93,6 +93,7 @@ PORT_OFFSETS = {
     "fn-sweeper": 13,
 }
 DEFAULT_PORT_BASE = 18080
+FUNCTION_SLOTS = 20  # requests a function serves at once: infra/terraform's functions.max_instances
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -352,10 +353,13 @@ class LocalCloud:
         ]  # fmt: skip
         fn_env = {
             **base,
-            # Two gunicorn workers of eight threads: a function's work (SSH, JSON, TLS-free gRPC) is partly
-            # CPU-bound, and one process would serialise concurrent deliveries on its GIL.
+            # Two gunicorn workers of ten threads: a function's work (SSH, JSON, TLS-free gRPC) is partly
+            # CPU-bound, and one process would serialise concurrent deliveries on its GIL. Twenty
+            # requests at once, as the deployment's twenty instances of one request each serve
+            # (infra: functions.max_instances, max_instance_request_concurrency = 1): with fewer, the
+            # last completions of a wave of twenty wait here for a slot that the cloud would give.
             "WORKERS": "2",
-            "THREADS": "8",
+            "THREADS": str(FUNCTION_SLOTS // 2),
             "SINERGYM_SSH_USER": getpass.getuser(),
             "SINERGYM_SSH_KEY_FILE": str(self.ssh_key),
             "SINERGYM_CONTROL_SECRET_FILE": str(self.control_secret),

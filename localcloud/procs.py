@@ -117,6 +117,24 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+# A VM is another machine: on Compute Engine its work never takes CPU from the functions, the
+# brokers or the other VMs' control traffic. Here every VM shares the host's cores with them, so its
+# processes run at a lower priority, and a wave of trainers starting cannot starve the control plane
+# that tests and benchmarks time. Linux's autogroup scheduling (when enabled) weighs each session as
+# one unit whatever its processes' nice values, so a VM's session group is lowered too, and the
+# trainer, which the VM agent starts in a session of its own, is asked to do the same
+# (SINERGYM_TRAINER_NICE in the VM's environment).
+VM_NICE = 10
+
+
+def lower_priority(nice: int) -> None:
+    """Run this process (and what it starts) at ``nice``, its session's autogroup too."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)  # absolute: not added to an inherited value
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
+        group.write(str(nice))
+
+
 def kill_tree(pid: int, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:
     """Signal ``pid``, its process group and all its descendants; SIGKILL whatever outlives ``grace``."""
     targets = [pid, *descendants(pid)]

@@ -237,24 +237,8 @@ def _raise_shutdown(signum: int, frame: object) -> None:
     raise Shutdown
 
 
-# A VM is another machine: on Compute Engine its work never takes CPU from the functions, the
-# brokers or the other VMs' control traffic. Here every VM shares the host's cores with them, so its
-# processes (sshd, the trainer: children inherit it) run at a lower priority, and a wave of trainers
-# starting cannot starve the control plane that tests and benchmarks time. The VM runs in a session
-# of its own, which Linux's autogroup scheduling (when enabled) weighs as one unit against every
-# other session whatever its processes' nice values: so the session's group is lowered as well.
-VM_NICE = 10
-
-
-def lower_priority() -> None:
-    with contextlib.suppress(OSError):
-        os.nice(VM_NICE)
-    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
-        group.write(str(VM_NICE))
-
-
 def main() -> int:
-    lower_priority()
+    procs.lower_priority(procs.VM_NICE)
     return Init(Path(sys.argv[1])).run()
 
 

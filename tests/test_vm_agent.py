@@ -32,3 +32,23 @@ def test_a_session_refuses_a_bad_spec_after_its_identity(tmp_path: Path) -> None
     first, second = done.stdout.decode().splitlines()
     assert json.loads(first)["boot_id"] is None
     assert json.loads(second) == {"status": "rejected", "reason": "spec has no valid batch_id"}
+
+
+def test_the_trainer_runs_at_the_priority_the_vm_asks_for(tmp_path: Path) -> None:
+    from sinergym_cloud.vm import vm_agent
+
+    assert [vm_agent.trainer_nice(e) for e in ({}, {"SINERGYM_TRAINER_NICE": "7"}, {"SINERGYM_TRAINER_NICE": "x"})] == [
+        0,
+        7,
+        0,
+    ]
+    assert vm_agent.trainer_nice({"SINERGYM_TRAINER_NICE": "40"}) == 19
+    assert vm_agent._priority(0) is None
+    wanted = max(os.getpriority(os.PRIO_PROCESS, 0), 5)  # a priority can be lowered, not raised
+    lower = vm_agent._priority(wanted)
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True, preexec_fn=lower)  # noqa: PLW1509 - no threads
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == wanted
+    finally:
+        child.kill()
+        child.wait()

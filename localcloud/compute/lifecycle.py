@@ -158,7 +158,7 @@ class Lifecycle:
             "ssh_port": vm.ssh_port,
             "ssh_keys": ssh_keys,
             "session_env": session_env,
-            "env": dict(self.state.vm_env),
+            "env": {**self.state.vm_env, "SINERGYM_TRAINER_NICE": str(procs.VM_NICE)},
             "ready_topic": metadata.get(names.META_READY_TOPIC, names.TOPIC_READY),
             "boot_delay": total * 0.4 if total else settings.boot_delay,
             "fail_boot": fail,
