@@ -352,3 +352,16 @@ def test_startup_failure_names_the_part_that_failed(tmp_path: Path) -> None:
 
 def test_repo_root_is_importable() -> None:
     assert (REPO / "publisher.py").exists()
+
+
+def test_free_ports_are_outside_the_ephemeral_range_where_outgoing_connections_take_theirs() -> None:
+    import socket
+
+    from localcloud.ports import LOW, ephemeral_start, free_port
+
+    picked = {free_port() for _ in range(50)}
+    assert all(LOW <= p < ephemeral_start() for p in picked), sorted(picked)
+    for port in list(picked)[:5]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free when picked
+    assert len(picked) == 50, "a port is never handed out twice"
