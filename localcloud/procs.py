@@ -28,11 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sinergym_cloud.vm.procinfo import is_zombie, parent, start_time
+from sinergym_cloud.vm.procinfo import is_zombie, lower_priority, parent, start_time
 
 log = logging.getLogger(__name__)
 
-__all__ = ["is_zombie", "start_time"]
+__all__ = ["is_zombie", "lower_priority", "start_time"]
 
 MARKER = "LOCALCLOUD_ID"
 
@@ -123,16 +123,8 @@ def descendants(pid: int) -> list[int]:
 # that tests and benchmarks time. Linux's autogroup scheduling (when enabled) weighs each session as
 # one unit whatever its processes' nice values, so a VM's session group is lowered too, and the
 # trainer, which the VM agent starts in a session of its own, is asked to do the same
-# (SINERGYM_TRAINER_NICE in the VM's environment).
+# (SINERGYM_TRAINER_NICE in the VM's environment). Both use procinfo.lower_priority.
 VM_NICE = 10
-
-
-def lower_priority(nice: int) -> None:
-    """Run this process (and what it starts) at ``nice``, its session's autogroup too."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, nice)  # absolute: not added to an inherited value
-    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
-        group.write(str(nice))
 
 
 def kill_tree(pid: int, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:

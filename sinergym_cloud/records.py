@@ -140,8 +140,9 @@ class LaunchRecord(Record):
     parallelism_launched: int | None = None  # the value before the first lowering
     # The zones the batch may use, in order (the first is ``zone``); empty in records older than zones.
     zones: list[str] = Field(default_factory=list)
-    # The zone queued experiments start in: ``zone`` until an experiment fails over (sweeper.failover
-    # moves it on, never back), so the queue does not ask a zone known to be out of stock first.
+    # The zone queued experiments start in: ``zone`` until an experiment fails over
+    # (batches.move_to_next_zone moves it on, never back), so the queue does not ask a zone known to
+    # be out of stock first.
     current_zone: str = ""
     # The batch's VM-hour budget (budget.py), and when and why it stopped starting experiments.
     max_vm_hours: float | None = None
@@ -156,21 +157,20 @@ class LaunchRecord(Record):
     def start_zone(self) -> str:
         return self.current_zone or self.zone
 
-    def group_in(self, zone: str, index: int) -> str:
-        """The group that holds experiment ``index`` in ``zone``: the batch's own group in its first
-        zone, that name plus the zone's letter in a zone it fails over to."""
-        mig = names.mig_name(self.group, self.batch_id, names.mig_part(index))
+    def _in_zone(self, mig: str, zone: str) -> str:
+        """The batch's group ``mig`` as named in ``zone``: itself in the batch's first zone, that name
+        plus the zone's letter in a zone it fails over to."""
         return mig if zone == self.zone else names.zone_mig_name(mig, zone)
+
+    def group_in(self, zone: str, index: int) -> str:
+        """The group that holds experiment ``index`` in ``zone``."""
+        return self._in_zone(names.mig_name(self.group, self.batch_id, names.mig_part(index)), zone)
 
     def groups(self) -> list[tuple[str, str]]:
         """(zone, group) of every group the batch has or may have made: its groups in ``zone``, and
         the groups it fails over to in each other zone. Cleanup, cancel, the sweeper and status all
         go through this one list."""
-        return [
-            (zone, mig if zone == self.zone else names.zone_mig_name(mig, zone))
-            for zone in self.all_zones
-            for mig in self.migs
-        ]
+        return [(zone, self._in_zone(mig, zone)) for zone in self.all_zones for mig in self.migs]
 
 
 class FinalizeRecord(Record):

@@ -53,6 +53,20 @@ def stocked_out(rt: Runtime, zone: str, mig: str, n: int) -> bool:
     return len(found) == n and all("ZONE_RESOURCE_POOL_EXHAUSTED" in m.error_codes for m in found)
 
 
+def succeed_in_free_zone(rt: Runtime, bid: str, indices: list[int]) -> None:
+    """Play each experiment's trainer in zone c (boot claimed, then a signed success)."""
+    for i in indices:
+        key = start_boot(rt, bid, i, boot_id=f"b{i}")
+        done = completion(rt, bid, i, boot_id=f"b{i}").model_copy(update={"zone": FREE_ZONE})
+        deliver(rt, done, key, owner=f"m{i}")
+
+
+def nothing_left(cloud: Cloud, batch: Any, groups: set[str]) -> None:
+    """The batch's groups in both zones deleted, and none of its VMs left."""
+    wait_for(lambda: not (groups & set(cloud.migs())), 60, "both groups deleted")
+    wait_for(lambda: batch_vms(cloud, batch.batch_id, batch.group_name) == {}, 60, "no VM left")
+
+
 def test_zone_b_out_of_stock_zone_c_free_the_experiments_run_in_zone_c(cloud: Cloud) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime(zone_failover_seconds=3)
@@ -99,13 +113,9 @@ def test_zone_b_out_of_stock_zone_c_free_the_experiments_run_in_zone_c(cloud: Cl
     assert {(g.zone, g.name) for g in shown.groups} == {(ZONE, mig), (FREE_ZONE, moved_mig)}
 
     # The experiments run and succeed there; the batch ends and no group is left in either zone.
-    for i in (0, 1):
-        key = start_boot(rt, bid, i, boot_id=f"b{i}")
-        done = completion(rt, bid, i, boot_id=f"b{i}").model_copy(update={"zone": FREE_ZONE})
-        deliver(rt, done, key, owner=f"m{i}")
+    succeed_in_free_zone(rt, bid, [0, 1])
     assert [s for _, s in sorted(batches.experiment_states(rt, bid).items())] == ["succeeded", "succeeded"]
-    wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups deleted")
-    wait_for(lambda: batch_vms(cloud, bid, batch.group_name) == {}, 60, "no VM left")
+    nothing_left(cloud, batch, {f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"})
 
 
 def test_a_request_left_behind_is_withdrawn_and_cancel_deletes_the_groups_of_every_zone(cloud: Cloud) -> None:
@@ -147,8 +157,7 @@ def test_after_a_failover_queued_experiments_start_in_the_zone_the_batch_moved_t
     report = new_report()
     sweeper.sweep_batch(rt, bid, time.time(), report)
     assert report["moved"] == [f"{bid}/0: {ZONE} -> {FREE_ZONE}"]
-    key = start_boot(rt, bid, 0, boot_id="b0")
-    deliver(rt, completion(rt, bid, 0, boot_id="b0").model_copy(update={"zone": FREE_ZONE}), key, owner="m0")
+    succeed_in_free_zone(rt, bid, [0])
 
     # Experiment 1 was queued for zone b; it is asked for in zone c at once, not after another stockout.
     second = record_of(rt, bid, 1)
@@ -161,11 +170,9 @@ def test_after_a_failover_queued_experiments_start_in_the_zone_the_batch_moved_t
         "experiment 1's VM running in zone c, and no request for it in zone b",
     )
     assert instance not in (cloud.migs().get(f"{ZONE}/{mig}") or [])
-    key = start_boot(rt, bid, 1, boot_id="b1")
-    deliver(rt, completion(rt, bid, 1, boot_id="b1").model_copy(update={"zone": FREE_ZONE}), key, owner="m1")
+    succeed_in_free_zone(rt, bid, [1])
     assert [s for _, s in sorted(batches.experiment_states(rt, bid).items())] == ["succeeded", "succeeded"]
-    wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups deleted")
-    wait_for(lambda: batch_vms(cloud, bid, batch.group_name) == {}, 60, "no VM left")
+    nothing_left(cloud, batch, {f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"})
 
 
 def test_a_spot_vm_preempted_again_and_again_fails_over_to_the_next_zone(cloud: Cloud) -> None:
@@ -199,4 +206,4 @@ def test_a_spot_vm_preempted_again_and_again_fails_over_to_the_next_zone(cloud: 
     key = start_boot(rt, bid, 0, boot_id="b2")
     deliver(rt, completion(rt, bid, 0, boot_id="b2").model_copy(update={"zone": FREE_ZONE}), key, owner="p2")
     assert record_of(rt, bid, 0).state == "succeeded"
-    wait_for(lambda: not ({f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"} & set(cloud.migs())), 60, "both groups deleted")
+    nothing_left(cloud, batch, {f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"})

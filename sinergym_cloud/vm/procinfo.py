@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 
@@ -33,3 +35,13 @@ def parent(pid: int) -> int | None:
 def alive(pid: int, start: int) -> bool:
     """True if ``pid`` is still the process that started at ``start`` and has not exited."""
     return start_time(pid) == start and not is_zombie(pid)
+
+
+def lower_priority(nice: int) -> None:
+    """Run this process (and what it starts) at ``nice``, an absolute value (not added to an
+    inherited one), and its session's autogroup too: Linux's autogroup scheduling, when enabled,
+    weighs each session as one unit whatever its processes' nice values."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
+        group.write(str(nice))

@@ -20,7 +20,6 @@ environment, as the container's environment is on Google Cloud.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import json
 import os
@@ -118,17 +117,8 @@ def trainer_nice(env: dict[str, str]) -> int:
 
 def _priority(nice: int) -> Callable[[], None] | None:
     """What the trainer's process runs before its program: ``nice``, for the process and for its
-    new session's autogroup (Linux weighs a session as one unit when autogroup scheduling is on)."""
-    if not nice:
-        return None
-
-    def lower() -> None:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, nice)  # absolute: not added to an inherited value
-        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
-            group.write(str(nice))
-
-    return lower
+    new session's autogroup (procinfo.lower_priority)."""
+    return (lambda: procinfo.lower_priority(nice)) if nice else None
 
 
 def start_trainer(raw: bytes) -> dict[str, Any]:
