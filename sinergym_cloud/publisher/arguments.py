@@ -53,7 +53,8 @@ def submit_parser() -> argparse.ArgumentParser:
         default=[config.DEFAULT_ZONE],
         metavar="ZONE",
         help=f"zone for the VMs (default {config.DEFAULT_ZONE}); several zones of one region (space- or "
-        "comma-separated) are tried in order: a VM the zone cannot create moves to the next",
+        "comma-separated) are tried in order: a VM the zone cannot create, or a spot VM preempted there "
+        "again and again, moves to the next",
     )
     p.add_argument("--template_name", "-tem", default=None, help="instance template (default sinergym-template)")
     p.add_argument(
