@@ -25,7 +25,8 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    # Like the trainer, the Pub/Sub client is built at start, so the completion goes out at once.
+    # Like the trainer, the Pub/Sub client is built and connected at start, so the completion goes
+    # out at once.
     from sinergym_cloud import contracts, names, signing
     from sinergym_cloud.config import Settings
     from sinergym_cloud.contracts import Completion, Progress, TrainerSpec
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> int:
 
     spec = TrainerSpec.model_validate_json(Path(argv[argv.index("--spec") + 1]).read_text())
     clients = Clients(Settings.from_env({**os.environ, "GOOGLE_CLOUD_PROJECT": spec.project}))
-    clients.publisher  # noqa: B018 - a cached property, read for its side effect
+    clients.open_publisher()
     started = dt.datetime.now(dt.UTC)
     copies = 2 if os.environ.get("BENCH_DUPLICATE") == "1" else 1
 

@@ -123,8 +123,10 @@ def descendants(pid: int) -> list[int]:
 # that tests and benchmarks time. Linux's autogroup scheduling (when enabled) weighs each session as
 # one unit whatever its processes' nice values, so a VM's session group is lowered too, and the
 # trainer, which the VM agent starts in a session of its own, is asked to do the same
-# (SINERGYM_TRAINER_NICE in the VM's environment). Both use procinfo.lower_priority.
-VM_NICE = 10
+# (SINERGYM_TRAINER_NICE in the VM's environment). Both use procinfo.lower_priority. The lowest
+# priority, because each VM's session weighs on its own: twenty at nice 10 (weight 110 each) would
+# outweigh a function's session (1024) two to one.
+VM_NICE = 19
 
 
 def kill_tree(pid: int, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:

@@ -15,7 +15,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import compute_v1, monitoring_v3
 
-from localcloud import procs
+from localcloud import ports, procs
 from localcloud.cloud import LocalCloud, Options
 from sinergym_cloud import names
 from sinergym_cloud.gcp import compute, metrics, ssh
@@ -36,6 +36,17 @@ def test_pubsub_publish_and_pull(cloud: Cloud) -> None:
     response = rt.clients.subscriber.pull(subscription=sub, max_messages=1, timeout=10)
     assert response.received_messages[0].message.data == b"hello"
     assert response.received_messages[0].message.attributes["kind"] == "test"
+
+
+def test_open_publisher_connects_now_and_does_not_raise_when_it_cannot(cloud: Cloud) -> None:
+    from sinergym_cloud.config import Settings
+    from sinergym_cloud.gcp.clients import Clients
+
+    assert Clients(Settings.from_env(dict(cloud.env))).open_publisher(timeout=30)  # True only once READY
+    nowhere = {**cloud.env, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports.free_port()}"}  # nothing listens there
+    started = time.monotonic()
+    assert not Clients(Settings.from_env(nowhere)).open_publisher(timeout=0.5)
+    assert time.monotonic() - started < 10  # it gave up at its timeout instead of waiting on
 
 
 LEAN_TRAINER = """

@@ -103,6 +103,37 @@ def test_a_batch_beyond_max_parallel_waits_queued_and_each_ending_starts_one_mor
     wait_for(lambda: f"{ZONE}/{mig}" not in cloud.migs(), 60, "group deleted")
 
 
+def test_an_ending_hands_its_slot_on_in_the_write_that_ends_it_and_frees_its_vm_first(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    batch = make_batch(*(ppo(seed=i) for i in range(3)), template=QUIET_TEMPLATE, max_parallel=1)
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    ended = names.experiment_object(batch.batch_id, 0)
+    written: list[dict[str, Any]] = []
+    write = rt.state._write
+
+    def recording(path: str, data: dict[str, Any], generation: int, metadata: Any) -> int | None:
+        if path == ended:
+            written.append(data)
+        return write(path, data, generation, metadata)
+
+    rt.state._write = recording  # type: ignore[method-assign]
+    key = start_boot(rt, batch.batch_id, 0, boot_id="b0")
+    written.clear()
+    since = time.time()
+    deliver(rt, completion(rt, batch.batch_id, 0, boot_id="b0"), key)
+
+    assert states(rt, batch.batch_id) == ["succeeded", "pending", "queued"]
+    first = written[0]
+    assert (first["state"], first["handed_to"]) == ("succeeded", 1), "the choice rode in the completion's write"
+    assert written[-1]["delete_requested_at"] is not None
+    deleted = mig_events(cloud, mig, since, "mig.deleteInstances")
+    created = mig_events(cloud, mig, since, "mig.createInstances")
+    assert [e["instances"] for e in created] == [[names.instance_name(batch.group_name, batch.batch_id, 1)]]
+    assert deleted and deleted[0]["t"] <= created[0]["t"], "the ended VM's removal was asked for first"
+
+
 def test_cancel_ends_the_queued_experiments_too(cloud: Cloud) -> None:
     ensure_quiet_template(cloud)
     rt = cloud.runtime()

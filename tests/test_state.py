@@ -65,3 +65,18 @@ def test_a_put_or_delete_forgets_the_memory(cloud: Cloud) -> None:
     assert store.update(path, lambda d: {"n": d["n"] + 1}) == {"n": 11}
     store.delete(path)
     assert store.update(path, lambda d: {"n": 0}) is None, "a deleted object is not updated"
+
+
+def test_a_document_read_ahead_is_taken_as_current_and_a_stale_one_loses_the_precondition(cloud: Cloud) -> None:
+    ours, theirs = cloud.runtime().state, cloud.runtime().state
+    path = f"test-state/{new_batch_id()}.json"
+    ours.create(path, {"n": 0})
+    ahead = theirs.read(path)  # read beside other work, as a completion reads the next record
+    reads = counted(ours)
+    assert ours.update(path, lambda d: {"n": d["n"] + 1}, known=ahead) == {"n": 1}
+    assert reads["read"] == 0, "the document read ahead stood in for the read"
+
+    stale = theirs.read(path)
+    theirs.update(path, lambda d: {"n": d["n"] + 10})  # meanwhile, another writer
+    assert ours.update(path, lambda d: {"n": d["n"] + 1}, known=stale) == {"n": 12}
+    assert reads["read"] == 1, "the stale read lost the precondition: read once and applied again"

@@ -117,9 +117,10 @@ class Runner:
         self.workdir.mkdir(parents=True, exist_ok=True)
         heartbeat = None
         if self.ctx.on_vm:
-            # Build the Pub/Sub client now, not after a SIGTERM: the completion then goes out at once.
+            # Build and connect the Pub/Sub client now, not after a SIGTERM: the completion then goes
+            # out at once.
             try:
-                self.clients.publisher  # noqa: B018 - a cached property, read for its side effect
+                self.clients.open_publisher()
             except Exception as exc:  # noqa: BLE001 - publishing retries at the end anyway
                 log.warning("Pub/Sub client not ready yet: %s", exc)
             if self.ctx.results_bucket:

@@ -19,6 +19,7 @@ from sinergym_cloud import lifecycle, names
 from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.gcp import metrics
 from sinergym_cloud.gcp.runtime import Runtime
+from sinergym_cloud.gcp.state import Versioned
 from sinergym_cloud.lifecycle import Transition
 from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState, FinalizeRecord, LaunchRecord
 from sinergym_cloud.records import object_metadata as record_metadata
@@ -29,13 +30,18 @@ FINALIZE_LEASE = 300.0
 
 
 def transition(
-    rt: Runtime, batch_id: str, index: int, step: Callable[[ExperimentRecord], Transition]
+    rt: Runtime,
+    batch_id: str,
+    index: int,
+    step: Callable[[ExperimentRecord], Transition],
+    known: Versioned | None = None,
 ) -> tuple[ExperimentRecord | None, Transition]:
     """Apply one lifecycle transition to an experiment's record by compare-and-swap.
 
     ``step`` runs on the record as it is now (again after each lost race); the record is written only
     if the transition applied. Returns the record as it then is (None if there is no such
-    experiment) and the transition that decided it."""
+    experiment) and the transition that decided it. ``known``: the record as the caller has just
+    read it (StateStore.update)."""
     decided = [lifecycle.NOT_APPLIED]
 
     def change(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -43,8 +49,14 @@ def transition(
         decided[0] = step(rec)
         return rec.doc() if decided[0].applied else None
 
-    doc = rt.state.update(names.experiment_object(batch_id, index), change, metadata=record_metadata)
+    doc = rt.state.update(names.experiment_object(batch_id, index), change, metadata=record_metadata, known=known)
     return (ExperimentRecord.model_validate(doc) if doc is not None else None), decided[0]
+
+
+def read_launch(rt: Runtime, batch_id: str) -> LaunchRecord | None:
+    """The batch's launch record, or None if it has none."""
+    doc = rt.state.read(names.launch_object(batch_id))
+    return LaunchRecord.model_validate(doc.data) if doc is not None else None
 
 
 def vm_creation_time(rt: Runtime, zone: str, instance: str) -> float | None:

@@ -22,7 +22,7 @@ from sinergym_cloud.control.events import Delivery
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import Budgets, Ending
-from sinergym_cloud.records import ExperimentRecord, LaunchRecord
+from sinergym_cloud.records import ExperimentRecord
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,11 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
     terminal and only re-runs the idempotent follow-up (VM removal, the queue, teardown)."""
     settings = rt.settings
     budgets = Budgets(max_failures=settings.max_failures, max_preemptions=settings.max_preemptions)
-    launch_doc = rt.state.read(names.launch_object(c.batch_id))
-    launch = LaunchRecord.model_validate(launch_doc.data) if launch_doc else None
-    bucket = launch.results_bucket if launch else settings.results_bucket
+    # Read beside the record's own read: the batch's launch record, and the listing an ending
+    # chooses the next queued experiment from (queue.hand_over_in_ending).
+    launch_read = rt.soon(batches.read_launch, rt, c.batch_id)
+    states_read = rt.soon(batches.experiment_states, rt, c.batch_id)
+    reads: queue.Reads = {}
     refusal: list[str] = []
     read_created: dict[str, float | None] = {}
 
@@ -111,6 +113,8 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
         if why:
             refusal.append(f"experiment is {rec.state}: {why}" if rec.terminal else why)
             return lifecycle.NOT_APPLIED
+        launch = launch_read.result()
+        bucket = launch.results_bucket if launch else settings.results_bucket
         end = Ending(
             status=c.status,
             boot_id=c.boot_id,
@@ -122,9 +126,18 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
             timesteps=c.timesteps,
             finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,
         )
-        return lifecycle.completed(rec, end, budgets, vm_created(rec), time.time())
+        t = lifecycle.completed(rec, end, budgets, vm_created(rec), time.time())
+        if t.applied and rec.terminal:
+            try:
+                states = states_read.result()
+            except Exception as exc:  # noqa: BLE001 - follow_up lists again
+                log.info("%s: no listing to hand its slot on with its end (%s)", rec.instance, exc)
+            else:
+                queue.hand_over_in_ending(rt, rec, launch, states, reads)
+        return t
 
     rec, t = batches.transition(rt, c.batch_id, c.experiment_index, step)
+    launch = launch_read.result()
     if rec is None:
         raise BadMessage(f"no experiment {c.experiment_index} in batch {c.batch_id}")
     if refusal:
@@ -141,6 +154,6 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
             batches.move_to_next_zone(rt, launch, rec, why)  # "" at the batch's last zone: it stays
     # Also for a duplicate: the follow-up steps are each done once. An ending that started another
     # experiment cannot be the batch's last: that one is live (its own ending tears the batch down).
-    if rec.terminal and queue.follow_up(rt, rec, launch) is None:
+    if rec.terminal and queue.follow_up(rt, rec, launch, reads) is None:
         batches.finalize_if_done(rt, rec.batch_id, owner)
     return rec

@@ -4,7 +4,10 @@ Called by whatever ends an experiment (cleanup on a completion, the sweeper givi
 no polling loop. Two compare-and-swaps make it exact under duplicate and concurrent deliveries:
 
 1. ``hand_over`` writes, in the ended experiment's own record, which queued experiment gets its
-   slot. Duplicate deliveries of the same ending read the choice already made and agree on it.
+   slot. Duplicate deliveries of the same ending read the choice already made and agree on it. A
+   completion makes that choice in the very write that ends the experiment, from a listing taken
+   beside it (``hand_over_in_ending``): one write and three round trips fewer between an end and
+   the next VM request.
 2. ``promote`` moves that experiment from queued to pending. Two experiments that end at once may
    both choose the lowest queued one; only one promotion applies, and the other hand-over withdraws
    its choice and picks again.
@@ -22,12 +25,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from google.api_core import exceptions
 
 from sinergym_cloud import budget, lifecycle, names
 from sinergym_cloud.control import batches, sweeps
 from sinergym_cloud.gcp.runtime import Runtime
+from sinergym_cloud.gcp.state import Versioned
 from sinergym_cloud.lifecycle import NOBODY
 from sinergym_cloud.records import LIVE, ExperimentRecord, LaunchRecord
 
@@ -60,7 +65,7 @@ def choose(launch: LaunchRecord, states: dict[int, str], taken: set[int], ended:
 def _hand_over(
     to: int | None, expected: int | None, removed: bool = False
 ) -> Callable[[ExperimentRecord], lifecycle.Transition]:
-    """The hand-over of an ended experiment's slot; ``removed``: its VM's removal was just asked
+    """The hand-over of an ended experiment's slot; ``removed``: its VM's removal has been asked
     for, marked in the same write (one write fewer than marking it apart)."""
 
     def step(r: ExperimentRecord) -> lifecycle.Transition:
@@ -78,15 +83,36 @@ def _promote(launch: LaunchRecord, by: int, target: int) -> Callable[[Experiment
     return lambda r: lifecycle.promote(r, by, time.time(), where)
 
 
-def follow_up(rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None = None) -> int | None:
+Reads = dict[int, "Future[Versioned | None]"]
+
+
+def hand_over_in_ending(
+    rt: Runtime, rec: ExperimentRecord, launch: LaunchRecord | None, states: dict[int, str], reads: Reads
+) -> None:
+    """Inside the write that ends ``rec`` (a completion's compare-and-swap step): choose who gets its
+    slot in that same write, from ``states`` (a listing taken beside it), and start reading the
+    chosen record. On the way from an experiment's end to the next VM request this saves the
+    hand-over's own write and the listing's and the read's round trips. Not for a batch with a
+    budget (start_next checks the budget first) nor once a choice is recorded."""
+    if launch is None or launch.max_vm_hours is not None or rec.handed_to is not None or not rec.terminal:
+        return
+    want = choose(launch, {**states, rec.index: rec.state}, set(), rec.index)
+    if lifecycle.hand_over(rec, want, expected=None).applied and want != NOBODY and want not in reads:
+        reads[want] = rt.soon(rt.state.read, names.experiment_object(rec.batch_id, want))
+
+
+def follow_up(
+    rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None = None, reads: Reads | None = None
+) -> int | None:
     """Everything an experiment's end asks of its batch, in the order that starts the next queued
-    experiment soonest: the ended VM's removal requested (its quota is freed first), the slot handed
-    on (the new VM asked for), then the removal marked in the record and a failure reported
-    (batches.settle). Returns the index started, or None. The batch's teardown is the caller's."""
-    removing = ended.delete_requested_at is None
-    if removing:
-        batches.remove_vm(rt, ended)
-    started, latest = _start_next(rt, ended, launch, removed=removing)
+    experiment soonest: the ended VM's removal requested beside the slot's hand-over, and done
+    before the new VM is asked for (its quota is freed first); then the removal marked in the
+    record and a failure reported (batches.settle). Returns the index started, or None. The batch's
+    teardown is the caller's. ``reads``: records read ahead (hand_over_in_ending)."""
+    removal = rt.soon(batches.remove_vm, rt, ended) if ended.delete_requested_at is None else None
+    started, latest = _start_next(rt, ended, launch, removal, reads or {})
+    if removal is not None:
+        removal.result()
     batches.settle(rt, latest, removal_requested=True)
     return started
 
@@ -99,17 +125,31 @@ def start_next(rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None
     return _start_next(rt, ended, launch)[0]
 
 
+def _ahead(reads: Reads, index: int) -> Versioned | None:
+    """The record read ahead for ``index`` (once), or None: read it as usual."""
+    future = reads.pop(index, None)
+    try:
+        return future.result() if future is not None else None
+    except Exception:  # noqa: BLE001 - a read ahead that failed is just read again
+        return None
+
+
 def _start_next(
-    rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None, removed: bool = False
+    rt: Runtime,
+    ended: ExperimentRecord,
+    launch: LaunchRecord | None,
+    removal: Future[None] | None = None,
+    reads: Reads | None = None,
 ) -> tuple[int | None, ExperimentRecord]:
-    """start_next, and the ended experiment's record as the hand-over left it."""
+    """start_next, and the ended experiment's record as the hand-over left it. ``removal``: the
+    ended VM's removal under way, waited for before a new VM is asked for."""
     assert ended.terminal, "only an ended experiment hands its slot on"
     bid = ended.batch_id
+    reads = reads if reads is not None else {}
     if launch is None:
-        launch_doc = rt.state.read(names.launch_object(bid))
-        if launch_doc is None:
+        launch = batches.read_launch(rt, bid)
+        if launch is None:
             return None, ended
-        launch = LaunchRecord.model_validate(launch_doc.data)
     rec: ExperimentRecord | None = ended
     taken: set[int] = set()
     for _ in range(MAX_ROUNDS):
@@ -119,14 +159,20 @@ def _start_next(
             want = choose(launch, batches.experiment_states(rt, bid), taken, ended.index)
             if want != NOBODY and launch.max_vm_hours is not None:
                 want = within_budget(rt, launch, want)
+            removed = removal is not None
+            if removal is not None:
+                removal.result()  # done before it is marked, in the hand-over's write
             rec, _ = batches.transition(rt, bid, ended.index, _hand_over(want, None, removed))
             assert rec is not None, "the ended experiment's record exists"
             target = rec.handed_to
         if target is None or target == NOBODY:
             return None, rec
-        other, _ = batches.transition(rt, bid, target, _promote(launch, ended.index, target))
+        promote = _promote(launch, ended.index, target)
+        other, _ = batches.transition(rt, bid, target, promote, known=_ahead(reads, target))
         if other is not None and other.started_by == ended.index:
             if other.state == "pending":
+                if removal is not None:
+                    removal.result()
                 request_vm(rt, launch, other)
             log.info("batch %s: experiment %d's slot went to experiment %d", bid, ended.index, target)
             return target, rec

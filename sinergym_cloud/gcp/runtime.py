@@ -8,12 +8,23 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from sinergym_cloud.config import Settings
 from sinergym_cloud.gcp.clients import Clients
 from sinergym_cloud.gcp.compute import ComputeApi
 from sinergym_cloud.gcp.state import StateStore
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Calls that need not wait for each other (a read beside a write, a VM's removal beside the next
+# one's hand-over) go to one small pool per process. The clients are already shared by the
+# function's request threads, so they are shared with these too.
+BACKGROUND_THREADS = 8
 
 
 @dataclass
@@ -28,6 +39,15 @@ class Runtime:
     @functools.cached_property
     def compute(self) -> ComputeApi:
         return ComputeApi(self.clients, self.settings.project, self.settings.call_deadline)
+
+    @functools.cached_property
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=BACKGROUND_THREADS, thread_name_prefix="sinergym-bg")
+
+    def soon(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Start ``fn(*args, **kwargs)`` beside the caller's own calls; its ``result()`` waits for it
+        and raises what it raised."""
+        return self._pool.submit(fn, *args, **kwargs)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -112,6 +112,7 @@ class StateStore:
         change: Callable[[Doc], Doc | None],
         metadata: Callable[[Doc], dict[str, str]] | None = None,
         attempts: int = 20,
+        known: Versioned | None = None,
     ) -> Doc | None:
         """Apply ``change`` to the object by compare-and-swap and return the new document.
 
@@ -122,10 +123,11 @@ class StateStore:
         follow each other) is taken as current without reading it again: the write's generation
         precondition still decides, and a 412 reads it and applies the change again as any lost
         race does. So only the first step of a chain pays the read. A change that finds nothing to
-        do on such a document is tried again on the stored one.
+        do on such a document is tried again on the stored one. ``known``: the document as the caller
+        read it moments ago (beside other work), taken the same way for the first attempt.
         """
         for _ in range(attempts):
-            fresh = self._fresh(path)
+            fresh, known = self._fresh(path) or known, None
             current = fresh or self.read(path)
             if current is None:
                 return None
