@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +35,28 @@ WORK = 5.0  # seconds of "training" per experiment
 PARALLEL = 20
 
 
-def _calls(env: dict[str, str]) -> int:
+def _calls(env: dict[str, str]) -> Counter[str]:
+    """Compute API calls so far, by method (as the emulator counts them)."""
     got = requests.get(f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/calls", timeout=30).json()["calls"]
-    return int(sum(got.values()))
+    return Counter({str(k): int(v) for k, v in got.items()})
 
 
-def _state_writes(cloud: Any, batch_id: str) -> int:
-    """State-object writes for the batch, from the functions' logs (one line per write attempt)."""
-    total = 0
+def _state_writes(cloud: Any, batch_id: str) -> Counter[str]:
+    """State-object writes for the batch, by kind of object (the file name without its index), from
+    the functions' logs (one line per write attempt)."""
+    kinds: Counter[str] = Counter()
+    prefix = f"batches/{batch_id}/"
     for log in Path(cloud.dir, "logs").glob("fn-*.log"):
         with log.open(errors="replace") as f:
-            total += sum(1 for line in f if "state write" in line and f"batches/{batch_id}/" in line)
-    return total
+            for line in f:
+                if "state write" in line and prefix in line:
+                    path = line.split(prefix, 1)[1].split()[0]
+                    kinds[re.sub(r"\d+", "N", path)] += 1
+    return kinds
+
+
+def _per(counts: Counter[str], n: int) -> str:
+    return ", ".join(f"{k} {v / n:.2f}" for k, v in counts.most_common())
 
 
 def _emulator(env: dict[str, str], settings: dict[str, Any]) -> None:
@@ -82,7 +94,11 @@ def queue(sizes: list[int] | None = None, launch_size: int = 1000, parallel: int
 
                 say(f"the batch did not end: {views.batch_status(rt, bid, with_alerts=False).counts}")
                 raise
-            calls = _calls(env) - calls_before
+            by_method = _calls(env) - calls_before
+            calls = sum(by_method.values())
+            writes = _state_writes(cloud, batch.batch_id)
+            say(f"Compute calls per experiment at N={n}: {_per(by_method, n)}")
+            say(f"state-object writes per experiment at N={n}: {_per(writes, n)}")
             recs = [
                 ExperimentRecord.model_validate(doc.data)
                 for i in range(n)
@@ -126,7 +142,7 @@ def queue(sizes: list[int] | None = None, launch_size: int = 1000, parallel: int
                 row(f"queue: Compute API calls per experiment, N={n}", calls / n, "calls", "the same at every N", None),
                 row(
                     f"queue: state-object writes per experiment, N={n}",
-                    _state_writes(cloud, batch.batch_id) / n,
+                    sum(writes.values()) / n,
                     "writes",
                     "the same at every N",
                     None,
