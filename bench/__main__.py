@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--queue-sizes",
         default="",
-        help="queue only: the batch sizes N at max_parallel 20 (default 20,200; --quick: 20), then the launch of 1000",
+        help="queue only: the batch sizes N, each at max_parallel N/10, at most 20 (default 20,200; --quick: 20), "
+        "then the launch of 1000",
     )
     parser.add_argument(
         "--launch-size", type=int, default=1000, help="queue only: the batch whose VM requests launch is timed on"

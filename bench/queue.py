@@ -7,6 +7,10 @@
   ``createInstances`` that names the new VM); Compute API calls (counted by the emulator) and
   state-object writes (counted from the functions' ``sinergym_cloud.gcp.state.writes`` log) per
   experiment, at each N: a queue that costs the same per experiment at N = 20 and 200 scales.
+  Each N runs at P = N/10 (at most ``PARALLEL``, 20: N=20 at 2, N=200 at 20), so nine in ten of
+  its experiments wait queued at every N: a queued start costs what a start at launch does not (its
+  own ``createInstances``, its promotion's write), and at N=20 with P=20 nothing would be queued,
+  a difference that says nothing about N. What differs between the sizes then is what grows with N.
 - Launch: publish -> every VM of a 1000-experiment batch requested (no parallelism limit). The
   emulator's zones are out of stock meanwhile (its quotas admit them all: launch reads them), so the
   group records every VM as asked for and boots none (1000 sshd on two cores would measure the
@@ -63,7 +67,12 @@ def _emulator(env: dict[str, str], settings: dict[str, Any]) -> None:
     requests.post(f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/config", json=settings, timeout=30).raise_for_status()
 
 
-def queue(sizes: list[int] | None = None, launch_size: int = 1000, parallel: int = PARALLEL) -> list[dict[str, Any]]:
+def parallel_for(n: int, ceiling: int = PARALLEL) -> int:
+    """The max_parallel a batch of ``n`` runs at: a tenth of it, at least 1 and at most ``ceiling``."""
+    return max(1, min(ceiling, n // 10))
+
+
+def queue(sizes: list[int] | None = None, launch_size: int = 1000, ceiling: int = PARALLEL) -> list[dict[str, Any]]:
     from sinergym_cloud.contracts import Batch, Experiment
     from sinergym_cloud.records import ExperimentRecord
 
@@ -78,6 +87,7 @@ def queue(sizes: list[int] | None = None, launch_size: int = 1000, parallel: int
         rt = runtime(env)
         experiment = Experiment(environment="Eplus-5zone-hot-continuous-v1", runperiod=WEEK)
         for n in sizes:
+            parallel = parallel_for(n, ceiling)
             say(f"queue: batch of {n} at max_parallel {parallel}")
             bid = f"bench-q-{n}-{int(time.time())}"
             batch = Batch(batch_id=bid, experiments=[experiment] * n, max_parallel=parallel)
