@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from sinergym_cloud import names
+from sinergym_cloud import lifecycle, names
 from sinergym_cloud.control import batches, launch, sweeper
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.publisher import views
@@ -132,6 +132,23 @@ def test_an_ending_hands_its_slot_on_in_the_write_that_ends_it_and_frees_its_vm_
     created = mig_events(cloud, mig, since, "mig.createInstances")
     assert [e["instances"] for e in created] == [[names.instance_name(batch.group_name, batch.batch_id, 1)]]
     assert deleted and deleted[0]["t"] <= created[0]["t"], "the ended VM's removal was asked for first"
+
+
+def test_a_sweep_between_a_promotion_and_its_vm_request_does_not_take_the_vm_for_vanished(cloud: Cloud) -> None:
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    batch = make_batch(ppo(seed=0), ppo(seed=1), template=QUIET_TEMPLATE, max_parallel=1)
+    launch.launch(rt, batch)
+    # Experiment 1 promoted, its VM not asked for yet (the function that promoted it is on its way).
+    batches.transition(rt, batch.batch_id, 1, lambda r: lifecycle.promote(r, 0, time.time()))
+    report: dict[str, Any] = {"retried": [], "failed": [], "requeued": [], "started": [], "finalized": []}
+    sweeper.sweep_batch(rt, batch.batch_id, time.time(), report)
+    assert report["retried"] == [] and states(rt, batch.batch_id)[1] == "pending"
+
+    later = time.time() + rt.settings.call_deadline + 1  # the request never came: now it is lost
+    sweeper.sweep_batch(rt, batch.batch_id, later, report)
+    assert [r for r in report["retried"] if "vanished" in r] and states(rt, batch.batch_id)[1] == "pending"
+    batches.cancel(rt, batch.batch_id)
 
 
 def test_cancel_ends_the_queued_experiments_too(cloud: Cloud) -> None:

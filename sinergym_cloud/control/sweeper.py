@@ -284,7 +284,7 @@ def diagnose(
         metrics.instance_overdue(rt.clients, rec.batch_id, rec.instance, (now - rec.created_at) / 3600)
         return "fatal", f"exceeded the maximum runtime of {s.max_runtime_hours:g} h"
     if member is None:
-        return "infra", "its VM vanished from the group"
+        return _vanished(rec, now, s.call_deadline)
     if rec.state == "running":
         last = max(rec.running_at or 0.0, _heartbeat(rt, record.results_bucket, rec))
         if now - last > s.heartbeat_timeout:
@@ -295,6 +295,16 @@ def diagnose(
         errors = "; ".join(member["errors"]) if member["errors"] else f"VM {member['status'] or 'not created'}"
         return "infra", f"VM not ready after {now - since:.0f}s ({errors})"
     return None
+
+
+def _vanished(rec: ExperimentRecord, now: float, grace: float) -> tuple[lifecycle.Loss, str] | None:
+    """A live experiment whose VM its groups do not list: lost, unless it has never booted and its
+    record changed less than ``grace`` ago (the functions' call deadline). The function that
+    promoted, moved or retried it asks the group right after that write, within its deadline, and
+    the sweep listed the groups before it read the record: the VM is on its way, not vanished."""
+    if rec.boot_id is None and now - waiting_since(rec) < grace:
+        return None
+    return "infra", "its VM vanished from the group"
 
 
 def _heartbeat(rt: Runtime, bucket: str, rec: ExperimentRecord) -> float:

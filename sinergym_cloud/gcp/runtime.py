@@ -22,9 +22,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Calls that need not wait for each other (a read beside a write, a VM's removal beside the next
-# one's hand-over) go to one small pool per process. The clients are already shared by the
-# function's request threads, so they are shared with these too.
-BACKGROUND_THREADS = 8
+# one's hand-over) go to one pool per process. The clients are already shared by the function's
+# request threads, so they are shared with these too. A completion has up to four such calls in
+# flight, and the local cloud's function processes serve ten requests at once.
+BACKGROUND_THREADS = 32
 
 
 @dataclass

@@ -634,7 +634,11 @@ def test_a_vanished_group_is_recreated_and_the_experiment_retried(cloud: Cloud, 
     launch.launch(rt, batch)
     mig = names.mig_name(batch.group_name, batch.batch_id)
     rt.compute.delete_group(ZONE, mig)  # lost behind the control plane's back
-    report = sweeper.sweep(cloud.runtime(max_preemptions=1), only={batch.batch_id})
+    # A sweep right away leaves it alone (its VM may still be on its way: asked for moments ago);
+    # one after the functions' call deadline finds it vanished.
+    assert sweeper.sweep(cloud.runtime(max_preemptions=1), only={batch.batch_id})["retried"] == []
+    later = time.time() + rt.settings.call_deadline + 1
+    report = sweeper.sweep(cloud.runtime(max_preemptions=1), now=later, only={batch.batch_id})
     assert len(report["retried"]) == 1 and "vanished" in report["retried"][0]
     members = wait_for(lambda: rt.compute.members(ZONE, mig), 30, "the group made again")
     assert [m.name for m in members] == [names.instance_name(batch.group_name, batch.batch_id, 0)]
