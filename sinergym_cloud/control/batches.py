@@ -155,10 +155,9 @@ def experiment_states(rt: Runtime, batch_id: str) -> dict[int, str]:
 
 def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: PLR0911 - one return per reason to stop
     """If no experiment of the batch is live, delete its groups and raise the alert, once. True if done."""
-    launch_doc = rt.state.read(names.launch_object(batch_id))
-    if launch_doc is None:
+    launch = read_launch(rt, batch_id)
+    if launch is None:
         return False
-    launch = LaunchRecord.model_validate(launch_doc.data)
     if launch.status == "launching":
         return False
     states = experiment_states(rt, batch_id)

@@ -30,7 +30,7 @@ from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.gcp import compute, retry, ssh
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import BOOTED
-from sinergym_cloud.records import ExperimentRecord, LaunchRecord
+from sinergym_cloud.records import ExperimentRecord
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,9 @@ def _converse(rt: Runtime, talk: ssh.Conversation, ready: InstanceReady, *, host
     if rec.terminal or rec.boot_id != ready.boot_id or rec.completion_nonce is None:
         talk.finish()
         return f"ignored: experiment is {rec.state} on boot {rec.boot_id}"
-    launch_doc = rt.state.read(names.launch_object(ready.batch_id))
-    if launch_doc is None:
+    launch = batches.read_launch(rt, ready.batch_id)
+    if launch is None:
         raise BadMessage(f"batch {ready.batch_id} has no launch record")
-    launch = LaunchRecord.model_validate(launch_doc.data)
     spec = TrainerSpec(
         project=rt.settings.project,
         batch_id=ready.batch_id,

@@ -110,7 +110,7 @@ def follow_up(
     record and a failure reported (batches.settle). Returns the index started, or None. The batch's
     teardown is the caller's. ``reads``: records read ahead (hand_over_in_ending)."""
     removal = rt.soon(batches.remove_vm, rt, ended) if ended.delete_requested_at is None else None
-    started, latest = _start_next(rt, ended, launch, removal, reads or {})
+    started, latest = _start_next(rt, ended, launch, removal, reads)
     if removal is not None:
         removal.result()
     batches.settle(rt, latest, removal_requested=True)
@@ -159,10 +159,9 @@ def _start_next(
             want = choose(launch, batches.experiment_states(rt, bid), taken, ended.index)
             if want != NOBODY and launch.max_vm_hours is not None:
                 want = within_budget(rt, launch, want)
-            removed = removal is not None
             if removal is not None:
                 removal.result()  # done before it is marked, in the hand-over's write
-            rec, _ = batches.transition(rt, bid, ended.index, _hand_over(want, None, removed))
+            rec, _ = batches.transition(rt, bid, ended.index, _hand_over(want, None, removal is not None))
             assert rec is not None, "the ended experiment's record exists"
             target = rec.handed_to
         if target is None or target == NOBODY:

@@ -103,10 +103,9 @@ def sweep_orphans(
 
 def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) -> None:
     settings = rt.settings
-    launch_doc = rt.state.read(names.launch_object(batch_id))
-    if launch_doc is None:
+    record = batches.read_launch(rt, batch_id)
+    if record is None:
         return
-    record = LaunchRecord.model_validate(launch_doc.data)
     if record.status == "launching":
         if now - record.created_at > settings.boot_timeout:
             stored = rt.state.read(names.batch_object(batch_id))
@@ -255,8 +254,8 @@ def restart_queue(rt: Runtime, launch_rec: LaunchRecord) -> list[int]:
     experiment's hand-over did not happen (its function crashed for good): do it now, the same way."""
     if launch_rec.status != "launched":
         return []
-    fresh = rt.state.read(names.launch_object(launch_rec.batch_id))
-    limit = LaunchRecord.model_validate(fresh.data).parallelism if fresh else launch_rec.parallelism
+    fresh = batches.read_launch(rt, launch_rec.batch_id)
+    limit = fresh.parallelism if fresh else launch_rec.parallelism
     states = batches.experiment_states(rt, launch_rec.batch_id)
     waiting = [i for i, s in states.items() if s == "queued"]
     live = sum(1 for s in states.values() if s in LIVE)

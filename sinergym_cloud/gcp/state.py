@@ -127,7 +127,8 @@ class StateStore:
         read it moments ago (beside other work), taken the same way for the first attempt.
         """
         for _ in range(attempts):
-            fresh, known = self._fresh(path) or known, None
+            fresh = self._fresh(path) or known
+            known = None  # the read ahead stands in for the first attempt only
             current = fresh or self.read(path)
             if current is None:
                 return None

@@ -21,7 +21,7 @@ from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.gcp import metrics
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.publisher import limits
-from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord, LaunchRecord
+from sinergym_cloud.records import TERMINAL, ExperimentRecord, FinalizeRecord
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +162,9 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
 ) -> BatchView:
     """Everything known about a batch. ``with_links`` also asks the MLflow server for the experiment's
     UI address (a network call: the status and report commands want it, polling loops do not)."""
-    launch_doc = rt.state.read(names.launch_object(batch_id))
-    if launch_doc is None:
+    launch = batches.read_launch(rt, batch_id)
+    if launch is None:
         raise BatchNotFound(batch_id, f"gs://{rt.settings.state_bucket}")
-    launch = LaunchRecord.model_validate(launch_doc.data)
     finalize_doc = rt.state.read(names.finalize_object(batch_id))
     finalize = FinalizeRecord.model_validate(finalize_doc.data) if finalize_doc else None
     records = []
