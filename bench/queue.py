@@ -1,4 +1,4 @@
-"""The queue's benchmark (issue 16): a batch far beyond its parallelism, and launch at scale.
+"""The queue's benchmark: a batch far beyond its parallelism, and launch at scale.
 
 - A batch of N experiments of the bench workload (bench/workload.py, ``WORK`` seconds each) at
   ``max_parallel`` P: the makespan (publish -> the last experiment's end) against the ideal

@@ -1,4 +1,4 @@
-"""A batch's VM-hour budget (``max_vm_hours``, issue 16 item 5), and the VM-hours it is held to.
+"""A batch's VM-hour budget (``max_vm_hours``), and the VM-hours it is held to.
 
 Three numbers decide whether one more experiment may start:
 

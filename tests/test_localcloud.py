@@ -350,15 +350,15 @@ def test_down_after_a_crash_of_the_starter_still_stops_everything(tmp_path: Path
 
 def test_startup_failure_names_the_part_that_failed(tmp_path: Path) -> None:
     cloud = LocalCloud(tmp_path / "lc", Options(port_base=0, sweep_interval=0))
-    from localcloud import cloud as cloud_module
+    from localcloud import pubsub, services
 
-    real = cloud_module.pubsub.argv
-    cloud_module.pubsub.argv = lambda port: ["sh", "-c", "echo 'no java here' >&2; exit 3"]  # type: ignore[assignment] - a stand-in for the emulator's command
+    real = pubsub.argv
+    pubsub.argv = lambda port: ["sh", "-c", "echo 'no java here' >&2; exit 3"]  # type: ignore[assignment] - a stand-in for the emulator's command
     try:
-        with pytest.raises(cloud_module.StartupError) as info:
+        with pytest.raises(services.StartupError) as info:
             cloud.up()
     finally:
-        cloud_module.pubsub.argv = real  # type: ignore[assignment] - a stand-in for the emulator's command
+        pubsub.argv = real  # type: ignore[assignment] - a stand-in for the emulator's command
     assert "pubsub exited with code 3" in str(info.value)
     assert "no java here" in str(info.value)
     assert cloud.running() == {}, "a failed start stops what it started"

@@ -1,4 +1,4 @@
-"""Issue 16's end-to-end queue tests on a local cloud whose VMs run the bench workload.
+"""The queue's end-to-end tests (a quota, a quota error at run time, a budget) on a local cloud whose VMs run the bench workload.
 
 The workload (bench/workload.py) is started on each VM by the same VM agent from the same
 TrainerSpec as the trainer, and publishes the same signed Completion after ``WORK`` seconds; the

@@ -1,4 +1,4 @@
-"""Today's Sinergym users (issue 19): their training YAML as it is, W&B beside MLflow, continuing from a
+"""Today's Sinergym users: their training YAML as it is, W&B beside MLflow, continuing from a
 saved model, evaluation, TensorBoard live from the bucket, and the small things a new user met.
 
 Sinergym's own example configs are read, unchanged, from ../shared/reference/sinergym-configs/.
@@ -26,7 +26,8 @@ import yaml
 
 from localcloud.ports import free_port
 from sinergym_cloud import catalog, contracts, names
-from sinergym_cloud.contracts import BadMessage, Batch, Experiment, TrainerSpec
+from sinergym_cloud.contracts import Batch, Experiment, TrainerSpec
+from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.inputs import batchfile, sinergym_config
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 from tests.control_helpers import wait_batch

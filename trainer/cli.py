@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sinergym_cloud.contracts import Experiment, TrainerSpec, _summarise
+from sinergym_cloud.contracts import Experiment, TrainerSpec, summarise
 from sinergym_cloud.inputs import flags
 
 EPILOG = """\
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--environment/-env is required (or --spec FILE, or --config FILE)")
             spec = experiment_from_args(args)
     except ValidationError as exc:
-        parser.error(_summarise(exc))
+        parser.error(summarise(exc))
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
     from trainer import run, tracking

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sinergym_cloud import contracts
-from sinergym_cloud.contracts import Experiment, InitialModel, _summarise
+from sinergym_cloud.contracts import Experiment, InitialModel, summarise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         experiment = experiment_for(args)
     except ValidationError as exc:
-        parser.error(_summarise(exc))
+        parser.error(summarise(exc))
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
     assert isinstance(experiment.initial_model, InitialModel)

@@ -31,7 +31,9 @@ def handle(rt: Runtime, d: Delivery) -> None:
     signature = Signature(d.data, d.attributes.get(SIGNATURE))
     if d.attributes.get("kind") == "progress":  # a sweep trial's episode report, for its pruner
         p = contracts.parse(Progress, d.data)
-        sweeps.progress(rt, p, lambda rec: authentic(rt, rec, p, signature))
+        pruned = sweeps.progress(rt, p, lambda rec: authentic(rt, rec, p, signature))
+        if pruned is not None:  # the VM is given back at the decision
+            queue.end(rt, pruned, owner=f"prune-{p.batch_id}-{p.experiment_index}")
         return
     c = contracts.parse(Completion, d.data)
     complete(rt, c, owner=d.message_id or "cleanup", signature=signature)
@@ -154,6 +156,6 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
             batches.move_to_next_zone(rt, launch, rec, why)  # "" at the batch's last zone: it stays
     # Also for a duplicate: the follow-up steps are each done once. An ending that started another
     # experiment cannot be the batch's last: that one is live (its own ending tears the batch down).
-    if rec.terminal and queue.follow_up(rt, rec, launch, reads) is None:
-        batches.finalize_if_done(rt, rec.batch_id, owner)
+    if rec.terminal:
+        queue.end(rt, rec, owner, launch, reads)
     return rec

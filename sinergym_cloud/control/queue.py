@@ -117,6 +117,16 @@ def follow_up(
     return started
 
 
+def end(
+    rt: Runtime, ended: ExperimentRecord, owner: str, launch: LaunchRecord | None = None, reads: Reads | None = None
+) -> None:
+    """The one ending of an experiment, whatever ended it (a completion, the pruner, a trial that
+    cannot run): ``follow_up``, then the batch's teardown if nothing was started in its place (a
+    started one is live, so the batch cannot be done)."""
+    if follow_up(rt, ended, launch, reads) is None:
+        batches.finalize_if_done(rt, ended.batch_id, owner)
+
+
 def start_next(rt: Runtime, ended: ExperimentRecord, launch: LaunchRecord | None = None) -> int | None:
     """Give ``ended``'s VM slot to the next queued experiment. Returns the index started, or None.
 

@@ -8,8 +8,9 @@
   record gets it before its VM is asked for.
 - When a trial's trainer reports an episode (``progress``, a signed Progress message on the
   completions topic), the value is kept in its record and the sweep's pruner decides on a study
-  rebuilt from the records. A pruned trial ends ``pruned`` at once: its VM is removed through its
-  group, and its slot goes to the next queued trial (queue.start_next), as for any ending.
+  rebuilt from the records. A pruned trial ends ``pruned`` at once and ``progress`` returns it: the
+  caller ends it as any ending (``queue.end``: its VM removed through its group, its slot to the
+  next queued trial). This module never calls the queue, so the queue may call it (``ensure_params``).
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ def ensure_params(rt: Runtime, rec: ExperimentRecord) -> ExperimentRecord:
 
 def progress(rt: Runtime, p: Progress, authentic: Any) -> ExperimentRecord | None:
     """A trial's trainer reported an episode: keep the value, and prune the trial if the pruner says so.
+    Returns the record if the trial is now pruned (by this report or a duplicate of it), for the
+    caller to end it (``queue.end``); None otherwise.
 
     ``authentic(rec)`` says why the report does not come from the running boot ("" if it does)."""
     found = batch_sweep(rt, p.batch_id)
@@ -160,9 +163,9 @@ def progress(rt: Runtime, p: Progress, authentic: Any) -> ExperimentRecord | Non
         raise BadMessage(f"no experiment {p.experiment_index} in batch {p.batch_id}")
     if refusal:
         log.warning("refused a progress report of %s: %s", rec.instance, refusal[0])
-        return rec
+        return None
     if rec.terminal or rec.params is None:
-        return rec
+        return rec if rec.state == "pruned" else None
     current = result(s, rec)
     assert current is not None
     current.state = "running"
@@ -170,7 +173,7 @@ def progress(rt: Runtime, p: Progress, authentic: Any) -> ExperimentRecord | Non
     if not decided:
         if attrs != rec.pruner_attrs:
             batches.transition(rt, p.batch_id, rec.index, lambda r: _keep_attrs(r, attrs))
-        return rec
+        return None
     ended, t = batches.transition(
         rt, p.batch_id, rec.index, lambda r: lifecycle.pruned(r, p.boot_id, p.episode, attrs, time.time())
     )
@@ -178,14 +181,7 @@ def progress(rt: Runtime, p: Progress, authentic: Any) -> ExperimentRecord | Non
     if t.applied:
         log.info("batch %s: trial %s (experiment %d) pruned after episode %d", p.batch_id, rec.trial, rec.index,
                  p.episode)  # fmt: skip
-    if ended.terminal:
-        from sinergym_cloud.control import queue
-
-        # deleteInstances now: the VM is given back at the decision. A trial started in its place
-        # is live, so the batch cannot be done.
-        if queue.follow_up(rt, ended) is None:
-            batches.finalize_if_done(rt, p.batch_id, owner=f"prune-{p.batch_id}-{p.experiment_index}")
-    return ended
+    return ended if ended.state == "pruned" else None
 
 
 def _keep_attrs(rec: ExperimentRecord, attrs: dict[str, Any]) -> lifecycle.Transition:

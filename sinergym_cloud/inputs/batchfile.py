@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sinergym_cloud.contracts import Experiment, _summarise, excerpt
+from sinergym_cloud.contracts import Experiment, excerpt, summarise
 from sinergym_cloud.errors import InvalidInput
 from sinergym_cloud.inputs import legacy, sinergym_config, wandb_sweep
 
@@ -115,7 +115,7 @@ def load(path: Path) -> dict[str, Any]:
         except BatchFileError:
             raise
         except ValidationError as exc:
-            raise BatchFileError(f"{path}: experiment {n}: {_summarise(exc)}") from None
+            raise BatchFileError(f"{path}: experiment {n}: {summarise(exc)}") from None
         except (ValueError, legacy.LegacyCommandError) as exc:
             raise BatchFileError(f"{path}: experiment {n}: {str(exc)[:500]}") from None
     _one_base(path, data, experiments)

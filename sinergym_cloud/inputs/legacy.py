@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sinergym_cloud.contracts import Experiment, _summarise
+from sinergym_cloud.contracts import Experiment, summarise
 from sinergym_cloud.errors import InvalidInput
 from sinergym_cloud.inputs import flags
 
@@ -155,7 +155,7 @@ def parse_command(command: str) -> tuple[Experiment, str | None]:
     try:
         return Experiment.model_validate(values), group
     except ValidationError as exc:
-        raise LegacyCommandError(_summarise(exc)) from None
+        raise LegacyCommandError(summarise(exc)) from None
 
 
 def render_command(experiment: Experiment) -> str:

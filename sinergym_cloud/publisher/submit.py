@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sinergym_cloud import config, contracts, names
-from sinergym_cloud.contracts import Batch, Experiment, _summarise
+from sinergym_cloud.contracts import Batch, Experiment, summarise
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.inputs import batchfile, legacy
 from sinergym_cloud.publisher.arguments import EXIT_OK, die, submit_parser
@@ -80,7 +80,7 @@ def build_batch(args: argparse.Namespace) -> Batch:
     try:
         return Batch.model_validate(fields)
     except ValidationError as exc:
-        raise SystemExit(die(f"invalid batch: {_summarise(exc)}")) from None
+        raise SystemExit(die(f"invalid batch: {summarise(exc)}")) from None
 
 
 def _limits(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What a compromised VM can forge (issue 17), tried on the local cloud as such a VM would.
+"""What a compromised VM can forge, tried on the local cloud as such a VM would.
 
 Every VM may publish on instance-ready and experiment-completions and write under every batch
 prefix of the results bucket. Each test below is one finding of the review: it fails on the code

@@ -1,0 +1,110 @@
+"""The messages that cross a boundary: Batch, Experiment, InstanceReady, Completion, Progress,
+TrainerSpec.
+
+Every message is a versioned pydantic model. Experiments are structured: no field is ever a shell
+string, and every string field has a pattern that admits no shell metacharacter, so a message
+cannot smuggle a command onto a VM even if some later code forgot to quote. Each field carries its
+bounds, its help and, for an option, its flag (``options.Option``); docs/batch.schema.json is
+generated from these models.
+
+Schema versions. Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones, max_vm_hours
+and the sweep; 1 and 2 are still read (``schema_versions()``). Completion: 2 adds the status
+``pruned``; 1 is still read. TrainerSpec: 2 adds the boot's keys, the queue's and the sweep's
+fields (``TRAINER_SPEC_V2``); 1 is still read.
+
+The modules, by concern (import the names from here; every part of the project may):
+
+- ``base``: ``Strict``, the shared field types, the size limits, ``parse`` and ``dump``;
+- ``parameters``: an algorithm's arguments (``Hyperparameters``, ``AlgorithmParameters``);
+- ``paths``: where an experiment may write;
+- ``experiment``: ``Experiment`` and its Sinergym-config parts, ``experiment_name``;
+- ``batch``: ``Batch``;
+- ``messages``: ``InstanceReady``, ``Completion``, ``Progress``, ``TrainerSpec``.
+"""
+
+from sinergym_cloud.contracts.base import (
+    MAX_EXPERIMENTS,
+    MAX_MESSAGE_BYTES,
+    MAX_ZONES,
+    SCHEMA_VERSION,
+    BatchId,
+    BucketName,
+    ExperimentStatus,
+    GceName,
+    GroupName,
+    Label,
+    SafePath,
+    Strict,
+    Zone,
+    check_size,
+    dump,
+    excerpt,
+    parse,
+    schema_versions,
+    summarise,
+)
+from sinergym_cloud.contracts.batch import Batch
+from sinergym_cloud.contracts.experiment import (
+    V2_EXPERIMENT_FIELDS,
+    EnvParams,
+    Experiment,
+    InitialModel,
+    WandbArtifact,
+    Wrapper,
+    experiment_name,
+)
+from sinergym_cloud.contracts.messages import TRAINER_SPEC_V2, Completion, InstanceReady, Progress, TrainerSpec
+from sinergym_cloud.contracts.parameters import (
+    AlgorithmParameters,
+    ConfigValue,
+    Hyperparameters,
+    PolicyKwargs,
+    SharedParameters,
+    hyperparameter_algorithms,
+)
+from sinergym_cloud.contracts.paths import PATH_FIELDS, PATH_RULE, path_outside, path_problem
+
+__all__ = [
+    "MAX_EXPERIMENTS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_ZONES",
+    "PATH_FIELDS",
+    "PATH_RULE",
+    "SCHEMA_VERSION",
+    "TRAINER_SPEC_V2",
+    "V2_EXPERIMENT_FIELDS",
+    "AlgorithmParameters",
+    "Batch",
+    "BatchId",
+    "BucketName",
+    "Completion",
+    "ConfigValue",
+    "EnvParams",
+    "Experiment",
+    "ExperimentStatus",
+    "GceName",
+    "GroupName",
+    "Hyperparameters",
+    "InitialModel",
+    "InstanceReady",
+    "Label",
+    "PolicyKwargs",
+    "Progress",
+    "SafePath",
+    "SharedParameters",
+    "Strict",
+    "TrainerSpec",
+    "WandbArtifact",
+    "Wrapper",
+    "Zone",
+    "check_size",
+    "dump",
+    "excerpt",
+    "experiment_name",
+    "hyperparameter_algorithms",
+    "parse",
+    "path_outside",
+    "path_problem",
+    "schema_versions",
+    "summarise",
+]
