@@ -151,3 +151,20 @@ def test_prose_names_features_not_work_items() -> None:
             if pattern.search(line):
                 found.append(f"{name}:{number}: {line.strip()[:100]}")
     assert not found, "\n".join(found)
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_several_ideas() -> None:
+    """A module of the product or the local cloud over about 500 lines is usually several ideas: split
+    it by concern, or say at its top why it is one ("Over 500 lines on purpose: ...")."""
+    long = []
+    for root in ("sinergym_cloud", "localcloud", "trainer", "functions", "bench"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            text = path.read_text()
+            lines = text.count("\n")
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            if lines > MAX_MODULE_LINES and "lines on purpose" not in doc:
+                long.append(f"{path.relative_to(REPO)}: {lines} lines")
+    assert not long, "\n".join(long)
