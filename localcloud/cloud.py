@@ -6,7 +6,7 @@ checked, never slept for):
 ====================  ==============================================================
 pubsub                Google's Pub/Sub emulator (Java)
 gcs                   fake-gcs-server (enforces generation preconditions)
-gcs-gateway           gcloud storage's way in: bridges two fake-gcs-server differences
+gcs-front             Cloud Storage's front: Google's limits, two fake-gcs-server differences bridged
 compute               this project's Compute Engine emulator; its instances are local VMs
 monitoring            this project's Cloud Monitoring emulator (gRPC) with alert delivery
 mlflow                a real ``mlflow server`` (SQLite backend, artifacts on disk)
@@ -24,7 +24,8 @@ instance template, alert policies. It writes
 
 The parts: ``settings`` (names, ports, ``Options``), ``services`` (how each service starts and is
 seen ready), ``provision`` (what Terraform's resources become locally); each service's own
-behaviour lives in its module (compute/, monitoring.py, delivery.py, gcs_gateway.py, scheduler.py).
+behaviour lives in its module (compute/, monitoring.py, delivery.py, gcs_front.py, scheduler.py), and
+Google's limits they enforce in limits.py.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from localcloud import procs, services
+from localcloud import limits, procs, services
 from localcloud.provision import provision
 from localcloud.services import StartupError
 from localcloud.settings import (
@@ -112,6 +113,7 @@ class LocalCloud:
         self._check_ports_free(ports)
         self._ensure_ssh_key()
         env = self._client_env(ports)
+        limits.write(self.dir, limits.named(self.options.limits_choice))
         self.info_file.write_text(json.dumps({"id": cloud_id, "ports": ports, "env": env, "dir": str(self.dir)}))
         parts = services.services(self, ports, env, cloud_id)
         try:
@@ -160,7 +162,7 @@ class LocalCloud:
         return {
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports['pubsub']}",
-            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports['gcs']}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports['gcs-front']}",
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
             "SINERGYM_COMPUTE_ENDPOINT": f"http://127.0.0.1:{ports['compute']}",
             "SINERGYM_MONITORING_ENDPOINT": f"127.0.0.1:{ports['monitoring']}",
@@ -172,9 +174,8 @@ class LocalCloud:
             "CLOUDSDK_CORE_PROJECT": PROJECT,
             "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub']}/",
-            # gcloud storage goes through a gateway that bridges two fake-gcs-server differences
-            # (localcloud/gcs_gateway.py); client libraries talk to fake-gcs-server directly.
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs-gateway']}/storage/v1/",
+            # Every Cloud Storage client, gcloud too, goes through the front (localcloud/gcs_front.py).
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs-front']}/storage/v1/",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"http://127.0.0.1:{ports['compute']}/compute/v1/",
         }
 
@@ -198,6 +199,14 @@ class LocalCloud:
         self.info_file.unlink(missing_ok=True)
         self.env_file.unlink(missing_ok=True)
         return stopped
+
+    def set_limits(self, new: limits.Limits) -> None:
+        """Enforce ``new`` from now on (every service reads the file again when it changes): e.g. a
+        test lowering one limit to trip it quickly, then putting the previous ones back."""
+        limits.write(self.dir, new)
+
+    def current_limits(self) -> limits.Limits:
+        return limits.Source(self.dir).get()
 
     def wipe(self) -> None:
         """Stop, then delete every file of the local cloud (buckets, MLflow runs, logs)."""

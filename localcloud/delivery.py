@@ -23,7 +23,13 @@ process does the pushing:
   the subscription's backoff and eventually dead-letters;
 - its concurrency per subscription starts at ``--initial-window`` (16) and grows by one with each
   success up to ``--max-outstanding``, and halves (not below the initial window) on a failure: the
-  slow-start-like behaviour Pub/Sub push documents, with the emulator's ceiling of two removed.
+  slow-start-like behaviour Pub/Sub push documents, with the emulator's ceiling of two removed;
+- with Google's limits on (limits.py) it is also Cloud Run's front end for each function
+  (``Instances``): at most ``function_max_instances`` instances, each serving one request at a
+  time; a push that finds them all busy waits a moment for one and is then answered 429, which
+  Pub/Sub takes as a nack (redelivered with the subscription's backoff); a new instance pays a
+  cold start first; a request runs at most ``function_timeout_seconds`` (540 s for an event
+  function). So a burst of a thousand events is handled at the rate twenty instances handle it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import argparse
 import base64
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -43,6 +50,8 @@ import grpc
 import requests
 from google.api_core import exceptions
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # the package declares no such name to mypy
+
+from localcloud.limits import Source
 
 log = logging.getLogger("localcloud.delivery")
 
@@ -80,6 +89,51 @@ class Window:
             self.cond.notify_all()
 
 
+class Instances:
+    """A function's instances as Cloud Run keeps them: each serves one request at a time; an idle one
+    is kept ``function_idle_seconds``; a request that finds none idle starts a new one (a cold start)
+    while there are fewer than ``function_max_instances``, else waits ``function_pending_seconds``
+    for one to free and is refused (429)."""
+
+    def __init__(self, limits: Source, time_scale: float = 1.0) -> None:
+        self.limits = limits
+        self.scale = time_scale
+        self.cond = threading.Condition()
+        self.busy = 0
+        self.idle: list[float] = []  # when each idle instance became idle
+        self.started = 0  # instances started (cold starts), for the figures
+        self.refused = 0
+
+    def enter(self) -> float | None:
+        """Take an instance for one request: the cold start to wait first (0 for a warm one), or
+        None if every instance stayed busy (answer 429)."""
+        limits = self.limits.get()
+        cap = limits.function_max_instances
+        with self.cond:
+            deadline = time.monotonic() + limits.function_pending_seconds * self.scale
+            while True:
+                now = time.monotonic()
+                self.idle = [t for t in self.idle if now - t < limits.function_idle_seconds]
+                if self.idle:
+                    self.idle.pop()
+                    self.busy += 1
+                    return 0.0
+                if cap is None or self.busy < cap:
+                    self.busy += 1
+                    self.started += 1
+                    cold = limits.function_cold_start_seconds
+                    return random.uniform(*cold) * self.scale if cold else 0.0
+                if now >= deadline or not self.cond.wait(deadline - now):
+                    self.refused += 1
+                    return None
+
+    def leave(self) -> None:
+        with self.cond:
+            self.busy -= 1
+            self.idle.append(time.monotonic())
+            self.cond.notify()
+
+
 def envelope(received: Any, subscription: str, dead_letter: bool) -> dict[str, Any]:
     """The JSON body Pub/Sub push POSTs for a pulled message (a ``ReceivedMessage``)."""
     message = received.message
@@ -115,6 +169,8 @@ class Route:
         self.session.mount("http://", adapter)
         self.deadline = 10.0
         self.dead_letter = False
+        self.limits = Source()
+        self.instances = Instances(self.limits, args.time_scale)
 
     def open(self, wait: float) -> None:
         """Read the subscription's settings (it may not exist yet while the local cloud provisions)."""
@@ -155,21 +211,38 @@ class Route:
                 executor.submit(self.deliver, received)
         executor.shutdown(wait=False, cancel_futures=True)
 
+    def push(self, received: Any) -> int:
+        """POST the message to the function through one of its instances; the HTTP status (0: no
+        answer), 429 when no instance took it."""
+        cold = self.instances.enter()
+        if cold is None:
+            log.info("%s: every instance of %s busy: 429", self.subscription, self.endpoint)
+            return 429
+        try:
+            if cold:
+                time.sleep(cold)  # the new instance starts
+            timeout = self.deadline
+            most = self.limits.get().function_timeout_seconds
+            if most is not None:
+                timeout = min(timeout, most)
+            response = self.session.post(
+                self.endpoint,
+                json=envelope(received, self.subscription, self.dead_letter),
+                headers={"User-Agent": "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"},
+                timeout=timeout,
+            )
+            return response.status_code
+        except requests.RequestException as exc:
+            log.info("%s: push of %s failed: %s", self.subscription, received.message.message_id, exc)
+            return 0
+        finally:
+            self.instances.leave()
+
     def deliver(self, received: Any) -> None:
         ok = False
         try:
             started = time.monotonic()
-            try:
-                response = self.session.post(
-                    self.endpoint,
-                    json=envelope(received, self.subscription, self.dead_letter),
-                    headers={"User-Agent": "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"},
-                    timeout=self.deadline,
-                )
-                status = response.status_code
-            except requests.RequestException as exc:
-                status = 0
-                log.info("%s: push of %s failed: %s", self.subscription, received.message.message_id, exc)
+            status = self.push(received)
             ok = status in ACK_CODES
             log.debug("%s %s -> %s in %.3fs", self.subscription, received.message.message_id, status,
                       time.monotonic() - started)  # fmt: skip
@@ -204,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-outstanding", type=int, default=64)
     parser.add_argument("--initial-window", type=int, default=16)
     parser.add_argument("--wait", type=float, default=120.0, help="for the subscriptions to exist")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="multiplies cold starts and the pending wait (LOCALCLOUD_SCALE)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     subscriber = subscriber_client()

@@ -32,6 +32,8 @@ from google.api import metric_pb2
 from google.cloud.monitoring_v3 import types
 from google.protobuf import empty_pb2
 
+from localcloud import limits
+
 log = logging.getLogger("localcloud.monitoring")
 
 _TERM = re.compile(r'\s*(?P<field>[A-Za-z_.]+)\s*=\s*"(?P<value>[^"]*)"\s*(AND\s+|$)')
@@ -105,6 +107,13 @@ def substitute(text: str, series: dict[str, Any], value: float) -> str:
     return re.sub(r"\$\{([A-Za-z0-9_.]+)\}", lookup, text)
 
 
+def series_key(series: dict[str, Any]) -> str:
+    """A time series' identity: its metric type and labels, its resource type and labels."""
+    metric = ",".join(f"{k}={v}" for k, v in sorted(series["metric"]["labels"].items()))
+    resource = ",".join(f"{k}={v}" for k, v in sorted(series["resource"]["labels"].items()))
+    return f"{series['metric']['type']}{{{metric}}} {series['resource']['type']}{{{resource}}}"
+
+
 class Store:
     def __init__(self, state_dir: Path, webhook: str | None) -> None:
         self.state_dir = state_dir
@@ -117,14 +126,29 @@ class Store:
         self.descriptors: dict[str, metric_pb2.MetricDescriptor] = {}
         self.policies: dict[str, types.AlertPolicy] = {}
         self.open_incidents: dict[tuple[str, str], dict[str, Any]] = {}
+        # Google's limits (localcloud/limits.py): each series' newest point, and what was refused.
+        self.limits = limits.Source()
+        self.last_point: dict[str, float] = {}
+        self.refused_file = state_dir / "refused.jsonl"
 
     # ---------------------------------------------------------------- metrics
     def create_time_series(self, request: types.CreateTimeSeriesRequest) -> None:
-        if len(request.time_series) > 200:
-            raise ValueError("at most 200 time series per request")
+        """Store each point and evaluate the alert policies on it. With Google's limits on, a request
+        of more than 200 series is refused whole, and a point less than 5 s after its series' last
+        one (or older than it) is refused while the others are written, as Cloud Monitoring does:
+        INVALID_ARGUMENT naming the series."""
+        limits = self.limits.get()
+        most = limits.monitoring_series_per_request
+        if most is not None and len(request.time_series) > most:
+            self._refused(f"{len(request.time_series)} series in one request")
+            raise ValueError(
+                f"Field timeSeries had an invalid value: a request may write at most {most} TimeSeries, "
+                f"not {len(request.time_series)}."
+            )
         notify = []
+        refused: list[str] = []
         with self.lock:
-            for ts in request.time_series:
+            for i, ts in enumerate(request.time_series):
                 if len(ts.points) != 1:
                     raise ValueError("each time series must have exactly one point")
                 point = ts.points[0]
@@ -135,6 +159,13 @@ class Store:
                 value = point_value(point)
                 end = point.interval.end_time
                 when: str = end.isoformat() if end else datetime.now(UTC).isoformat()
+                key = series_key(series)
+                at = end.timestamp() if end else time.time()
+                why = self._too_soon(key, at, limits.monitoring_seconds_between_points)
+                if why:
+                    refused.append(f"{series['resource']['type']}{{}} timeSeries[{i}]: {key}: {why}")
+                    continue
+                self.last_point[key] = at
                 record = {
                     **series,
                     "value": value,
@@ -148,6 +179,32 @@ class Store:
                 notify.extend(self._evaluate(series, value, when))
         for incident in notify:
             self._deliver(incident)
+        if refused:
+            for line in refused:
+                self._refused(line)
+            raise ValueError("One or more TimeSeries could not be written: " + "; ".join(refused[:10]))
+
+    def _too_soon(self, key: str, at: float, period: float | None) -> str:
+        """Why a point at ``at`` may not be written to series ``key`` now ("" if it may)."""
+        last = self.last_point.get(key)
+        if last is None or period is None:
+            return ""
+        if at < last:
+            return (
+                "Points must be written in order. One or more of the points specified had an older start "
+                "time than the most recent point."
+            )
+        if at - last < period:
+            return (
+                "One or more points were written more frequently than the maximum sampling period "
+                "configured for the metric."
+            )
+        return ""
+
+    def _refused(self, what: str) -> None:
+        log.warning("refused (Google's limits): %s", what)
+        with self.refused_file.open("a") as f:
+            f.write(json.dumps({"time": time.time(), "what": what}) + "\n")
 
     def list_time_series(self, request: types.ListTimeSeriesRequest) -> types.ListTimeSeriesResponse:
         terms = parse_filter(request.filter)

@@ -60,7 +60,7 @@ def services(
                     "-port", str(ports["gcs"]),
                     "-backend", "filesystem",
                     "-filesystem-root", str(d / "gcs"),
-                    "-external-url", f"http://127.0.0.1:{ports['gcs']}",
+                    "-external-url", f"http://127.0.0.1:{ports['gcs-front']}",  # resumable sessions: via the front
                     "-log-level", "warn",
                 ],
             ),
@@ -68,8 +68,8 @@ def services(
         ),
         (
             svc(
-                "gcs-gateway",
-                [py, "-m", "localcloud.gcs_gateway", "--port", str(ports["gcs-gateway"]),
+                "gcs-front",
+                [py, "-m", "localcloud.gcs_front", "--port", str(ports["gcs-front"]),
                  "--upstream-port", str(ports["gcs"])],
             ),
             base,
@@ -141,7 +141,9 @@ def services(
         f"http://127.0.0.1:{ports[f'fn-{f}']}/projects/{PROJECT}/topics/{topic}"
         for f, topic in names.FUNCTION_TOPICS.items()
     ]
-    services.append((svc("delivery", [py, "-m", "localcloud.delivery", *routes]), base))
+    scale = o.scale if o.profile == "gce" else 1.0  # the gce profile's times are scaled; so are cold starts
+    delivery = [py, "-m", "localcloud.delivery", *routes, "--time-scale", str(scale)]
+    services.append((svc("delivery", delivery), base))
     if o.sweep_interval > 0:
         argv = [py, "-m", "localcloud.scheduler", "--topic", names.TOPIC_SWEEP, "--every", str(o.sweep_interval)]
         services.append((svc("scheduler", argv), base))
@@ -152,7 +154,7 @@ def wait_ready(services: list[procs.Service], ports: dict[str, int]) -> None:
     checks: dict[str, tuple[Callable[[], bool], float]] = {
         "pubsub": (lambda: _http_ok(f"http://127.0.0.1:{ports['pubsub']}/"), 60),
         "gcs": (lambda: _http_ok(f"http://127.0.0.1:{ports['gcs']}/storage/v1/b"), 30),
-        "gcs-gateway": (lambda: _http_answers(f"http://127.0.0.1:{ports['gcs-gateway']}/"), 30),
+        "gcs-front": (lambda: _http_answers(f"http://127.0.0.1:{ports['gcs-front']}/"), 30),
         "mlflow": (lambda: _http_ok(f"http://127.0.0.1:{ports['mlflow']}/health"), 120),
         "monitoring": (lambda: _grpc_ready(f"127.0.0.1:{ports['monitoring']}"), 30),
         "compute": (lambda: _http_ok(f"http://127.0.0.1:{ports['compute']}/_emulator/health"), 30),

@@ -28,7 +28,7 @@ STOP_ORDER = ("scheduler", "delivery", "fn-launch", "fn-dispatch", "fn-cleanup",
 SERVICE_ORDER = (
     "pubsub",
     "gcs",
-    "gcs-gateway",
+    "gcs-front",
     "mlflow",
     "monitoring",
     "compute",
@@ -37,11 +37,11 @@ SERVICE_ORDER = (
 )
 PORT_OFFSETS = {
     "pubsub": 0,
-    "gcs": 1,
+    "gcs-front": 1,  # what every client is pointed at (STORAGE_EMULATOR_HOST)
     "compute": 2,
     "monitoring": 3,
     "mlflow": 4,
-    "gcs-gateway": 5,
+    "gcs": 5,  # fake-gcs-server, behind the front
     "fn-launch": 10,
     "fn-dispatch": 11,
     "fn-cleanup": 12,
@@ -79,6 +79,13 @@ class Options:
     profile: str = "fast"  # Compute Engine's timings: "fast", or "gce" (Google's; see profiles.py)
     scale: float = 1.0  # the gce profile's times are multiplied by this
     strict: bool = False  # the Compute emulator checks each response against the discovery document
+    # Google's published limits (limits.py): "google" or "none"; None: google under the gce profile,
+    # none under the fast one (LOCALCLOUD_LIMITS).
+    limits: str | None = None
+
+    @property
+    def limits_choice(self) -> str:
+        return self.limits or ("google" if self.profile == "gce" else "none")
 
     @classmethod
     def from_env(cls) -> Options:
@@ -95,6 +102,7 @@ class Options:
             profile=env.get("LOCALCLOUD_PROFILE", "fast") or "fast",
             scale=float(env.get("LOCALCLOUD_SCALE", 1) or 1),
             strict=env.get("LOCALCLOUD_STRICT", "") not in ("", "0", "false"),
+            limits=env.get("LOCALCLOUD_LIMITS") or None,
         )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from localcloud import profiles
+from localcloud import limits, profiles
 from localcloud.cloud import LocalCloud, Options
 from sinergym_cloud import names
 from sinergym_cloud.config import Settings
@@ -185,3 +185,6 @@ def _reset_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
                 "quotas": {},
             },
         )
+        session_limits = limits.named(c.local.options.limits_choice)
+        if c.local.current_limits() != session_limits:  # a test lowered one to trip it
+            c.local.set_limits(session_limits)

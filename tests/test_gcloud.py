@@ -159,13 +159,13 @@ def test_gcloud_storage_ls_cp_cat_rm(cloud: Cloud, gcloud: Gcloud, tmp_path: Pat
     assert gone.returncode != 0
 
 
-def test_the_fake_gcs_differences_the_gateway_bridges_are_real(cloud: Cloud) -> None:
+def test_the_fake_gcs_differences_the_front_bridges_are_real(cloud: Cloud) -> None:
     # Shown on fake-gcs-server itself, so that a version that fixes them makes this test fail
-    # (and the gateway can go).
+    # (and the front can stop bridging it).
     ports = cloud.local.info()["ports"]  # type: ignore[index]
-    direct, gateway = f"http://127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['gcs-gateway']}"
+    direct, front = f"http://127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['gcs-front']}"
     bucket = cloud.settings.results_bucket
-    for base in (direct, gateway):
+    for base in (direct, front):
         cloud.runtime().clients.storage.bucket(bucket).blob("probe/x").upload_from_string("x")
         deleted = requests.delete(f"{base}/storage/v1/b/{bucket}/o/probe%2Fx", timeout=10)
         layout = requests.get(f"{base}/storage/v1/b/{bucket}/storageLayout", timeout=10)
@@ -175,7 +175,7 @@ def test_the_fake_gcs_differences_the_gateway_bridges_are_real(cloud: Cloud) -> 
         else:
             assert (deleted.status_code, deleted.content) == (204, b"")
             assert layout.status_code == 200 and layout.json()["hierarchicalNamespace"] == {"enabled": False}
-    assert requests.get(f"{gateway}/storage/v1/b/no-such-bucket/storageLayout", timeout=10).status_code == 404
+    assert requests.get(f"{front}/storage/v1/b/no-such-bucket/storageLayout", timeout=10).status_code == 404
 
 
 def test_the_discovery_client_drives_the_group_round_trip(cloud: Cloud) -> None:

@@ -29,20 +29,25 @@ HTTP_ERROR_MESSAGES = {
 class ApiError(Exception):
     """An error answered in Google's envelope: ``{"error": {"code", "message", "errors": [...]}}``."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, domain: str = "global", details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
+        self.domain = domain
+        self.details = details or []
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
-            }
+        error: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "errors": [{"message": self.message, "domain": self.domain, "reason": self.reason}],
         }
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
 
 
 def not_found(path: str) -> ApiError:

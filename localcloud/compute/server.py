@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from localcloud.compute import discovery, quota
+from localcloud.compute import discovery, quota, rates
 from localcloud.compute.errors import ApiError, invalid, not_found, not_implemented
 from localcloud.compute.paging import filter_of, paginate
 from localcloud.compute.resources import GOOGLE, Operation
 from localcloud.compute.verbs import Cloud
+from localcloud.throttle import MinuteWindows
 
 log = logging.getLogger("localcloud.compute")
 
@@ -301,9 +302,10 @@ class Api:
 
     @route("GET", r"/_emulator/calls", "emulator.calls")
     def calls(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        """Compute API calls served so far, by method: the benchmark's calls-per-experiment figure."""
+        """Compute API calls served so far, by method (the benchmark's calls-per-experiment figure),
+        and those refused by a rate quota."""
         with self.cloud.lock:
-            return {"calls": dict(self.cloud.calls)}
+            return {"calls": dict(self.cloud.calls), "refused": dict(self.cloud.refused)}
 
     @route("POST", r"/_emulator/config", "emulator.config")
     def config(self, g: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
@@ -333,6 +335,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     server_version = "localcloud-compute/1"
     protocol_version = "HTTP/1.1"
     api: Api
+    windows = MinuteWindows()
     strict = False  # check every response against Google's discovery document (LOCALCLOUD_STRICT)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
@@ -362,6 +365,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             except json.JSONDecodeError:
                 raise invalid("Invalid JSON payload received.") from None
             if not route_name.startswith("emulator."):
+                self._within_rate_quota(route_name, m.groupdict().get("project", ""))
                 with self.api.cloud.lock:
                     self.api.cloud.calls[route_name] += 1
                 self.api.cloud.check_fault(route_name)
@@ -378,6 +382,16 @@ class RequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("internal error on %s %s", method, self.path)
             self._reply(500, ApiError(500, "backendError", f"Internal error: {exc}").body())
+
+    def _within_rate_quota(self, method: str, project: str) -> None:
+        """Count the call against its quota group's minute (Google's limits on), or refuse it."""
+        quotas = self.api.cloud.google.get().compute_requests_per_minute
+        group = rates.group(method)
+        limit = quotas.get(group) if quotas else None
+        if limit is not None and not self.windows.take(f"{project}/{group}", limit):
+            with self.api.cloud.lock:
+                self.api.cloud.refused[method] += 1
+            raise rates.exceeded(group, limit, project)
 
     def _reply(self, code: int, body: Any) -> None:
         data = json.dumps(body).encode()

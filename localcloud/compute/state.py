@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localcloud import limits as google_limits
 from localcloud.compute import quota
 from localcloud.compute.errors import ApiError, invalid, not_found
 from localcloud.compute.resources import Mig, Operation, Vm
@@ -76,6 +77,9 @@ class State:
         self.settings = Settings()
         # Compute API calls served, by method (compute.<name>): what the benchmark counts per experiment.
         self.calls: collections.Counter[str] = collections.Counter()
+        # Google's limits in force (rate quotas, a group's size: localcloud/limits.py), and the calls they refused.
+        self.google = google_limits.Source()
+        self.refused: collections.Counter[str] = collections.Counter()
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
         self.migs: dict[tuple[str, str, str], Mig] = {}
         self.instances: dict[tuple[str, str, str], Vm] = {}

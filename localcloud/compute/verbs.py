@@ -174,6 +174,7 @@ class Cloud(State):
         size = int(body.get("targetSize", 0))
         if size < 0:
             raise invalid("Invalid value for field 'resource.targetSize': must be >= 0")
+        self._within_size(size)
         mig = Mig(project, zone, name, base, template["selfLink"], description=str(body.get("description", "")))
         mode = body.get("listManagedInstancesResults")
         if mode:
@@ -234,6 +235,7 @@ class Cloud(State):
         if size < 0:
             raise invalid("Invalid value for field 'size': must be >= 0")
         mig = self.mig(project, zone, name)
+        self._within_size(size)
         op = self._accept(
             project, zone, "compute.instanceGroupManagers.resize", mig.self_link, mig.id, request_id=request_id
         )
@@ -256,6 +258,15 @@ class Cloud(State):
             self.vms.delete_member(mig, member)
         mig.target_size = size
 
+    def _within_size(self, size: int) -> None:
+        """A zonal group holds at most ``mig_max_instances`` VMs (Google's limits on)."""
+        most = self.google.get().mig_max_instances
+        if most is not None and size > most:
+            raise invalid(
+                f"Invalid value for field 'resource.targetSize': '{size}'. "
+                f"A zonal managed instance group can have at most {most} instances."
+            )
+
     @verb
     def create_instances(
         self, project: str, zone: str, name: str, body: dict[str, Any], *, request_id: str | None
@@ -270,6 +281,7 @@ class Cloud(State):
             if instance in mig.members or (project, zone, instance) in self.instances or instance in names:
                 raise already_exists(f"projects/{project}/zones/{zone}/instances/{instance}")
             names.append(instance)
+        self._within_size(mig.target_size + len(names))
         op = self._accept(
             project,
             zone,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
+from google.api_core import exceptions
 from google.cloud import monitoring_v3
 
 from sinergym_cloud import names, text
@@ -20,8 +22,18 @@ def _label(value: Any) -> str:
     return text.clean(value, 1024)
 
 
+# Cloud Monitoring takes one point per time series per 5 s (https://cloud.google.com/monitoring/quotas).
+SAMPLING_SECONDS = 5.0
+
+
 def write(clients: Clients, metric_type: str, labels: dict[str, Any], value: float = 1.0) -> None:
-    """Write one point of a gauge on the ``global`` resource."""
+    """Write one point of a gauge on the ``global`` resource.
+
+    Each alert's series is its own (the batch or the experiment is a label), so a second point on one
+    series comes only from a redelivery or a takeover that writes the same point again: Cloud
+    Monitoring refuses it within 5 s of the first (``INVALID_ARGUMENT``), so the point is written
+    once more after the sampling period, its time taken again (a repeated point opens no second
+    incident)."""
     project = clients.settings.project
     series = monitoring_v3.TimeSeries()
     series.metric.type = metric_type
@@ -29,20 +41,27 @@ def write(clients: Clients, metric_type: str, labels: dict[str, Any], value: flo
         series.metric.labels[key] = _label(val)
     series.resource.type = "global"
     series.resource.labels["project_id"] = project
-    now = time.time()
-    seconds = int(now)
-    point = monitoring_v3.Point(
-        {
-            "interval": {"end_time": {"seconds": seconds, "nanos": int((now - seconds) * 1e9)}},
-            "value": {"double_value": value},
-        }
-    )
-    series.points = [point]
-    retry.call(
-        lambda: clients.metrics.create_time_series(name=f"projects/{project}", time_series=[series], timeout=20),
-        what=f"write metric {metric_type}",
-        deadline=60,
-    )
+
+    def create() -> None:
+        now = time.time()
+        seconds = int(now)
+        point = monitoring_v3.Point(
+            {
+                "interval": {"end_time": {"seconds": seconds, "nanos": int((now - seconds) * 1e9)}},
+                "value": {"double_value": value},
+            }
+        )
+        series.points = [point]
+        clients.metrics.create_time_series(name=f"projects/{project}", time_series=[series], timeout=20)
+
+    def once_more_after_the_sampling_period() -> None:
+        try:
+            create()
+        except exceptions.InvalidArgument:
+            time.sleep(SAMPLING_SECONDS + random.uniform(0, 1))
+            create()
+
+    retry.call(once_more_after_the_sampling_period, what=f"write metric {metric_type}", deadline=60)
     log.info("metric %s written: %s", metric_type, labels)
 
 

@@ -10,6 +10,11 @@ Two kinds of object (see names.py for the layout):
 Each experiment has its own status object, so concurrent functions never contend on one document.
 An experiment's state is also copied into the object's custom metadata, so one listing tells the
 state of every experiment of a batch without reading each object.
+
+Cloud Storage takes about one write per second to the same object name (faster ones get 429), so a
+process spaces its own writes of one object by ``OBJECT_WRITE_SECONDS`` plus a little jitter
+(the steps of one function's work on one record follow each other within milliseconds); writes of
+the same object by different processes meet the 429, which the client library retries with backoff.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,6 +53,8 @@ class Versioned:
 # compare-and-swap (see StateStore.update), and how many such documents are remembered.
 FRESH_SECONDS = 5.0
 FRESH_MAX = 256
+# Cloud Storage's rate of writes to one object name (https://cloud.google.com/storage/quotas).
+OBJECT_WRITE_SECONDS = 1.0
 
 
 class StateStore:
@@ -55,6 +64,9 @@ class StateStore:
         self.deadline = deadline
         # path -> (when, the document as this process last wrote it, with its generation)
         self._written: dict[str, tuple[float, Versioned]] = {}
+        # path -> when this process last wrote it (monotonic), to space its writes of one object
+        self._last_write: dict[str, float] = {}
+        self._pace_lock = threading.Lock()
 
     def read(self, path: str) -> Versioned | None:
         blob = self.bucket.blob(path)
@@ -80,9 +92,9 @@ class StateStore:
             blob.metadata = metadata
         body = json.dumps(data, sort_keys=True, default=str)
 
-        writes.debug("state write %s", path)
-
         def put() -> int | None:
+            self._pace(path)
+            writes.debug("state write %s", path)
             try:
                 blob.upload_from_string(
                     body, content_type="application/json", if_generation_match=generation, timeout=10
@@ -92,6 +104,21 @@ class StateStore:
                 return None
 
         return retry.call(put, what=f"write {path}", deadline=self.deadline)
+
+    def _pace(self, path: str) -> None:
+        """Wait until this process's last write of ``path`` is ``OBJECT_WRITE_SECONDS`` (and a jitter of
+        up to a tenth of it) behind, then count this write: the object's write rate stays under
+        Cloud Storage's one per second whatever the caller does."""
+        while True:
+            with self._pace_lock:
+                now = time.monotonic()
+                wait = self._last_write.get(path, -1e9) + OBJECT_WRITE_SECONDS - now
+                if wait <= 0:
+                    self._last_write[path] = now
+                    if len(self._last_write) > 4 * FRESH_MAX:
+                        self._last_write = {p: t for p, t in self._last_write.items() if now - t < OBJECT_WRITE_SECONDS}
+                    return
+            time.sleep(wait + random.uniform(0, OBJECT_WRITE_SECONDS / 10))
 
     def _fresh(self, path: str) -> Versioned | None:
         """The document this process wrote to ``path`` moments ago, if any (taken: used once)."""
@@ -150,12 +177,13 @@ class StateStore:
         """Unconditional write (heartbeats and other last-writer-wins documents)."""
         self._written.pop(path, None)
         blob = self.bucket.blob(path)
-        writes.debug("state write %s", path)
-        retry.call(
-            lambda: blob.upload_from_string(json.dumps(data, default=str), content_type="application/json", timeout=10),
-            what=f"put {path}",
-            deadline=self.deadline,
-        )
+
+        def write() -> None:
+            self._pace(path)
+            writes.debug("state write %s", path)
+            blob.upload_from_string(json.dumps(data, default=str), content_type="application/json", timeout=10)
+
+        retry.call(write, what=f"put {path}", deadline=self.deadline)
 
     def listing(self, prefix: str) -> Iterator[tuple[str, dict[str, str], Any]]:
         """(name, custom metadata, update time) of every object under ``prefix``."""
@@ -168,5 +196,6 @@ class StateStore:
 
     def delete(self, path: str) -> None:
         self._written.pop(path, None)
+        self._pace(path)
         with contextlib.suppress(exceptions.NotFound):
             self.bucket.blob(path).delete(timeout=10)

@@ -1,0 +1,295 @@
+"""Cloud Storage's front door on the local cloud: every client (the product's google-cloud-storage,
+gcsfs under TensorBoard, gcloud storage) talks to fake-gcs-server through it.
+
+It does three things fake-gcs-server does not:
+
+- **Google's limits** (limits.py), when they are on: a write to an object name more often than
+  about once a second, or to a bucket faster than its write rate, is answered ``429`` with
+  Google's envelope (``errors[].reason`` ``rateLimitExceeded``, domain ``usageLimits``), so the
+  client library's own retry policy is what reacts. Every mutation of an object counts: an upload
+  (its name is in the query or in the JSON part of a multipart or resumable start), a metadata
+  update, a delete, and the destination of a copy, rewrite or compose. The chunks of a resumable
+  upload do not: the upload counted when it started.
+- **Two differences bridged**: ``DELETE .../o/<object>`` answers ``200 null`` on fake-gcs-server
+  and ``204 No Content`` on Cloud Storage (gcloud fails on the body after the object is gone); and
+  ``GET /storage/v1/b/<bucket>/storageLayout`` (which ``gcloud storage cp -r`` asks first) is not
+  served there: here it answers a flat namespace, as every bucket of the deployment has. Each
+  difference has a test that shows it on fake-gcs-server itself, so a release that fixes it shows up.
+- **Figures**: ``GET /_front/stats`` tells how many requests it refused and the most writes any one
+  object, and any one bucket, took within a second (whether or not limits are on), for the
+  benchmarks; ``POST /_front/stats/reset`` starts the count again.
+
+fake-gcs-server's ``-external-url`` is this front, so the resumable-upload sessions it hands out
+come back through here too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from localcloud.limits import Source
+from localcloud.throttle import Buckets, Peaks
+
+log = logging.getLogger("localcloud.gcs_front")
+
+OBJECT = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)$")
+LAYOUT = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/storageLayout$")
+UPLOAD = re.compile(r"^/upload/storage/v1/b/(?P<bucket>[^/]+)/o$")
+TO_DESTINATION = re.compile(r"^/storage/v1/b/[^/]+/o/[^/]+/(copyTo|rewriteTo)/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)$")
+COMPOSE = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)/compose$")
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+OBJECT_RATE_MESSAGE = (
+    "The object {bucket}/{name} exceeded the rate limit for object mutation operations (create, update, and "
+    "delete). Please reduce your request rate. See https://cloud.google.com/storage/docs/gcs429."
+)
+BUCKET_RATE_MESSAGE = (
+    "The bucket {bucket} exceeded its current rate of object {kind}. Please reduce your request rate. "
+    "See https://cloud.google.com/storage/docs/gcs429."
+)
+
+
+def written_object(method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[str, str] | None:
+    """The (bucket, object name) a request mutates, or None for a request that writes no object."""
+    if method == "POST" and (m := UPLOAD.match(path)):
+        if "upload_id" in query:
+            return None  # a resumable upload's next chunk: counted when it started
+        name = (query.get("name") or [""])[0] or _name_in_body(body)
+        return (unquote(m["bucket"]), name) if name else None
+    if method == "PUT" and UPLOAD.match(path):
+        return None  # a resumable upload's chunk
+    if method in ("PATCH", "PUT", "DELETE") and (m := OBJECT.match(path)):
+        return unquote(m["bucket"]), unquote(m["name"])
+    if method == "POST" and ((m := TO_DESTINATION.match(path)) or (m := COMPOSE.match(path))):
+        return unquote(m["bucket"]), unquote(m["name"])
+    return None
+
+
+def _name_in_body(body: bytes) -> str:
+    """The object name in a multipart upload's JSON part, or a resumable start's JSON body."""
+    text = body[:65536].decode("utf-8", "replace")
+    start = text.find("{")
+    while start != -1:
+        try:
+            found, _ = json.JSONDecoder().raw_decode(text, start)
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        return str(found.get("name") or "") if isinstance(found, dict) else ""
+    return ""
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.refused: Counter[str] = Counter()
+        self.writes = 0
+        self.object_peak = Peaks(1.0)
+        self.bucket_peak = Peaks(1.0)
+
+    def as_json(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "refused": dict(self.refused),
+                "writes": self.writes,
+                "max_writes_per_object_per_second": self.object_peak.peak,
+                "busiest_object": self.object_peak.peak_key,
+                "max_writes_per_bucket_per_second": self.bucket_peak.peak,
+            }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.refused.clear()
+            self.writes = 0
+        self.object_peak.reset()
+        self.bucket_peak.reset()
+
+
+class Front(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    upstream: tuple[str, int] = ("127.0.0.1", 0)
+    limits = Source()
+    objects = Buckets()
+    buckets = Buckets()
+    stats = Stats()
+    _local = threading.local()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+        log.debug(format, *args)
+
+    # ------------------------------------------------------------------ limits
+    def _refusal(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> dict[str, Any] | None:
+        """Google's 429 envelope if the limits refuse this request now, else None (and it is counted)."""
+        limits = self.limits.get()
+        target = written_object(method, path, query, body)
+        bucket = target[0] if target else _bucket_of(path)
+        if target is not None:
+            key = f"{target[0]}/{target[1]}"
+            rate = limits.gcs_object_writes_per_second
+            if rate is not None and not self.objects.take(key, rate, limits.gcs_object_write_burst):
+                return self._too_many("object", OBJECT_RATE_MESSAGE.format(bucket=target[0], name=target[1]))
+        if bucket is not None:
+            writing = target is not None
+            rate = limits.gcs_bucket_writes_per_second if writing else limits.gcs_bucket_reads_per_second
+            burst = max(1, int(rate)) if rate else 1
+            if rate is not None and not self.buckets.take(f"{bucket}/{writing}", rate, burst):
+                kind = "writes" if writing else "reads"
+                return self._too_many(f"bucket {kind}", BUCKET_RATE_MESSAGE.format(bucket=bucket, kind=kind))
+        if target is not None:
+            with self.stats.lock:
+                self.stats.writes += 1
+            self.stats.object_peak.record(f"{target[0]}/{target[1]}")
+            self.stats.bucket_peak.record(target[0])
+        return None
+
+    def _too_many(self, kind: str, message: str) -> dict[str, Any]:
+        with self.stats.lock:
+            self.stats.refused[kind] += 1
+        return {
+            "error": {
+                "code": 429,
+                "message": message,
+                "errors": [{"message": message, "domain": "usageLimits", "reason": "rateLimitExceeded"}],
+            }
+        }
+
+    # ---------------------------------------------------------------- forward
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(*self.upstream, timeout=300)
+            self._local.conn = conn
+        return conn
+
+    def _upstream(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+        """One request to fake-gcs-server on this thread's kept-alive connection (opened again once
+        if the server closed it meanwhile)."""
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                return response.status, response.getheaders(), response.read()
+            except (http.client.HTTPException, ConnectionError):
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _forward(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        if url.path.startswith("/_front/"):
+            self._own(method, url.path)
+            return
+        layout = LAYOUT.match(url.path) if method == "GET" else None
+        if layout:
+            self._layout(layout["bucket"])
+            return
+        refusal = self._refusal(method, url.path, parse_qs(url.query), body)
+        if refusal is not None:
+            self._json(429, refusal)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        status, response_headers, data = self._upstream(method, self.path, body or None, headers)
+        if method == "DELETE" and OBJECT.match(url.path) and status == 200 and data.strip() in (b"", b"null"):
+            status, data = 204, b""  # Cloud Storage: 204 No Content
+        self.send_response(status)
+        for key, value in response_headers:
+            if key.lower() not in HOP_BY_HOP | {"content-length"}:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _own(self, method: str, path: str) -> None:
+        if path == "/_front/stats" and method == "GET":
+            self._json(200, self.stats.as_json())
+        elif path == "/_front/stats/reset" and method == "POST":
+            self.stats.reset()
+            self._json(200, {"ok": True})
+        else:
+            self._json(404, {"error": {"code": 404, "message": f"no route {method} {path}"}})
+
+    def _layout(self, bucket: str) -> None:
+        status, _, _ = self._upstream("GET", f"/storage/v1/b/{bucket}", None, {})
+        if status != 200:
+            self._json(status, {"error": {"code": status, "message": f"bucket {bucket} not found"}})
+            return
+        self._json(
+            200,
+            {
+                "kind": "storage#storageLayout",
+                "bucket": bucket,
+                "location": "US-CENTRAL1",
+                "locationType": "region",
+                "hierarchicalNamespace": {"enabled": False},
+            },
+        )
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._forward("GET")
+
+    def do_POST(self) -> None:
+        self._forward("POST")
+
+    def do_PUT(self) -> None:
+        self._forward("PUT")
+
+    def do_PATCH(self) -> None:
+        self._forward("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._forward("DELETE")
+
+
+def _bucket_of(path: str) -> str | None:
+    m = re.match(r"^/(?:upload/|download/)?storage/v1/b/([^/]+)/o", path)
+    return unquote(m[1]) if m else None
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Cloud Storage's front on the local cloud, before fake-gcs-server")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream-port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = type("Handler", (Front,), {"upstream": ("127.0.0.1", args.upstream_port)})
+    server = Server(("127.0.0.1", args.port), handler)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log.info("Cloud Storage front on 127.0.0.1:%d -> fake-gcs-server on %d", args.port, args.upstream_port)
+    stop.wait()
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
