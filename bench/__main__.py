@@ -1,4 +1,4 @@
-"""`python -m bench [--only cloud,control,queue,trainer] [--quick]`: run the benchmarks, print one table.
+"""`python -m bench [--only cloud,control,queue,limits,trainer] [--quick]`: run the benchmarks, print one table.
 
 Each figure is printed with its goal; nothing is asserted. Results are written to
 bench-results/bench-<time>.json and bench-results/latest.json; a previous latest.json is compared.
@@ -79,7 +79,16 @@ def render(rows: list[dict[str, Any]], before: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--only", default="cloud,control,queue,trainer", help="comma-separated groups: cloud, control, queue, trainer"
+        "--only",
+        default="cloud,control,queue,limits,trainer",
+        help="comma-separated groups: cloud, control, queue, limits (the scale figures without and under "
+        "Google's limits, side by side), trainer",
+    )
+    parser.add_argument(
+        "--limits-size",
+        type=int,
+        default=0,
+        help="limits only: the queue's and the burst's batch size (default 200, at max_parallel 20; --quick: 40)",
     )
     parser.add_argument(
         "--queue-sizes",
@@ -114,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
 
         queue_sizes = [int(n) for n in args.queue_sizes.split(",") if n.strip()] or ([20] if args.quick else None)
         rows += queue.queue(sizes=queue_sizes, launch_size=args.launch_size)
+    if "limits" in groups:
+        from bench import limits
+
+        size = args.limits_size or (40 if args.quick else limits.SIZE)
+        rows += limits.limits(size=size, parallel=max(1, size // 10), launch_size=200 if args.quick else limits.LAUNCH)
     if "trainer" in groups:
         rows += figures.trainer(quick=args.quick)
     out = REPO / "bench-results"

@@ -52,12 +52,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @contextlib.contextmanager
-def local_cloud(extra_env: dict[str, str] | None = None, profile: str = "fast") -> Iterator[tuple[Any, dict[str, str]]]:
+def local_cloud(
+    extra_env: dict[str, str] | None = None, profile: str = "fast", limits: str | None = None
+) -> Iterator[tuple[Any, dict[str, str]]]:
     from localcloud.cloud import LocalCloud, Options
 
     saved = dict(os.environ)
     os.environ.update(extra_env or {})
-    options = Options(port_base=0, sweep_interval=0, profile=profile)
+    options = Options(port_base=0, sweep_interval=0, profile=profile, limits=limits)
     cloud = LocalCloud(Path(tempfile.mkdtemp(prefix="bench-cloud-")), options)
     try:
         env = cloud.up()

@@ -37,11 +37,17 @@ from sinergym_cloud import contracts, names
 
 WORK = 5.0  # seconds of "training" per experiment
 PARALLEL = 20
+WORKLOAD = {
+    "SINERGYM_TRAINER_MODULE": "bench.workload",
+    "BENCH_WORK_SECONDS": str(WORK),
+    "SINERGYM_DEBUG_LOGGERS": "sinergym_cloud.gcp.state.writes",
+}
 
 
-def _calls(env: dict[str, str]) -> Counter[str]:
-    """Compute API calls so far, by method (as the emulator counts them)."""
-    got = requests.get(f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/calls", timeout=30).json()["calls"]
+def _calls(env: dict[str, str], which: str = "calls") -> Counter[str]:
+    """Compute API calls so far, by method, as the emulator counts them (``refused``: those a rate
+    quota refused)."""
+    got = requests.get(f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/calls", timeout=30).json().get(which, {})
     return Counter({str(k): int(v) for k, v in got.items()})
 
 
@@ -72,62 +78,70 @@ def parallel_for(n: int, ceiling: int = PARALLEL) -> int:
     return max(1, min(ceiling, n // 10))
 
 
-def queue(sizes: list[int] | None = None, launch_size: int = 1000, ceiling: int = PARALLEL) -> list[dict[str, Any]]:
+def run_queue(cloud: Any, env: dict[str, str], rt: Any, n: int, parallel: int) -> dict[str, Any]:
+    """One batch of ``n`` workload experiments at ``max_parallel`` ``parallel``, to its end: its figures
+    (makespan and its ideal, succeeded, queued -> VM requested latencies, Compute calls and
+    state-object writes by kind)."""
     from sinergym_cloud.contracts import Batch, Experiment
     from sinergym_cloud.records import ExperimentRecord
 
+    experiment = Experiment(environment="Eplus-5zone-hot-continuous-v1", runperiod=WEEK)
+    bid = f"bench-q-{n}-{int(time.time())}"
+    batch = Batch(batch_id=bid, experiments=[experiment] * n, max_parallel=parallel)
+    calls_before = _calls(env)
+    since = time.time()
+    rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    try:
+        evs = wait_for(functools.partial(group_deleted, env, mig, since), 300 + 4 * n, f"queued batch of {n} to end")
+    except TimeoutError:
+        from sinergym_cloud.publisher import views
+
+        say(f"the batch did not end: {views.batch_status(rt, bid, with_alerts=False).counts}")
+        raise
+    by_method = _calls(env) - calls_before
+    writes = _state_writes(cloud, batch.batch_id)
+    recs = [
+        ExperimentRecord.model_validate(doc.data)
+        for i in range(n)
+        if (doc := rt.state.read(names.experiment_object(batch.batch_id, i)))
+    ]
+    ends = {r.index: r.trainer_finished_at for r in recs}
+    asked: dict[str, float] = {}
+    for e in evs:
+        if e["kind"] == "mig.createInstances" and e.get("mig") == mig:
+            for instance in e.get("instances", []):
+                asked.setdefault(instance, e["t"])
+    latencies = [
+        asked[r.instance] - ends[r.started_by]  # type: ignore[operator]  # both known: filtered below
+        for r in recs
+        if isinstance(r.started_by, int) and ends.get(r.started_by) and r.instance in asked
+    ]
+    return {
+        "batch_id": bid,
+        "makespan": max(r.trainer_finished_at or 0.0 for r in recs) - since,
+        "ideal": math.ceil(n / parallel) * WORK,
+        "succeeded": sum(1 for r in recs if r.state == "succeeded"),
+        "terminal": sum(1 for r in recs if r.terminal),
+        "latencies": latencies,
+        "calls": by_method,
+        "writes": writes,
+    }
+
+
+def queue(sizes: list[int] | None = None, launch_size: int = 1000, ceiling: int = PARALLEL) -> list[dict[str, Any]]:
     sizes = sizes or [20, 200]
     rows: list[dict[str, Any]] = []
-    workload = {
-        "SINERGYM_TRAINER_MODULE": "bench.workload",
-        "BENCH_WORK_SECONDS": str(WORK),
-        "SINERGYM_DEBUG_LOGGERS": "sinergym_cloud.gcp.state.writes",
-    }
-    with local_cloud(workload) as (cloud, env):
+    with local_cloud(WORKLOAD) as (cloud, env):
         rt = runtime(env)
-        experiment = Experiment(environment="Eplus-5zone-hot-continuous-v1", runperiod=WEEK)
         for n in sizes:
             parallel = parallel_for(n, ceiling)
             say(f"queue: batch of {n} at max_parallel {parallel}")
-            bid = f"bench-q-{n}-{int(time.time())}"
-            batch = Batch(batch_id=bid, experiments=[experiment] * n, max_parallel=parallel)
-            calls_before = _calls(env)
-            since = time.time()
-            rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
-            mig = names.mig_name(batch.group_name, batch.batch_id)
-            try:
-                evs = wait_for(
-                    functools.partial(group_deleted, env, mig, since), 300 + 4 * n, f"queued batch of {n} to end"
-                )
-            except TimeoutError:
-                from sinergym_cloud.publisher import views
-
-                say(f"the batch did not end: {views.batch_status(rt, bid, with_alerts=False).counts}")
-                raise
-            by_method = _calls(env) - calls_before
-            calls = sum(by_method.values())
-            writes = _state_writes(cloud, batch.batch_id)
-            say(f"Compute calls per experiment at N={n}: {_per(by_method, n)}")
+            got = run_queue(cloud, env, rt, n, parallel)
+            latencies, calls, writes = got["latencies"], sum(got["calls"].values()), got["writes"]
+            say(f"Compute calls per experiment at N={n}: {_per(got['calls'], n)}")
             say(f"state-object writes per experiment at N={n}: {_per(writes, n)}")
-            recs = [
-                ExperimentRecord.model_validate(doc.data)
-                for i in range(n)
-                if (doc := rt.state.read(names.experiment_object(batch.batch_id, i)))
-            ]
-            ends = {r.index: r.trainer_finished_at for r in recs}
-            asked: dict[str, float] = {}
-            for e in evs:
-                if e["kind"] == "mig.createInstances" and e.get("mig") == mig:
-                    for instance in e.get("instances", []):
-                        asked.setdefault(instance, e["t"])
-            latencies = [
-                asked[r.instance] - ends[r.started_by]  # type: ignore[operator]  # both known: filtered below
-                for r in recs
-                if isinstance(r.started_by, int) and ends.get(r.started_by) and r.instance in asked
-            ]
-            makespan = max(r.trainer_finished_at or 0.0 for r in recs) - since
-            ideal = math.ceil(n / parallel) * WORK
-            ok = sum(1 for r in recs if r.state == "succeeded")
+            makespan, ideal, ok = got["makespan"], got["ideal"], got["succeeded"]
             p95 = pct(latencies, 0.95)
             measured = bool(latencies)  # N <= P queues nothing: no latency to measure
             tag = f"N={n}, P={parallel}, T={WORK:g} s"
@@ -158,11 +172,15 @@ def queue(sizes: list[int] | None = None, launch_size: int = 1000, ceiling: int 
                     None,
                 ),
             ]
-        rows += _launch(rt, env, launch_size)
+        took = launch(rt, env, launch_size)
+        rows.append(
+            row(f"launch: publish -> every VM of a {launch_size}-experiment batch requested", took, "s", "< 30 s",
+                took < 30)
+        )  # fmt: skip
     return rows
 
 
-def _launch(rt: Any, env: dict[str, str], n: int) -> list[dict[str, Any]]:
+def launch(rt: Any, env: dict[str, str], n: int) -> float:
     """Publish -> every VM of an ``n``-experiment batch requested, with none booting (every zone out
     of stock; the quotas are read by launch, so INSTANCES must admit them all)."""
     from sinergym_cloud.contracts import Batch, Experiment
@@ -192,5 +210,4 @@ def _launch(rt: Any, env: dict[str, str], n: int) -> list[dict[str, Any]]:
         batches.cancel(rt, batch.batch_id, reason="benchmark done")
     finally:
         _emulator(env, {"quota_instances": 200, "zone_exhausted": False, "retry_interval": 1.0})
-    took = last - since
-    return [row(f"launch: publish -> every VM of a {n}-experiment batch requested", took, "s", "< 30 s", took < 30)]
+    return float(last - since)

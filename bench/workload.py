@@ -11,7 +11,9 @@ pruner must stop: a JSON object of experiment index -> the value after each epis
 the others), run ``BENCH_EPISODE_SECONDS`` apart. A trial whose spec asks for progress reports
 publishes a signed Progress after each episode, as the trainer does; its Completion reports the
 best value as ``best_eval_mean_reward`` and the last as ``final_mean_reward``. ``BENCH_DUPLICATE=1``
-publishes every message twice (Pub/Sub's at-least-once delivery, made certain).
+publishes every message twice (Pub/Sub's at-least-once delivery, made certain). ``BENCH_SCHEDULE``
+names a JSON file of batch id -> a moment (seconds since the epoch): every experiment of such a batch
+ends at that moment, however long it ran (a burst of completions within one second).
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ def main(argv: list[str]) -> int:
 
     metrics: dict[str, float] = {}
     script = json.loads(os.environ.get("BENCH_OBJECTIVE") or "null")
-    if script is None:
+    schedule = Path(os.environ.get("BENCH_SCHEDULE") or "/nonexistent")
+    end_at = json.loads(schedule.read_text()).get(spec.batch_id) if schedule.is_file() else None
+    if end_at is not None:
+        time.sleep(max(0.0, float(end_at) - time.time()))
+    elif script is None:
         time.sleep(float(os.environ.get("BENCH_WORK_SECONDS", "2")))
     else:
         values = script.get(str(spec.experiment_index), script.get("*", []))
