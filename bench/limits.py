@@ -32,7 +32,7 @@ from typing import Any
 import requests
 
 from bench import queue
-from bench.figures import WEEK, group_deleted, local_cloud, pct, row, runtime, say, wait_for
+from bench.figures import WEEK, events, group_deleted, local_cloud, pct, row, runtime, say, wait_for
 from sinergym_cloud import contracts, names
 
 SIZE = 200
@@ -147,7 +147,10 @@ def _burst(env: dict[str, str], rt: Any, n: int, schedule: Path) -> dict[str, An
     since = time.time()
     rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
     mig = names.mig_name(batch.group_name, batch.batch_id)
-    evs = wait_for(functools.partial(group_deleted, env, mig, since), 600 + 4 * n, f"burst of {n} to end")
+    wait_for(functools.partial(group_deleted, env, mig, since), 600 + 4 * n, f"burst of {n} to end")
+    wait_for(functools.partial(_finished, rt, batch.batch_id), 120, f"burst of {n}: its alert")
+    time.sleep(10)  # the group's last VMs stop after its deletion was asked
+    evs = events(env, since)
     from bench.figures import _ready_publish_times
 
     published = _ready_publish_times(rt, ready_sub)
@@ -174,6 +177,14 @@ def _burst(env: dict[str, str], rt: Any, n: int, schedule: Path) -> dict[str, An
         "succeeded": sum(1 for r in recs if r.state == "succeeded"),
         "unclean": unclean,
     }
+
+
+def _finished(rt: Any, batch_id: str) -> bool:
+    """The batch's teardown is done: its groups deleted and its alert raised."""
+    from sinergym_cloud.publisher import views
+
+    info = views.batch_status(rt, batch_id, with_compute=False, with_alerts=False)
+    return info.done and info.status == "finished"
 
 
 def _point_received(env: dict[str, str], batch_id: str) -> float | None:

@@ -155,6 +155,7 @@ class Front(BaseHTTPRequestHandler):
     def _too_many(self, kind: str, message: str) -> dict[str, Any]:
         with self.stats.lock:
             self.stats.refused[kind] += 1
+        log.info("429 (%s): %s", kind, message.split(" exceeded", maxsplit=1)[0].removeprefix("The "))
         return {
             "error": {
                 "code": 429,

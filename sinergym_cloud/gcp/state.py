@@ -97,13 +97,25 @@ class StateStore:
             writes.debug("state write %s", path)
             try:
                 blob.upload_from_string(
-                    body, content_type="application/json", if_generation_match=generation, timeout=10
+                    body, content_type="application/json", if_generation_match=generation, timeout=10, retry=None
                 )
                 return int(blob.generation or 0)
             except exceptions.PreconditionFailed:
                 return None
+            except exceptions.TooManyRequests:
+                # The object was written less than a second ago. By someone else (a concurrent
+                # compare-and-swap, a claim being taken): then this write's precondition fails
+                # anyway, and reading tells so at once instead of after a backoff. Else: wait it out.
+                if self._generation(path) != generation:
+                    return None
+                raise
 
-        return retry.call(put, what=f"write {path}", deadline=self.deadline)
+        return retry.call(put, what=f"write {path}", deadline=self.deadline, initial=OBJECT_WRITE_SECONDS)
+
+    def _generation(self, path: str) -> int:
+        """The object's current generation (0: absent); reads are not held to the write rate."""
+        blob = retry.call(lambda: self.bucket.get_blob(path, timeout=10), what=f"stat {path}", deadline=self.deadline)
+        return int(blob.generation or 0) if blob is not None else 0
 
     def _pace(self, path: str) -> None:
         """Wait until this process's last write of ``path`` is ``OBJECT_WRITE_SECONDS`` (and a jitter of

@@ -84,6 +84,10 @@ def print_json(info: BatchView) -> None:
     print(json.dumps(info.as_json(), indent=2, default=str))
 
 
+WAIT_POLL_SECONDS = 2.0
+WAIT_COMPUTE_EVERY = 5  # polls: Compute is asked every 10 s
+
+
 def wait(rt: Runtime, batch_id: str, timeout: float, as_json: bool = False) -> int:
     """Live progress until the batch ends. Exit code 0 only if every experiment succeeded."""
     from rich.console import Console
@@ -93,13 +97,20 @@ def wait(rt: Runtime, batch_id: str, timeout: float, as_json: bool = False) -> i
     deadline = time.monotonic() + timeout
     started = time.time()
     info = _first_status(rt, batch_id, deadline=min(deadline, time.monotonic() + 120))
+    polls = 0
     with Live(_progress(rt, info, started), console=console, refresh_per_second=2, transient=False) as live:
         while True:
             finished = info.status in ("finished", "cancelled", "failed") and info.done
             if finished or time.monotonic() > deadline:
                 break
-            time.sleep(2)
-            info = views.batch_status(rt, batch_id, with_alerts=False)
+            time.sleep(WAIT_POLL_SECONDS)
+            polls += 1
+            # The records every poll; Compute (a listing per group, against the project's per-minute
+            # list quota) every WAIT_COMPUTE_EVERY polls, its statuses carried between.
+            if polls % WAIT_COMPUTE_EVERY == 0:
+                info = views.batch_status(rt, batch_id, with_alerts=False)
+            else:
+                info = views.batch_status(rt, batch_id, with_compute=False, with_alerts=False).with_compute_of(info)
             live.update(_progress(rt, info, started))
     info = views.batch_status(rt, batch_id, with_links=True)
     if as_json:

@@ -12,7 +12,7 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sinergym_cloud import names, tensorboard
@@ -155,6 +155,20 @@ class BatchView:
     def as_json(self) -> dict[str, Any]:
         """The ``status --json`` document: every field, nested views as objects."""
         return asdict(self)
+
+    def with_compute_of(self, earlier: BatchView) -> BatchView:
+        """This view (read without Compute) with the groups and VM statuses of an ``earlier`` one that
+        asked Compute: a poll that refreshes the records every few seconds and Compute less often."""
+        seen = {e.instance: e for e in earlier.experiments}
+        experiments = [
+            replace(
+                e, instance_status=seen[e.instance].instance_status, instance_errors=seen[e.instance].instance_errors
+            )
+            if e.instance_status is None and e.instance in seen
+            else e
+            for e in self.experiments
+        ]
+        return replace(self, groups=earlier.groups, experiments=experiments)
 
 
 def batch_status(  # noqa: PLR0912 - one view assembled from every source
