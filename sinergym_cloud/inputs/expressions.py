@@ -219,13 +219,26 @@ class _Reader:
         if isinstance(node, (ast.Name, ast.Attribute)):
             name = _dotted(node)
             if name is None or name not in NAMES:
-                raise self.refuse(node, name or "")
+                raise self.refuse_name(node)
             return NAMES[name]
         if isinstance(node, ast.Call):
             return self._call(node)
         if isinstance(node, ast.BinOp):
             raise self.refuse(node, f"{self._operator(node)}` in `{ast.get_source_segment(self.text, node)}")
         raise self.refuse(node)
+
+    def refuse_name(self, node: ast.expr) -> ExpressionError:
+        """The refusal of a name or callee, naming the innermost part that is not allowed:
+        ``__import__`` in ``__import__('os').system``."""
+        name = _dotted(node)
+        if name is not None:
+            return self.refuse(node, name)
+        root = node
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Call) and _dotted(root.func) not in CALLS:
+            return self.refuse_name(root.func)
+        return self.refuse(node)
 
     def _operator(self, node: ast.BinOp) -> str:
         left = ast.get_source_segment(self.text, node.left) or ""
@@ -248,7 +261,7 @@ class _Reader:
     def _call(self, node: ast.Call) -> Any:
         name = _dotted(node.func)
         if name is None or name not in CALLS:
-            raise self.refuse(node.func, name or "")
+            raise self.refuse_name(node.func)
         args = []
         for arg in node.args:
             if isinstance(arg, ast.Starred):
