@@ -227,6 +227,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if not _SKIPS:
+        terminalreporter.section("no test skipped: everything the tests need is here")
         return
     wrong = [(nodeid, why) for nodeid, why in _SKIPS if not external.is_external(why)]
     terminalreporter.section(f"{len(_SKIPS)} skipped: each for something outside the project")

@@ -191,8 +191,9 @@ class Experiment(Strict):
     )
     tensorboard: Annotated[SafePath | None, Option("-tens")] = Field(
         None,
-        description="TensorBoard log directory: a path relative to the run directory, or "
-        "gs://<results bucket>/<batch id>/<experiment name>/... (omit to disable).",
+        description="TensorBoard log directory: a path relative to the run directory, or a gs:// folder of "
+        "the results bucket (gs://<results bucket>/<batch id>/tb), where each experiment writes into "
+        "<folder>/<experiment name>/ (omit to disable).",
     )
     evaluation: Annotated[bool, Option("-eval")] = Field(
         False, description="Evaluate during training and keep the best model."
