@@ -192,15 +192,13 @@ ALGORITHM_MODULES: dict[str, str] = {
     **{name: "sb3_contrib" for name in CONTRIB_ALGORITHMS},
 }
 
-# Sinergym's wrappers (sinergym.utils.wrappers), by class name.
+# Sinergym's wrappers (sinergym.utils.wrappers), by class name: those a config may name.
 WRAPPER_CLASSES: frozenset[str] = frozenset(
     {
-        "BaseLoggerWrapper",
         "CSVLogger",
         "DatetimeWrapper",
         "DeltaTempWrapper",
         "DiscreteIncrementalWrapper",
-        "DiscretizeEnv",
         "EnergyCostWrapper",
         "IncrementalWrapper",
         "LoggerWrapper",
@@ -216,7 +214,13 @@ WRAPPER_CLASSES: frozenset[str] = frozenset(
         "WandBLogger",
         "WeatherForecastingWrapper",
     }
-) - {"BaseLoggerWrapper"}  # abstract
+)
+# The other classes of that module, and why a config cannot use them (the refusal says so).
+REFUSED_WRAPPERS: dict[str, str] = {
+    "BaseLoggerWrapper": "an abstract class: name LoggerWrapper",
+    "DiscretizeEnv": "its action_mapping is a Python function, which a config cannot send "
+    "(use a -discrete environment, or DiscreteIncrementalWrapper)",
+}
 
 # Classes a wrapper argument may name (LoggerWrapper's storage_class), by ``module:Class``.
 ARGUMENT_CLASSES: frozenset[str] = frozenset({"sinergym.utils.logger:LoggerStorage"})
@@ -244,6 +248,19 @@ def resolve_algorithm_class(reference: str) -> str | None:
 def resolve_wrapper_class(reference: str) -> str | None:
     module, name = split_class(reference)
     return name if module in ("", "sinergym.utils.wrappers") and name in WRAPPER_CLASSES else None
+
+
+def wrapper_refusal(reference: str) -> str:
+    """Why ``reference`` is not a wrapper a config may name."""
+    module, name = split_class(reference)
+    if module in ("", "sinergym.utils.wrappers") and name in REFUSED_WRAPPERS:
+        return REFUSED_WRAPPERS[name]
+    return f"not a wrapper of Sinergym {SINERGYM_VERSION} (sinergym.utils.wrappers), the version the trainer runs"
+
+
+def environment_refusal(name: str) -> str:
+    """Why ``name`` is not an environment id an experiment may name."""
+    return f"unknown Sinergym environment {name!r} (not registered by Sinergym {SINERGYM_VERSION}, the trainer's)"
 
 
 def resolve_reward_class(reference: str) -> str | None:

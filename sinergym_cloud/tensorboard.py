@@ -3,8 +3,9 @@
 One rule, used by the trainer (which syncs the event files there while it trains) and by
 ``python publisher.py tensorboard BATCH_ID`` (which points TensorBoard at them):
 
-- ``tensorboard: gs://RESULTS/<batch>/<experiment>/PATH``: that folder (validation allows no other
-  gs:// place: contracts.path_outside);
+- ``tensorboard: gs://RESULTS/FOLDER`` (the batch's one folder, e.g. ``gs://RESULTS/<batch>/tb``):
+  ``FOLDER/<experiment>/``, so ``tensorboard --logdir gs://RESULTS/FOLDER`` shows every run (a value
+  already in the experiment's own prefix is used as it is; validation: contracts.path_outside);
 - ``tensorboard: ./local/path`` on a VM: ``gs://<results>/<batch>/<experiment>/tensorboard/``.
 
 TensorBoard reads ``gs://`` through gcsfs with ``--load_fast=false`` (its fast loader does not know
@@ -18,7 +19,7 @@ import importlib.util
 import sys
 from collections.abc import Mapping
 
-from sinergym_cloud import names
+from sinergym_cloud import contracts, names
 from sinergym_cloud.config import Settings
 
 
@@ -27,7 +28,7 @@ def log_uri(tensorboard: str | None, results_bucket: str | None, batch_id: str, 
     if not tensorboard:
         return None
     if tensorboard.startswith("gs://"):
-        return f"{tensorboard.rstrip('/')}/"
+        return contracts.run_folder(tensorboard, batch_id, name)
     if not results_bucket:
         return None
     return f"gs://{results_bucket}/{names.results_prefix(batch_id, name)}tensorboard/"

@@ -23,6 +23,7 @@ from localcloud.cloud import LocalCloud, Options
 from sinergym_cloud import names
 from sinergym_cloud.config import Settings
 from sinergym_cloud.gcp.runtime import Runtime
+from tests import external
 
 REPO = Path(__file__).resolve().parent.parent
 # The Compute emulator's timings for this session: LOCALCLOUD_PROFILE=gce (and LOCALCLOUD_SCALE)
@@ -188,3 +189,56 @@ def _reset_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
         session_limits = limits.named(c.local.options.limits_choice)
         if c.local.current_limits() != session_limits:  # a test lowered one to trip it
             c.local.set_limits(session_limits)
+
+
+# ----------------------------------------------------------------- skips: only for what is outside
+# A test is skipped only when something outside the project it needs is missing (tests/external.py);
+# every skip is listed with its reason at the end of the run, and any other skip fails the run.
+_SKIPS: list[tuple[str, str]] = []
+
+
+def _needs(item: pytest.Item) -> list[str]:
+    return [name for mark in item.iter_markers("needs") for name in mark.args]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    report = os.environ.get("SINERGYM_TESTS_NEEDS_REPORT")  # tests/test_skips.py reads what each test needs
+    for item in items:
+        for name in _needs(item):
+            external.missing(name)  # an undeclared name fails here, at collection
+    if report:
+        Path(report).write_text(json.dumps({item.nodeid: _needs(item) for item in items}))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for name in _needs(item):
+        if external.missing(name):
+            pytest.skip(external.reason(name))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        longrepr = report.longrepr
+        text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        _SKIPS.append((report.nodeid, text.removeprefix("Skipped: ")))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if any(not external.is_external(why) for _, why in _SKIPS) and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not _SKIPS:
+        terminalreporter.section("no test skipped: everything the tests need is here")
+        return
+    wrong = [(nodeid, why) for nodeid, why in _SKIPS if not external.is_external(why)]
+    terminalreporter.section(f"{len(_SKIPS)} skipped: each for something outside the project")
+    for nodeid, why in _SKIPS:
+        terminalreporter.write_line(f"{'NOT ALLOWED ' if (nodeid, why) in wrong else ''}{nodeid}: {why}")
+    if wrong:
+        terminalreporter.write_line(
+            f"{len(wrong)} test(s) skipped for something of the project's own: a test may skip only through "
+            "@pytest.mark.needs(NAME) for a NAME of tests/external.py; this run fails",
+            red=True,
+        )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sinergym_cloud import catalog, contracts, names
+from sinergym_cloud import catalog, contracts, names, tensorboard
 from sinergym_cloud.contracts import Batch, Completion, Experiment, InstanceReady
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.inputs import batchfile
@@ -224,7 +224,9 @@ def test_vm_hours_count_each_vm_from_its_creation() -> None:
         ("tb/run", True),
         ("/an/absolute/dir", False),
         ("tb/../../x", False),
-        ("gs://bucket-one/only-one-level", False),
+        ("gs://bucket-one", False),
+        ("gs://bucket-one/", False),
+        ("gs://bucket-one/a-folder", True),
         ("gs://bucket-one/batch/experiment/tb", True),
     ],
 )
@@ -237,23 +239,36 @@ def test_path_fields_are_relative_or_gs_with_the_field_named(path: str, ok: bool
             contracts.parse(Batch, {"batch_id": "b1", "experiments": [fields]})
 
 
-def test_gs_paths_must_be_the_experiments_own_prefix() -> None:
+def test_a_gs_tensorboard_folder_is_the_batchs_and_each_experiment_writes_its_own_subfolder() -> None:
     at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     exp = {"environment": "Eplus-5zone-hot-continuous-v1"}
     name = contracts.experiment_name(Experiment.model_validate(exp), at, 0)
+    second = contracts.experiment_name(Experiment.model_validate(exp), at, 1)
 
-    def batch(tb: str, bucket: str | None = None) -> Batch:
-        body = {"batch_id": "b1", "submitted_at": at.isoformat(), "experiments": [{**exp, "tensorboard": tb}]}
+    def batch(tb: str, bucket: str | None = None, n: int = 1) -> Batch:
+        body = {"batch_id": "b1", "submitted_at": at.isoformat(), "experiments": [{**exp, "tensorboard": tb}] * n}
         return contracts.parse(Batch, {**body, **({"results_bucket": bucket} if bucket else {})})
 
+    # One folder for the batch (as users write it, before any experiment has a name), or for the bucket:
+    # each experiment writes into FOLDER/<its name>/.
+    for folder in ("gs://results-1/b1/tb", "gs://results-1/b1/tb/", "gs://results-1/tensorboard/runs"):
+        batch(folder, n=2).check_paths("results-1")
+        base = folder.rstrip("/")
+        assert contracts.run_folder(folder, "b1", name) == f"{base}/{name}/"
+        assert tensorboard.log_uri(folder, "results-1", "b1", second) == f"{base}/{second}/"
+    # A folder in the experiment's own prefix is used as it is (what a message may have said so far).
     batch(f"gs://results-1/b1/{name}/tb").check_paths("results-1")
-    for bad in (f"gs://results-1/b2/{name}/tb", "gs://results-1/b1/someone-else/tb"):
-        with pytest.raises(BadMessage, match=r"experiments\.0\.tensorboard"):
-            batch(bad)
+    assert contracts.run_folder(f"gs://results-1/b1/{name}/tb", "b1", name) == f"gs://results-1/b1/{name}/tb/"
+    # Never inside another experiment's own prefix: of this batch, or anything named as experiments are.
+    for bad in (f"gs://results-1/b2/{name}/tb", f"gs://results-1/b1/{second}/tb"):
+        with pytest.raises(BadMessage, match=r"experiments\.0\.tensorboard: .*another experiment's own prefix"):
+            batch(bad, n=2)
+    with pytest.raises(BadMessage, match=r"experiments\.0\.tensorboard: .*another experiment's own prefix"):
+        contracts.parse(Batch, {"batch_id": "b1", "experiments": [{**exp, "tensorboard": f"gs://r-1/b2/{name}/x"}]})
     with pytest.raises(BadMessage, match="results bucket results-1"):
         batch(f"gs://other-1/b1/{name}/tb").check_paths("results-1")
     with pytest.raises(BadMessage, match="results bucket results-1"):
-        batch(f"gs://other-1/b1/{name}/tb", bucket="results-1")
+        batch("gs://other-1/b1/tb", bucket="results-1")
 
 
 def test_deep_and_oversize_messages_are_bad_messages() -> None:

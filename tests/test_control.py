@@ -91,25 +91,30 @@ def test_batch_end_to_end_with_real_trainers(cloud: Cloud, finished_batch: tuple
     assert alerts[0]["incident"]["metric"]["labels"]["succeeded"] == "3"
 
 
+@pytest.fixture(scope="module")
+def batch_report(cloud: Cloud, finished_batch: tuple[Batch, dict[str, Any], float], tmp_path_factory: Any) -> Path:
+    """``publisher.py report`` of the finished batch: the folder it wrote into."""
+    batch, _, _ = finished_batch
+    out = tmp_path_factory.mktemp("report")
+    result = subprocess.run(
+        [sys.executable, "publisher.py", "report", batch.batch_id, "--out", str(out)],
+        cwd=REPO, env={**os.environ, **cloud.env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert str((out / "report.html").resolve()) in result.stdout
+    return out
+
+
 @pytest.mark.slow
-def test_report_of_the_batch_renders_in_a_real_browser(
-    cloud: Cloud, finished_batch: tuple[Batch, dict[str, Any], float], tmp_path: Path
+def test_report_of_the_batch(
+    cloud: Cloud, finished_batch: tuple[Batch, dict[str, Any], float], batch_report: Path
 ) -> None:
     import base64
     import re
-    import shutil
 
     batch, _, _ = finished_batch
-    env = {**os.environ, **cloud.env}
-    result = subprocess.run(
-        [sys.executable, "publisher.py", "report", batch.batch_id, "--out", str(tmp_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    page = tmp_path / "report.html"
-    assert str(page.resolve()) in result.stdout
-    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
-    data = json.loads((tmp_path / "report.json").read_text())
+    assert (batch_report / "learning_curves.png").stat().st_size > 10_000
+    data = json.loads((batch_report / "report.json").read_text())
     ppo_rows = [e for e in data["experiments"] if e["algorithm"] == "PPO"]
     assert len(ppo_rows) == 2 and all(e["curve"] for e in ppo_rows)
     assert data["vm_hours"] > 0 and 0 <= data["idle_hours"] <= data["vm_hours"]
@@ -121,16 +126,25 @@ def test_report_of_the_batch_renders_in_a_real_browser(
         (created,) = rec.data["vm_created"].values()
         assert rec.data["created_at"] < created < rec.data["running_at"]
         assert e["vm_hours"] == pytest.approx((rec.data["delete_requested_at"] - created) / 3600)
-    html = page.read_text()
+    html = (batch_report / "report.html").read_text()
     for encoded in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html):
         assert base64.b64decode(encoded).startswith(b"\x89PNG")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (make test installs it when it can)")
+
+
+@pytest.mark.slow
+@pytest.mark.needs("chromium")
+def test_report_of_the_batch_renders_in_a_real_browser(cloud: Cloud, batch_report: Path, tmp_path: Path) -> None:
+    import re
+
+    from tests.external import chromium
+
+    browser = chromium()
+    assert browser is not None
+    page = batch_report / "report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'chrome'}"]  # fmt: skip
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     rows = re.findall(r"<tr><td>(\d+)</td>", dom.stdout)
     assert rows == ["0", "1", "2"]
@@ -138,7 +152,7 @@ def test_report_of_the_batch_renders_in_a_real_browser(
     assert "VM-hours" in dom.stdout and "succeeded" in dom.stdout
     assert f'<a href="{cloud.env["MLFLOW_TRACKING_URI"].rstrip("/")}/#/experiments/' in dom.stdout
     shot = tmp_path / "shot.png"
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1300,1600", page.as_uri()],
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1300,1600", page.as_uri()],
                    capture_output=True, timeout=120)  # fmt: skip
     assert shot.stat().st_size > 20_000
 
@@ -399,6 +413,7 @@ def test_publisher_seed_example_verbatim_on_the_local_cloud(cloud: Cloud) -> Non
     batches.cancel(rt, batch_id)  # a full year of EnergyPlus is not for a test
 
 
+@pytest.mark.needs("gcloud")
 def test_schema_and_gcloud_publish_line_in_docs_work(cloud: Cloud) -> None:
     """docs/batches.md's `gcloud pubsub topics publish` line, run against the local cloud."""
     ensure_quiet_template(cloud)
@@ -415,8 +430,6 @@ def test_schema_and_gcloud_publish_line_in_docs_work(cloud: Cloud) -> None:
         result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     finally:
         tmp.unlink()
-    if result.returncode == 127:
-        pytest.skip("gcloud not installed")
     assert result.returncode == 0, result.stderr
     rt = cloud.runtime()
     assert wait_batch(rt, batch_id, 30, until="launched")

@@ -35,8 +35,7 @@ Gcloud = Callable[..., Any]
 def gcloud(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Gcloud:
     """Run ``gcloud ARGS --format=json`` with the local cloud's environment and a throwaway config."""
     binary = shutil.which("gcloud")
-    if binary is None:
-        pytest.skip("gcloud is not installed")
+    assert binary is not None, "the tests that use this fixture are marked needs('gcloud')"
     config = tmp_path_factory.mktemp("gcloud-config")
     env = {
         **os.environ,
@@ -59,6 +58,7 @@ def gcloud(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Gcloud:
     return run
 
 
+@pytest.mark.needs("gcloud")
 def test_gcloud_looks_at_and_repairs_a_group(cloud: Cloud, gcloud: Gcloud) -> None:
     group = f"g-{new_batch_id()}"
     zone = ["--zone", ZONE]
@@ -86,6 +86,7 @@ def test_gcloud_looks_at_and_repairs_a_group(cloud: Cloud, gcloud: Gcloud) -> No
     assert ComputeApi(cloud.runtime().clients, PROJECT).members(ZONE, group) is None
 
 
+@pytest.mark.needs("gcloud")
 def test_gcloud_instances_templates_and_operations(cloud: Cloud, gcloud: Gcloud) -> None:
     api = ComputeApi(cloud.runtime().clients, PROJECT)
     group = f"g-{new_batch_id()}"
@@ -111,6 +112,7 @@ def test_gcloud_instances_templates_and_operations(cloud: Cloud, gcloud: Gcloud)
     assert api.delete_group(ZONE, group)
 
 
+@pytest.mark.needs("gcloud")
 def test_gcloud_reads_region_quotas_zones_and_machine_types(cloud: Cloud, gcloud: Gcloud) -> None:
     # What a person checks before sizing a study: the region's quotas, as the product reads them too.
     cloud.emulator("config", {"quotas": {"CPUS": 24, "N2_CPUS": 24}, "quota_instances": 3})
@@ -127,6 +129,7 @@ def test_gcloud_reads_region_quotas_zones_and_machine_types(cloud: Cloud, gcloud
     assert missing.returncode != 0 and "mars-north1" in missing.stderr
 
 
+@pytest.mark.needs("gcloud")
 def test_gcloud_pubsub_publish_and_pull(cloud: Cloud, gcloud: Gcloud) -> None:
     rt = cloud.runtime()
     topic = f"t-{new_batch_id()}"
@@ -144,6 +147,7 @@ def test_gcloud_pubsub_publish_and_pull(cloud: Cloud, gcloud: Gcloud) -> None:
     assert message["attributes"] == {"kind": "probe"} and message["data"] == "aGVsbG8="
 
 
+@pytest.mark.needs("gcloud")
 def test_gcloud_storage_ls_cp_cat_rm(cloud: Cloud, gcloud: Gcloud, tmp_path: Path) -> None:
     prefix = f"gs://{cloud.settings.results_bucket}/manual-{uuid.uuid4().hex[:8]}"
     (tmp_path / "d" / "sub").mkdir(parents=True)

@@ -282,14 +282,14 @@ def test_mlflow_run_logged_and_read_back(cloud: Cloud) -> None:
     assert back.data.params["alpha"] == "0.5" and back.data.metrics["reward"] == -3.5
 
 
+@pytest.mark.needs("gcloud")
 def test_env_file_points_tools_at_the_local_cloud(cloud: Cloud) -> None:
     text = (cloud.local.dir / "env").read_text()
     for key in ("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "MLFLOW_TRACKING_URI", "SINERGYM_COMPUTE_ENDPOINT"):
         assert f"export {key}=" in text
     script = f". {cloud.local.dir / 'env'} && gcloud pubsub topics list --format='value(name)'"
     gcloud = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
-    if gcloud.returncode == 127:
-        pytest.skip("gcloud not installed")
+    assert gcloud.returncode == 0, gcloud.stderr[-2000:]
     assert f"projects/{PROJECT}/topics/{names.TOPIC_BATCHES}" in gcloud.stdout
 
 

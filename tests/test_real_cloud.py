@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,20 +19,7 @@ from tests.conftest import REPO
 
 PROJECT = os.environ.get("SINERGYM_TEST_PROJECT")
 
-pytestmark = [
-    pytest.mark.cloud,
-    pytest.mark.skipif(not PROJECT, reason="opt-in: set SINERGYM_TEST_PROJECT to a throw-away Google Cloud project"),
-]
-
-
-def _credentials() -> bool:
-    try:
-        import google.auth
-
-        google.auth.default()
-        return True
-    except Exception:
-        return False
+pytestmark = [pytest.mark.cloud, pytest.mark.needs("google-cloud-project")]
 
 
 def run(*argv: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> str:
@@ -42,9 +28,9 @@ def run(*argv: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
+@pytest.mark.needs("google-credentials", "terraform", "docker", "gcloud")
 def test_deploy_check_batch_destroy(tmp_path: Path) -> None:
-    if not _credentials() or not shutil.which("terraform") or not shutil.which("docker") or not shutil.which("gcloud"):
-        pytest.skip("needs application-default credentials, terraform, docker and gcloud")
+    assert PROJECT
     prefix = f"sgt{secrets.token_hex(3)}"
     tf = REPO / "infra" / "terraform"
     key = tmp_path / "key"

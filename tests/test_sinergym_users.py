@@ -1,8 +1,9 @@
 """Today's Sinergym users: their training YAML as it is, W&B beside MLflow, continuing from a
 saved model, evaluation, TensorBoard live from the bucket, and the small things a new user met.
 
-Sinergym's own example configs are read, unchanged, from ../shared/reference/sinergym-configs/.
-The slow tests run real Sinergym + EnergyPlus on one simulated week, against the local cloud.
+The configs are the project's own, in Sinergym's format (tests/fixtures/sinergym; how each key and
+expression is read: tests/test_sinergym_configs.py). The slow tests run real Sinergym + EnergyPlus
+on one simulated week, against the local cloud.
 """
 
 from __future__ import annotations
@@ -25,16 +26,14 @@ import requests
 import yaml
 
 from localcloud.ports import free_port
-from sinergym_cloud import catalog, contracts, names
+from sinergym_cloud import catalog, contracts, names, tensorboard
 from sinergym_cloud.contracts import Batch, Experiment, TrainerSpec
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.inputs import batchfile, sinergym_config
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 from tests.control_helpers import wait_batch
 
-CONFIGS = REPO.parent / "shared" / "reference" / "sinergym-configs"
-if not CONFIGS.is_dir():  # a clone without the workplace's shared references beside it
-    pytest.skip(f"Sinergym's example configs are not at {CONFIGS}", allow_module_level=True)
+CONFIGS = REPO / "tests" / "fixtures" / "sinergym"
 WEEK = (1, 1, 1991, 7, 1, 1991)
 CONT = "Eplus-5zone-hot-continuous-v1"
 
@@ -46,46 +45,6 @@ def config(name: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the config, mapped
-@pytest.mark.parametrize(
-    ("name", "algorithm", "environment", "episodes"),
-    [
-        ("PPO", "PPO", "Eplus-5zone-hot-continuous-stochastic-v1", 3),
-        ("SAC", "SAC", "Eplus-5zone-hot-continuous-stochastic-v1", 5),
-        ("DQN", "DQN", "Eplus-5zone-hot-discrete-stochastic-v1", 5),
-    ],
-)
-def test_each_sinergym_example_config_parses(name: str, algorithm: str, environment: str, episodes: int) -> None:
-    mapped = batchfile.load_config(CONFIGS / f"train_agent_{name}.yaml")
-    experiment = Experiment.model_validate(mapped.fields)
-    raw = config(name)
-    assert (experiment.algorithm, experiment.environment, experiment.episodes) == (algorithm, environment, episodes)
-    assert experiment.label == raw["experiment_name"]
-    assert experiment.reward_class == "LinearReward"
-    assert (experiment.evaluation, experiment.eval_freq, experiment.eval_length) == (True, 2, 1)
-    assert experiment.log_interval == raw["algorithm"]["log_interval"]
-    # The wrappers in the file's order, the logger's storage class by its allowed name.
-    listed = [next(iter(w)).split(":")[1] for w in raw["wrappers"]]
-    assert experiment.wrappers is not None
-    assert [w.name for w in experiment.wrappers] == listed
-    logger = next(w for w in experiment.wrappers if w.name == "LoggerWrapper")
-    assert logger.kwargs == {"storage_class": "sinergym.utils.logger:LoggerStorage"}
-    wandb = next(w for w in experiment.wrappers if w.name == "WandBLogger")
-    assert wandb.kwargs == {"entity": "alejandro-campoy", "project_name": "test-project"}
-    assert experiment.normalization and experiment.logger and not experiment.multiobs
-    # Every non-null algorithm parameter is carried (the null ones are the library's defaults).
-    assert experiment.algorithm_parameters is not None
-    given = experiment.algorithm_parameters.given()
-    expected = {
-        k: v
-        for k, v in raw["algorithm"]["parameters"].items()
-        if v is not None and k not in ("_init_setup_model", "seed", "tensorboard_log")
-    }
-    assert given == expected
-    # And it travels in a Batch message (schema 2) and back unchanged.
-    batch = Batch(batch_id="cfg-example", experiments=[experiment])
-    assert contracts.parse(Batch, contracts.dump(batch)) == batch
-
-
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -118,7 +77,7 @@ def test_every_key_is_mapped_or_refused_by_name(change: dict[str, Any], named: s
 
 def test_other_sections_map_onto_the_experiment() -> None:
     data = {
-        **config("SAC"),
+        **config("PPO"),
         "algorithm": {"name": "sb3_contrib:TQC", "parameters": {"policy_kwargs": {"net_arch": [64, 64],
                       "activation_fn": "torch.nn.Tanh", "n_quantiles": 10}, "top_quantiles_to_drop_per_net": 1}},
         "env_params": {"seed": 9, "reward": "sinergym.utils.rewards:ExpReward", "reward_kwargs": {"energy_weight": 0.3},
@@ -168,11 +127,11 @@ def test_batch_file_config_entries_with_overrides(tmp_path: Path) -> None:
     ppo, dqn1, dqn2, plain = batch.experiments
     assert ppo.runperiod == WEEK and ppo.episodes == 1
     assert ppo.algorithm_parameters is not None and ppo.algorithm_parameters.n_steps == 128
-    assert ppo.algorithm_parameters.n_epochs == 10  # the rest from the config
+    assert ppo.algorithm_parameters.n_epochs == config("PPO")["algorithm"]["parameters"]["n_epochs"]  # the rest
     assert (dqn1.seed, dqn2.seed, dqn1.algorithm) == (1, 2, "DQN")
     assert plain.v2_fields == [] and ppo.v2_fields
     name = contracts.experiment_name(ppo, dt_now(), 0)
-    assert name.startswith("Eplus-PPO-training-example-PPO-")
+    assert name.startswith(f"{config('PPO')['experiment_name']}-PPO-")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"experiments": [{"config": relative, "algorithm_parameters": {"n_steps": -1}}]}))
     with pytest.raises(batchfile.BatchFileError, match=r"(?s)experiment 1: .*algorithm_parameters.n_steps"):
@@ -214,7 +173,8 @@ print(json.dumps({"wrappers": wrappers, "contrib": contrib}))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd="/tmp")
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(data["wrappers"]) | {"WandBLogger"} >= catalog.WRAPPER_CLASSES
-    assert set(data["wrappers"]) - catalog.WRAPPER_CLASSES <= {"BaseLoggerWrapper"}
+    # The others are refused with a reason (a function argument a config cannot send; the abstract base).
+    assert set(data["wrappers"]) - catalog.WRAPPER_CLASSES <= set(catalog.REFUSED_WRAPPERS)
     # Every sb3-contrib algorithm but MaskablePPO (it needs action masks Sinergym does not give).
     assert set(catalog.CONTRIB_ALGORITHMS) == set(data["contrib"]) - {"MaskablePPO"}
 
@@ -338,7 +298,8 @@ def test_sinergym_config_on_a_laptop_logs_wandb_offline(tmp_path: Path) -> None:
     # MLflow beside it (a SQLite store beside the outputs, as with no server): the same episode.
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("sinergym").experiment_id])
-    assert run.data.params["hp.n_steps"] == "128" and run.data.params["hp.n_epochs"] == "10"
+    assert run.data.params["hp.n_steps"] == "128"
+    assert run.data.params["hp.n_epochs"] == str(config("PPO")["algorithm"]["parameters"]["n_epochs"])
     assert run.data.params["algorithm"] == "PPO"
     mlflow_reward = client.get_metric_history(run.info.run_id, "train/mean_reward")[0].value
     # Sinergym's logger counts the reset as a step of its episode, the trainer does not: one step in 672.
@@ -476,20 +437,23 @@ def scalar_points(base: str) -> dict[tuple[str, str], int]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(1800)
 def test_a_batch_of_sinergym_configs_end_to_end_with_live_tensorboard(cloud: Cloud, tmp_path: Path) -> None:
     batch_id = new_batch_id("cfg")
+    folder = f"gs://experiments-storage/{batch_id}/tb"  # one TensorBoard folder for the batch, as users write it
+    raw = config("PPO")
     study = tmp_path / "study.yaml"
     study.write_text(
         yaml.safe_dump(
             {
                 "batch_id": batch_id,
                 "experiments": [
-                    # Sinergym's PPO example as it is, on one week, its outputs kept.
-                    {"config": str(CONFIGS / "train_agent_PPO.yaml"), "runperiod": list(WEEK), "remote_store": True},
-                    # A longer one whose TensorBoard logs are watched while it trains.
+                    # The PPO config as it is, on one week, its outputs kept, TensorBoard beside them.
+                    {"config": str(CONFIGS / "train_agent_PPO.yaml"), "runperiod": list(WEEK), "remote_store": True,
+                     "tensorboard": "./tensorboard_log"},
+                    # A longer one whose TensorBoard logs are watched while it trains, in the batch's folder.
                     {"environment": CONT, "algorithm": "PPO", "episodes": 12, "runperiod": list(WEEK), "seed": 2,
-                     "tensorboard": "./tensorboard_log", "hyperparameters": {"n_steps": 64}},
+                     "tensorboard": folder, "hyperparameters": {"n_steps": 64}},
                 ],
             }
         )
@@ -499,12 +463,16 @@ def test_a_batch_of_sinergym_configs_end_to_end_with_live_tensorboard(cloud: Clo
     assert submit.returncode == 0, submit.stderr
     assert f"local cloud: . {cloud.local.env_file} to use its endpoints" in submit.stdout  # not `. .local/env`
     rt = cloud.runtime()
-    wait_batch(rt, batch_id, 120, until="launched")
+    launched = wait_batch(rt, batch_id, 120, until="launched")["experiments"]
+    names_ = [e["name"] for e in launched]
+    # Each experiment's own folder: the batch's folder plus its name; the other's under its own prefix.
+    assert launched[1]["tensorboard"] == f"{folder}/{names_[1]}/"
+    assert launched[0]["tensorboard"] == f"gs://experiments-storage/{batch_id}/{names_[0]}/tensorboard/"
     with tensorboard_server(cloud, batch_id, tmp_path / "tensorboard.log") as base:
-        runs = wait_for(lambda: requests.get(f"{base}/data/runs", timeout=10).json() if _up(base) else None, 600,
-                        "a run in TensorBoard", every=2)  # fmt: skip
-        assert all(run.startswith("1-") for run in runs), runs  # the experiment's run, named by index and name
-        first = wait_for(lambda: scalar_points(base), 120, "scalar tags", every=2)
+        runs = wait_for(lambda: [r for r in _runs(base) if r.startswith("1-")], 600, "the run in TensorBoard", every=2)
+        assert runs == [tensorboard.run_name(1, names_[1])], runs  # named by index and name
+        first = wait_for(lambda: {k: n for k, n in scalar_points(base).items() if k[0].startswith(runs[0])}, 120,
+                         "scalar tags", every=2)  # fmt: skip
         assert any(tag.startswith(("train/", "rollout/", "time/")) for _, tag in first), first
         status = {e["index"]: e for e in wait_batch(rt, batch_id, 30, until="launched")["experiments"]}
         assert status[1]["state"] in ("starting", "running"), "read while it trains (its record may lag behind)"
@@ -516,16 +484,26 @@ def test_a_batch_of_sinergym_configs_end_to_end_with_live_tensorboard(cloud: Clo
         wait_for(more, 600, "new points between two reads", every=3)
     info = wait_batch(rt, batch_id, 900)
     assert [e["state"] for e in info["experiments"]] == ["succeeded", "succeeded"], info
+    # The folder holds one subfolder per experiment that wrote there: `tensorboard --logdir FOLDER` shows it.
+    bucket = rt.clients.storage.bucket(rt.settings.results_bucket)
+    in_folder = [b.name for b in bucket.list_blobs(prefix=f"{batch_id}/tb/") if "tfevents" in b.name]
+    assert in_folder and all(n.startswith(f"{batch_id}/tb/{names_[1]}/") for n in in_folder), in_folder
+    assert f"{folder}/{names_[1]}/" in info["experiments"][1]["outputs"]  # kept by cleanup: the experiment's own
+    with tensorboard_server(cloud, batch_id, tmp_path / "tensorboard-after.log") as base:
+        both = wait_for(lambda: [r for r in [_runs(base)] if len(r) == 2], 300, "both runs", every=2)[0]
+        assert sorted(both) == sorted(tensorboard.run_name(i, n) for i, n in enumerate(names_)), both
     config_run = info["experiments"][0]
-    assert config_run["name"].startswith("Eplus-PPO-training-example-PPO-Eplus-5zone-hot-continuous-stochastic-v1-")
+    assert config_run["name"].startswith(f"{raw['experiment_name']}-PPO-Eplus-5zone-hot-continuous-stochastic-v1-")
     client = mlflow.MlflowClient(tracking_uri=cloud.env["MLFLOW_TRACKING_URI"])
     run = client.get_run(config_run["mlflow_run_id"])
-    assert run.data.params["hp.n_steps"] == "2048" and run.data.params["hp.n_epochs"] == "10"
-    assert run.data.params["evaluation-frequency"] == "2" and run.data.params["episodes"] == "3"
+    parameters = raw["algorithm"]["parameters"]
+    assert run.data.params["hp.n_steps"] == str(parameters["n_steps"])
+    assert run.data.params["hp.n_epochs"] == str(parameters["n_epochs"])
+    assert "'activation_fn': <class 'torch.nn.modules.activation.Tanh'>" in run.data.params["hp.policy_kwargs"]
+    assert run.data.params["evaluation-frequency"] == "2" and run.data.params["episodes"] == str(raw["episodes"])
     assert len(client.get_metric_history(run.info.run_id, "train/mean_reward")) >= 3
     assert len(client.get_metric_history(run.info.run_id, "eval/mean_reward")) == 1
     # W&B (no key on the local cloud: offline) ran beside MLflow; its run went up with the outputs.
-    bucket = rt.clients.storage.bucket(rt.settings.results_bucket)
     prefix = names.results_prefix(batch_id, config_run["name"])
     stored = [b.name for b in bucket.list_blobs(prefix=prefix + "sinergym/wandb/")]
     assert any(n.endswith(".wandb") for n in stored), stored
@@ -536,11 +514,14 @@ def test_a_batch_of_sinergym_configs_end_to_end_with_live_tensorboard(cloud: Clo
     assert len(wandb_history(local)["episode_summaries/episode_num"]) >= 3
 
 
-def _up(base: str) -> bool:
+def _runs(base: str) -> list[str]:
+    """The experiments TensorBoard shows (its runs ``EXPERIMENT/<SB3's log name>``), or none while it
+    is not up yet."""
     try:
-        return requests.get(f"{base}/data/runs", timeout=5).ok
+        got = requests.get(f"{base}/data/runs", timeout=10)
     except requests.RequestException:
-        return False
+        return []
+    return sorted({run.split("/")[0] for run in got.json()}) if got.ok else []
 
 
 @pytest.mark.slow
@@ -552,9 +533,9 @@ def test_the_sac_and_dqn_example_configs_run_through_a_batch(cloud: Cloud, tmp_p
         yaml.safe_dump(
             {
                 "batch_id": batch_id,
-                # One week, two episodes (one evaluation): SAC's own parameters make a gradient step per
-                # simulation step, minutes per episode on a loaded machine. Defaults fill what a config
-                # leaves unset (the run period); keys beside `config:` override what it says (episodes).
+                # One week, two episodes (one evaluation). Defaults fill what a config leaves unset (the
+                # run period); keys beside `config:` override what it says (episodes). SAC's config takes
+                # its environment parameters and most wrappers from the files it names beside it.
                 "defaults": {"runperiod": list(WEEK), "episodes": 9},
                 "experiments": [{"config": os.path.relpath(CONFIGS / f"train_agent_{n}.yaml", tmp_path),
                                  "episodes": 2} for n in ("SAC", "DQN")],
@@ -576,3 +557,5 @@ def test_the_sac_and_dqn_example_configs_run_through_a_batch(cloud: Cloud, tmp_p
         assert run.data.params["hp.buffer_size"] == str(raw["algorithm"]["parameters"]["buffer_size"])
         assert len(client.get_metric_history(run.info.run_id, "train/mean_reward")) == 2
         assert len(client.get_metric_history(run.info.run_id, "eval/mean_reward")) == 1
+    # SAC's seed came from its env_yaml_config file, through the batch message, onto the VM.
+    assert client.get_run(info["experiments"][0]["mlflow_run_id"]).data.params["seed"] == "21"

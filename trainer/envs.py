@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sinergym_cloud.contracts import Experiment
+from sinergym_cloud.contracts.experiment import space_of
 
 
 def ensure_energyplus() -> str:
@@ -150,6 +151,10 @@ def apply_wrappers(
             kwargs.setdefault("run_name", env_name)
         if "storage_class" in kwargs:
             kwargs["storage_class"] = argument_classes[str(kwargs["storage_class"])]
+        for key, value in kwargs.items():
+            space = space_of(value)
+            if space is not None:
+                kwargs[key] = build_space(*space)
         if wrapper.name == "NormalizeObservation":
             if evaluation:
                 kwargs["automatic_update"] = False
@@ -157,6 +162,20 @@ def apply_wrappers(
                 kwargs.update({k: norm_stats[k] for k in ("mean", "var", "count") if norm_stats.get(k) is not None})
         env = getattr(sinergym_wrappers, wrapper.name)(env, **kwargs)
     return env
+
+
+def build_space(kind: str, arguments: dict[str, Any]) -> Any:
+    """A gymnasium space from the data a config's ``gym.spaces.Box(...)`` was read into (validated by
+    the contract: contracts.experiment.SPACES)."""
+    import gymnasium as gym
+
+    if kind == "gym.spaces.Discrete":
+        return gym.spaces.Discrete(int(arguments["n"]), start=int(arguments.get("start", 0)))
+    dtype = np.dtype(str(arguments.get("dtype", "float32")))
+    shape = tuple(arguments["shape"]) if arguments.get("shape") else None
+    low, high = (np.asarray(arguments[k], dtype=dtype) if isinstance(arguments[k], list) else arguments[k]
+                 for k in ("low", "high"))  # fmt: skip
+    return gym.spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
 
 
 def episode_length(env: Any) -> int:

@@ -262,12 +262,14 @@ class Runner:
         sigma = params.pop("sigma", None)
         algo = registry.algos()[exp.algorithm]
         tensorboard_log = str(tb_dir) if tb_dir else None
-        if exp.algorithm in ("DDPG", "TD3", "SAC") and sigma:
-            import numpy as np
-            from stable_baselines3.common.noise import NormalActionNoise
+        noise = params.pop("action_noise", None)
+        if noise is None and exp.algorithm in ("DDPG", "TD3", "SAC") and sigma:
+            noise = {"kind": "normal", "mean": 0.0, "sigma": sigma}  # the original tool's --sigma
+        if noise is not None:
+            from trainer import noise as action_noise
 
-            n_actions = vec_env.action_space.shape[-1]
-            params["action_noise"] = NormalActionNoise(np.zeros(n_actions), sigma * np.ones(n_actions))
+            params["action_noise"] = action_noise.build(noise, vec_env.action_space.shape[-1], exp.environment)
+            log.info("action noise: %r", params["action_noise"])
         if resume:
             model = algo.load(resume.model_path, env=vec_env, tensorboard_log=tensorboard_log)
             if resume.replay_buffer_path is not None:

@@ -195,7 +195,8 @@ def tensorboard_syncer(
     files are (whole files, at a steady interval), and that folder's gs:// URI."""
     from sinergym_cloud import tensorboard
 
-    # Validated (contracts.path_outside): a gs:// target is the experiment's own prefix in the results bucket.
+    # Validated (contracts.path_outside): a gs:// target is a folder of the results bucket, and the
+    # experiment writes only into its own subfolder of it (contracts.run_folder).
     uri = tensorboard.log_uri(target, results_bucket, batch_id, name)
     assert uri is not None
     bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")

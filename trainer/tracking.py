@@ -142,7 +142,7 @@ def log_params(ctx: Context, hyper: dict[str, Any], episode_len: int, total: int
         "sinergym-cloud-version": _version("sinergym-cloud"),
         "stable-baselines3-version": _version("stable-baselines3"),
     }
-    params.update({f"hp.{k}": v for k, v in hyper.items() if k != "action_noise"})
+    params.update({f"hp.{k}": v for k, v in hyper.items()})  # action_noise: SB3's repr, its kind and values
     mlflow.log_params({k: str(v) for k, v in params.items()})
 
 

@@ -55,6 +55,8 @@ from sinergym_cloud.contracts.experiment import (
 )
 from sinergym_cloud.contracts.messages import TRAINER_SPEC_V2, Completion, InstanceReady, Progress, TrainerSpec
 from sinergym_cloud.contracts.parameters import (
+    NOISE_ALGORITHMS,
+    ActionNoise,
     AlgorithmParameters,
     ConfigValue,
     Hyperparameters,
@@ -62,17 +64,19 @@ from sinergym_cloud.contracts.parameters import (
     SharedParameters,
     hyperparameter_algorithms,
 )
-from sinergym_cloud.contracts.paths import PATH_FIELDS, PATH_RULE, path_outside, path_problem
+from sinergym_cloud.contracts.paths import PATH_FIELDS, PATH_RULE, path_outside, path_problem, run_folder
 
 __all__ = [
     "MAX_EXPERIMENTS",
     "MAX_MESSAGE_BYTES",
     "MAX_ZONES",
+    "NOISE_ALGORITHMS",
     "PATH_FIELDS",
     "PATH_RULE",
     "SCHEMA_VERSION",
     "TRAINER_SPEC_V2",
     "V2_EXPERIMENT_FIELDS",
+    "ActionNoise",
     "AlgorithmParameters",
     "Batch",
     "BatchId",
@@ -105,6 +109,7 @@ __all__ = [
     "parse",
     "path_outside",
     "path_problem",
+    "run_folder",
     "schema_versions",
     "summarise",
 ]

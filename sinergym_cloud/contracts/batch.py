@@ -103,26 +103,34 @@ class Batch(Strict):
         description="A sweep: `experiments` holds one base experiment; each trial sets the sweep's parameters on it.",
     )
 
+    def _path_problems(self, results_bucket: str | None) -> list[str]:
+        """``experiments.N.FIELD: why`` for each path field that would have its experiment write
+        outside its own places (contracts.paths): names known only with ``submitted_at``."""
+        submitted = self.submitted_at
+        names_ = [experiment_name(e, submitted, i) if submitted else None for i, e in enumerate(self.experiments)]
+        known = frozenset(n for n in names_ if n is not None)
+        problems = []
+        for i, (exp, name) in enumerate(zip(self.experiments, names_, strict=True)):
+            for field_name in PATH_FIELDS:
+                problem = path_outside(getattr(exp, field_name), results_bucket, self.batch_id, name, known - {name})
+                if problem:
+                    problems.append(f"experiments.{i}.{field_name}: {problem}")
+        return problems
+
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> Batch:
-        for i, exp in enumerate(self.experiments):
-            name = experiment_name(exp, self.submitted_at, i) if self.submitted_at else None
-            for field_name in PATH_FIELDS:
-                problem = path_outside(getattr(exp, field_name), self.results_bucket, self.batch_id, name)
-                if problem:
-                    raise ValueError(f"experiments.{i}.{field_name}: {problem}")
+        problems = self._path_problems(self.results_bucket)
+        if problems:
+            raise ValueError(problems[0])
         return self
 
     def check_paths(self, results_bucket: str) -> None:
-        """Raise BadMessage if a path field leaves its experiment's prefix in ``results_bucket``
-        (the deployment's default bucket when the batch names none). Needs ``submitted_at``."""
+        """Raise BadMessage if a path field would have its experiment write outside its own places
+        in ``results_bucket`` (the deployment's default bucket when the batch names none)."""
         assert self.submitted_at is not None
-        for i, exp in enumerate(self.experiments):
-            name = experiment_name(exp, self.submitted_at, i)
-            for field_name in PATH_FIELDS:
-                problem = path_outside(getattr(exp, field_name), results_bucket, self.batch_id, name)
-                if problem:
-                    raise BadMessage(f"invalid Batch: experiments.{i}.{field_name}: {problem}")
+        problems = self._path_problems(results_bucket)
+        if problems:
+            raise BadMessage(f"invalid Batch: {problems[0]}")
 
     @model_validator(mode="after")
     def _sweep_applies(self) -> Batch:

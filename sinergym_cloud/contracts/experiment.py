@@ -7,15 +7,17 @@ import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sinergym_cloud import catalog
-from sinergym_cloud.contracts.base import BatchId, Label, SafePath, Strict
+from sinergym_cloud.contracts.base import BatchId, Label, SafePath, Strict, summarise
 from sinergym_cloud.contracts.parameters import (
+    NOISE_ALGORITHMS,
     AlgorithmParameters,
     ConfigValue,
     Hyperparameters,
     Identifier,
+    NoiseVector,
     VariableName,
     hyperparameter_algorithms,
 )
@@ -25,18 +27,53 @@ from sinergym_cloud.options import ON_POLICY, Option
 V2_EXPERIMENT_FIELDS = ("label", "algorithm_parameters", "wrappers", "env_params", "initial_model")
 
 
+class BoxSpace(Strict):
+    """``gym.spaces.Box(low, high, shape, dtype)`` as data (a wrapper argument such as
+    ProbabilisticContextWrapper's ``context_space``); the trainer builds the space."""
+
+    low: NoiseVector
+    high: NoiseVector
+    shape: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(None, max_length=4)
+    dtype: Literal["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"] = "float32"
+
+
+class DiscreteSpace(Strict):
+    """``gym.spaces.Discrete(n, start=...)`` as data."""
+
+    n: int = Field(ge=1, le=1_000_000)
+    start: int = Field(0, ge=-1_000_000, le=1_000_000)
+
+
+SPACES: dict[str, type[Strict]] = {"gym.spaces.Box": BoxSpace, "gym.spaces.Discrete": DiscreteSpace}
+# ``module:attr``: what Sinergym's script imports from a wrapper argument string.
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def space_of(value: object) -> tuple[str, dict[str, object]] | None:
+    """(``gym.spaces.Box``, its arguments) if ``value`` is a space given as data, else None."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, arguments),) = value.items()
+        if isinstance(key, str) and key.startswith("gym.spaces.") and isinstance(arguments, dict):
+            return key, arguments
+    return None
+
+
 class Wrapper(Strict):
     """One of Sinergym's wrappers, by class name (catalog.WRAPPER_CLASSES), with its arguments."""
 
     name: str = Field(max_length=100, description="Class name in sinergym.utils.wrappers.")
-    kwargs: dict[Identifier, ConfigValue] = Field(default_factory=dict, max_length=50)
+    kwargs: dict[Identifier, ConfigValue] = Field(
+        default_factory=dict,
+        max_length=50,
+        description='Its arguments as data; a gymnasium space as {"gym.spaces.Box": {low, high, shape, dtype}}.',
+    )
 
     @field_validator("name")
     @classmethod
     def _allowed(cls, value: str) -> str:
         resolved = catalog.resolve_wrapper_class(value)
         if resolved is None:
-            raise ValueError(f"wrapper {value!r} is not one of Sinergym's wrappers")
+            raise ValueError(f"wrapper {value!r}: {catalog.wrapper_refusal(value)}")
         return resolved
 
     @model_validator(mode="after")
@@ -45,6 +82,20 @@ class Wrapper(Strict):
         if storage is not None and storage not in catalog.ARGUMENT_CLASSES:
             allowed = ", ".join(sorted(catalog.ARGUMENT_CLASSES))
             raise ValueError(f"{self.name}.storage_class {storage!r} is not allowed (allowed: {allowed})")
+        for key, value in self.kwargs.items():
+            if key != "storage_class" and isinstance(value, str) and _IMPORT_PATH.match(value):
+                raise ValueError(
+                    f"{self.name}.{key} {value!r}: names Python code to import, which a config cannot send"
+                )
+            space = space_of(value)
+            if space is not None:
+                kind, arguments = space
+                if kind not in SPACES:
+                    raise ValueError(f"{self.name}.{key}: {kind} is not a space this project builds (Box, Discrete)")
+                try:
+                    SPACES[kind].model_validate(arguments)
+                except ValidationError as exc:
+                    raise ValueError(f"{self.name}.{key} ({kind}): {summarise(exc)}") from None
         return self
 
 
@@ -140,8 +191,9 @@ class Experiment(Strict):
     )
     tensorboard: Annotated[SafePath | None, Option("-tens")] = Field(
         None,
-        description="TensorBoard log directory: a path relative to the run directory, or "
-        "gs://<results bucket>/<batch id>/<experiment name>/... (omit to disable).",
+        description="TensorBoard log directory: a path relative to the run directory, or a gs:// folder of "
+        "the results bucket (gs://<results bucket>/<batch id>/tb), where each experiment writes into "
+        "<folder>/<experiment name>/ (omit to disable).",
     )
     evaluation: Annotated[bool, Option("-eval")] = Field(
         False, description="Evaluate during training and keep the best model."
@@ -198,7 +250,7 @@ class Experiment(Strict):
     def _known_environment(cls, value: str) -> str:
         resolved = catalog.resolve_environment(value)
         if resolved is None:
-            raise ValueError(f"unknown Sinergym environment {value!r}")
+            raise ValueError(catalog.environment_refusal(value))
         return resolved
 
     @field_validator("reward")
@@ -244,6 +296,14 @@ class Experiment(Strict):
     def _consistent_v2(self) -> None:
         if self.algorithm in catalog.CONTRIB_ALGORITHMS and self.hyperparameters.given():
             raise ValueError(f"{self.algorithm} takes algorithm_parameters, not hyperparameters")
+        if self.algorithm_parameters is not None and self.algorithm_parameters.action_noise is not None:
+            if self.algorithm not in NOISE_ALGORITHMS:
+                takers = ", ".join(sorted(NOISE_ALGORITHMS))
+                raise ValueError(
+                    f"algorithm_parameters.action_noise: {self.algorithm} takes none (it applies to {takers})"
+                )
+            if self.hyperparameters.sigma is not None:
+                raise ValueError("give the action noise once: sigma or algorithm_parameters.action_noise")
         if self.wrappers is not None:
             named = [w.name for w in self.wrappers]
             for flag, wrapper in (

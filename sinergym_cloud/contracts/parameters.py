@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sinergym_cloud import catalog
 from sinergym_cloud.contracts.base import Strict
@@ -155,6 +155,46 @@ class PolicyKwargs(Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+NoiseValue = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
+NoiseVector = NoiseValue | Annotated[list[NoiseValue], Field(min_length=1, max_length=1000)]
+NOISE_ALGORITHMS = frozenset({"DDPG", "TD3", "SAC", "TQC", "CrossQ"})  # those whose constructor takes action_noise
+
+
+class ActionNoise(Strict):
+    """SB3's exploration noise (``stable_baselines3.common.noise``) as data; the trainer builds it on
+    the VM, once the action space's size is known.
+
+    A Sinergym config gives it as ``NormalActionNoise(mean=np.array([0]), sigma=np.array([0.1]))``
+    (read by sinergym_cloud/inputs/expressions.py, never evaluated). ``mean``, ``sigma`` and
+    ``initial_noise`` are a number or a list: a number or a one-value list applies to every action
+    dimension (numpy broadcasts a one-value array the same way in Sinergym's own script); a longer
+    list needs one value per dimension, which the trainer checks against the environment.
+    """
+
+    kind: Literal["normal", "ornstein_uhlenbeck"] = Field(
+        description="normal: NormalActionNoise; ornstein_uhlenbeck: OrnsteinUhlenbeckActionNoise."
+    )
+    mean: NoiseVector = 0.0
+    sigma: NoiseVector
+    theta: float | None = Field(None, ge=0, le=1000, description="Ornstein-Uhlenbeck only (SB3's default 0.15).")
+    dt: float | None = Field(None, gt=0, le=1000, description="Ornstein-Uhlenbeck only (SB3's default 0.01).")
+    initial_noise: NoiseVector | None = Field(None, description="Ornstein-Uhlenbeck only.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ActionNoise:
+        sigmas = self.sigma if isinstance(self.sigma, list) else [self.sigma]
+        if any(s < 0 for s in sigmas):
+            raise ValueError("action_noise.sigma must not be negative")
+        if self.kind == "normal":
+            extra = [k for k in ("theta", "dt", "initial_noise") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"action_noise: {', '.join(extra)} belong to OrnsteinUhlenbeckActionNoise")
+        sizes = {len(v) for v in (self.mean, self.sigma, self.initial_noise) if isinstance(v, list) and len(v) > 1}
+        if len(sizes) > 1:
+            raise ValueError(f"action_noise: mean, sigma and initial_noise have different sizes {sorted(sizes)}")
+        return self
+
+
 class AlgorithmParameters(SharedParameters):
     """The keyword arguments of an SB3 / sb3-contrib algorithm, as Sinergym's ``algorithm.parameters``.
 
@@ -193,10 +233,16 @@ class AlgorithmParameters(SharedParameters):
     zero_policy: bool | None = None
     alive_bonus_offset: float | None = Field(None, ge=-1e6, le=1e6)
     policy_kwargs: PolicyKwargs | None = None
+    action_noise: ActionNoise | None = Field(
+        None, description="Exploration noise (DDPG, TD3, SAC, TQC, CrossQ); the trainer builds it on the VM."
+    )
 
     def given(self) -> dict[str, Any]:
-        """The parameters set explicitly (policy_kwargs as a plain mapping)."""
-        values = {k: v for k, v in self.model_dump().items() if v is not None and k != "policy_kwargs"}
+        """The parameters set explicitly (policy_kwargs and action_noise as plain mappings)."""
+        nested = ("policy_kwargs", "action_noise")
+        values = {k: v for k, v in self.model_dump().items() if v is not None and k not in nested}
         if self.policy_kwargs is not None and self.policy_kwargs.given():
             values["policy_kwargs"] = self.policy_kwargs.given()
+        if self.action_noise is not None:
+            values["action_noise"] = self.action_noise.model_dump(exclude_none=True)
         return values

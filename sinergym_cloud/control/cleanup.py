@@ -72,10 +72,13 @@ def authentic(rt: Runtime, rec: ExperimentRecord, c: Completion | Progress, sign
     return ""
 
 
-def own_outputs(uris: list[str], bucket: str, batch_id: str, name: str) -> list[str]:
-    """The output URIs under the experiment's own prefix; anything else is dropped."""
-    prefix = f"gs://{bucket}/{names.results_prefix(batch_id, name)}"
-    return [u for u in uris if u.startswith(prefix) and ".." not in u.split("/")]
+def own_outputs(uris: list[str], bucket: str, batch_id: str, name: str, tensorboard: str | None = None) -> list[str]:
+    """The output URIs under the experiment's own prefix, or its own subfolder of a gs:// TensorBoard
+    folder (contracts.run_folder); anything else is dropped."""
+    prefixes = [f"gs://{bucket}/{names.results_prefix(batch_id, name)}"]
+    if tensorboard and tensorboard.startswith(f"gs://{bucket}/"):
+        prefixes.append(contracts.run_folder(tensorboard, batch_id, name))
+    return [u for u in uris if u.startswith(tuple(prefixes)) and ".." not in u.split("/")]
 
 
 def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None = None) -> ExperimentRecord:
@@ -123,7 +126,7 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
             exit_reason=text.clean(c.exit_reason, 1000),
             error_type=text.clean(c.error_type or "", 200),
             mlflow_run_id=c.mlflow_run_id,
-            output_uris=tuple(own_outputs(c.output_uris, bucket, rec.batch_id, rec.name)),
+            output_uris=tuple(own_outputs(c.output_uris, bucket, rec.batch_id, rec.name, rec.spec.tensorboard)),
             metrics=dict(c.metrics),
             timesteps=c.timesteps,
             finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,

@@ -146,7 +146,7 @@ def _sweep_section(path: Path, data: dict[str, Any]) -> dict[str, Any] | None:
         raise BatchFileError(f"{path}: give `sweep` or `sweep_config`, not both")
     file = path.parent / str(data["sweep_config"])
     try:
-        mapped, section = wandb_sweep.map_sweep(read_yaml(file))
+        mapped, section = wandb_sweep.map_sweep(read_yaml(file), reader(file.parent))
     except sinergym_config.ConfigError as exc:
         raise BatchFileError(f"{file}: {exc}") from None
     entries = data.get("experiments") or [{}]
@@ -178,9 +178,25 @@ def read_yaml(path: Path) -> Any:
 def load_config(path: Path) -> sinergym_config.Mapped:
     """A Sinergym training config file, mapped onto Experiment fields (not validated yet)."""
     try:
-        return sinergym_config.map_config(read_yaml(path))
+        return sinergym_config.map_config(read_yaml(path), reader(path.parent))
     except sinergym_config.ConfigError as exc:
         raise BatchFileError(f"{path}: {exc}") from None
+
+
+def reader(base: Path) -> sinergym_config.FileReader:
+    """Reads the YAML files a config names (env_yaml_config, wrappers_yaml_config) relative to ``base``,
+    the config's folder, with the same limits as the config itself."""
+
+    def read(key: str, name: str) -> Any:
+        file = base / name
+        if not file.is_file():
+            raise sinergym_config.ConfigError(f"{key}: {file} is not a file")
+        try:
+            return read_yaml(file)
+        except BatchFileError as exc:
+            raise sinergym_config.ConfigError(f"{key}: {exc}") from None
+
+    return read
 
 
 def _from_config(base: Path, entry: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

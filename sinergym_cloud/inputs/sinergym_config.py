@@ -7,16 +7,24 @@ structured Experiment, or refuses it with the key named: nothing in the file is 
 ``module:Class`` names are looked up in catalog's allowlists (Sinergym's wrappers and rewards,
 SB3's and sb3-contrib's algorithms).
 
+The Python expressions Sinergym's script evaluates (``action_noise: NormalActionNoise(...)``,
+``policy_kwargs: dict(...)``, a wrapper argument ``gym.spaces.Box(...)``) are read as data by
+``expressions`` (an allowlist over the syntax tree). ``env_yaml_config`` and ``wrappers_yaml_config``
+name YAML files beside the config: they are read on the user's machine (``read``), merged as
+Sinergym merges them, and what travels is data.
+
 Pure code: the publisher maps the file before anything is sent, the trainer maps it for
 ``python -m trainer --config FILE``; both load the YAML through ``batchfile.read_yaml``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sinergym_cloud import catalog
+from sinergym_cloud.inputs import expressions
 
 TOP_KEYS = {
     "experiment_name",
@@ -35,16 +43,24 @@ TOP_KEYS = {
 }
 ALGORITHM_KEYS = {"name", "log_interval", "parameters"}
 # Algorithm arguments that take a class or an object: accepted only as null (the library's default).
+# (action_noise is an object too: read from its expression by expressions.action_noise.)
 NULL_ONLY_PARAMETERS = {
     "rollout_buffer_class",
     "rollout_buffer_kwargs",
     "replay_buffer_class",
     "replay_buffer_kwargs",
-    "action_noise",
     "env",
     "_init_setup_model",
 }
-ENV_PARAM_KEYS = {"seed", "reward", "reward_kwargs", "weather_variability", "building_config", "timesteps_per_hour"}
+ENV_PARAM_KEYS = {
+    "seed",
+    "reward",
+    "reward_kwargs",
+    "weather_variability",
+    "building_config",
+    "timesteps_per_hour",
+    "env_name",  # replaced by the experiment's name, as Sinergym's own script replaces it
+}
 BUILDING_KEYS = {"runperiod", "timesteps_per_hour"}
 WANDB_KEYS = {"project", "entity", "group", "tags", "run_name", "job_type", "dump_frequency", "artifact_save"}
 WANDB_TO_WRAPPER = {"project": "project_name", "entity": "entity", "group": "group", "tags": "tags",
@@ -65,6 +81,10 @@ CLOUD_KEYS = {"remote_store", "auto_delete", "group_name"}
 
 class ConfigError(ValueError):
     """A key of the config that this project cannot honour, named."""
+
+
+# Reads a file a config names (env_yaml_config, wrappers_yaml_config): (key, file name) -> parsed YAML.
+FileReader = Callable[[str, str], Any]
 
 
 @dataclass
@@ -91,14 +111,36 @@ def _unknown(data: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ConfigError(f"{names}: not a key this project maps (allowed: {', '.join(sorted(allowed))})")
 
 
-def map_config(data: Any) -> Mapped:
-    """Experiment fields for a Sinergym training config (already parsed YAML)."""
+def map_config(data: Any, read: FileReader | None = None) -> Mapped:
+    """Experiment fields for a Sinergym training config (already parsed YAML); ``read`` reads the
+    files it names (relative to the config), None where there is no file to read them beside."""
     if not isinstance(data, dict):
         raise ConfigError("a Sinergym config is a mapping with environment, episodes, algorithm, ...")
     _unknown(data, TOP_KEYS, "")
-    for key in ("env_yaml_config", "wrappers_yaml_config"):
-        if data.get(key) is not None:
-            raise ConfigError(f"{key}: a file on your machine is not sent; put its contents in the config itself")
+    try:
+        return _map(data, read)
+    except expressions.ExpressionError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _included(data: dict[str, Any], key: str, read: FileReader | None) -> Any:
+    """The parsed contents of the file a config's ``key`` names, or None."""
+    name = data.get(key)
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}: expected the name of a YAML file, not {type(name).__name__}")
+    if read is None:
+        raise ConfigError(f"{key}: {name!r} is read beside the config's own file; give the config as a file")
+    return read(key, name)
+
+
+def _map(data: dict[str, Any], read: FileReader | None) -> Mapped:
+    env_file = _included(data, "env_yaml_config", read)
+    if env_file is not None:
+        env_file = _mapping(env_file, f"env_yaml_config {data['env_yaml_config']}")
+        _unknown(env_file, ENV_PARAM_KEYS, f"env_yaml_config {data['env_yaml_config']}: env_params")
+    wrappers_file = _included(data, "wrappers_yaml_config", read)
     if "environment" not in data:
         raise ConfigError("environment: missing")
     fields: dict[str, Any] = {"environment": data["environment"]}
@@ -109,8 +151,14 @@ def map_config(data: Any) -> Mapped:
         fields["episodes"] = data["episodes"]
     _algorithm(_mapping(data.get("algorithm"), "algorithm"), fields)
     _evaluation(_mapping(data.get("evaluation"), "evaluation"), fields)
-    _env_params(_mapping(data.get("env_params"), "env_params"), data.get("env_deep_update", True), fields)
-    _wrappers(data.get("wrappers"), _mapping(data.get("wandb"), "wandb"), fields)
+    params = _mapping(data.get("env_params"), "env_params")
+    if env_file is not None:  # Sinergym: the file's parameters, deep-updated with env_params
+        params = deep_update(env_file, params)
+    _env_params(params, data.get("env_deep_update", True), fields)
+    wrappers = data.get("wrappers")
+    if wrappers_file is not None:
+        wrappers = _merge_wrappers(wrappers_file, wrappers, str(data["wrappers_yaml_config"]))
+    _wrappers(wrappers, _mapping(data.get("wandb"), "wandb"), fields)
     if data.get("model") is not None:
         fields["initial_model"] = _model(_mapping(data["model"], "model"))
     _cloud(_mapping(data.get("cloud"), "cloud"), mapped)
@@ -135,6 +183,11 @@ def _algorithm(algorithm: dict[str, Any], fields: dict[str, Any]) -> None:
             continue
         if value is not None:
             raise ConfigError(f"algorithm.parameters.{key}: only null (the library's default) is supported")
+    for key in ("action_noise", "policy_kwargs", "train_freq"):
+        if key in parameters:
+            parameters[key] = parameter_value(key, parameters[key], f"algorithm.parameters.{key}")
+    if parameters.get("action_noise") is None:
+        parameters.pop("action_noise", None)
     tensorboard = parameters.pop("tensorboard_log", None)
     if tensorboard is not None:
         fields["tensorboard"] = str(tensorboard)
@@ -146,6 +199,53 @@ def _algorithm(algorithm: dict[str, Any], fields: dict[str, Any]) -> None:
     fields["algorithm_parameters"] = parameters
 
 
+def parameter_value(key: str, value: Any, where: str) -> Any:
+    """An algorithm parameter as the contract takes it: the ones Sinergym's users give as Python
+    expressions (``action_noise``, ``policy_kwargs``, ``train_freq``) read as data."""
+    if key == "action_noise":
+        return expressions.action_noise(value, where)
+    if key == "policy_kwargs":
+        return expressions.mapping(value, where)
+    if key == "train_freq":
+        return expressions.sequence(value, where)
+    return value
+
+
+def deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Sinergym's deep_update: nested mappings merged, everything else replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _merge_wrappers(file: Any, listed: Any, name: str) -> list[dict[str, Any]]:
+    """A wrappers_yaml_config file (``{module:Class: {arguments}}``, in order) with the config's own
+    ``wrappers`` laid over it as Sinergym does: a wrapper in both gets its arguments deep-updated,
+    one only in the config comes after the file's."""
+    if not isinstance(file, dict):
+        raise ConfigError(f"wrappers_yaml_config {name}: expected a mapping of module:Class to arguments")
+    merged: dict[str, Any] = {}
+    keys: dict[str, str] = {}  # resolved class name -> the key it was given under
+    for reference, kwargs in file.items():
+        resolved = catalog.resolve_wrapper_class(str(reference)) or str(reference)
+        keys[resolved] = str(reference)
+        merged[str(reference)] = _mapping(kwargs, f"wrappers_yaml_config {name}: {reference}")
+    if listed is not None and not isinstance(listed, list):
+        raise ConfigError("wrappers: expected a list of {module:Class: {arguments}}")
+    for n, item in enumerate(listed or []):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"wrappers[{n}]: expected one `module:Class: {{arguments}}` mapping")
+        ((reference, kwargs),) = item.items()
+        resolved = catalog.resolve_wrapper_class(str(reference)) or str(reference)
+        key = keys.setdefault(resolved, str(reference))
+        merged[key] = deep_update(merged.get(key) or {}, _mapping(kwargs, f"wrappers[{n}]"))
+    return [{reference: kwargs} for reference, kwargs in merged.items()]
+
+
 def _evaluation(evaluation: dict[str, Any], fields: dict[str, Any]) -> None:
     _unknown(evaluation, {"eval_freq", "eval_length"}, "evaluation")
     if evaluation:
@@ -155,9 +255,9 @@ def _evaluation(evaluation: dict[str, Any], fields: dict[str, Any]) -> None:
                 fields[key] = evaluation[key]
 
 
-def _env_params(params: dict[str, Any], deep_update: Any, fields: dict[str, Any]) -> None:
+def _env_params(params: dict[str, Any], deep: Any, fields: dict[str, Any]) -> None:
     _unknown(params, ENV_PARAM_KEYS, "env_params")
-    if not isinstance(deep_update, bool):
+    if not isinstance(deep, bool):
         raise ConfigError("env_deep_update: expected true or false")
     if params.get("seed") is not None:
         fields["seed"] = params["seed"]
@@ -168,7 +268,7 @@ def _env_params(params: dict[str, Any], deep_update: Any, fields: dict[str, Any]
             known = ", ".join(f"sinergym.utils.rewards:{r}" for r in sorted(catalog.REWARD_CLASSES))
             raise ConfigError(f"env_params.reward {reward!r}: not an allowed reward (allowed: {known})")
         fields["reward"] = resolved
-    env: dict[str, Any] = {"deep_update": deep_update}
+    env: dict[str, Any] = {"deep_update": deep}
     if params.get("reward_kwargs") is not None:
         env["reward_kwargs"] = _mapping(params["reward_kwargs"], "env_params.reward_kwargs")
     if params.get("weather_variability") is not None:
@@ -180,7 +280,7 @@ def _env_params(params: dict[str, Any], deep_update: Any, fields: dict[str, Any]
     per_hour = building.get("timesteps_per_hour", params.get("timesteps_per_hour"))
     if per_hour is not None:
         env["timesteps_per_hour"] = per_hour
-    if set(env) != {"deep_update"} or not deep_update:
+    if set(env) != {"deep_update"} or not deep:
         fields["env_params"] = env
 
 
@@ -199,8 +299,12 @@ def _wrappers(wrappers: Any, wandb: dict[str, Any], fields: dict[str, Any]) -> N
         ((reference, kwargs),) = item.items()
         name = catalog.resolve_wrapper_class(str(reference))
         if name is None:
-            raise ConfigError(f"wrappers[{n}] {reference!r}: not one of Sinergym's wrappers (sinergym.utils.wrappers)")
-        listed.append({"name": name, "kwargs": dict(_mapping(kwargs, f"wrappers[{n}]"))})
+            raise ConfigError(f"wrappers[{n}] {reference!r}: {catalog.wrapper_refusal(str(reference))}")
+        arguments = dict(_mapping(kwargs, f"wrappers[{n}]"))
+        for key, value in arguments.items():
+            if expressions.is_space(value):  # Sinergym evaluates gym.spaces.* strings: read as data here
+                arguments[key] = expressions.space(value, f"wrappers[{n}].{name}.{key}")
+        listed.append({"name": name, "kwargs": arguments})
     if wandb:
         # The wandb section: Sinergym's WandBLogger with these settings (added after the logger if not listed).
         settings = {WANDB_TO_WRAPPER[k]: v for k, v in wandb.items() if v is not None}

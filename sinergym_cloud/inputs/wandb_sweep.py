@@ -114,7 +114,14 @@ def _field(path: str) -> str:
 
 
 def _value(path: str, value: Any) -> Any:
-    """A varying leaf's value as the Experiment field takes it (class references resolved)."""
+    """A varying leaf's value as the Experiment field takes it (class references resolved, the
+    algorithm parameters Sinergym gives as Python expressions read as data)."""
+    if path.startswith("algorithm_parameters."):
+        key = path.removeprefix("algorithm_parameters.")
+        try:
+            return sinergym_config.parameter_value(key, value, f"parameters.{path}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if path == "algorithm":
         resolved = catalog.resolve_algorithm_class(str(value))
     elif path == "env_params.reward":
@@ -142,8 +149,11 @@ def _param(path: str, spec: dict[str, Any], method: str) -> dict[str, Any]:
     return {DISTRIBUTIONS[dist]: [spec["min"], spec["max"]]}
 
 
-def map_sweep(data: Any) -> tuple[sinergym_config.Mapped, dict[str, Any]]:
-    """The base experiment's fields (as sinergym_config maps them) and the ``sweep`` section."""
+def map_sweep(
+    data: Any, read: sinergym_config.FileReader | None = None
+) -> tuple[sinergym_config.Mapped, dict[str, Any]]:
+    """The base experiment's fields (as sinergym_config maps them) and the ``sweep`` section; ``read``
+    reads the files its fixed values name (env_yaml_config, wrappers_yaml_config)."""
     if not isinstance(data, dict) or not isinstance(data.get("parameters"), dict):
         raise ConfigError("a W&B sweep config is a mapping with method, metric and parameters")
     extra = sorted(set(data) - TOP_KEYS)
@@ -157,7 +167,7 @@ def map_sweep(data: Any) -> tuple[sinergym_config.Mapped, dict[str, Any]]:
     fixed: dict[str, Any] = {}
     varying: dict[str, dict[str, Any]] = {}
     _walk(data["parameters"], "", fixed, varying)
-    mapped = sinergym_config.map_config(_as_sinergym(_nest(fixed)))
+    mapped = sinergym_config.map_config(_as_sinergym(_nest(fixed)), read)
     section: dict[str, Any] = {"method": method, "parameters": {}}
     seeds = varying.pop("env_params.seed", None) or varying.pop("algorithm_parameters.seed", None)
     if seeds is not None:

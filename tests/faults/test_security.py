@@ -371,8 +371,9 @@ def test_absolute_and_foreign_tensorboard_paths_are_refused_at_validation(cloud:
         "dot-dot": "tb/../../../etc",
         "another bucket": f"gs://someone-elses/sec-paths-3/{own_name}/tb",
         "another batch": f"gs://{results}/a-neighbour-batch/{own_name}/tb",
-        "another experiment": f"gs://{results}/sec-paths-5/PPO-someone-else/tb",
+        "another experiment": f"gs://{results}/sec-paths-5/{own_name.replace('-0', '-7')}/tb",
     }
+    assert cases["another experiment"] != f"gs://{results}/sec-paths-5/{own_name}/tb"
     cloud.dead_letters(names.TOPIC_BATCHES, wait=0)
     since = time.time()
     for n, (label, path) in enumerate(cases.items(), 1):
@@ -389,9 +390,11 @@ def test_absolute_and_foreign_tensorboard_paths_are_refused_at_validation(cloud:
         assert "tensorboard" in letters[label], (label, letters[label])
     assert cloud.events(since, "mig.insert") == []
     assert all(rt.state.read(names.launch_object(f"sec-paths-{n}")) is None for n in range(1, len(cases) + 1))
-    # The experiment's own prefix is accepted (the trainer's spec is checked the same way).
-    own = contracts.parse(contracts.Batch, batch_with(f"gs://{results}/sec-paths-ok/{own_name}/tb", "sec-paths-ok"))
-    own.check_paths(results)
+    # The experiment's own prefix is accepted, and so is a folder of the batch or of the bucket, where
+    # each experiment writes its own subfolder (the trainer's spec is checked the same way).
+    for folder in (f"sec-paths-ok/{own_name}/tb", "sec-paths-ok/tb", "tensorboard"):
+        own = contracts.parse(contracts.Batch, batch_with(f"gs://{results}/{folder}", "sec-paths-ok"))
+        own.check_paths(results)
     record("absolute / foreign TensorBoard paths", Counter({"refused at validation, field named": len(cases)}))
 
 
