@@ -2,8 +2,8 @@
 
 An ``Operation`` per accepted request, a ``Vm`` per instance (a real local process tree once it
 boots, see lifecycle.py), a ``Mig`` per managed instance group with a ``Member`` per instance it
-manages, and the unmanaged ``instanceGroups`` view of a group. Shapes follow
-../shared/reference/compute-rest.md and the discovery document (tests/test_compute_conformance.py).
+manages, and the unmanaged ``instanceGroups`` view of a group. Shapes follow Compute Engine's REST
+reference and its discovery document (tests/test_compute_conformance.py checks every response).
 """
 
 from __future__ import annotations
