@@ -1,7 +1,11 @@
 """Cloud Storage's front door on the local cloud: every client (the product's google-cloud-storage,
 gcsfs under TensorBoard, gcloud storage) talks to fake-gcs-server through it.
 
-It does three things fake-gcs-server does not:
+It does four things fake-gcs-server does not:
+
+- **Identities**: each request's credential must hold the IAM permissions it needs (the roles
+  infra/terraform/iam.tf grants its account, or a downscoped token's boundary: identity.py,
+  gcs_permissions.py); else ``403 forbidden`` naming the principal and the permission.
 
 - **Google's limits** (limits.py), when they are on: a write to an object name more often than
   about once a second, or to a bucket faster than its write rate, is answered ``429`` with
@@ -29,6 +33,7 @@ import argparse
 import http.client
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -36,8 +41,10 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from localcloud import gcs_permissions
+from localcloud.identity import Gate
 from localcloud.limits import Source
 from localcloud.throttle import Buckets, Peaks
 
@@ -119,6 +126,7 @@ class Front(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream: tuple[str, int] = ("127.0.0.1", 0)
     limits = Source()
+    gate = Gate(service="storage")
     objects = Buckets()
     buckets = Buckets()
     stats = Stats()
@@ -164,6 +172,29 @@ class Front(BaseHTTPRequestHandler):
             }
         }
 
+    # --------------------------------------------------------------- identity
+    def _forbidden(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> bool:
+        """Answer Cloud Storage's 403 (and True) unless the caller's credential holds every permission
+        the request needs (localcloud/identity.py, gcs_permissions.py)."""
+        if not self.gate.enforced:
+            return False
+        name = (query.get("name") or [""])[0] or (_name_in_body(body) if UPLOAD.match(path) else "")
+        for needed, resource in gcs_permissions.needs(method, path, query, name, self._exists):
+            decision = self.gate.check(self.headers.get("Authorization"), needed, resource)
+            if not decision.allowed:
+                message = decision.denial(os.environ.get("GOOGLE_CLOUD_PROJECT", ""))
+                log.warning("403: %s", message)
+                error = {"message": message, "domain": "global", "reason": "forbidden"}
+                self._json(403, {"error": {"code": 403, "message": message, "errors": [error]}})
+                return True
+        return False
+
+    def _exists(self, bucket: str, name: str) -> bool:
+        status, _, _ = self._upstream(
+            "GET", f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}", None, {}
+        )
+        return status == 200
+
     # ---------------------------------------------------------------- forward
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
@@ -199,7 +230,10 @@ class Front(BaseHTTPRequestHandler):
         if layout:
             self._layout(layout["bucket"])
             return
-        refusal = self._refusal(method, url.path, parse_qs(url.query), body)
+        query = parse_qs(url.query)
+        if self._forbidden(method, url.path, query, body):
+            return
+        refusal = self._refusal(method, url.path, query, body)
         if refusal is not None:
             self._json(429, refusal)
             return

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from localcloud.compute import discovery, quota, rates
+from localcloud.compute import discovery, permissions, quota, rates
 from localcloud.compute.errors import ApiError, invalid, not_found, not_implemented
 from localcloud.compute.paging import filter_of, paginate
 from localcloud.compute.resources import GOOGLE, Operation
 from localcloud.compute.verbs import Cloud
+from localcloud.identity import Gate
 from localcloud.throttle import MinuteWindows
 
 log = logging.getLogger("localcloud.compute")
@@ -336,6 +337,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     api: Api
     windows = MinuteWindows()
+    gate = Gate(service="compute")
     strict = False  # check every response against Google's discovery document (LOCALCLOUD_STRICT)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
@@ -365,6 +367,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             except json.JSONDecodeError:
                 raise invalid("Invalid JSON payload received.") from None
             if not route_name.startswith("emulator."):
+                self._authorized(route_name, m.groupdict(), body, url.path)
                 self._within_rate_quota(route_name, m.groupdict().get("project", ""))
                 with self.api.cloud.lock:
                     self.api.cloud.calls[route_name] += 1
@@ -382,6 +385,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("internal error on %s %s", method, self.path)
             self._reply(500, ApiError(500, "backendError", f"Internal error: {exc}").body())
+
+    def _authorized(self, method: str, groups: dict[str, str], body: Any, path: str) -> None:
+        """Refuse the call (403 ``forbidden``) unless the caller holds every permission it needs."""
+        authorization = self.headers.get("Authorization")
+        permissions.authorize(
+            self.gate, self.api.cloud, method, groups=groups, body=body, path=path, authorization=authorization
+        )
 
     def _within_rate_quota(self, method: str, project: str) -> None:
         """Count the call against its quota group's minute (Google's limits on), or refuse it."""
