@@ -54,9 +54,7 @@ def needs(  # noqa: PLR0911 - one return per kind of request, in the order the A
         return _writes(unquote(m["bucket"]), unquote(m["name"]), query, exists)
     if (m := OBJECT.match(path)) is not None:
         target = Resource("bucket", unquote(m["bucket"]), unquote(m["name"]))
-        verb = {"GET": "get", "PATCH": "update", "PUT": "update", "DELETE": "delete"}.get(method)
-        if verb is None:
-            return [("storage.objects.update", target)]
+        verb = {"GET": "get", "DELETE": "delete"}.get(method, "update")
         return [(f"storage.objects.{verb}", target)]
     return [("storage.admin", Resource("project"))]  # anything else (batch requests): not the product's
 
