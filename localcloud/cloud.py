@@ -4,7 +4,8 @@
 checked, never slept for):
 
 ====================  ==============================================================
-pubsub                Google's Pub/Sub emulator (Java)
+pubsub                Google's Pub/Sub emulator (Java), behind ``pubsub-front``
+pubsub-front          the gRPC front PUBSUB_EMULATOR_HOST names: applies subscription filters
 gcs                   fake-gcs-server (enforces generation preconditions)
 gcs-gateway           gcloud storage's way in: bridges two fake-gcs-server differences
 compute               this project's Compute Engine emulator; its instances are local VMs
@@ -159,7 +160,10 @@ class LocalCloud:
         """What a client of the local cloud needs: the standard variables plus this project's."""
         return {
             "GOOGLE_CLOUD_PROJECT": PROJECT,
+            # gRPC clients reach the emulator through its front (subscription filters); REST clients
+            # (gcloud, the VMs' ready script) reach the emulator itself.
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports['pubsub']}",
+            "LOCALCLOUD_PUBSUB_REST_HOST": f"127.0.0.1:{ports['pubsub-emulator']}",
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports['gcs']}",
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
             "SINERGYM_COMPUTE_ENDPOINT": f"http://127.0.0.1:{ports['compute']}",
@@ -171,7 +175,7 @@ class LocalCloud:
             # gcloud against the emulators (e.g. `gcloud pubsub topics publish`).
             "CLOUDSDK_CORE_PROJECT": PROJECT,
             "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub']}/",
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub-emulator']}/",
             # gcloud storage goes through a gateway that bridges two fake-gcs-server differences
             # (localcloud/gcs_gateway.py); client libraries talk to fake-gcs-server directly.
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs-gateway']}/storage/v1/",

@@ -129,7 +129,8 @@ def publish_ready(home: Path, spec: dict[str, Any]) -> None:
         "SSH_PORT": str(spec["ssh_port"]),
         "HOST_KEY_PUB": str(home / "ssh_host_ed25519_key.pub"),
         "BOOT_ID": spec["boot_id"],
-        "PUBSUB_API": f"http://{spec['env']['PUBSUB_EMULATOR_HOST']}",
+        # REST, as the cloud VM's script publishes: the emulator itself (its gRPC front speaks gRPC only).
+        "PUBSUB_API": f"http://{spec['env'].get('LOCALCLOUD_PUBSUB_REST_HOST') or spec['env']['PUBSUB_EMULATOR_HOST']}",
     }
     subprocess.run(["sh", str(READY_SCRIPT)], env=env, check=True, stdin=subprocess.DEVNULL, timeout=60)
 

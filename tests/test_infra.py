@@ -366,7 +366,7 @@ def test_the_vm_ready_step_publishes_the_contract_dispatch_reads(cloud: Cloud, t
         "SSH_PORT": "22",
         "HOST_KEY_PUB": f"{key}.pub",
         "BOOT_ID": "1234-ab12cd34",
-        "PUBSUB_API": f"http://{cloud.env['PUBSUB_EMULATOR_HOST']}",
+        "PUBSUB_API": f"http://{cloud.env['LOCALCLOUD_PUBSUB_REST_HOST']}",
     }
     result = subprocess.run(
         ["sh", str(REPO / "infra" / "vm" / "publish-ready.sh")], env=env, capture_output=True, text=True, timeout=60
