@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from sinergym_cloud.contracts import Batch
+from sinergym_cloud.contracts import Batch, event_schema
 from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.publisher import target, views
 from sinergym_cloud.publisher.arguments import EXIT_NOT_FOUND, EXIT_OK, add_batch_arguments, die
@@ -111,7 +111,14 @@ def tensorboard_command(argv: list[str]) -> int:
 
 
 def schema_command(argv: list[str]) -> int:
-    print(json.dumps(Batch.model_json_schema(), indent=2))
+    p = argparse.ArgumentParser(
+        prog="python publisher.py schema",
+        description="Print a contract's JSON Schema: the Batch (the experiment-batches topic), or with --events "
+        "the messages of the batch-events topic.",
+    )
+    p.add_argument("--events", action="store_true", help="the batch-events messages (BatchEvent) instead")
+    args = p.parse_args(argv)
+    print(json.dumps(event_schema() if args.events else Batch.model_json_schema(), indent=2))
     return EXIT_OK
 
 
