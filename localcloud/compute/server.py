@@ -445,6 +445,9 @@ VM_ENV_KEYS = (
     "BENCH_OBJECTIVE",
     "BENCH_EPISODE_SECONDS",
     "BENCH_DUPLICATE",
+    "BENCH_FAIL",
+    # How often a VM's log shipper stores a chunk (sinergym_cloud/vm/logship.py).
+    "SINERGYM_LOG_CHUNK_SECONDS",
 )
 
 
