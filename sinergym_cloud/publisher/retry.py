@@ -24,7 +24,7 @@ from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.publisher import target
 from sinergym_cloud.publisher.arguments import EXIT_NOT_FOUND, add_batch_arguments, die
 from sinergym_cloud.publisher.plan import dry_run
-from sinergym_cloud.publisher.submit import send
+from sinergym_cloud.publisher.submit import send, submitter
 from sinergym_cloud.records import TERMINAL, ExperimentRecord
 
 MAX_SEED = 2**31 - 1
@@ -122,7 +122,7 @@ def build(rt: Runtime, args: argparse.Namespace) -> Batch:
         "experiments": [e.model_dump(mode="json", exclude_none=True) for e in experiments],
         "max_parallel": args.max_parallel or old.max_parallel,
         "max_vm_hours": args.max_vm_hours,
-        "submitted_by": (os.environ.get("USER", "")[:100] or None),
+        "submitted_by": submitter(),
         "submitted_at": dt.datetime.now(dt.UTC),
         "retry_of": {"batch_id": old_id, "experiments": chosen},
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import os
 import secrets
@@ -76,11 +77,21 @@ def build_batch(args: argparse.Namespace) -> Batch:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         fields["batch_id"] = f"b-{stamp}-{secrets.token_hex(2)}"
     fields["submitted_at"] = dt.datetime.now(dt.UTC)
-    fields["submitted_by"] = os.environ.get("USER", "")[:100] or None
+    fields["submitted_by"] = submitter()
     try:
         return Batch.model_validate(fields)
     except ValidationError as exc:
         raise SystemExit(die(f"invalid batch: {summarise(exc)}")) from None
+
+
+def submitter() -> str | None:
+    """Who sends a batch from this machine (``submitted_by``: ``list`` shows it): the user's name."""
+    try:
+        user = os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return None
+    cleaned = "".join(ch for ch in user if ch.isalnum() or ch in "_.:@ -")[:100]
+    return cleaned or None
 
 
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
