@@ -206,3 +206,10 @@ def test_the_emulator_closes_an_incident_once_its_series_has_no_data_for_auto_cl
     lines = [json.loads(line)["incident"] for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [i["state"] for i in lines] == ["open", "closed"]
     assert store.close_stale(now=opened["started_at"] + 4000) == [], "closed once"
+
+
+def test_the_event_example_in_the_docs_is_valid_against_the_schema() -> None:
+    text = (DOCS / "batches.md").read_text()
+    section = text[text.index("## Events: the batch-events topic") :]
+    example = section[section.index("```json") + len("```json") : section.index("```", section.index("```json") + 7)]
+    jsonschema.validate(json.loads(example), event_schema())
