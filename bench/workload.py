@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
         finished_at=dt.datetime.now(dt.UTC),  # the latency of cleanup is measured from here
     )
     print(f"workload: experiment {spec.experiment_index} {status}", flush=True)
-    logs.request_flush()  # as the trainer: its log is stored before the completion deletes the VM
+    logs.request_flush(final=True)  # as the trainer: its log is stored before the completion deletes the VM
     publish(contracts.dump(message))
     return 0
 

@@ -88,6 +88,25 @@ def test_output_is_shipped_in_order_the_flush_is_answered_and_the_exit_code_kept
     assert (tmp_path / "trainer.log").read_text().count("ValueError: boom") == 1, "the VM's own copy is kept"
 
 
+LAST_WORD = """
+from sinergym_cloud import logs
+print("the traceback", flush=True)
+assert logs.request_flush(timeout=20, final=True)
+"""
+
+
+def test_after_the_final_flush_nothing_more_is_stored_unless_printed(tmp_path: Path) -> None:
+    """The flush before the completion is the run's last word: its chunk says final, and a trainer
+    that prints nothing after it leaves the shipper nothing to store at exit (a VM deleted right after
+    the completion stops at once)."""
+    store = Memory()
+    env = {**__import__("os").environ, "SINERGYM_VM_HOME": str(tmp_path), "SINERGYM_LOG_CHUNK_SECONDS": "1"}
+    assert logship.run(spec(tmp_path), [sys.executable, "-c", LAST_WORD], env=env, store=store) == 0
+    assert sorted(store.chunks) == [1], "no startup log on this VM, one chunk, nothing after"
+    assert store.chunks[1] == (store.chunks[1][0], {**store.chunks[1][1], "final": "true"})
+    assert store.chunks[1][0] == b"the traceback\n"
+
+
 def test_chunks_in_the_bucket_read_back_in_order(cloud: Cloud, tmp_path: Path) -> None:
     rt = cloud.runtime()
     batch_id = new_batch_id("logs")

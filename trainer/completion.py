@@ -79,7 +79,7 @@ def publish(clients: Any, completion: Completion, completion_key: str | None) ->
     from sinergym_cloud.gcp import retry
 
     log.info("experiment %s: %s; storing the log before reporting it", completion.experiment_name, completion.status)
-    logs.request_flush()
+    logs.request_flush(final=True)
     data = contracts.dump(completion)
     signed: dict[str, Any] = {signing.SIGNATURE_ATTRIBUTE: signing.sign(completion_key, data)} if completion_key else {}
     message_id: str = retry.call(

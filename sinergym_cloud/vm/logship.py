@@ -11,8 +11,12 @@
 - on Google Cloud, also writes each chunk's lines to Cloud Logging (log ``sinergym-trainer``, the
   VM as its resource, the batch, experiment, boot and attempt as labels);
 - answers the trainer's flush marker (sinergym_cloud/logs.py) once everything printed before it is
-  stored, so a failure's traceback is in the bucket before the completion that deletes the VM;
-- when the trainer exits, stores the rest as the boot's ``final`` chunk and exits with its code.
+  stored, so a failure's traceback is in the bucket before the completion that deletes the VM; the
+  flush before the completion is ``final`` (that chunk, and any after it, carry ``final``);
+- when the trainer exits, stores what it printed after that (the boot's ``final`` chunk; an empty
+  one if the trainer never said its last word, e.g. it crashed) and exits with its code. After a
+  final flush with nothing more printed it stores nothing, and so stops at once when the VM is
+  deleted: the VM's quota is given back as soon as it was before the shipper.
 
 A SIGTERM (the VM being deleted or preempted) reaches the trainer from the VM's init; the shipper
 keeps reading until the trainer has exited, so the trainer's last words (its checkpoint, its
@@ -208,6 +212,8 @@ class Shipper:
         self.shipped = 0
         self.cut = False
         self.last_flush = 0.0
+        self.finalized = False  # the trainer's final flush was stored: what follows is final too
+        self.terminating = False  # the VM is being stopped (SIGTERM): close without lingering
         self.local = open(workdir / "trainer.log", "ab")  # noqa: SIM115 - closed in close()
 
     def start(self) -> None:
@@ -227,7 +233,7 @@ class Shipper:
             meta["final"] = "true"
         return meta
 
-    def feed(self, data: bytes) -> list[str]:
+    def feed(self, data: bytes) -> list[tuple[str, bool]]:
         """Take bytes read from the trainer; returns the flush markers found in them, in order."""
         self.local.write(data)
         self.local.flush()
@@ -236,9 +242,9 @@ class Shipper:
         lines = (self.carry + data).split(b"\n")
         self.carry = lines.pop()
         for line in lines:
-            token = logs.marker_token(line)
-            if token is not None:
-                markers.append(token)
+            found = logs.marker(line)
+            if found is not None:
+                markers.append(found)
                 continue
             self._keep(line + b"\n", now)
         return markers
@@ -264,7 +270,8 @@ class Shipper:
         if final and self.carry:
             self._keep(self.carry + b"\n", now)
             self.carry = b""
-        if not self.pending and not final:
+        final = final or self.finalized
+        if not self.pending and not (final and not self.finalized):
             if then is not None:  # nothing new: answer once what is queued is stored
                 self.uploader.pieces.put(Piece(-1, b"", {}, then=then))
             return
@@ -280,6 +287,7 @@ class Shipper:
         self.pending.clear()
         self.pending_lines.clear()
         self.first = None
+        self.finalized = self.finalized or final
         self.uploader.pieces.put(piece)
 
     def answer(self, token: str) -> Callable[[], None]:
@@ -292,9 +300,11 @@ class Shipper:
         return done
 
     def close(self) -> None:
+        """Store the rest (see the module's docstring) and stop; a VM being stopped waits only briefly
+        for the last uploads (its init kills what is left after its shutdown grace anyway)."""
         self.ship(final=True)
         self.uploader.pieces.put(None)
-        self.uploader.join(120)
+        self.uploader.join(2.0 if self.terminating else 120.0)
         self.local.close()
 
 
@@ -324,7 +334,7 @@ def run(spec_file: Path, command: list[str], env: dict[str, str] | None = None, 
     os.close(write_end)
     # The VM's shutdown signals every process: the trainer checkpoints and reports; this one keeps
     # storing what it says until it has exited.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(shipper, "terminating", True))
     try:
         while True:
             timeout = shipper.every if shipper.first is None else max(0.0, shipper.first + shipper.every - time.time())
@@ -332,12 +342,12 @@ def run(spec_file: Path, command: list[str], env: dict[str, str] | None = None, 
             exited = child.poll() is not None
             if ready or exited:
                 data = _read(read_end, drain=exited)
-                for token in shipper.feed(data):
+                for token, final in shipper.feed(data):
                     wait = MIN_FLUSH_SECONDS - (time.time() - shipper.last_flush)
                     if wait > 0:
                         time.sleep(wait)
                     shipper.last_flush = time.time()
-                    shipper.ship(then=shipper.answer(token))
+                    shipper.ship(final=final, then=shipper.answer(token))
                 if exited or not data:
                     break  # the trainer is gone (a process it left behind may hold the pipe: not waited for)
             if shipper.due(time.time()):
