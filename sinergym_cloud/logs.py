@@ -62,5 +62,5 @@ def request_flush(timeout: float = 30.0, final: bool = False) -> bool:
         if answer.exists():
             answer.unlink(missing_ok=True)
             return True
-        time.sleep(0.05)
+        time.sleep(0.01)
     return False

@@ -64,6 +64,8 @@ def test_ended_running_and_queued_batches_and_the_filters(rt: Runtime) -> None:
     assert list(mine(listing.lines(rt, state="running"), prefix)) == [f"{prefix}-running"]
     assert list(mine(listing.lines(rt, since=now - 2 * 86400), prefix)) == [f"{prefix}-queued", f"{prefix}-running"]
     assert everything[f"{prefix}-ended"].as_json()["counts"] == {"succeeded": 1, "failed": 1}
+    assert listing.live_state({"succeeded": 2, "failed": 1}) == "ended", "its teardown is under way"
+    assert listing.live_state({"queued": 2, "cancelled": 1}) == "queued"
 
 
 def test_reindex_lists_batches_made_before_the_index(rt: Runtime) -> None:

@@ -176,7 +176,7 @@ def test_a_week_of_operations_list_logs_retry_events_and_alerts(ocloud: Cloud) -
     ]
     assert body["mlflow"]["experiment"].endswith(bid)
     # Every state change of every experiment, each valid against the schema.
-    events = [(b, a) for b, a in drain(rt, every_sub) if a.get("batch_id") == bid]
+    events = sorted(((b, a) for b, a in drain(rt, every_sub) if a.get("batch_id") == bid), key=lambda e: e[0]["time"])
     for b, _ in events:
         jsonschema.validate(b, event_schema())
     states = {i: [b["state"] for b, a in events if a.get("experiment_index") == str(i)] for i in range(3)}

@@ -77,13 +77,15 @@ def _utc(at: float | None = None) -> dt.datetime:
     return dt.datetime.fromtimestamp(time.time() if at is None else at, dt.UTC)
 
 
-def experiment_event(rec: ExperimentRecord, previous: str | None, vm_hours: float | None = None) -> ExperimentChanged:
+def experiment_event(
+    rec: ExperimentRecord, previous: str | None, vm_hours: float | None = None, at: float | None = None
+) -> ExperimentChanged:
     state = public_state(rec.state)
     assert state is not None, f"no public state for {rec.state}"
     ended = rec.state in ("succeeded", "failed", "cancelled", "pruned")
     return ExperimentChanged(
         event_id=f"{rec.batch_id}/{rec.index}/{rec.attempts}/{state}",
-        time=_utc(),
+        time=_utc(at),
         batch_id=rec.batch_id,
         experiment_index=rec.index,
         experiment_name=rec.name[:200],
@@ -112,14 +114,16 @@ def publish(rt: Runtime, events: Sequence[BaseModel], *, strict: bool = False) -
         log.exception("could not publish %d event(s) on %s", len(events), names.TOPIC_EVENTS)
 
 
-def changed(rt: Runtime, rec: ExperimentRecord, previous: str) -> None:
-    """After a transition moved ``rec`` from ``previous``: its event, if its public state changed."""
+def changed(rt: Runtime, rec: ExperimentRecord, previous: str, at: float | None = None) -> None:
+    """After a transition moved ``rec`` from ``previous`` (at ``at``): its event, if its public state
+    changed. Published beside the caller's work (Runtime.later): events may arrive out of order, as
+    Pub/Sub's do anyway; ``time`` and ``previous_state`` order them."""
     if public_state(rec.state) == public_state(previous) or public_state(rec.state) is None:
         return
     from sinergym_cloud import budget
 
     hours = budget.vm_hours(rec.doc(), time.time())[0] if rec.terminal else None
-    publish(rt, [experiment_event(rec, previous, hours)])
+    publish(rt, [experiment_event(rec, previous, hours, at)])
 
 
 def created(rt: Runtime, records: Iterable[ExperimentRecord]) -> None:

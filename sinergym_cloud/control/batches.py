@@ -61,7 +61,7 @@ def transition(
     doc = rt.state.update(names.experiment_object(batch_id, index), change, metadata=record_metadata, known=known)
     rec = ExperimentRecord.model_validate(doc) if doc is not None else None
     if rec is not None and decided[0].applied and rec.state != before[0]:
-        announce.changed(rt, rec, before[0])
+        rt.later(announce.changed, rt, rec, before[0], time.time())  # off the path to the next VM request
     return rec, decided[0]
 
 

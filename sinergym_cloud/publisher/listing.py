@@ -47,9 +47,12 @@ class BatchLine:
 
 
 def live_state(counts: dict[str, int]) -> str:
-    """An active batch's state from its experiments': running if one holds a VM slot, else queued."""
+    """An active batch's state from its experiments': running if one holds a VM slot, ended if every
+    one has ended (its teardown is under way), else queued."""
     if any(counts.get(s) for s in LIVE):
         return "running"
+    if counts and all(s in TERMINAL for s, n in counts.items() if n):
+        return "ended"
     return "queued"
 
 
