@@ -213,3 +213,38 @@ def test_the_event_example_in_the_docs_is_valid_against_the_schema() -> None:
     section = text[text.index("## Events: the batch-events topic") :]
     example = section[section.index("```json") + len("```json") : section.index("```", section.index("```json") + 7)]
     jsonschema.validate(json.loads(example), event_schema())
+
+
+class _Failing:
+    """A runtime whose Pub/Sub refuses every publication with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        from sinergym_cloud.config import Settings
+
+        self.settings = Settings(project="p")
+        self.error = error
+        self.clients = self
+
+    def publish_many(self, topic: str, messages: list[Any], timeout: float) -> list[str]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        ("ServiceUnavailable", True),  # an outage: the teardown's claim retries
+        ("PermissionDenied", True),  # a caller without the role (publisher.py cancel): the sweeper retries
+        ("NotFound", False),  # no batch-events topic in this deployment: logged, the teardown goes on
+    ],
+)
+def test_the_batch_end_is_retried_unless_pubsub_refuses_it_for_good(error: str, raised: bool) -> None:
+    from google.api_core import exceptions
+
+    event = BatchRejected(event_id="x", time="2026-12-04T10:00:00Z", reason="r")  # type: ignore[arg-type]
+    rt: Any = _Failing(getattr(exceptions, error)("no"))
+    if raised:
+        with pytest.raises(exceptions.GoogleAPICallError):
+            announce.publish(rt, [event], strict=True)
+    else:
+        announce.publish(rt, [event], strict=True)
+    announce.publish(rt, [event])  # an experiment's event never raises

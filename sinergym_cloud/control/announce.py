@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sinergym_cloud import contracts, names, text
+from sinergym_cloud import contracts, errors, names, text
 from sinergym_cloud.contracts import BatchFinished, BatchRejected, ExperimentChanged, Failure, FieldError, Mlflow
 from sinergym_cloud.contracts.events import MAX_FAILURES_LISTED
 from sinergym_cloud.control.events import Delivery
@@ -102,14 +102,16 @@ def experiment_event(
 
 def publish(rt: Runtime, events: Sequence[BaseModel], *, strict: bool = False) -> None:
     """Publish events on ``batch-events``, in as few requests as Pub/Sub takes. ``strict``: raise
-    if Pub/Sub does not take them (the batch's end, whose claim retries); else log and go on."""
+    if Pub/Sub may take them later (the batch's end, whose claim retries: an outage, a caller without
+    the permission); else, and for a refusal that will not change (no such topic: a deployment that
+    has not applied it), log and go on: no event may hold a batch's teardown up for good."""
     if not events:
         return
     messages = [(contracts.dump(e), attributes(e)) for e in events]  # type: ignore[arg-type]
     try:
         rt.clients.publish_many(names.TOPIC_EVENTS, messages, timeout=min(30.0, rt.settings.call_deadline))
-    except Exception:
-        if strict:
+    except Exception as exc:
+        if strict and errors.classify(exc) in ("transient", "unknown"):
             raise
         log.exception("could not publish %d event(s) on %s", len(events), names.TOPIC_EVENTS)
 
