@@ -1,4 +1,4 @@
-"""`python -m bench [--only cloud,control,queue,limits,trainer] [--quick]`: run the benchmarks, print one table.
+"""`python -m bench [--only cloud,control,queue,list,limits,trainer] [--quick]`: run the benchmarks, print one table.
 
 Each figure is printed with its goal; nothing is asserted. Results are written to
 bench-results/bench-<time>.json and bench-results/latest.json; a previous latest.json is compared.
@@ -80,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--only",
-        default="cloud,control,queue,limits,trainer",
-        help="comma-separated groups: cloud, control, queue, limits (the scale figures without and under "
+        default="cloud,control,queue,list,limits,trainer",
+        help="comma-separated groups: cloud, control, queue, list, limits (the scale figures without and under "
         "Google's limits, side by side), trainer",
+    )
+    parser.add_argument(
+        "--list-sizes", default="", help="list only: the numbers of ended batches (default 1000,5000; --quick: 500)"
     )
     parser.add_argument(
         "--limits-size",
@@ -123,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
 
         queue_sizes = [int(n) for n in args.queue_sizes.split(",") if n.strip()] or ([20] if args.quick else None)
         rows += queue.queue(sizes=queue_sizes, launch_size=args.launch_size)
+    if "list" in groups:
+        from bench import listing
+
+        list_sizes = [int(n) for n in args.list_sizes.split(",") if n.strip()]
+        rows += listing.listing(sizes=list_sizes or ([500] if args.quick else [1000, 5000]))
     if "limits" in groups:
         from bench import limits
 

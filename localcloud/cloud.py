@@ -4,7 +4,8 @@
 checked, never slept for):
 
 ====================  ==============================================================
-pubsub                Google's Pub/Sub emulator (Java)
+pubsub                Google's Pub/Sub emulator (Java), behind ``pubsub-front``
+pubsub-front          the gRPC front PUBSUB_EMULATOR_HOST names: applies subscription filters
 gcs                   fake-gcs-server (enforces generation preconditions)
 gcs-front             Cloud Storage's front: Google's limits, two fake-gcs-server differences bridged
 compute               this project's Compute Engine emulator; its instances are local VMs
@@ -161,7 +162,10 @@ class LocalCloud:
         """What a client of the local cloud needs: the standard variables plus this project's."""
         return {
             "GOOGLE_CLOUD_PROJECT": PROJECT,
+            # gRPC clients reach the emulator through its front (subscription filters); REST clients
+            # (gcloud, the VMs' ready script) reach the emulator itself.
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports['pubsub']}",
+            "LOCALCLOUD_PUBSUB_REST_HOST": f"127.0.0.1:{ports['pubsub-emulator']}",
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports['gcs-front']}",
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
             "SINERGYM_COMPUTE_ENDPOINT": f"http://127.0.0.1:{ports['compute']}",
@@ -173,7 +177,7 @@ class LocalCloud:
             # gcloud against the emulators (e.g. `gcloud pubsub topics publish`).
             "CLOUDSDK_CORE_PROJECT": PROJECT,
             "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub']}/",
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub-emulator']}/",
             # Every Cloud Storage client, gcloud too, goes through the front (localcloud/gcs_front.py).
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs-front']}/storage/v1/",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"http://127.0.0.1:{ports['compute']}/compute/v1/",

@@ -49,7 +49,15 @@ def services(
     (d / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     o = cloud.options
     services = [
-        (svc("pubsub", pubsub.argv(ports["pubsub"])), base),
+        (svc("pubsub", pubsub.argv(ports["pubsub-emulator"])), base),
+        (
+            svc(
+                "pubsub-front",
+                [py, "-m", "localcloud.pubsub_front", "--port", str(ports["pubsub"]),
+                 "--upstream", f"127.0.0.1:{ports['pubsub-emulator']}"],
+            ),
+            base,
+        ),
         (
             svc(
                 "gcs",
@@ -152,7 +160,8 @@ def services(
 
 def wait_ready(services: list[procs.Service], ports: dict[str, int]) -> None:
     checks: dict[str, tuple[Callable[[], bool], float]] = {
-        "pubsub": (lambda: _http_ok(f"http://127.0.0.1:{ports['pubsub']}/"), 60),
+        "pubsub": (lambda: _http_ok(f"http://127.0.0.1:{ports['pubsub-emulator']}/"), 60),
+        "pubsub-front": (lambda: _grpc_ready(f"127.0.0.1:{ports['pubsub']}"), 30),
         "gcs": (lambda: _http_ok(f"http://127.0.0.1:{ports['gcs']}/storage/v1/b"), 30),
         "gcs-front": (lambda: _http_answers(f"http://127.0.0.1:{ports['gcs-front']}/"), 30),
         "mlflow": (lambda: _http_ok(f"http://127.0.0.1:{ports['mlflow']}/health"), 120),

@@ -24,9 +24,12 @@ ACK_DEADLINES = {"launch": 120, "dispatch": 180, "cleanup": 120, "sweeper": 300}
 # redelivery take seconds.
 RETRY_BACKOFF = {"fast": (1, 30), "gce": (10, 600)}
 MAX_DELIVERY_ATTEMPTS = 10
-STOP_ORDER = ("scheduler", "delivery", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute")
+STOP_ORDER = (
+    "scheduler", "delivery", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute", "pubsub-front"
+)  # fmt: skip
 SERVICE_ORDER = (
     "pubsub",
+    "pubsub-front",
     "gcs",
     "gcs-front",
     "mlflow",
@@ -35,9 +38,12 @@ SERVICE_ORDER = (
     *(f"fn-{f}" for f in FUNCTIONS),
     "scheduler",
 )
+# "pubsub" is what PUBSUB_EMULATOR_HOST names: the gRPC front (pubsub_front.py); the emulator
+# itself listens on "pubsub-emulator" (REST clients such as gcloud talk to it there).
 PORT_OFFSETS = {
     "pubsub": 0,
     "gcs-front": 1,  # what every client is pointed at (STORAGE_EMULATOR_HOST)
+    "pubsub-emulator": 6,
     "compute": 2,
     "monitoring": 3,
     "mlflow": 4,

@@ -51,6 +51,12 @@ class Settings:
     quota_grace: float = 60.0
     max_runtime_hours: float = 48.0
     call_deadline: float = 30.0  # retries of one external call stop here (well inside the ack deadline)
+    # A batch whose failed experiments pass this share of all its experiments pages on-call at once
+    # (the batch_failing metric, once per batch); 1 or more: never.
+    failure_rate_threshold: float = 0.25
+    # What one VM-hour costs (USD), for the estimated cost in the alerts and the batch.finished event:
+    # the template's machine type at its price (default: a spot e2-standard-2 in europe-west1, roughly).
+    vm_hour_price: float = 0.025
 
     @property
     def local(self) -> bool:
@@ -92,6 +98,8 @@ class Settings:
             quota_grace=float(env.get("SINERGYM_QUOTA_GRACE", 60)),
             max_runtime_hours=float(env.get("SINERGYM_MAX_RUNTIME_HOURS", 48)),
             call_deadline=float(env.get("SINERGYM_CALL_DEADLINE", 30)),
+            failure_rate_threshold=float(env.get("SINERGYM_FAILURE_RATE_THRESHOLD", 0.25)),
+            vm_hour_price=float(env.get("SINERGYM_VM_HOUR_PRICE", 0.025)),
         )
 
 

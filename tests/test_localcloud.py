@@ -244,8 +244,9 @@ def test_operations_wait_and_filters(cloud: Cloud) -> None:
 def test_metric_written_and_alert_delivered(cloud: Cloud) -> None:
     rt = cloud.runtime()
     batch_id = new_batch_id()
-    metrics.batch_finished(rt.clients, batch_id, "g", {"succeeded": 2, "failed": 1})
-    metrics.batch_finished(rt.clients, batch_id, "g", {"succeeded": 2, "failed": 1})  # a duplicate point
+    labels = {"batch_id": batch_id, "group": "g", "succeeded": 2, "failed": 1, "cancelled": 0, "note": ""}
+    metrics.batch_finished(rt.clients, labels)
+    metrics.batch_finished(rt.clients, labels)  # a duplicate point
     raised = metrics.raised(rt.clients, batch_id)
     assert len(raised) == 2 and raised[0]["labels"]["succeeded"] == "2"
     alerts = [a for a in cloud.alerts() if a["incident"]["metric"]["labels"].get("batch_id") == batch_id]

@@ -21,4 +21,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 @functions_framework.cloud_event
 def launch(cloud_event: CloudEvent) -> None:
     rt = runtime.get()
-    events.handle(cloud_event, names.TOPIC_BATCHES, lambda d: core.handle(rt, d), rt.clients.publish)
+    try:
+        events.handle(cloud_event, names.TOPIC_BATCHES, lambda d: core.handle(rt, d), rt.clients.publish)
+    finally:
+        rt.drain()  # the events published beside the work (batch-events)

@@ -20,4 +20,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 @functions_framework.cloud_event
 def sweeper(cloud_event: CloudEvent) -> None:
     rt = runtime.get()
-    events.handle(cloud_event, names.TOPIC_SWEEP, lambda d: core.handle(rt, d), rt.clients.publish)
+    try:
+        events.handle(cloud_event, names.TOPIC_SWEEP, lambda d: core.handle(rt, d), rt.clients.publish)
+    finally:
+        rt.drain()  # the events published beside the work (batch-events)

@@ -453,6 +453,7 @@ VM_ENV_KEYS = (
     "LOCALCLOUD_DIR",
     "GOOGLE_CLOUD_PROJECT",
     "PUBSUB_EMULATOR_HOST",
+    "LOCALCLOUD_PUBSUB_REST_HOST",
     "STORAGE_EMULATOR_HOST",
     "MLFLOW_TRACKING_URI",
     "SINERGYM_COMPUTE_ENDPOINT",
@@ -469,6 +470,9 @@ VM_ENV_KEYS = (
     "BENCH_EPISODE_SECONDS",
     "BENCH_DUPLICATE",
     "BENCH_SCHEDULE",
+    "BENCH_FAIL",
+    # How often a VM's log shipper stores a chunk (sinergym_cloud/vm/logship.py).
+    "SINERGYM_LOG_CHUNK_SECONDS",
 )
 
 

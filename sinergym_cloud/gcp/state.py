@@ -185,10 +185,13 @@ class StateStore:
             log.debug("lost a compare-and-swap race on %s; retrying", path)
         raise Conflict(f"{path}: {attempts} compare-and-swap attempts lost to concurrent writers")
 
-    def put(self, path: str, data: Doc) -> None:
-        """Unconditional write (heartbeats and other last-writer-wins documents)."""
+    def put(self, path: str, data: Doc, metadata: dict[str, str] | None = None) -> None:
+        """Unconditional write (heartbeats and other last-writer-wins documents), with its custom
+        metadata if given."""
         self._written.pop(path, None)
         blob = self.bucket.blob(path)
+        if metadata:
+            blob.metadata = metadata
 
         def write() -> None:
             self._pace(path)
