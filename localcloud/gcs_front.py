@@ -7,8 +7,8 @@ It does four things fake-gcs-server does not:
   infra/terraform/iam.tf grants its account, or a downscoped token's boundary: identity.py,
   gcs_permissions.py); else ``403 forbidden`` naming the principal and the permission.
 
-- **Google's limits** (limits.py), when they are on: a write to an object name more often than
-  about once a second, or to a bucket faster than its write rate, is answered ``429`` with
+- **Google's limits** (limits.py), when they are on: a write to an object name less than about a
+  second after the last one that changed it, or to a bucket faster than its write rate, is answered ``429`` with
   Google's envelope (``errors[].reason`` ``rateLimitExceeded``, domain ``usageLimits``), so the
   client library's own retry policy is what reacts. Every mutation of an object counts: an upload
   (its name is in the query or in the JSON part of a multipart or resumable start), a metadata
@@ -136,15 +136,16 @@ class Front(BaseHTTPRequestHandler):
         log.debug(format, *args)
 
     # ------------------------------------------------------------------ limits
-    def _refusal(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> dict[str, Any] | None:
-        """Google's 429 envelope if the limits refuse this request now, else None (and it is counted)."""
+    def _refusal(self, target: tuple[str, str] | None, path: str) -> dict[str, Any] | None:
+        """Google's 429 envelope if the limits refuse this request now, else None. ``target``: the
+        object it would change. Its object's write is counted once it has changed the object
+        (``_mutated``): a write whose precondition fails changes nothing."""
         limits = self.limits.get()
-        target = written_object(method, path, query, body)
         bucket = target[0] if target else _bucket_of(path)
         if target is not None:
-            key = f"{target[0]}/{target[1]}"
             rate = limits.gcs_object_writes_per_second
-            if rate is not None and not self.objects.take(key, rate, limits.gcs_object_write_burst):
+            key = f"{target[0]}/{target[1]}"
+            if rate is not None and not self.objects.available(key, rate, limits.gcs_object_write_burst):
                 return self._too_many("object", OBJECT_RATE_MESSAGE.format(bucket=target[0], name=target[1]))
         if bucket is not None:
             writing = target is not None
@@ -153,12 +154,18 @@ class Front(BaseHTTPRequestHandler):
             if rate is not None and not self.buckets.take(f"{bucket}/{writing}", rate, burst):
                 kind = "writes" if writing else "reads"
                 return self._too_many(f"bucket {kind}", BUCKET_RATE_MESSAGE.format(bucket=bucket, kind=kind))
-        if target is not None:
-            with self.stats.lock:
-                self.stats.writes += 1
-            self.stats.object_peak.record(f"{target[0]}/{target[1]}")
-            self.stats.bucket_peak.record(target[0])
         return None
+
+    def _mutated(self, target: tuple[str, str]) -> None:
+        """An object changed: it spends its write rate, and the figures count it."""
+        limits = self.limits.get()
+        key = f"{target[0]}/{target[1]}"
+        if limits.gcs_object_writes_per_second is not None:
+            self.objects.spend(key, limits.gcs_object_writes_per_second, limits.gcs_object_write_burst)
+        with self.stats.lock:
+            self.stats.writes += 1
+        self.stats.object_peak.record(key)
+        self.stats.bucket_peak.record(target[0])
 
     def _too_many(self, kind: str, message: str) -> dict[str, Any]:
         with self.stats.lock:
@@ -233,12 +240,15 @@ class Front(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if self._forbidden(method, url.path, query, body):
             return
-        refusal = self._refusal(method, url.path, query, body)
+        target = written_object(method, url.path, query, body)
+        refusal = self._refusal(target, url.path)
         if refusal is not None:
             self._json(429, refusal)
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         status, response_headers, data = self._upstream(method, self.path, body or None, headers)
+        if target is not None and 200 <= status < 300:
+            self._mutated(target)
         if method == "DELETE" and OBJECT.match(url.path) and status == 200 and data.strip() in (b"", b"null"):
             status, data = 204, b""  # Cloud Storage: 204 No Content
         self.send_response(status)

@@ -130,9 +130,9 @@ def test_the_products_metric_is_written_again_after_the_sampling_period(cloud: C
     cloud.local.set_limits(limits.GOOGLE)
     rt = cloud.runtime()
     batch_id = new_batch_id()
-    metrics.experiment_failed(rt.clients, batch_id, "e", "boom")
+    metrics.experiment_failed(rt.clients, {"batch_id": batch_id, "experiment": "e", "reason": "boom"})
     started = time.monotonic()
-    metrics.experiment_failed(rt.clients, batch_id, "e", "boom")  # a redelivery writes the point again
+    metrics.experiment_failed(rt.clients, {"batch_id": batch_id, "experiment": "e", "reason": "boom"})  # again
     assert time.monotonic() - started >= metrics.SAMPLING_SECONDS
     assert len(metrics.raised(rt.clients, batch_id)) == 2
 

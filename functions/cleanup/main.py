@@ -15,7 +15,7 @@ from sinergym_cloud.control import cleanup as core
 from sinergym_cloud.control import events
 from sinergym_cloud.gcp import runtime
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @functions_framework.cloud_event
