@@ -62,8 +62,8 @@ def local_cloud(
     options = Options(port_base=0, sweep_interval=0, profile=profile, limits=limits)
     cloud = LocalCloud(Path(tempfile.mkdtemp(prefix="bench-cloud-")), options)
     try:
-        env = cloud.up()
-        yield cloud, env
+        cloud.up()
+        yield cloud, cloud.admin_env()  # the benchmark's own clients act as the harness
     finally:
         cloud.down()
         os.environ.clear()

@@ -24,7 +24,9 @@ It does four things fake-gcs-server does not:
   benchmarks; ``POST /_front/stats/reset`` starts the count again.
 
 fake-gcs-server's ``-external-url`` is this front, so the resumable-upload sessions it hands out
-come back through here too.
+come back through here too. The front also plays Google's Security Token Service (``POST
+/v1/token``): it mints the downscoped tokens dispatch makes for each VM, and holds requests made with
+them to their access boundary.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from localcloud import gcs_permissions
-from localcloud.identity import Gate
+from localcloud.identity import Gate, Rule
 from localcloud.limits import Source
 from localcloud.throttle import Buckets, Peaks
 
@@ -55,6 +58,7 @@ LAYOUT = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/storageLayout$")
 UPLOAD = re.compile(r"^/upload/storage/v1/b/(?P<bucket>[^/]+)/o$")
 TO_DESTINATION = re.compile(r"^/storage/v1/b/[^/]+/o/[^/]+/(copyTo|rewriteTo)/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)$")
 COMPOSE = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)/compose$")
+STS_PATH = "/v1/token"  # the local Security Token Service (google.auth.downscoped's token exchange)
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 OBJECT_RATE_MESSAGE = (
     "The object {bucket}/{name} exceeded the rate limit for object mutation operations (create, update, and "
@@ -187,7 +191,7 @@ class Front(BaseHTTPRequestHandler):
             return False
         name = (query.get("name") or [""])[0] or (_name_in_body(body) if UPLOAD.match(path) else "")
         for needed, resource in gcs_permissions.needs(method, path, query, name, self._exists):
-            decision = self.gate.check(self.headers.get("Authorization"), needed, resource)
+            decision = self.gate.check(self.headers.get("Authorization"), needed, resource, f"{method} {path}")
             if not decision.allowed:
                 message = decision.denial(os.environ.get("GOOGLE_CLOUD_PROJECT", ""))
                 log.warning("403: %s", message)
@@ -233,6 +237,9 @@ class Front(BaseHTTPRequestHandler):
         if url.path.startswith("/_front/"):
             self._own(method, url.path)
             return
+        if url.path == STS_PATH and method == "POST":
+            self._sts(body)
+            return
         layout = LAYOUT.match(url.path) if method == "GET" else None
         if layout:
             self._layout(layout["bucket"])
@@ -258,6 +265,39 @@ class Front(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _sts(self, body: bytes) -> None:
+        """The Security Token Service's token exchange, as ``google.auth.downscoped`` calls it: the
+        subject token's member, restricted to the Credential Access Boundary in ``options``."""
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        source = self.gate.token(f"Bearer {form.get('subject_token', '')}")
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" or source is None:
+            self._json(400, {"error": "invalid_grant", "error_description": "The subject token is invalid."})
+            return
+        try:
+            options = json.loads(form.get("options") or "{}")
+            rules = tuple(
+                Rule(
+                    bucket=r["availableResource"].rsplit("/buckets/", 1)[1],
+                    role=r["availablePermissions"][0].removeprefix("inRole:"),
+                    expression=(r.get("availabilityCondition") or {}).get("expression"),
+                )
+                for r in options["accessBoundary"]["accessBoundaryRules"]
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            self._json(400, {"error": "invalid_request", "error_description": f"Invalid access boundary: {exc}"})
+            return
+        lifetime = float(os.environ.get("LOCALCLOUD_STS_LIFETIME", "3600"))
+        token, expires = self.gate.mint(source, rules, lifetime)
+        self._json(
+            200,
+            {
+                "access_token": token,
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": max(1, int(expires - time.time())),
+            },
+        )
 
     def _own(self, method: str, path: str) -> None:
         if path == "/_front/stats" and method == "GET":

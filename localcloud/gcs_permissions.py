@@ -56,7 +56,9 @@ def needs(  # noqa: PLR0911 - one return per kind of request, in the order the A
         target = Resource("bucket", unquote(m["bucket"]), unquote(m["name"]))
         verb = {"GET": "get", "DELETE": "delete"}.get(method, "update")
         return [(f"storage.objects.{verb}", target)]
-    return [("storage.admin", Resource("project"))]  # anything else (batch requests): not the product's
+    if path.startswith(("/storage/", "/upload/", "/download/", "/batch/")):
+        return [("storage.admin", Resource("project"))]  # anything else of the API (batch requests): not the product's
+    return []  # not the JSON API (a readiness probe of "/"): fake-gcs-server answers it
 
 
 def _writes(bucket: str, name: str, query: dict[str, list[str]], exists: Callable[[str, str], bool]) -> Needs:

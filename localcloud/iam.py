@@ -162,6 +162,16 @@ class Policy:
         kept = [b for b in self.bindings if not (b.member == member and b.role == role)]
         return Policy(kept, dict(self.custom_roles))
 
+    def secrets_of(self, member: str) -> set[str]:
+        """The secrets ``member`` may read (Secret Manager's accessor role on each)."""
+        return {
+            b.scope.name
+            for b in self.bindings
+            if b.member == member
+            and b.scope.kind == "secret"
+            and "secretmanager.versions.access" in self.role_permissions(b.role)
+        }
+
     def members(self) -> list[str]:
         return sorted({b.member for b in self.bindings})
 
@@ -169,9 +179,8 @@ class Policy:
     def load(cls, terraform: Path = TERRAFORM, buckets: dict[str, str] | None = None) -> Policy:
         """The bindings iam.tf makes, the buckets named as the local cloud names them (``buckets``:
         the Terraform bucket resource's name -> the local bucket)."""
-        parsed = _load(terraform / "iam.tf")
-        main = _load(terraform / "main.tf")
-        topics = _topics(main)
+        parsed = _load_all(terraform)
+        topics = _topics(parsed)
         buckets = buckets or {}
         policy = cls()
         for resource_type, name, body in _resources(parsed):
@@ -194,11 +203,16 @@ class Policy:
 
 
 # ------------------------------------------------------------------------- Terraform, as data
-def _load(path: Path) -> dict[str, Any]:
+def _load_all(folder: Path) -> dict[str, Any]:
+    """Every .tf file of the root module, merged (blocks of a kind appended in file order)."""
     import hcl2
 
-    with path.open() as f:
-        return dict(hcl2.load(f))
+    merged: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.tf")):
+        with path.open() as f:
+            for key, value in hcl2.load(f).items():
+                merged.setdefault(key, []).extend(value)
+    return merged
 
 
 def _unquote(value: Any) -> Any:
@@ -234,6 +248,10 @@ def _for_each(value: Any, parsed: dict[str, Any]) -> list[tuple[str, str]]:
     if listed:
         items = [i.strip().strip('"') for i in listed["items"].split(",") if i.strip()]
         return [(i, i) for i in items]
+    if re.fullmatch(r"\$\{toset\(var\.operators\)\}", text):
+        return [("operator", "operator")]  # the people who run the publisher: one identity locally
+    if "var." in text:
+        return []  # members a deployment names (another service's account): none of the local components
     named = re.fullmatch(r"\$\{toset\(local\.(?P<name>[a-z_]+)\)\}", text)
     if named:
         items = [_unquote(i) for i in _locals(parsed)[named["name"]]]
@@ -243,8 +261,10 @@ def _for_each(value: Any, parsed: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _member(text: str, each_key: str, each_value: str) -> str | None:
     """The component a ``member`` names (None: not one of the deployment's own accounts)."""
+    if text == "${each.value}" and each_value == "operator":
+        return "operator"
     if text.startswith("var.") or "${var." in text:
-        return "operator" if "operators" in text else None
+        return None
     m = MEMBER.search(text)
     if m is None:
         return None
@@ -258,7 +278,7 @@ def _role(text: str) -> str:
     return custom["name"] if custom else text
 
 
-def _scope(
+def _scope(  # noqa: PLR0911 - one return per kind of IAM member resource
     rtype: str, body: dict[str, Any], each_key: str, each_value: str, *, topics: dict[str, str], buckets: dict[str, str]
 ) -> Resource:
     if rtype == "google_storage_bucket_iam_member":
@@ -266,6 +286,9 @@ def _scope(
         name = ref["name"] if ref else _unquote(body["bucket"])
         return Resource("bucket", buckets.get(name, name))
     if rtype == "google_pubsub_topic_iam_member":
+        own = re.fullmatch(r"\$\{google_pubsub_topic\.(?P<name>[a-z_]+)\.(id|name)\}", _unquote(body["topic"]))
+        if own is not None:
+            return Resource("topic", topics[f"resource:{own['name']}"])
         ref = re.fullmatch(
             r"\$\{module\.topics\[(?:each\.(?P<each>key|value)|\"(?P<key>[a-z_]+)\")\]\.(?P<attr>topic_id|dead_letter_topic_id)\}",
             _unquote(body["topic"]),
@@ -286,10 +309,15 @@ def _scope(
     return Resource(rtype.removeprefix("google_").removesuffix("_iam_member"), "")
 
 
-def _topics(main: dict[str, Any]) -> dict[str, str]:
-    """main.tf's ``local.topics``: the Terraform key of each topic -> its name."""
-    topics = _locals(main).get("topics") or {}
-    return {_unquote(k): _unquote(v) for k, v in topics.items() if not k.startswith("__")}
+def _topics(parsed: dict[str, Any]) -> dict[str, str]:
+    """Each topic's Terraform reference -> its name: the keys of ``local.topics`` (main.tf, made by
+    ``module.topics``), and ``google_pubsub_topic.X`` resources as ``resource:X``."""
+    topics = _locals(parsed).get("topics") or {}
+    found = {_unquote(k): _unquote(v) for k, v in topics.items() if not k.startswith("__")}
+    for rtype, name, body in _resources(parsed):
+        if rtype == "google_pubsub_topic":
+            found[f"resource:{name}"] = _unquote(body["name"])
+    return found
 
 
 def _resolve(expression: str, buckets: dict[str, str]) -> str:
@@ -304,8 +332,8 @@ def _resolve(expression: str, buckets: dict[str, str]) -> str:
 # ------------------------------------------------------------------------- conditions (CEL subset)
 _TOKEN = re.compile(
     r"\s*(?:(?P<and>&&)|(?P<or>\|\|)|(?P<open>\()|(?P<close>\))|"
-    r'resource\.name\.startsWith\(\s*"(?P<prefix>[^"]*)"\s*\)|'
-    r'resource\.name\.extract\(\s*"(?P<template>[^"]*)"\s*\)\s*!=\s*""'
+    r"resource\.name\.startsWith\(\s*(?P<q1>[\"'])(?P<prefix>.*?)(?P=q1)\s*\)|"
+    r"resource\.name\.extract\(\s*(?P<q2>[\"'])(?P<template>.*?)(?P=q2)\s*\)\s*!=\s*(?:\"\"|'')"
     r")"
 )
 
@@ -321,7 +349,7 @@ def condition_holds(expression: str, name: str) -> bool:
             if expression[pos:].strip() == "":
                 break
             raise ValueError(f"an IAM condition the local cloud cannot read at {expression[pos : pos + 40]!r}")
-        kind = next(k for k, v in m.groupdict().items() if v is not None)
+        kind = next(k for k, v in m.groupdict().items() if v is not None and k not in ("q1", "q2"))
         tokens.append((kind, m[kind]))
         pos = m.end()
     value, rest = _or(tokens, name)

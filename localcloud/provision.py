@@ -34,7 +34,7 @@ def provision(cloud: LocalCloud, ports: dict[str, int], env: dict[str, str]) -> 
     from sinergym_cloud.config import Settings
     from sinergym_cloud.gcp.clients import Clients
 
-    clients = Clients(Settings.from_env(env))
+    clients = Clients(Settings.from_env({**env, "LOCALCLOUD_TOKEN": cloud.token("admin")}))  # Terraform's part
     pub, sub = clients.publisher, clients.subscriber
     for topic in names.TOPICS:
         for t in (topic, names.dead_letter_topic(topic)):

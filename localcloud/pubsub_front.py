@@ -13,6 +13,11 @@ does what the emulator does not, as Pub/Sub does it:
   ``INVALID_ARGUMENT``, and an ``UpdateSubscription`` that would change a filter too (a filter is
   fixed when its subscription is made).
 
+It also holds each call to the caller's credential (identity.py: the roles infra/terraform/iam.tf
+grants its account, ``PERMISSION_DENIED`` otherwise) and, with Google's limits on (limits.py), a
+published message to Pub/Sub's sizes (10 MB, 100 attributes, a key 256 bytes, a value 1024 bytes;
+``INVALID_ARGUMENT`` otherwise).
+
 Everything passes through one place, ``Front.inspect``: a request before it goes upstream and a
 response before it goes back, with the call (method, metadata, what earlier messages of the same
 stream said). A check added there sees every call of every client. ``StreamingPull`` is the one
@@ -37,11 +42,14 @@ from typing import Any
 import grpc
 from google.pubsub_v1 import types
 
-from localcloud import pubsub_filter
+from localcloud import pubsub_filter, pubsub_permissions
+from localcloud.identity import Gate
+from localcloud.limits import Limits, Source
 
 log = logging.getLogger("localcloud.pubsub_front")
 
 SUBSCRIBER = "/google.pubsub.v1.Subscriber/"
+PUBLISHER = "/google.pubsub.v1.Publisher/"
 STREAMING = frozenset({f"{SUBSCRIBER}StreamingPull"})
 UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 # Headers gRPC sets per hop; everything else a client sends goes upstream.
@@ -99,8 +107,28 @@ class Filters:
             self._known.pop(subscription, None)
 
 
+def oversize(most: Limits, data: bytes, attributes: dict[str, str]) -> str:
+    """Why a message is over Pub/Sub's limits ("" if it is not)."""
+    size = len(data) + sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
+    if most.pubsub_message_bytes is not None and size > most.pubsub_message_bytes:
+        return f"the message is {size} bytes; the maximum is {most.pubsub_message_bytes}"
+    if most.pubsub_attributes is not None and len(attributes) > most.pubsub_attributes:
+        return f"{len(attributes)} attributes; the maximum is {most.pubsub_attributes}"
+    for key, value in attributes.items():
+        if most.pubsub_attribute_key_bytes is not None and len(key.encode()) > most.pubsub_attribute_key_bytes:
+            return f"the attribute key {key[:40]!r} is over {most.pubsub_attribute_key_bytes} bytes"
+        if most.pubsub_attribute_value_bytes is not None and len(value.encode()) > most.pubsub_attribute_value_bytes:
+            return (
+                f"the value of attribute {key[:40]!r} is {len(value.encode())} bytes; "
+                f"the maximum is {most.pubsub_attribute_value_bytes}"
+            )
+    return ""
+
+
 class Front:
     def __init__(self, upstream: str) -> None:
+        self.gate = Gate(service="pubsub")
+        self.limits = Source()
         self.channel = grpc.insecure_channel(upstream, options=UNLIMITED)
         self.filters = Filters(self.channel)
         self._acknowledge = self.channel.unary_unary(
@@ -113,6 +141,10 @@ class Front:
         pass nothing on, e.g. a streamed response whose every message was filtered out), or raises
         ``Refused``."""
         name = call.method.removeprefix(SUBSCRIBER)
+        if outgoing and not call.notes.get("authorized"):
+            self._authorize(call, raw)
+        if outgoing and call.method == f"{PUBLISHER}Publish":
+            self._within_limits(types.PublishRequest.deserialize(raw))
         if outgoing:
             if name in ("Pull", "StreamingPull") and not call.subscription:
                 request = (types.PullRequest if name == "Pull" else types.StreamingPullRequest).deserialize(raw)
@@ -134,6 +166,26 @@ class Front:
         if name == "StreamingPull":
             return self._filtered(call, raw, types.StreamingPullResponse, keep_empty=False)
         return raw
+
+    def _authorize(self, call: Call, raw: bytes) -> None:
+        """The call's credential must hold what its method needs (localcloud/identity.py), else
+        ``PERMISSION_DENIED``, as Pub/Sub answers. A stream is checked on its first request."""
+        if not self.gate.enforced:
+            return
+        authorization = next((str(v) for k, v in call.metadata if k == "authorization"), None)
+        for permission, resource in pubsub_permissions.needs(call.method, raw):
+            decision = self.gate.check(authorization, permission, resource, call.method.rsplit("/", 1)[-1])
+            if not decision.allowed:
+                why = f"({permission} on {resource.full_name}: {decision.why})"
+                raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"User not authorized to perform this action. {why}")
+        call.notes["authorized"] = True
+
+    def _within_limits(self, request: types.PublishRequest) -> None:
+        """Pub/Sub's limits on a message (limits.py), when they are on: ``INVALID_ARGUMENT`` naming it."""
+        for i, message in enumerate(request.messages):
+            why = oversize(self.limits.get(), message.data, dict(message.attributes))
+            if why:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"messages[{i}]: {why}")
 
     @staticmethod
     def _check_filter(text: str) -> None:

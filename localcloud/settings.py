@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,10 @@ class Options:
     strict: bool = False  # the Compute emulator checks each response against the discovery document
     # Google's published limits (limits.py): "google" or "none"; None: google under the gce profile,
     # none under the fast one (LOCALCLOUD_LIMITS).
-    limits: str | None = None
+    limits: str | None = field(default_factory=lambda: os.environ.get("LOCALCLOUD_LIMITS") or None)
+    # Identities (localcloud/identity.py): "enforce" the roles of infra/terraform/iam.tf, "audit" them
+    # (record what each call would need, refuse nothing), or "off" (LOCALCLOUD_IAM).
+    iam: str = field(default_factory=lambda: os.environ.get("LOCALCLOUD_IAM") or "audit")
 
     @property
     def limits_choice(self) -> str:
@@ -109,6 +112,7 @@ class Options:
             scale=float(env.get("LOCALCLOUD_SCALE", 1) or 1),
             strict=env.get("LOCALCLOUD_STRICT", "") not in ("", "0", "false"),
             limits=env.get("LOCALCLOUD_LIMITS") or None,
+            iam=env.get("LOCALCLOUD_IAM") or "enforce",
         )
 
 

@@ -38,6 +38,13 @@ class Settings:
     control_secret_file: str | None = None
     control_secret: str | None = None  # projects/P/secrets/S/versions/V
     vm_agent: tuple[str, ...] = ("sinergym-vm",)
+    # The local cloud's credential of this component's service account (LOCALCLOUD_TOKEN: a bearer
+    # token its fronts check against infra/terraform/iam.tf); on Google Cloud, the environment's
+    # default credentials are used instead.
+    local_token: str | None = None
+    # A file holding the Cloud Storage token of this VM's experiment (dispatch hands it over SSH and
+    # refreshes it): the trainer's storage client uses it instead of the VM's own account.
+    storage_token_file: str | None = None
     max_preemptions: int = 3
     max_failures: int = 0
     heartbeat_timeout: float = 600.0
@@ -89,6 +96,8 @@ class Settings:
             control_secret_file=env.get("SINERGYM_CONTROL_SECRET_FILE") or None,
             control_secret=env.get("SINERGYM_CONTROL_SECRET") or None,
             vm_agent=tuple(shlex.split(env.get("SINERGYM_VM_AGENT", "sinergym-vm"))),
+            local_token=env.get("LOCALCLOUD_TOKEN") or None,
+            storage_token_file=env.get("SINERGYM_STORAGE_TOKEN_FILE") or None,
             max_preemptions=int(env.get("SINERGYM_MAX_PREEMPTIONS", 3)),
             max_failures=int(env.get("SINERGYM_MAX_FAILURES", 0)),
             heartbeat_timeout=float(env.get("SINERGYM_HEARTBEAT_TIMEOUT", 600)),

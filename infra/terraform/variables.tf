@@ -167,3 +167,13 @@ variable "events" {
   })
   default = {}
 }
+
+variable "operators" {
+  description = "IAM members who run the publisher (user:..., group:...): submit, follow, cancel, read results (operators.tf)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for m in var.operators : can(regex("^(user|group|serviceAccount|domain):", m))])
+    error_message = "Each operator is an IAM member: user:EMAIL, group:EMAIL, serviceAccount:EMAIL or domain:DOMAIN."
+  }
+}

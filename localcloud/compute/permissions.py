@@ -70,7 +70,7 @@ def authorize(
     if not gate.enforced:
         return
     for needed, resource in needs(method, vm_account(cloud, method, groups, body)):
-        decision = gate.check(authorization, needed, resource)
+        decision = gate.check(authorization, needed, resource, method)
         if not decision.allowed:
             raise denied(needed, path.removeprefix("/compute/v1/"), decision.denial(groups.get("project", "")))
 

@@ -483,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     vm_env = {k: os.environ[k] for k in VM_ENV_KEYS if k in os.environ}
+    if os.environ.get("LOCALCLOUD_VM_TOKEN"):  # the VMs' service account (the trainer's)
+        vm_env["LOCALCLOUD_TOKEN"] = os.environ["LOCALCLOUD_VM_TOKEN"]
     serve(args.port, args.state_dir, vm_env)
     return 0
 
