@@ -112,7 +112,7 @@ class Options:
             scale=float(env.get("LOCALCLOUD_SCALE", 1) or 1),
             strict=env.get("LOCALCLOUD_STRICT", "") not in ("", "0", "false"),
             limits=env.get("LOCALCLOUD_LIMITS") or None,
-            iam=env.get("LOCALCLOUD_IAM") or "enforce",
+            iam=env.get("LOCALCLOUD_IAM") or "audit",
         )
 
 
