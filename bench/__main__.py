@@ -95,6 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", default="", help="control only: the batch sizes N to measure (e.g. 10,50); default 1,10,50"
     )
     parser.add_argument(
+        "--algorithms",
+        default="",
+        help="trainer only: the algorithms measured against a bare loop (default: every one the project accepts; "
+        "--quick: PPO,SAC)",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="trainer only: trainer/bare pairs per algorithm (default 3; --quick: 1)"
+    )
+    parser.add_argument(
+        "--n-envs-rounds",
+        type=int,
+        default=-1,
+        help="trainer only: rounds of --n-envs 1, 2 (and 4 with 4 cores) (default 3; --quick: 1; 0: skip)",
+    )
+    parser.add_argument(
         "--profiles",
         default="fast,gce",
         help="control only: the Compute timings to measure under (fast: every VM at once; gce: Compute Engine's)",
@@ -115,7 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         queue_sizes = [int(n) for n in args.queue_sizes.split(",") if n.strip()] or ([20] if args.quick else None)
         rows += queue.queue(sizes=queue_sizes, launch_size=args.launch_size)
     if "trainer" in groups:
-        rows += figures.trainer(quick=args.quick)
+        from bench import trainer_speed
+
+        rows += trainer_speed.trainer(
+            quick=args.quick,
+            algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()] or None,
+            pairs=args.pairs or None,
+            rounds=None if args.n_envs_rounds < 0 else args.n_envs_rounds,
+        )
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)
     latest = out / "latest.json"
