@@ -96,13 +96,14 @@ class Segment:
         return self.timesteps / self.seconds if self.seconds > 0 else float("nan")
 
 
-def bare_segment(exp: Any) -> Segment:
-    """One bare-loop segment, in a fresh process."""
+def bare_segment(exp: Any, torch_default_threads: bool = False) -> Segment:
+    """One bare-loop segment, in a fresh process (torch with the trainer's threads, or its default)."""
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as work:
         path, result_path = Path(work) / "experiment.json", Path(work) / "result.json"
         path.write_text(exp.model_dump_json())
         out = subprocess.run(
-            [sys.executable, "-m", "bench.bare", str(path), str(result_path)],
+            [sys.executable, "-m", "bench.bare", str(path), str(result_path)]
+            + (["--torch-default-threads"] if torch_default_threads else []),
             cwd=work,
             env={**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)},
             capture_output=True,
@@ -243,6 +244,27 @@ def trainer_vs_bare(trainers: Trainers, algorithms: list[str], pairs: int) -> li
     return results
 
 
+def torch_threads_gain(algorithms: list[str], pairs: int) -> list[dict[str, Any]]:
+    """What the trainer's torch threads (trainer.envs.torch_threads) buy over a script that leaves
+    torch's default: the bare loop both ways, paired and interleaved like the trainer's figures."""
+    from trainer.envs import torch_threads
+
+    cores = os.cpu_count() or 1
+    rows = []
+    for algorithm in algorithms:
+        exp = experiment(algorithm)
+        ratios = []
+        for p in range(pairs):
+            say(f"bare {algorithm}, torch's default threads vs the trainer's, pair {p + 1}/{pairs}")
+            first, second = (False, True) if p % 2 == 0 else (True, False)
+            got = {first: bare_segment(exp, first), second: bare_segment(exp, second)}
+            ratios.append(got[False].steps_per_second / got[True].steps_per_second)
+        rows.append(row(f"bare {algorithm}: {torch_threads(1)} torch thread(s) / torch's default {cores} "
+                        f"(per pair: {', '.join(f'{r:.2f}' for r in ratios)})", statistics.median(ratios), "x",
+                        "reported (> 1: the trainer's setting pays)", None))  # fmt: skip
+    return rows
+
+
 def n_envs_scaling(trainers: Trainers, rounds: int) -> tuple[list[dict[str, Any]], dict[int, list[float]]]:
     """PPO at --n-envs 1, 2 and (with 4 cores or more) 4, each environment simulating one week;
     each round runs every count once, the order rotating, and each count's speed-up over
@@ -341,6 +363,7 @@ def trainer(
         for paired in results:
             rows += paired.rows()
         rows += end_of_run_rows(results)
+        rows += torch_threads_gain([a for a in ("PPO", "SAC") if a in algorithms], pairs)
         if rounds:
             rows += n_envs_scaling(trainers, rounds)[0]
         if not quick:

@@ -276,11 +276,20 @@ class Runner:
             from trainer import wandb_setup
 
             wandb_setup.prepare(self.out, self.ctx.batch_id)
-        if exp.n_envs > 1:
-            # Each simulation has a core of its own; torch's own threads would only fight them.
-            import torch
+        import torch
 
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) - exp.n_envs + 1))
+        from trainer import envs
+
+        torch.set_num_threads(envs.torch_threads(exp.n_envs))
+        cores = os.cpu_count() or 1
+        if exp.n_envs > cores:
+            log.warning(
+                "--n-envs %d on %d core(s): the simulations share cores and add little speed "
+                "(a machine type with %d vCPUs runs them at full speed)",
+                exp.n_envs,
+                cores,
+                exp.n_envs,
+            )
         return start
 
     def _build_model(self, vec_env: Any, resume: Any, start: Any, episode_len: int, tb_dir: Path | None) -> Any:
