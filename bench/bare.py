@@ -1,14 +1,11 @@
-"""`python -m bench.bare EXPERIMENT.json RESULT.json [--torch-default-threads]`: the bare loop the
-trainer is measured against.
+"""`python -m bench.bare EXPERIMENT.json RESULT.json`: the bare loop the trainer is measured against.
 
 What a hand-written Sinergym + Stable-Baselines3 script does with the same experiment: the same
 environment and wrappers (``trainer.envs.make_env``, in the same ``DummyVecEnv``), the same
 algorithm, hyperparameters (``trainer.registry``), action noise and seed, then ``learn`` - and
 nothing else: no callback, no TensorBoard, no MLflow, no checkpoints, no uploads, no heartbeat.
-It runs torch with the trainer's number of threads (``trainer.envs.torch_threads``), so that the
-ratio measures what the trainer adds; ``--torch-default-threads`` leaves torch's default (as wide
-as the machine), as a script that does not set it does. Writes RESULT.json: the timesteps learnt
-and the seconds ``learn`` took.
+It runs torch with the trainer's number of threads (``trainer.envs.torch_threads``: torch's default
+for one environment). Writes RESULT.json: the timesteps learnt and the seconds ``learn`` took.
 """
 
 from __future__ import annotations
@@ -27,10 +24,11 @@ def main(argv: list[str]) -> int:
     experiment = Experiment.model_validate_json(Path(argv[0]).read_text())
     os.environ.setdefault("TQDM_DISABLE", "1")
     envs.ensure_energyplus()
-    if "--torch-default-threads" not in argv:
+    threads = envs.torch_threads(experiment.n_envs)
+    if threads is not None:
         import torch
 
-        torch.set_num_threads(envs.torch_threads(experiment.n_envs))
+        torch.set_num_threads(threads)
     vec_env = envs.vectorize([lambda: envs.make_env(experiment, "bare")])
     try:
         params = registry.hyperparameters(experiment)

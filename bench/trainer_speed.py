@@ -96,14 +96,13 @@ class Segment:
         return self.timesteps / self.seconds if self.seconds > 0 else float("nan")
 
 
-def bare_segment(exp: Any, torch_default_threads: bool = False) -> Segment:
-    """One bare-loop segment, in a fresh process (torch with the trainer's threads, or its default)."""
+def bare_segment(exp: Any) -> Segment:
+    """One bare-loop segment, in a fresh process."""
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as work:
         path, result_path = Path(work) / "experiment.json", Path(work) / "result.json"
         path.write_text(exp.model_dump_json())
         out = subprocess.run(
-            [sys.executable, "-m", "bench.bare", str(path), str(result_path)]
-            + (["--torch-default-threads"] if torch_default_threads else []),
+            [sys.executable, "-m", "bench.bare", str(path), str(result_path)],
             cwd=work,
             env={**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)},
             capture_output=True,
@@ -224,12 +223,13 @@ class Paired:
 
 
 def trainer_vs_bare(trainers: Trainers, algorithms: list[str], pairs: int) -> list[Paired]:
-    """Each algorithm's ``pairs`` pairs, trainer first in even pairs and bare first in odd ones."""
-    results = []
-    for algorithm in algorithms:
-        exp = experiment(algorithm)
-        paired = Paired(algorithm)
-        for p in range(pairs):
+    """``pairs`` rounds, each one pair of every algorithm; trainer first in even rounds, bare first
+    in odd ones. A noisy minute on a shared machine then touches one pair of several algorithms,
+    not every pair of one."""
+    results = {a: Paired(a) for a in algorithms}
+    for p in range(pairs):
+        for algorithm in algorithms:
+            exp = experiment(algorithm)
             say(f"trainer vs bare, {algorithm}, pair {p + 1}/{pairs} ({'trainer' if p % 2 == 0 else 'bare'} first)")
             if p % 2 == 0:
                 t = trainers.segment(exp)
@@ -237,32 +237,10 @@ def trainer_vs_bare(trainers: Trainers, algorithms: list[str], pairs: int) -> li
             else:
                 b = bare_segment(exp)
                 t = trainers.segment(exp)
-            paired.pairs.append((t, b))
+            results[algorithm].pairs.append((t, b))
             say(f"  {algorithm}: trainer {t.steps_per_second:.0f} steps/s, bare {b.steps_per_second:.0f} steps/s, "
                 f"ratio {t.steps_per_second / b.steps_per_second:.3f} (load {os.getloadavg()[0]:.1f})")  # fmt: skip
-        results.append(paired)
-    return results
-
-
-def torch_threads_gain(algorithms: list[str], pairs: int) -> list[dict[str, Any]]:
-    """What the trainer's torch threads (trainer.envs.torch_threads) buy over a script that leaves
-    torch's default: the bare loop both ways, paired and interleaved like the trainer's figures."""
-    from trainer.envs import torch_threads
-
-    cores = os.cpu_count() or 1
-    rows = []
-    for algorithm in algorithms:
-        exp = experiment(algorithm)
-        ratios = []
-        for p in range(pairs):
-            say(f"bare {algorithm}, torch's default threads vs the trainer's, pair {p + 1}/{pairs}")
-            first, second = (False, True) if p % 2 == 0 else (True, False)
-            got = {first: bare_segment(exp, first), second: bare_segment(exp, second)}
-            ratios.append(got[False].steps_per_second / got[True].steps_per_second)
-        rows.append(row(f"bare {algorithm}: {torch_threads(1)} torch thread(s) / torch's default {cores} "
-                        f"(per pair: {', '.join(f'{r:.2f}' for r in ratios)})", statistics.median(ratios), "x",
-                        "reported (> 1: the trainer's setting pays)", None))  # fmt: skip
-    return rows
+    return list(results.values())
 
 
 def n_envs_scaling(trainers: Trainers, rounds: int) -> tuple[list[dict[str, Any]], dict[int, list[float]]]:
@@ -363,11 +341,17 @@ def trainer(
         for paired in results:
             rows += paired.rows()
         rows += end_of_run_rows(results)
-        rows += torch_threads_gain([a for a in ("PPO", "SAC") if a in algorithms], pairs)
         if rounds:
             rows += n_envs_scaling(trainers, rounds)[0]
         if not quick:
             rows += idle_share(env)
+    details = {
+        "pairs": {p.algorithm: [[vars(t), vars(b)] for t, b in p.pairs] for p in results},
+        "upload_seconds": upload_seconds,
+    }
+    out = REPO / "bench-results"
+    out.mkdir(exist_ok=True)
+    (out / "trainer-segments.json").write_text(json.dumps(details, indent=1, default=str))
     after = os.getloadavg()
     rows.append(row("load average (1, 5, 15 min) at the start | at the end of the trainer figures",
                     f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} | {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}",

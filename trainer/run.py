@@ -276,11 +276,13 @@ class Runner:
             from trainer import wandb_setup
 
             wandb_setup.prepare(self.out, self.ctx.batch_id)
-        import torch
-
         from trainer import envs
 
-        torch.set_num_threads(envs.torch_threads(exp.n_envs))
+        threads = envs.torch_threads(exp.n_envs)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         cores = os.cpu_count() or 1
         if exp.n_envs > cores:
             log.warning(

@@ -98,7 +98,8 @@ def upload_file(bucket: storage.Bucket, local: Path, name: str) -> Uploaded:
 
     def put() -> None:
         paced_write(bucket, name, lambda: blob.upload_from_filename(str(local), timeout=120))
-        blob.reload(timeout=30)
+        if blob.md5_hash is None or blob.size is None:  # the upload's answer is the object's resource
+            blob.reload(timeout=30)
 
     retry.call(put, what=f"upload {name}", deadline=300)
     if blob.md5_hash and blob.md5_hash != expected:
