@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         help="control only: the Compute timings to measure under (fast: every VM at once; gce: Compute Engine's)",
     )
     args = parser.parse_args(argv)
+    # Stopped (timeout, kill): unwind, so the local clouds and processes the figures started are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     groups = set(args.only.split(","))
     started = dt.datetime.now(dt.UTC)
     rows: list[dict[str, Any]] = []
