@@ -156,15 +156,6 @@ def log_params(ctx: Context, hyper: dict[str, Any], episode_len: int, total: int
     mlflow.log_params({k: str(v) for k, v in params.items()})
 
 
-def log_episode(summary: dict[str, float], episode: int) -> None:
-    import mlflow
-
-    try:
-        mlflow.log_metrics({f"train/{k}": float(v) for k, v in summary.items()}, step=episode)
-    except Exception as exc:  # noqa: BLE001 - a lost metric point must not kill hours of training
-        log.warning("episode %d metrics not logged to MLflow: %s", episode, exc)
-
-
 class Metrics:
     """Metric points of one run, sent in batches by ``background`` (trainer.background.Background)."""
 
