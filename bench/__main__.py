@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,11 +108,28 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", default="", help="control only: the batch sizes N to measure (e.g. 10,50); default 1,10,50"
     )
     parser.add_argument(
+        "--algorithms",
+        default="",
+        help="trainer only: the algorithms measured against a bare loop (default: every one the project accepts; "
+        "--quick: PPO,SAC)",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="trainer only: trainer/bare pairs per algorithm (default 3; --quick: 1)"
+    )
+    parser.add_argument(
+        "--n-envs-rounds",
+        type=int,
+        default=-1,
+        help="trainer only: rounds of --n-envs 1, 2 (and 4 with 4 cores) (default 3; --quick: 1; 0: skip)",
+    )
+    parser.add_argument(
         "--profiles",
         default="fast,gce",
         help="control only: the Compute timings to measure under (fast: every VM at once; gce: Compute Engine's)",
     )
     args = parser.parse_args(argv)
+    # Stopped (timeout, kill): unwind, so the local clouds and processes the figures started are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     groups = set(args.only.split(","))
     started = dt.datetime.now(dt.UTC)
     rows: list[dict[str, Any]] = []
@@ -137,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         size = args.limits_size or (40 if args.quick else limits.SIZE)
         rows += limits.limits(size=size, parallel=max(1, size // 10), launch_size=200 if args.quick else limits.LAUNCH)
     if "trainer" in groups:
-        rows += figures.trainer(quick=args.quick)
+        from bench import trainer_speed
+
+        rows += trainer_speed.trainer(
+            quick=args.quick,
+            algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()] or None,
+            pairs=args.pairs or None,
+            rounds=None if args.n_envs_rounds < 0 else args.n_envs_rounds,
+        )
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)
     latest = out / "latest.json"

@@ -80,6 +80,11 @@ def decide_parallelism(rt: Runtime, batch: Batch) -> capacity.Parallelism:
                     type(exc).__name__, exc)  # fmt: skip
     p = capacity.parallelism(len(batch.experiments), shape, quotas, batch.max_parallel)
     log.info("batch %s: %d experiment(s) at once (%s)", batch.batch_id, p.value, p.reason)
+    crowded = capacity.crowded(shape, [e.n_envs for e in batch.experiments]) if shape is not None else []
+    if crowded and shape is not None:
+        log.warning("batch %s: experiment(s) %s ask for more simulations (--n-envs) than the %d vCPUs of %s "
+                    "run at full speed; a template with as many vCPUs as --n-envs would", batch.batch_id,
+                    ", ".join(map(str, crowded[:10])), shape.vcpus, shape.machine_type)  # fmt: skip
     return p
 
 
