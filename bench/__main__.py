@@ -77,7 +77,7 @@ def render(rows: list[dict[str, Any]], before: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--only",
@@ -127,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         default="fast,gce",
         help="control only: the Compute timings to measure under (fast: every VM at once; gce: Compute Engine's)",
     )
-    args = parser.parse_args(argv)
-    # Stopped (timeout, kill): unwind, so the local clouds and processes the figures started are stopped.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return parser
+
+
+def _measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The figures of every group asked for, in order."""
     groups = set(args.only.split(","))
-    started = dt.datetime.now(dt.UTC)
     rows: list[dict[str, Any]] = []
     if "cloud" in groups:
         rows += figures.cloud(quick=args.quick)
@@ -163,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
             pairs=args.pairs or None,
             rounds=None if args.n_envs_rounds < 0 else args.n_envs_rounds,
         )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Stopped (timeout, kill): unwind, so the local clouds and processes the figures started are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = dt.datetime.now(dt.UTC)
+    rows = _measure(args)
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)
     latest = out / "latest.json"
