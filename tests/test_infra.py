@@ -30,6 +30,7 @@ ROLE_ALLOWLIST = {
     "roles/pubsub.subscriber",  # Pub/Sub's own agent, on each function's subscription (dead-lettering)
     "roles/secretmanager.secretAccessor",
     "roles/monitoring.metricWriter",
+    "roles/monitoring.viewer",  # the operators, for the alerts status and list show
     "roles/logging.logWriter",
     "roles/artifactregistry.reader",
     "roles/run.invoker",
