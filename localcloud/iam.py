@@ -110,6 +110,8 @@ class Resource:
         if self.kind == "bucket":
             base = f"projects/_/buckets/{self.name}"
             return f"{base}/objects/{self.object}" if self.object else base
+        if self.kind == "project":
+            return f"projects/{self.name or '_'}"
         return f"projects/_/{self.kind}s/{self.name}"
 
 

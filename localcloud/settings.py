@@ -90,7 +90,7 @@ class Options:
     limits: str | None = field(default_factory=lambda: os.environ.get("LOCALCLOUD_LIMITS") or None)
     # Identities (localcloud/identity.py): "enforce" the roles of infra/terraform/iam.tf, "audit" them
     # (record what each call would need, refuse nothing), or "off" (LOCALCLOUD_IAM).
-    iam: str = field(default_factory=lambda: os.environ.get("LOCALCLOUD_IAM") or "audit")
+    iam: str = field(default_factory=lambda: os.environ.get("LOCALCLOUD_IAM") or "enforce")
 
     @property
     def limits_choice(self) -> str:
@@ -112,7 +112,7 @@ class Options:
             scale=float(env.get("LOCALCLOUD_SCALE", 1) or 1),
             strict=env.get("LOCALCLOUD_STRICT", "") not in ("", "0", "false"),
             limits=env.get("LOCALCLOUD_LIMITS") or None,
-            iam=env.get("LOCALCLOUD_IAM") or "audit",
+            iam=env.get("LOCALCLOUD_IAM") or "enforce",
         )
 
 

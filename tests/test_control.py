@@ -356,6 +356,7 @@ def test_launch_function_through_functions_framework(cloud: Cloud, monkeypatch: 
 
     for key, value in cloud.env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOCALCLOUD_TOKEN", cloud.local.token("launch"))  # the launch function's own
     monkeypatch.setenv("SINERGYM_CALL_DEADLINE", "2")
     runtime.get.cache_clear()
     app = create_app("launch", str(REPO / "functions" / "launch" / "main.py"), "cloudevent").test_client()

@@ -66,7 +66,9 @@ resource "google_project_iam_member" "group_operator" {
 }
 
 # Dispatch believes no instance-ready message: it reads the instance (status, group, id, address)
-# and the host keys its guest agent published, and nothing else (not roles/compute.viewer).
+# and the host keys its guest agent published, and nothing else (not roles/compute.viewer). A VM
+# that comes up for an experiment that has already ended (recreated, or a late ready) it hands back
+# to its group: deleteInstances, whose permission is the group's update (no finer one exists).
 resource "google_project_iam_custom_role" "instance_reader" {
   project = var.project_id
   role_id = replace("${var.prefix}_instance_reader", "-", "_")
@@ -74,6 +76,7 @@ resource "google_project_iam_custom_role" "instance_reader" {
   permissions = [
     "compute.instances.get",                # instances.get: RUNNING, member of the group, id, networkIP
     "compute.instances.getGuestAttributes", # the host keys (hostkeys/), as gcloud compute ssh reads them
+    "compute.instanceGroupManagers.update", # deleteInstances: the VM of an experiment that ended
   ]
 }
 

@@ -49,9 +49,9 @@ def permission(method: str) -> str:
     return SPECIAL.get(method) or f"compute.{method}"
 
 
-def needs(method: str, template_account: str | None) -> list[tuple[str, Resource]]:
+def needs(method: str, template_account: str | None, project: str = "") -> list[tuple[str, Resource]]:
     """Every (permission, resource) the call needs: its own, and acting as the VMs' account."""
-    needed = [(permission(method), Resource("project"))]
+    needed = [(permission(method), Resource("project", project))]
     if method in MAKES_VMS and template_account:
         needed.append(("iam.serviceAccounts.actAs", Resource("serviceAccount", template_account)))
     return needed
@@ -69,7 +69,7 @@ def authorize(
     needs (localcloud/identity.py: the roles infra/terraform/iam.tf grants its account)."""
     if not gate.enforced:
         return
-    for needed, resource in needs(method, vm_account(cloud, method, groups, body)):
+    for needed, resource in needs(method, vm_account(cloud, method, groups, body), groups.get("project", "")):
         decision = gate.check(authorization, needed, resource, method)
         if not decision.allowed:
             raise denied(needed, path.removeprefix("/compute/v1/"), decision.denial(groups.get("project", "")))
