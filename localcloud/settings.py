@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,9 @@ class Options:
     # Google's published limits (limits.py): "google" or "none"; None: google under the gce profile,
     # none under the fast one (LOCALCLOUD_LIMITS).
     limits: str | None = None
+    # Test-only: more environment for the function processes (e.g. a PYTHONPATH whose sitecustomize
+    # breaks one step on purpose, to show that the soak's checker sees it). No environment variable.
+    function_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def limits_choice(self) -> str:

@@ -1,0 +1,119 @@
+"""What one soak run is: its seed and length, the local cloud's short times, and the bounds the
+checker holds the product to, all derived from a few numbers so that they stay consistent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localcloud.cloud import Options
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = REPO / "soak-results"
+ZONES = ("europe-west1-b", "europe-west1-c")
+
+
+@dataclass(frozen=True)
+class Soak:
+    seed: int
+    minutes: float = 10.0
+    experiments: int = 24  # per round of batches (every kind of batch once)
+    max_parallel: int = 2  # the --max-parallel batch's (also the cancelled batch's and the sweep's)
+    out: Path = DEFAULT_OUT
+    faults: bool = True  # False: the same workload and checker, no nemesis
+    # The local cloud: Compute Engine's times (gce profile) scaled down, Google's limits on.
+    scale: float = 0.1
+    heartbeat_seconds: float = 2.0
+    heartbeat_timeout: float = 20.0
+    boot_timeout: float = 45.0
+    sweep_interval: float = 5.0
+    zone_failover_seconds: float = 15.0
+    quota_grace: float = 5.0
+    max_failures: int = 2  # trainer deaths retried (the product's default is 0)
+    max_preemptions: int = 3
+    # The trainer's stand-in: episodes of a few seconds each.
+    episodes: int = 4
+    episode_seconds: float = 2.5
+    # Test-only: more environment for the function processes (a deliberately broken build).
+    function_env: dict[str, str] = field(default_factory=dict)
+    stop_on_violation: bool = False  # end the run at the first violation (a test of the checker)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first batch's launch to the end of the workload (the drain comes after)."""
+        return self.minutes * 60.0
+
+    @property
+    def inject_from(self) -> float:
+        return min(10.0, self.duration / 10)
+
+    @property
+    def inject_until(self) -> float:
+        """The nemesis stops here, leaving the last batches time to end without new faults."""
+        return max(self.inject_from + 10.0, self.duration - 30.0)
+
+    @property
+    def rounds_until(self) -> float:
+        """No new round of batches starts after this (a round takes about two minutes)."""
+        return max(0.0, self.duration - 100.0)
+
+    @property
+    def work_seconds(self) -> float:
+        """How long one boot of the stand-in takes, its start-up and uploads included, on a loaded machine."""
+        return self.episodes * self.episode_seconds + 25.0
+
+    @property
+    def step_bound(self) -> float:
+        """How long an experiment may stay in one live state (pending, starting, running) once nothing
+        stops it: its VM is ready within boot_timeout or the sweeper retries it; its trainer ends or
+        goes silent and is retried after heartbeat_timeout; each seen by a sweep within its interval.
+        Plus a margin for two loaded cores (the functions' retries and Pub/Sub's backoff, scaled)."""
+        longest = max(self.boot_timeout, self.heartbeat_timeout + self.work_seconds)
+        return longest + 2 * self.sweep_interval + 60.0
+
+    @property
+    def drain_bound(self) -> float:
+        """How long the last batches get to end after the workload's time is up."""
+        attempts = self.max_failures + self.max_preemptions + 1
+        return min(900.0, attempts * self.step_bound)
+
+    @property
+    def linger_bound(self) -> float:
+        """How long a VM may outlive its experiment's end before its deletion is asked: the ending's
+        follow-up asks at once; a redelivery or a sweep within seconds; Compute's rate limits retried."""
+        return 45.0 + 2 * self.sweep_interval
+
+    def cloud_options(self) -> Options:
+        return Options(
+            port_base=0,
+            sweep_interval=self.sweep_interval,
+            heartbeat_seconds=self.heartbeat_seconds,
+            heartbeat_timeout=self.heartbeat_timeout,
+            boot_timeout=self.boot_timeout,
+            profile="gce",
+            scale=self.scale,
+            limits="google",
+            function_env=dict(self.function_env),
+        )
+
+    def objective(self, batch_ids: dict[str, list[float]]) -> str:
+        """BENCH_OBJECTIVE: every experiment runs ``episodes`` episodes; a sweep's trials as scripted."""
+        script: dict[str, list[float]] = {"*": [1.0] * self.episodes}
+        script.update(batch_ids)
+        return json.dumps(script)
+
+    def vm_environment(self, markers: Path, objective: str) -> dict[str, str]:
+        """What the local cloud's processes see (the VMs and the functions): the stand-in, its script,
+        the control plane's budgets and times."""
+        return {
+            "SINERGYM_TRAINER_MODULE": "bench.workload",
+            "BENCH_LIKE_TRAINER": "1",
+            "BENCH_MARKERS": str(markers),
+            "BENCH_OBJECTIVE": objective,
+            "BENCH_EPISODE_SECONDS": str(self.episode_seconds),
+            "SINERGYM_MAX_FAILURES": str(self.max_failures),
+            "SINERGYM_MAX_PREEMPTIONS": str(self.max_preemptions),
+            "SINERGYM_ZONE_FAILOVER_SECONDS": str(self.zone_failover_seconds),
+            "SINERGYM_QUOTA_GRACE": str(self.quota_grace),
+        }
