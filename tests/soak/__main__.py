@@ -26,7 +26,7 @@ from tests.soak.checker import Checker
 from tests.soak.ledger import Clock, Ledger
 from tests.soak.nemesis import Nemesis
 from tests.soak.observe import View
-from tests.soak.settings import DEFAULT_OUT, Soak
+from tests.soak.settings import DEFAULT_OUT, MIN_ROUND, ROUND_SIZE, Soak
 from tests.soak.workload import Workload, sweep_script
 
 
@@ -38,9 +38,14 @@ def run(soak: Soak) -> dict[str, Any]:
     soak = replace(soak, out=out)
     faults = plan.plan(soak)
     ledger = Ledger(soak.seed, out, Clock())
+    shape = (
+        f"{soak.experiments} experiments in rounds of {soak.round_sizes()}"
+        if soak.experiments
+        else f"rounds of {ROUND_SIZE} experiments until {soak.rounds_until:.0f}s"
+    )
     ledger.say(
-        f"soak: seed {soak.seed}, {soak.minutes:g} minutes, {soak.experiments} experiments a round, "
-        f"{len(faults)} faults planned (plan {plan.digest(faults)}); replay with --seed {soak.seed}"
+        f"soak: seed {soak.seed}, {soak.minutes:g} minutes, {shape}, {len(faults)} faults planned "
+        f"(plan {plan.digest(faults)}); replay with --seed {soak.seed}"
     )
     for f in faults:
         ledger.say(f"  plan #{f.number} {f.kind} at {f.at:.1f}s for {f.window:.0f}s {f.params or ''}")
@@ -94,15 +99,17 @@ def parse(argv: list[str] | None = None) -> Soak:
     )
     parser.add_argument("--seed", type=int, default=None, help="the run's seed (default: a random one, printed first)")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the workload (the drain comes after)")
-    parser.add_argument("--experiments", type=int, default=24, help="experiments per round of batches (default 24)")
+    parser.add_argument("--experiments", type=int, default=None,
+                        help="experiments in all, in rounds of about 16 (default: rounds until the time is up)")  # fmt: skip
     parser.add_argument("--max-parallel", type=int, default=2, help="the --max-parallel batch's value (default 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where logs go (default soak-results/)")
     parser.add_argument("--no-faults", action="store_true", help="the same workload and checks, no nemesis")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
-    if args.minutes < 1 or args.experiments < 7 or args.max_parallel < 1:
+    if args.minutes < 1 or (args.experiments is not None and args.experiments < MIN_ROUND) or args.max_parallel < 1:
         parser.error(
-            "--minutes is at least 1, --experiments at least 7 (one per kind of batch), --max-parallel at least 1"
+            f"--minutes is at least 1, --experiments at least {MIN_ROUND} (a batch of every kind), "
+            "--max-parallel at least 1"
         )
     return Soak(seed=seed, minutes=args.minutes, experiments=args.experiments, max_parallel=args.max_parallel,
                 out=args.out.resolve(), faults=not args.no_faults)  # fmt: skip

@@ -101,7 +101,7 @@ class Ledger:
 
     def _log(self, kind: str, body: dict[str, Any]) -> None:
         with self.lock, self.log_file.open("a") as f:
-            f.write(json.dumps({"kind": kind, "seed": self.seed, "t": round(self.clock.now(), 2), **body}) + "\n")
+            f.write(json.dumps({"record": kind, "seed": self.seed, "t": round(self.clock.now(), 2), **body}) + "\n")
 
     # batches
     def add_batch(self, info: BatchInfo) -> None:

@@ -176,8 +176,13 @@ class Nemesis:
             if obs is None:
                 return []
             up = {k.split("/", 1)[1] for k, v in state.items() if v["status"] == "RUNNING"}
-            return [str(r["instance"]) for r in obs.records.values()
-                    if r.get("state") == "pending" and not r.get("boot_id") and r.get("instance") not in up]  # fmt: skip
+            # A VM being created; else one that will be when its experiment leaves the queue.
+            for wanted in ("pending", "queued"):
+                found = [str(r["instance"]) for r in obs.records.values()
+                         if r.get("state") == wanted and not r.get("boot_id") and r.get("instance") not in up]  # fmt: skip
+                if found:
+                    return found
+            return []
 
         instance = self._pick(rng, booting, "VM being created")
         window = fault.window

@@ -12,13 +12,15 @@ from localcloud.cloud import Options
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "soak-results"
 ZONES = ("europe-west1-b", "europe-west1-c")
+ROUND_SIZE = 16  # experiments in a round of batches: what two cores keep running beside the control plane
+MIN_ROUND = 10
 
 
 @dataclass(frozen=True)
 class Soak:
     seed: int
     minutes: float = 10.0
-    experiments: int = 24  # per round of batches (every kind of batch once)
+    experiments: int | None = None  # in all, in rounds of ROUND_SIZE (None: rounds until the time is up)
     max_parallel: int = 2  # the --max-parallel batch's (also the cancelled batch's and the sweep's)
     out: Path = DEFAULT_OUT
     faults: bool = True  # False: the same workload and checker, no nemesis
@@ -39,6 +41,21 @@ class Soak:
     function_env: dict[str, str] = field(default_factory=dict)
     stop_on_violation: bool = False  # end the run at the first violation (a test of the checker)
 
+    def round_sizes(self) -> list[int]:
+        """How many experiments each round of batches has: ROUND_SIZE each, the last one what is left
+        (at least MIN_ROUND: one batch of every kind, two where a kind needs two). Without a number of
+        experiments, as many rounds as could start in the time (a round takes at least 20 s)."""
+        if self.experiments is None:
+            return [ROUND_SIZE] * (int(self.rounds_until // 20) + 1)
+        left, sizes = self.experiments, []
+        while left > 0:
+            size = min(ROUND_SIZE, left)
+            if left - size < MIN_ROUND:
+                size = left if left <= ROUND_SIZE + MIN_ROUND // 2 else left - MIN_ROUND
+            sizes.append(max(MIN_ROUND, size))
+            left -= size
+        return sizes
+
     @property
     def duration(self) -> float:
         """Seconds from the first batch's launch to the end of the workload (the drain comes after)."""
@@ -55,8 +72,8 @@ class Soak:
 
     @property
     def rounds_until(self) -> float:
-        """No new round of batches starts after this (a round takes about two minutes)."""
-        return max(0.0, self.duration - 100.0)
+        """No new round of batches starts after this."""
+        return max(0.0, self.duration - 60.0)
 
     @property
     def work_seconds(self) -> float:

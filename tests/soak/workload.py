@@ -1,20 +1,20 @@
 """The soak's workload: rounds of batches of every kind, submitted as a user submits them, through
 ``publisher.py`` (a separate process, its own retries, its own view of the cloud).
 
-Each round submits one batch of each kind (``KINDS``), their sizes shares of ``--experiments``:
+Each round submits one batch of each kind (``KINDS``), their sizes shares of the round's
+experiments (``Soak.round_sizes``: ``--experiments`` in rounds of about sixteen):
 plain ones as the original tool's command strings (``-cmds``), one followed with ``--wait`` (the
 process the nemesis may kill; the workload then follows the batch again with ``publisher.py wait``,
 as a user would), one with ``--max-parallel``, one with ``--max-vm-hours`` (a budget that lets only
 a part of it run), a sweep with a median pruner (its trials' objectives scripted through
 ``BENCH_OBJECTIVE``: some bad enough to be pruned), one over two zones, and one cancelled
 (``publisher.py cancel``) a seeded number of seconds after it was accepted. A new round starts when
-the last has ended, until the run's time for rounds is up. Batch ids derive from the seed: a replay
-submits the same batches.
+the last is mostly over (a third of it left, or all of it ended), until every round was submitted
+or the run's time for rounds is up. Batch ids derive from the seed: a replay submits the same batches.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import subprocess
@@ -45,9 +45,20 @@ SUBMIT_ATTEMPTS = 6
 
 
 def sizes(total: int) -> dict[str, int]:
-    """Each kind's share of ``total`` experiments (at least one each; two for a sweep, a cancel, a queue)."""
+    """Each kind's share of a round of ``total`` experiments, summing to it (at least one each; two
+    for a sweep, a cancel and a queue), the remainder to the largest fractions."""
     weight = sum(SHARES.values())
-    return {k: max(LEAST.get(k, 1), round(total * SHARES[k] / weight)) for k in KINDS}
+    exact = {k: total * SHARES[k] / weight for k in KINDS}
+    out = {k: max(LEAST.get(k, 1), int(exact[k])) for k in KINDS}
+    by_fraction = sorted(KINDS, key=lambda k: (exact[k] - int(exact[k]), SHARES[k]), reverse=True)
+    while sum(out.values()) < total:
+        for k in by_fraction:
+            if sum(out.values()) < total:
+                out[k] += 1
+    while sum(out.values()) > total:
+        k = max((k for k in KINDS if out[k] > LEAST.get(k, 1)), key=lambda k: out[k])
+        out[k] -= 1
+    return out
 
 
 def batch_id(seed: int, round_: int, kind: str) -> str:
@@ -68,11 +79,10 @@ def sweep_script(soak: Soak) -> dict[str, list[float]]:
     first and set the median), then good and bad ones as the seed says."""
     rng = random.Random(f"{soak.seed}-sweep")
     good, bad = [1.0] * soak.episodes, [0.0] * soak.episodes
-    n = sizes(soak.experiments)["sweep"]
     script = {}
-    for r in range(math.ceil(soak.duration / 60) + 2):
+    for r, size in enumerate(soak.round_sizes()):
         bid = batch_id(soak.seed, r, "sweep")
-        for i in range(n):
+        for i in range(sizes(size)["sweep"]):
             script[f"{bid}/{i}"] = good if i < 2 or rng.random() < 0.5 else bad
     return script
 
@@ -146,7 +156,7 @@ class Workload:
 
     # ----------------------------------------------------------------- rounds
     def round(self, r: int) -> list[BatchInfo]:
-        soak, n = self.soak, sizes(self.soak.experiments)
+        soak, n = self.soak, sizes(self.soak.round_sizes()[r])
         e = estimate()
         seeds = iter(range(1000 * r + 1, 1000 * (r + 1)))
         made: list[BatchInfo] = []
@@ -162,7 +172,7 @@ class Workload:
             for _ in range(n["plain"])
         ]
         self.submit(info("plain"), ["--experiment_commands", *cmds])
-        self.start_waited(info("waited"), [experiment(next(seeds)) for _ in range(n["waited"])])
+        self.start_waited(info("waited", max_parallel=1), [experiment(next(seeds)) for _ in range(n["waited"])])
         path = self.write(
             batch_id(soak.seed, r, "parallel"), {"experiments": [experiment(next(seeds)) for _ in range(n["parallel"])]}
         )
@@ -170,7 +180,7 @@ class Workload:
             info("parallel", max_parallel=soak.max_parallel),
             ["--batch-file", str(path), "--max-parallel", str(soak.max_parallel)],
         )
-        hours = round(1.6 * e, 4)
+        hours = round(1.1 * e, 4)  # the first fits; the next once the first has used a tenth of it
         path = self.write(
             batch_id(soak.seed, r, "budget"), {"experiments": [experiment(next(seeds)) for _ in range(n["budget"])]}
         )
@@ -208,7 +218,9 @@ class Workload:
     def start_waited(self, info: BatchInfo, experiments: list[dict[str, Any]]) -> None:
         """Submit with ``--wait`` and keep the process: the one ``publisher_killed`` kills."""
         self.ledger.add_batch(info)
-        path = self.write(info.batch_id, {"experiments": experiments})
+        path = self.write(
+            info.batch_id, {"max_parallel": 1, "experiments": experiments}
+        )  # one at a time: a long --wait
         process = self.spawn("--batch-file", str(path), "--batch-id", info.batch_id, "--wait", log_name=info.batch_id)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not self.accepted(info.batch_id):
@@ -253,32 +265,34 @@ class Workload:
             time.sleep(2**attempt)
 
     def round_over(self, made: list[BatchInfo], started: float) -> bool:
-        """Every batch of the round has ended (each experiment terminal, as the checker last saw), or
-        the round has run for ROUND_TIMEOUT."""
-        if time.monotonic() - started > ROUND_TIMEOUT:
+        """The next round may start: this one is mostly over (at most a third of its experiments not
+        ended, as the checker last saw, and it has run 45 s), or it has run for ROUND_TIMEOUT."""
+        ran = time.monotonic() - started
+        if ran > ROUND_TIMEOUT:
             return True
         obs = self.observation()
         if obs is None:
             return False
-        for b in made:
-            ended = sum(1 for (bid, _), r in obs.records.items() if bid == b.batch_id and terminal(str(r.get("state"))))
-            if b.submitted_at is not None and ended < b.experiments:
-                return False
-        return True
+        size = sum(b.experiments for b in made if b.submitted_at is not None)
+        ended = sum(
+            1
+            for (bid, _), r in obs.records.items()
+            if bid in {b.batch_id for b in made} and terminal(str(r.get("state")))
+        )
+        return ended >= size or (ran > 45 and size - ended <= size / 3)
 
     def run(self) -> None:
         self.ledger.clock.start()
-        r = 0
-        while not self.stop.is_set():
+        rounds = self.soak.round_sizes()
+        for r, size in enumerate(rounds):
+            if self.stop.is_set() or (r and self.ledger.clock.now() > self.soak.rounds_until):
+                return
             started = time.monotonic()
-            self.ledger.say(f"round {r}: submitting {len(KINDS)} batches")
+            self.ledger.say(f"round {r + 1}: {len(KINDS)} batches, {size} experiments")
             made = self.round(r)
             self.rounds = r + 1
             while not self.stop.wait(3) and not self.round_over(made, started):
                 pass
-            r += 1
-            if self.ledger.clock.now() > self.soak.rounds_until:
-                return
 
     def start(self) -> None:
         self.thread.start()
