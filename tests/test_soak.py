@@ -140,6 +140,10 @@ class FakeView:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.runs: list[dict[str, str]] = []
+        self.beat: float | None = None
+
+    def heartbeat(self, batch_id: str, experiment: str) -> float | None:
+        return self.beat
 
     def output_problems(self, batch_id: str, experiment: str) -> list[str]:
         return self.problems
@@ -203,8 +207,8 @@ def test_the_checker_sees_a_vm_left_running_after_its_experiment_ended(tmp_path:
 
 def test_the_checker_sees_an_experiment_stuck_unless_a_fault_held_it_back(tmp_path: Path) -> None:
     c, ledger, _ = checker(tmp_path)
-    rec = {"state": "running", "boot_id": "x", "history": [], "zone": "z"}
-    bound = c.soak.step_bound
+    rec = {"state": "pending", "boot_id": None, "history": [], "zone": "z", "name": "e0"}
+    bound = c.soak.boot_bound
     c.progress(observation(t=0.0), ("b1", 0), rec)
     ledger.injected.append(Injected(1, "zone_stockout", 5.0, 20.0))
     c.progress(observation(t=bound + 10), ("b1", 0), rec)  # held back by the stockout until t=20
@@ -212,6 +216,21 @@ def test_the_checker_sees_an_experiment_stuck_unless_a_fault_held_it_back(tmp_pa
     c.progress(observation(t=bound + 30), ("b1", 0), rec)
     assert [v.invariant for v in ledger.violations] == ["progress"]
     assert ledger.violations[0].faults == []  # the stockout had ended
+
+
+def test_the_checker_lets_a_trainer_that_beats_run_as_long_as_it_needs(tmp_path: Path) -> None:
+    c, ledger, _ = checker(tmp_path)
+    view: FakeView = c.view  # type: ignore[assignment]  # the fake
+    rec = {"state": "running", "boot_id": "x", "history": [], "zone": "z", "name": "e0"}
+    bound = c.soak.silence_bound
+    c.progress(observation(t=0.0), ("b1", 0), rec)
+    view.beat = ledger.clock.origin + 2 * bound  # it beat a moment ago
+    c.progress(observation(t=2 * bound + 5), ("b1", 0), rec)
+    assert ledger.violations == []
+    view.beat = ledger.clock.origin + 10.0  # silent since
+    c.progress(observation(t=bound + 20), ("b1", 1), rec)
+    c.progress(observation(t=bound + 20), ("b1", 0), rec)
+    assert [(v.invariant, v.index) for v in ledger.violations] == [("progress", 0)]
 
 
 def test_the_checker_holds_the_budget_to_the_batch_plus_one_estimate(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ that broke it, with the faults active at that moment):
 - ``one_trainer``: never two trainer processes of one experiment alive at once (the per-boot
   markers; a stopped, hung process is alive).
 - ``transitions``: every record's history is a legal path of the lifecycle (transitions.py).
-- ``progress``: no experiment stays in one live state longer than ``step_bound`` after the last
-  fault that could hold it back ended, and a batch with queued experiments never sits with none
-  live that long: so each one ends within its attempts' bounds.
+- ``progress``: no experiment stays pending or starting longer than ``boot_bound``, nor running
+  longer than ``silence_bound`` after its trainer's last heartbeat, counted from the end of the
+  last fault that could hold it back; and a batch with queued experiments never sits with none
+  live that long: so each experiment ends within its attempts' bounds.
 - ``vm_lingers``: a VM of an ended (or re-queued) experiment is being deleted within ``linger_bound``.
 - ``budget``: a batch's VM-hours (Compute's VM lifetimes, and for each live experiment what its
   estimate says it still needs) stay within ``max_vm_hours`` plus one experiment's estimate.
@@ -193,11 +194,18 @@ class Checker:
             return
         self.checks["progress"] += 1
         since = max(known[1], self.ledger.blocking_end(obs.t, key))
-        if obs.t - since > self.soak.step_bound:
+        bound, sign = self.soak.boot_bound, "unchanged"
+        if state == "running":
+            bound, sign = self.soak.silence_bound, "without a heartbeat"
+            if obs.t - since <= bound:
+                return
+            beat = self.view.heartbeat(key[0], str(rec.get("name")))
+            since = max(since, self.ledger.clock.at(beat) if beat else since)
+        if obs.t - since > bound:
             self.ledger.violation(
                 f"progress:{key}:{known[1]}", "progress",
-                f"{state} (boot {rec.get('boot_id')}) unchanged for {obs.t - known[1]:.0f}s, "
-                f"{obs.t - since:.0f}s since anything held it back (bound {self.soak.step_bound:.0f}s)",
+                f"{state} (boot {rec.get('boot_id')}) for {obs.t - known[1]:.0f}s, {obs.t - since:.0f}s {sign} "
+                f"since anything held it back (bound {bound:.0f}s)",
                 *key,
             )  # fmt: skip
 

@@ -31,7 +31,7 @@ from localcloud.delivery import FAULTS_FILE
 from tests.soak.checker import Checker
 from tests.soak.ledger import Injected, Ledger
 from tests.soak.observe import Unreadable, View
-from tests.soak.plan import Fault
+from tests.soak.plan import VM_KINDS, Fault
 from tests.soak.settings import Soak
 from tests.soak.workload import Workload
 
@@ -57,6 +57,7 @@ class Nemesis:
         self.rates: dict[int, int] = {}
         self.never_boot: dict[int, str] = {}
         self.rules: dict[int, dict[str, Any]] = {}
+        self.hit: dict[str, float] = {}  # VM -> when the last fault on it ends (another would be no news)
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.thread = threading.Thread(target=self.run, name="nemesis", daemon=True)
@@ -95,6 +96,9 @@ class Nemesis:
     def record(self, fault: Fault, target: str = "", detail: str = "", experiment: tuple[str, int] | None = None,
                window: float | None = None) -> Injected:  # fmt: skip
         at = self.ledger.clock.now()
+        if fault.kind in VM_KINDS and target:
+            with self.lock:
+                self.hit[target] = at + (window or fault.window)
         found = Injected(fault.number, fault.kind, round(at, 2), round(at + (window or fault.window), 2), target,
                          detail, experiment)  # fmt: skip
         self.ledger.injected_fault(found)
@@ -137,6 +141,8 @@ class Nemesis:
                 continue
             if self._experiment_of(key) is None or (need_trainer and (zone, name) not in training):
                 continue
+            if self.hit.get(key, float("-inf")) > self.ledger.clock.now():
+                continue  # a fault on it is still under way
             out.append((key, int(vm["pid"])))
         return out
 

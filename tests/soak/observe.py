@@ -14,6 +14,7 @@ Every read may fail while a fault is on (a service restarting): callers skip tha
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -125,6 +126,19 @@ class View:
         with self._lock:
             self._docs = fresh
         return {name: doc for name, (_, doc) in fresh.items()}
+
+    def heartbeat(self, batch_id: str, experiment: str) -> float | None:
+        """When the experiment's trainer last wrote its heartbeat (the object's update time), or None."""
+        url = f"{self.gcs}/storage/v1/b/{self.results_bucket}/o/{quote(names.heartbeat_object(batch_id, experiment), safe='')}"
+        try:
+            response = self.http.get(url, timeout=15)
+        except requests.RequestException as exc:
+            raise Unreadable(f"heartbeat of {experiment}: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise Unreadable(f"heartbeat of {experiment}: HTTP {response.status_code}")
+        return dt.datetime.fromisoformat(response.json()["updated"].replace("Z", "+00:00")).timestamp()
 
     def active_batches(self) -> list[str]:
         return [

@@ -12,7 +12,7 @@ from localcloud.cloud import Options
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "soak-results"
 ZONES = ("europe-west1-b", "europe-west1-c")
-ROUND_SIZE = 16  # experiments in a round of batches: what two cores keep running beside the control plane
+ROUND_SIZE = 12  # experiments in a round of batches: what two cores keep running beside the control plane
 MIN_ROUND = 10
 
 
@@ -27,7 +27,7 @@ class Soak:
     # The local cloud: Compute Engine's times (gce profile) scaled down, Google's limits on.
     scale: float = 0.1
     heartbeat_seconds: float = 2.0
-    heartbeat_timeout: float = 20.0
+    heartbeat_timeout: float = 60.0  # a VM's trainer starts at the lowest priority on two busy cores
     boot_timeout: float = 45.0
     sweep_interval: float = 5.0
     zone_failover_seconds: float = 15.0
@@ -81,13 +81,24 @@ class Soak:
         return self.episodes * self.episode_seconds + 25.0
 
     @property
+    def boot_bound(self) -> float:
+        """How long an experiment may stay pending or starting once nothing holds it back: its VM is
+        ready and dispatched, or the sweeper gives the boot up after boot_timeout and retries it (a
+        sweep every sweep_interval); plus a margin for two loaded cores (the functions' retries,
+        Pub/Sub's backoff)."""
+        return self.boot_timeout + 2 * self.sweep_interval + 60.0
+
+    @property
+    def silence_bound(self) -> float:
+        """How long an experiment may stay running after its trainer's last heartbeat: the sweeper
+        retries a trainer silent for heartbeat_timeout, at its next sweep; plus the same margin.
+        (A trainer that beats is training: how long is its own business, max_runtime_hours.)"""
+        return self.heartbeat_timeout + 2 * self.sweep_interval + 60.0
+
+    @property
     def step_bound(self) -> float:
-        """How long an experiment may stay in one live state (pending, starting, running) once nothing
-        stops it: its VM is ready within boot_timeout or the sweeper retries it; its trainer ends or
-        goes silent and is retried after heartbeat_timeout; each seen by a sweep within its interval.
-        Plus a margin for two loaded cores (the functions' retries and Pub/Sub's backoff, scaled)."""
-        longest = max(self.boot_timeout, self.heartbeat_timeout + self.work_seconds)
-        return longest + 2 * self.sweep_interval + 60.0
+        """The longest an experiment may stay in one live state without a sign of life."""
+        return max(self.boot_bound, self.silence_bound)
 
     @property
     def drain_bound(self) -> float:

@@ -9,7 +9,7 @@ as a user would), one with ``--max-parallel``, one with ``--max-vm-hours`` (a bu
 a part of it run), a sweep with a median pruner (its trials' objectives scripted through
 ``BENCH_OBJECTIVE``: some bad enough to be pruned), one over two zones, and one cancelled
 (``publisher.py cancel``) a seeded number of seconds after it was accepted. A new round starts when
-the last is mostly over (a third of it left, or all of it ended), until every round was submitted
+the last is mostly over (a quarter of it left, or all of it ended), until every round was submitted
 or the run's time for rounds is up. Batch ids derive from the seed: a replay submits the same batches.
 """
 
@@ -265,7 +265,7 @@ class Workload:
             time.sleep(2**attempt)
 
     def round_over(self, made: list[BatchInfo], started: float) -> bool:
-        """The next round may start: this one is mostly over (at most a third of its experiments not
+        """The next round may start: this one is mostly over (at most a quarter of its experiments not
         ended, as the checker last saw, and it has run 45 s), or it has run for ROUND_TIMEOUT."""
         ran = time.monotonic() - started
         if ran > ROUND_TIMEOUT:
@@ -279,7 +279,7 @@ class Workload:
             for (bid, _), r in obs.records.items()
             if bid in {b.batch_id for b in made} and terminal(str(r.get("state")))
         )
-        return ended >= size or (ran > 45 and size - ended <= size / 3)
+        return ended >= size or (ran > 60 and size - ended <= size / 4)
 
     def run(self) -> None:
         self.ledger.clock.start()
