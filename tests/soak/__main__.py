@@ -26,7 +26,7 @@ from tests.soak.checker import Checker
 from tests.soak.ledger import Clock, Ledger
 from tests.soak.nemesis import Nemesis
 from tests.soak.observe import View
-from tests.soak.settings import DEFAULT_OUT, MIN_ROUND, ROUND_SIZE, Soak
+from tests.soak.settings import DEFAULT_OUT, ROUND_SIZE, Soak
 from tests.soak.workload import Workload, sweep_script
 
 
@@ -100,19 +100,20 @@ def parse(argv: list[str] | None = None) -> Soak:
     parser.add_argument("--seed", type=int, default=None, help="the run's seed (default: a random one, printed first)")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the workload (the drain comes after)")
     parser.add_argument("--experiments", type=int, default=None,
-                        help="experiments in all, in rounds of about 16 (default: rounds until the time is up)")  # fmt: skip
+                        help="experiments in all, in rounds of 14 (default: rounds until the time is up)")  # fmt: skip
     parser.add_argument("--max-parallel", type=int, default=2, help="the --max-parallel batch's value (default 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where logs go (default soak-results/)")
     parser.add_argument("--no-faults", action="store_true", help="the same workload and checks, no nemesis")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
-    if args.minutes < 1 or (args.experiments is not None and args.experiments < MIN_ROUND) or args.max_parallel < 1:
-        parser.error(
-            f"--minutes is at least 1, --experiments at least {MIN_ROUND} (a batch of every kind), "
-            "--max-parallel at least 1"
-        )
-    return Soak(seed=seed, minutes=args.minutes, experiments=args.experiments, max_parallel=args.max_parallel,
+    soak = Soak(seed=seed, minutes=args.minutes, experiments=args.experiments, max_parallel=args.max_parallel,
                 out=args.out.resolve(), faults=not args.no_faults)  # fmt: skip
+    if args.minutes < 1 or args.max_parallel < 1:
+        parser.error("--minutes is at least 1, --max-parallel at least 1")
+    if args.experiments is not None and args.experiments < soak.min_round:
+        parser.error(f"--experiments is at least {soak.min_round} at --max-parallel {args.max_parallel}: a batch of "
+                     "every kind, with a queue where a kind needs one")  # fmt: skip
+    return soak
 
 
 def _terminated(signum: int, frame: object) -> None:

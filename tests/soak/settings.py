@@ -12,8 +12,7 @@ from localcloud.cloud import Options
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "soak-results"
 ZONES = ("europe-west1-b", "europe-west1-c")
-ROUND_SIZE = 12  # experiments in a round of batches: what two cores keep running beside the control plane
-MIN_ROUND = 10
+ROUND_SIZE = 14  # experiments in a round of batches: what two cores keep running beside the control plane
 
 
 @dataclass(frozen=True)
@@ -41,18 +40,30 @@ class Soak:
     function_env: dict[str, str] = field(default_factory=dict)
     stop_on_violation: bool = False  # end the run at the first violation (a test of the checker)
 
+    def least(self) -> dict[str, int]:
+        """The fewest experiments each kind of batch of a round has: one; two for a budget (so that it
+        can be reached) and a cancel (so that one may be cut); a queue for the --max-parallel batch
+        and the sweep (max_parallel and one more)."""
+        queue = self.max_parallel + 1
+        return {"plain": 1, "waited": 1, "parallel": queue, "budget": 2, "sweep": queue, "zones": 1, "cancel": 2}
+
+    @property
+    def min_round(self) -> int:
+        return sum(self.least().values())
+
     def round_sizes(self) -> list[int]:
-        """How many experiments each round of batches has: ROUND_SIZE each, the last one what is left
-        (at least MIN_ROUND: one batch of every kind, two where a kind needs two). Without a number of
-        experiments, as many rounds as could start in the time (a round takes at least 20 s)."""
+        """How many experiments each round of batches has: ROUND_SIZE each (at least ``min_round``),
+        the last one what is left. Without a number of experiments, as many rounds as could start in
+        the time (a round takes at least 20 s)."""
+        full, least = max(ROUND_SIZE, self.min_round), self.min_round
         if self.experiments is None:
-            return [ROUND_SIZE] * (int(self.rounds_until // 20) + 1)
+            return [full] * (int(self.rounds_until // 20) + 1)
         left, sizes = self.experiments, []
         while left > 0:
-            size = min(ROUND_SIZE, left)
-            if left - size < MIN_ROUND:
-                size = left if left <= ROUND_SIZE + MIN_ROUND // 2 else left - MIN_ROUND
-            sizes.append(max(MIN_ROUND, size))
+            size = min(full, left)
+            if left - size < least:
+                size = left if left <= full + least // 2 else left - least
+            sizes.append(max(least, size))
             left -= size
         return sizes
 

@@ -2,7 +2,7 @@
 ``publisher.py`` (a separate process, its own retries, its own view of the cloud).
 
 Each round submits one batch of each kind (``KINDS``), their sizes shares of the round's
-experiments (``Soak.round_sizes``: ``--experiments`` in rounds of about sixteen):
+experiments (``Soak.round_sizes``: ``--experiments`` in rounds of fourteen):
 plain ones as the original tool's command strings (``-cmds``), one followed with ``--wait`` (the
 process the nemesis may kill; the workload then follows the batch again with ``publisher.py wait``,
 as a user would), one with ``--max-parallel``, one with ``--max-vm-hours`` (a budget that lets only
@@ -37,26 +37,25 @@ from tests.soak.transitions import terminal
 
 KINDS = ("plain", "waited", "parallel", "budget", "sweep", "zones", "cancel")
 SHARES = {"plain": 4, "waited": 3, "parallel": 5, "budget": 3, "sweep": 4, "zones": 2, "cancel": 3}
-LEAST = {"sweep": 2, "cancel": 2, "parallel": 2}
 ENVIRONMENT = "Eplus-5zone-hot-continuous-v1"
 WEEK = [1, 1, 1991, 7, 1, 1991]
 ROUND_TIMEOUT = 300.0  # a round that has not ended by then no longer holds the next one back
 SUBMIT_ATTEMPTS = 6
 
 
-def sizes(total: int) -> dict[str, int]:
-    """Each kind's share of a round of ``total`` experiments, summing to it (at least one each; two
-    for a sweep, a cancel and a queue), the remainder to the largest fractions."""
+def sizes(total: int, least: dict[str, int]) -> dict[str, int]:
+    """Each kind's share of a round of ``total`` experiments, summing to it (at least ``least`` of
+    each kind: Soak.least), the remainder to the largest fractions."""
     weight = sum(SHARES.values())
     exact = {k: total * SHARES[k] / weight for k in KINDS}
-    out = {k: max(LEAST.get(k, 1), int(exact[k])) for k in KINDS}
+    out = {k: max(least[k], int(exact[k])) for k in KINDS}
     by_fraction = sorted(KINDS, key=lambda k: (exact[k] - int(exact[k]), SHARES[k]), reverse=True)
     while sum(out.values()) < total:
         for k in by_fraction:
             if sum(out.values()) < total:
                 out[k] += 1
     while sum(out.values()) > total:
-        k = max((k for k in KINDS if out[k] > LEAST.get(k, 1)), key=lambda k: out[k])
+        k = max((k for k in KINDS if out[k] > least[k]), key=lambda k: out[k])
         out[k] -= 1
     return out
 
@@ -82,7 +81,7 @@ def sweep_script(soak: Soak) -> dict[str, list[float]]:
     script = {}
     for r, size in enumerate(soak.round_sizes()):
         bid = batch_id(soak.seed, r, "sweep")
-        for i in range(sizes(size)["sweep"]):
+        for i in range(sizes(size, soak.least())["sweep"]):
             script[f"{bid}/{i}"] = good if i < 2 or rng.random() < 0.5 else bad
     return script
 
@@ -156,7 +155,8 @@ class Workload:
 
     # ----------------------------------------------------------------- rounds
     def round(self, r: int) -> list[BatchInfo]:
-        soak, n = self.soak, sizes(self.soak.round_sizes()[r])
+        soak = self.soak
+        n = sizes(soak.round_sizes()[r], soak.least())
         e = estimate()
         seeds = iter(range(1000 * r + 1, 1000 * (r + 1)))
         made: list[BatchInfo] = []
