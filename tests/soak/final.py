@@ -45,11 +45,15 @@ def wait_drained(checker: Checker, bound: float, say: Any) -> Observation | None
 
 
 def wait_empty(checker: Checker, bound: float) -> Observation:
-    """Wait (up to ``bound``) for Compute to hold no VM and no group: deletions take their grace period."""
+    """Wait (up to ``bound``) for Compute to hold no VM and no group (deletions take their grace
+    period) and for no batch of the run to be marked active (a teardown ends with that mark's
+    deletion, a moment after its alert)."""
     deadline = time.monotonic() + bound
+    ours = {b.batch_id for b in checker.ledger.known_batches()}
     while True:
         obs = checker.observe()
-        if (not obs.instances and not obs.migs) or time.monotonic() > deadline:
+        done = not obs.instances and not obs.migs and not set(checker.view.active_batches()) & ours
+        if done or time.monotonic() > deadline:
             return obs
         time.sleep(2)
 

@@ -130,36 +130,56 @@ class Nemesis:
                 raise NoTarget(f"no {what} within {TARGET_WAIT:.0f}s")
             time.sleep(1.0)
 
-    def running_vms(self, need_trainer: bool = False) -> list[tuple[str, int]]:
-        """(zone/name, init pid) of the soak's RUNNING VMs (with a live trainer: ``need_trainer``)."""
+    def running_vms(self, need_trainer: bool = False, younger: float | None = None) -> list[tuple[str, int, float]]:
+        """(zone/name, init pid, when its trainer started or 0) of the soak's RUNNING VMs; with
+        ``need_trainer`` only those whose trainer runs, with ``younger`` only those whose trainer
+        started less than that many seconds ago."""
         state = self.view.compute_state()["instances"]
-        training = {(m["zone"], m["instance"]) for m in self.view.markers() if m["alive"]}
+        training = {(m["zone"], m["instance"]): float(m["at"]) for m in self.view.markers() if m["alive"]}
         out = []
+        now = time.time()
         for key, vm in state.items():
             zone, name = key.split("/", 1)
             if vm["status"] != "RUNNING" or vm.get("action") == "DELETING" or not vm.get("pid"):
                 continue
-            if self._experiment_of(key) is None or (need_trainer and (zone, name) not in training):
+            started = training.get((zone, name), 0.0)
+            if self._experiment_of(key) is None or ((need_trainer or younger is not None) and not started):
+                continue
+            if younger is not None and now - started > younger:
                 continue
             if self.hit.get(key, float("-inf")) > self.ledger.clock.now():
                 continue  # a fault on it is still under way
-            out.append((key, int(vm["pid"])))
+            out.append((key, int(vm["pid"]), started))
         return out
+
+    def _at_age(self, fault: Fault, rng: random.Random, what: str) -> tuple[str, int, str]:
+        """A VM whose trainer is younger than the fault's ``trainer_age``, once it is that old (any
+        running VM if none comes): (zone/name, init pid, at what point of its trainer's life)."""
+        age = float(fault.params.get("trainer_age", 0.0))
+        try:
+            key, pid, started = self._pick(rng, lambda: self.running_vms(younger=age), f"{what} younger than {age:g}s")
+        except NoTarget:
+            key, pid, started = self._pick(rng, self.running_vms, what)
+        if started:
+            time.sleep(max(0.0, started + age - time.time()))
+            return key, pid, f"its trainer {time.time() - started:.1f}s old"
+        return key, pid, "no trainer yet"
 
     # --------------------------------------------------------------- VM faults
     def vm_killed(self, fault: Fault, rng: random.Random) -> None:
-        key, pid = self._pick(rng, self.running_vms, "running VM")
+        key, pid, when = self._at_age(fault, rng, "running VM")
         procs.kill_tree(pid, grace=0.0, sig=signal.SIGKILL)
-        self.record(fault, key, f"killed its processes (init pid {pid})", self._experiment_of(key))
+        self.record(fault, key, f"killed its processes (init pid {pid}; {when})", self._experiment_of(key))
 
     def _preempt(self, fault: Fault, rng: random.Random, notice: bool) -> None:
-        key, _ = self._pick(rng, self.running_vms, "running VM")
+        key, _, when = self._at_age(fault, rng, "running VM")
         zone, name = key.split("/", 1)
         url = f"{self.compute}/_emulator/projects/{self.project}/zones/{zone}/instances/{name}/preempt"
         answer = requests.post(url, params={"notice": str(notice).lower()}, json={}, timeout=30)
         if answer.status_code != 200:
             raise NoTarget(f"{key} could not be preempted: {answer.text[:200]}")
-        self.record(fault, key, "with the spot notice" if notice else "without notice", self._experiment_of(key))
+        how = "with the spot notice" if notice else "without notice"
+        self.record(fault, key, f"{how} ({when})", self._experiment_of(key))
 
     def vm_preempted(self, fault: Fault, rng: random.Random) -> None:
         self._preempt(fault, rng, notice=True)
@@ -168,12 +188,12 @@ class Nemesis:
         self._preempt(fault, rng, notice=False)
 
     def guest_hang(self, fault: Fault, rng: random.Random) -> None:
-        key, pid = self._pick(rng, lambda: self.running_vms(need_trainer=True), "VM with a trainer")
+        key, pid, when = self._at_age(fault, rng, "VM with a trainer")
         stopped = [pid, *procs.descendants(pid)]
         for p in stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGSTOP)
-        self.record(fault, key, f"stopped its {len(stopped)} processes", self._experiment_of(key))
+        self.record(fault, key, f"stopped its {len(stopped)} processes ({when})", self._experiment_of(key))
 
     def vm_never_boots(self, fault: Fault, rng: random.Random) -> None:
         def booting() -> list[str]:

@@ -81,10 +81,13 @@ def count(soak: Soak) -> int:
 def _params(kind: str, rng: random.Random, soak: Soak) -> tuple[float, dict[str, Any]]:
     """(window, parameters) of one fault of ``kind``."""
     silent = soak.heartbeat_timeout + 2 * soak.sweep_interval + 10
+    # VM faults strike at a point of a trainer's life (seconds since it started): its start-up, its
+    # first episodes before and after its first checkpoint, not only wherever wall time falls.
+    age = round(rng.uniform(0, 3 * soak.episode_seconds), 1)
     if kind in ("vm_killed", "guest_hang"):
-        return silent, {}
+        return silent, {"trainer_age": age}
     if kind in ("vm_preempted", "vm_preempted_no_notice"):
-        return 15.0, {}
+        return 15.0, {"trainer_age": age}
     if kind == "vm_never_boots":
         return soak.boot_timeout * 0.75, {}  # lifted before the sweeper's retry boots it again
     if kind == "zone_stockout":
