@@ -115,6 +115,10 @@ class StandIn:
                 checkpoint.save(self.bucket, self.owner, self.work / "checkpoint-out", model, None, episodes=episode,
                                 run_id=self.outcome.mlflow_run_id, normalization=False)  # fmt: skip
                 progress.report(self.ctx, lambda: self.clients, episode, {"mean_reward": value}, value)
+            if self.stop.is_set():  # as the trainer's SIGTERM path: a checkpoint first, whatever was done
+                model = _Model(self.outcome.timesteps, self.done)
+                checkpoint.save(self.bucket, self.owner, self.work / "checkpoint-out", model, None, episodes=self.done,
+                                run_id=self.outcome.mlflow_run_id, normalization=False)  # fmt: skip
             seen = self.values[: self.done]
             if seen:
                 self.outcome.metrics = {"best_eval_mean_reward": max(seen), "final_mean_reward": seen[-1],
