@@ -141,6 +141,10 @@ class FakeView:
         self.problems: list[str] = []
         self.runs: list[dict[str, str]] = []
         self.beat: float | None = None
+        self.ready: list[dict[str, Any]] = []
+
+    def events(self, since: float) -> list[dict[str, Any]]:
+        return [e for e in self.ready if e["t"] >= since]
 
     def heartbeat(self, batch_id: str, experiment: str) -> float | None:
         return self.beat
@@ -231,6 +235,20 @@ def test_the_checker_lets_a_trainer_that_beats_run_as_long_as_it_needs(tmp_path:
     c.progress(observation(t=bound + 20), ("b1", 1), rec)
     c.progress(observation(t=bound + 20), ("b1", 0), rec)
     assert [(v.invariant, v.index) for v in ledger.violations] == [("progress", 0)]
+
+
+def test_the_checker_sees_a_ready_vm_that_dispatch_never_claims(tmp_path: Path) -> None:
+    c, ledger, info = checker(tmp_path)
+    view: FakeView = c.view  # type: ignore[assignment]  # the fake
+    up = {f"z/{info.instance_prefix}{i}": {**vm(), "boot_id": f"boot-{i}"} for i in (0, 1)}
+    view.ready = [{"t": ledger.clock.origin + 1, "kind": "vm.ready", "instance": f"{info.instance_prefix}{i}",
+                   "boot_id": f"boot-{i}"} for i in (0, 1)]  # fmt: skip
+    claimed = {"state": "running", "history": [{"event": "dispatch", "detail": "boot boot-0", "at": 0}]}
+    waiting = {"state": "pending", "history": []}
+    records = {("b1", 0): claimed, ("b1", 1): waiting}
+    c.dispatched(observation(up, records, t=5.0), [info])
+    c.dispatched(observation(up, records, t=c.soak.dispatch_bound + 10), [info])
+    assert [(v.invariant, v.index) for v in ledger.violations] == [("dispatched", 1)]
 
 
 def test_the_checker_holds_the_budget_to_the_batch_plus_one_estimate(tmp_path: Path) -> None:

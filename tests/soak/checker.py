@@ -14,6 +14,9 @@ that broke it, with the faults active at that moment):
   longer than ``silence_bound`` after its trainer's last heartbeat, counted from the end of the
   last fault that could hold it back; and a batch with queued experiments never sits with none
   live that long: so each experiment ends within its attempts' bounds.
+- ``dispatched``: a VM that became ready (Compute's ``vm.ready`` event for a boot) while its
+  experiment waited for a boot is claimed for that boot within ``dispatch_bound``, unless the boot
+  ended first (the VM stopped or was recreated) or the experiment moved on (ended, re-queued).
 - ``vm_lingers``: a VM of an ended (or re-queued) experiment is being deleted within ``linger_bound``.
 - ``budget``: a batch's VM-hours (Compute's VM lifetimes, and for each live experiment what its
   estimate says it still needs) stay within ``max_vm_hours`` plus one experiment's estimate.
@@ -43,8 +46,8 @@ from tests.soak.settings import Soak
 log = logging.getLogger("soak")
 
 ALIVE = ("PROVISIONING", "STAGING", "RUNNING")
-INVARIANTS = ("max_parallel", "one_trainer", "transitions", "progress", "vm_lingers", "budget", "outputs",
-              "mlflow_once", "one_alert")  # fmt: skip
+INVARIANTS = ("max_parallel", "one_trainer", "transitions", "progress", "dispatched", "vm_lingers", "budget",
+              "outputs", "mlflow_once", "one_alert")  # fmt: skip
 
 
 def parse_time(text: str) -> float:
@@ -82,6 +85,8 @@ class Checker:
         self.verified: set[tuple[str, int]] = set()
         self.mlflow_checked = 0.0
         self.replayed: dict[tuple[str, int], int] = {}
+        self.readies: dict[str, tuple[float, str, tuple[str, int]]] = {}  # boot -> (seen, zone/name, experiment)
+        self.events_seen = 0.0
 
     # ------------------------------------------------------------------- loop
     def start(self) -> None:
@@ -133,6 +138,7 @@ class Checker:
             self.budget(obs, b)
             self.stalled_queue(obs, b)
         self.one_trainer(obs)
+        self.dispatched(obs, batches)
         for key, rec in obs.records.items():
             self.transitions(key, rec)
             self.progress(obs, key, rec)
@@ -208,6 +214,42 @@ class Checker:
                 f"since anything held it back (bound {bound:.0f}s)",
                 *key,
             )  # fmt: skip
+
+    def dispatched(self, obs: Observation, batches: list[BatchInfo]) -> None:
+        for event in self.view.events(self.events_seen):
+            self.events_seen = max(self.events_seen, float(event["t"]))
+            if event.get("kind") != "vm.ready" or event.get("boot_id") in self.readies:
+                continue
+            name = str(event.get("instance"))
+            for b in batches:
+                tail = name.removeprefix(b.instance_prefix)
+                if tail != name and tail.isdigit():
+                    zone = next((k.split("/", 1)[0] for k, v in obs.instances.items()
+                                 if k.endswith(f"/{name}") and v.get("boot_id") == event["boot_id"]), "")  # fmt: skip
+                    self.readies[str(event["boot_id"])] = (self.ledger.clock.at(float(event["t"])), f"{zone}/{name}",
+                                                           (b.batch_id, int(tail)))  # fmt: skip
+        for boot, (seen, vm_key, key) in list(self.readies.items()):
+            rec = obs.records.get(key)
+            vm = obs.instances.get(vm_key, {})
+            claimed = rec is not None and any(
+                h.get("event") == "dispatch" and boot in str(h.get("detail")) for h in rec.get("history") or []
+            )
+            gone = vm.get("boot_id") != boot or vm.get("status") != "RUNNING" or vm.get("action") == "DELETING"
+            moved_on = rec is not None and str(rec.get("state")) not in ("pending", "starting", "running")
+            if claimed or gone or moved_on:
+                del self.readies[boot]
+                continue
+            self.checks["dispatched"] += 1
+            since = max(seen, self.ledger.blocking_end(obs.t, key))
+            if obs.t - since > self.soak.dispatch_bound:
+                del self.readies[boot]
+                self.ledger.violation(
+                    f"dispatched:{boot}", "dispatched",
+                    f"{vm_key} ready (boot {boot}) {obs.t - seen:.0f}s ago and not claimed: the experiment is "
+                    f"{rec.get('state') if rec else 'unknown'} on boot {rec.get('boot_id') if rec else None} "
+                    f"(bound {self.soak.dispatch_bound:.0f}s)",
+                    *key,
+                )  # fmt: skip
 
     def stalled_queue(self, obs: Observation, b: BatchInfo) -> None:
         launch = obs.launches.get(b.batch_id)

@@ -118,6 +118,12 @@ class Soak:
         return min(900.0, attempts * self.step_bound)
 
     @property
+    def dispatch_bound(self) -> float:
+        """How long a ready VM may wait to be claimed: dispatch's deliveries retried with Pub/Sub's
+        backoff (the gce profile's 10-600 s, scaled) and its own SSH retries, on two loaded cores."""
+        return 90.0
+
+    @property
     def linger_bound(self) -> float:
         """How long a VM may outlive its experiment's end before its deletion is asked: the ending's
         follow-up asks at once; a redelivery or a sweep within seconds; Compute's rate limits retried."""
