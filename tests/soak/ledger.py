@@ -147,10 +147,14 @@ class Ledger:
             if key in self.seen:
                 return
             self.seen.add(key)
-        found = Violation(round(t, 1), invariant, detail, self.active(t), batch, index)
+        context = self.active(t)
+        with self.lock:  # and the faults that hit this experiment, whenever they did
+            context += [f"{f.label} on it at {f.at:.0f}s" for f in self.injected
+                        if f.experiment == (batch, index) and f.label not in context]  # fmt: skip
+        found = Violation(round(t, 1), invariant, detail, context, batch, index)
         with self.lock:
             self.violations.append(found)
         where = f" {batch}/{index}" if batch and index is not None else (f" {batch}" if batch else "")
-        self.say(f"VIOLATION {invariant}{where}: {detail} [faults active: {', '.join(found.faults) or 'none'}]")
+        self.say(f"VIOLATION {invariant}{where}: {detail} [faults: {', '.join(found.faults) or 'none'}]")
         self._log("violation", asdict(found))
         self.first_violation.set()
