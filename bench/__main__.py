@@ -1,4 +1,4 @@
-"""`python -m bench [--only cloud,control,queue,limits,trainer] [--quick]`: run the benchmarks, print one table.
+"""`python -m bench [--only cloud,control,queue,list,limits,trainer] [--quick]`: run the benchmarks, print one table.
 
 Each figure is printed with its goal; nothing is asserted. Results are written to
 bench-results/bench-<time>.json and bench-results/latest.json; a previous latest.json is compared.
@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,16 @@ def render(rows: list[dict[str, Any]], before: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--only",
-        default="cloud,control,queue,limits,trainer",
-        help="comma-separated groups: cloud, control, queue, limits (the scale figures without and under "
+        default="cloud,control,queue,list,limits,trainer",
+        help="comma-separated groups: cloud, control, queue, list, limits (the scale figures without and under "
         "Google's limits, side by side), trainer",
+    )
+    parser.add_argument(
+        "--list-sizes", default="", help="list only: the numbers of ended batches (default 1000,5000; --quick: 500)"
     )
     parser.add_argument(
         "--limits-size",
@@ -104,13 +108,31 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", default="", help="control only: the batch sizes N to measure (e.g. 10,50); default 1,10,50"
     )
     parser.add_argument(
+        "--algorithms",
+        default="",
+        help="trainer only: the algorithms measured against a bare loop (default: every one the project accepts; "
+        "--quick: PPO,SAC)",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="trainer only: trainer/bare pairs per algorithm (default 3; --quick: 1)"
+    )
+    parser.add_argument(
+        "--n-envs-rounds",
+        type=int,
+        default=-1,
+        help="trainer only: rounds of --n-envs 1, 2 (and 4 with 4 cores) (default 3; --quick: 1; 0: skip)",
+    )
+    parser.add_argument(
         "--profiles",
         default="fast,gce",
         help="control only: the Compute timings to measure under (fast: every VM at once; gce: Compute Engine's)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The figures of every group asked for, in order."""
     groups = set(args.only.split(","))
-    started = dt.datetime.now(dt.UTC)
     rows: list[dict[str, Any]] = []
     if "cloud" in groups:
         rows += figures.cloud(quick=args.quick)
@@ -123,13 +145,34 @@ def main(argv: list[str] | None = None) -> int:
 
         queue_sizes = [int(n) for n in args.queue_sizes.split(",") if n.strip()] or ([20] if args.quick else None)
         rows += queue.queue(sizes=queue_sizes, launch_size=args.launch_size)
+    if "list" in groups:
+        from bench import listing
+
+        list_sizes = [int(n) for n in args.list_sizes.split(",") if n.strip()]
+        rows += listing.listing(sizes=list_sizes or ([500] if args.quick else [1000, 5000]))
     if "limits" in groups:
         from bench import limits
 
         size = args.limits_size or (40 if args.quick else limits.SIZE)
         rows += limits.limits(size=size, parallel=max(1, size // 10), launch_size=200 if args.quick else limits.LAUNCH)
     if "trainer" in groups:
-        rows += figures.trainer(quick=args.quick)
+        from bench import trainer_speed
+
+        rows += trainer_speed.trainer(
+            quick=args.quick,
+            algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()] or None,
+            pairs=args.pairs or None,
+            rounds=None if args.n_envs_rounds < 0 else args.n_envs_rounds,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Stopped (timeout, kill): unwind, so the local clouds and processes the figures started are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = dt.datetime.now(dt.UTC)
+    rows = _measure(args)
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)
     latest = out / "latest.json"

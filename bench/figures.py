@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,8 +60,8 @@ def local_cloud(
     options = Options(port_base=0, sweep_interval=0, profile=profile, limits=limits)
     cloud = LocalCloud(Path(tempfile.mkdtemp(prefix="bench-cloud-")), options)
     try:
-        env = cloud.up()
-        yield cloud, env
+        cloud.up()
+        yield cloud, cloud.admin_env()  # the benchmark's own clients act as the harness
     finally:
         cloud.down()
         os.environ.clear()
@@ -246,151 +244,6 @@ def _control_plane(profile: str, plan: list[tuple[int, int]]) -> list[dict[str, 
                 rows.append(row(f"{name}, p50", pct(values, 0.5), "s", f"p95 < {goal:g} s", None))
                 rows.append(row(f"{name}, p95", p95, "s", f"< {goal:g} s", p95 < goal))
     return rows
-
-
-# ------------------------------------------------------------------------------ trainer
-BARE = """
-import json, os, sys, time
-import gymnasium as gym, sinergym
-from sinergym.utils.wrappers import NormalizeAction
-from stable_baselines3 import PPO
-env = NormalizeAction(gym.make("Eplus-5zone-hot-continuous-v1", env_name="bare",
-                               building_config={"runperiod": (1, 1, 1991, 7, 1, 1991)}, seed=1))
-model = PPO("MlpPolicy", env, n_steps=256, batch_size=64, seed=1)
-steps = 2 * env.get_wrapper_attr("timestep_per_episode")
-t = time.monotonic()
-model.learn(total_timesteps=steps)
-print(json.dumps({"steps_per_second": model.num_timesteps / (time.monotonic() - t)}))
-"""
-
-
-def _bare_steps_per_second() -> float:
-    from trainer.envs import ensure_energyplus
-
-    ensure_energyplus()
-    with tempfile.TemporaryDirectory(prefix="bench-bare-") as cwd:
-        env = {**os.environ, "TQDM_DISABLE": "1"}
-        out = subprocess.run(
-            [sys.executable, "-c", BARE], cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
-        )
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-2000:])
-        return float(json.loads(out.stdout.strip().splitlines()[-1])["steps_per_second"])
-
-
-def _trainer_metrics(env: dict[str, str], experiment: Any, sub: str) -> dict[str, float]:
-    from sinergym_cloud import contracts
-    from sinergym_cloud.contracts import Completion, TrainerSpec
-
-    rt = runtime(env)
-    batch_id = f"bench-tr-{int(time.time() * 1000)}"
-    spec = TrainerSpec(
-        project="local-project",
-        batch_id=batch_id,
-        experiment_index=0,
-        experiment_name=f"bench-{batch_id}",
-        group_name="bench",
-        experiment=experiment,
-        results_bucket="experiments-storage",
-        instance="bench-0",
-        zone=ZONE,
-        boot_id="bench-1",
-        mlflow_experiment="bench",
-    )
-    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as work:
-        path = Path(work) / "spec.json"
-        path.write_text(spec.model_dump_json())
-        result = subprocess.run(
-            [sys.executable, "-m", "trainer", "run", "--spec", str(path)],
-            cwd=work,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        response = rt.clients.subscriber.pull(request={"subscription": sub, "max_messages": 10}, timeout=10)
-        for m in response.received_messages:
-            rt.clients.subscriber.acknowledge(request={"subscription": sub, "ack_ids": [m.ack_id]})
-            done = contracts.parse(Completion, m.message.data)
-            if done.batch_id == batch_id:
-                return dict(done.metrics)
-    raise TimeoutError("no completion from the trainer")
-
-
-def trainer(quick: bool = False) -> list[dict[str, Any]]:
-    from sinergym_cloud import names
-    from sinergym_cloud.contracts import Experiment
-
-    rows: list[dict[str, Any]] = []
-    say("bare Sinergym + SB3 loop (PPO, two one-week episodes)")
-    bare = _bare_steps_per_second()
-    with local_cloud() as (_, env):
-        rt = runtime(env)
-        sub = f"projects/local-project/subscriptions/bench-{int(time.time())}"
-        rt.clients.subscriber.create_subscription(name=sub, topic=rt.clients.topic_path(names.TOPIC_COMPLETIONS))
-        base = {
-            "environment": "Eplus-5zone-hot-continuous-v1",
-            "algorithm": "PPO",
-            "episodes": 2,
-            "seed": 1,
-            "runperiod": WEEK,
-            "hyperparameters": {"n_steps": 256, "batch_size": 64},
-        }
-        say("the trainer, same run, with logger, normalization, MLflow, checkpoints, remote store")
-        full = _trainer_metrics(
-            env, Experiment.model_validate({**base, "logger": True, "normalization": True, "remote_store": True}), sub
-        )
-        ratio = full["steps_per_second"] / bare
-        rows.append(row("bare Sinergym + SB3 PPO", bare, "steps/s", "-", None))
-        rows.append(row("trainer (wrappers + MLflow + checkpoints)", full["steps_per_second"], "steps/s", "-", None))
-        rows.append(row("trainer / bare", ratio, "x", ">= 0.9", ratio >= 0.9))
-        say("--n-envs 1 vs 2")
-        one = _trainer_metrics(env, Experiment.model_validate(base), sub)["steps_per_second"]
-        two = _trainer_metrics(env, Experiment.model_validate({**base, "episodes": 4, "n_envs": 2}), sub)[
-            "steps_per_second"
-        ]
-        rows.append(row("--n-envs 2 / --n-envs 1", two / one, "x", ">= 1.6 (2 cores)", two / one >= 1.6))
-        if not quick:
-            rows += _idle_share(env)
-    return rows
-
-
-def _idle_share(env: dict[str, str]) -> list[dict[str, Any]]:
-    """VM alive but not training, for a real two-experiment batch of one-week episodes."""
-    from sinergym_cloud import contracts, names
-    from sinergym_cloud.contracts import Batch, Experiment
-    from sinergym_cloud.publisher import report
-
-    say("idle VM share of a real batch")
-    rt = runtime(env)
-    experiment = Experiment.model_validate(
-        {
-            "environment": "Eplus-5zone-hot-continuous-v1",
-            "episodes": 2,
-            "runperiod": WEEK,
-            "hyperparameters": {"n_steps": 256},
-        }
-    )
-    batch = Batch(batch_id=f"bench-idle-{int(time.time())}", experiments=[experiment, experiment])
-    rt.clients.publish(names.TOPIC_BATCHES, contracts.dump(batch))
-    mig = names.mig_name(batch.group_name, batch.batch_id)
-    since = time.time() - 5
-    wait_for(
-        lambda: any(e["kind"] == "mig.delete" and e.get("mig") == mig for e in events(env, since)), 600, "the batch"
-    )
-    _, rows = report.gather(rt, batch.batch_id)
-    vm = sum(r.vm_hours or 0 for r in rows)
-    idle = sum(r.idle_hours or 0 for r in rows)
-    share = 100 * idle / vm if vm else float("nan")
-    return [
-        row("VM-hours of a 2-experiment batch (2 one-week episodes each)", vm, "h", "-", None),
-        row("idle VM share (boot, dispatch, upload, deletion)", share, "%", "reported (falls as runs grow)", None),
-    ]
 
 
 def now() -> str:

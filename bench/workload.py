@@ -6,6 +6,10 @@ would drown on two cores. This workload behaves like the trainer towards the con
 started by the same VM agent from the same TrainerSpec, waits a moment, and publishes the same
 Completion message. It is only ever used by bench/ and the tests (SINERGYM_TRAINER_MODULE=bench.workload).
 
+While it works it prints a line a second (``workload: second N``), as a trainer logs. ``BENCH_FAIL``
+(a JSON list of experiment indices) makes those experiments fail as a trainer does: a traceback on
+stderr and a failed Completion with the error.
+
 For sweeps, ``BENCH_OBJECTIVE`` scripts the objective per episode, so a test knows which trials the
 pruner must stop: a JSON object of experiment index -> the value after each episode (``"*"`` for
 the others), run ``BENCH_EPISODE_SECONDS`` apart. A trial whose spec asks for progress reports
@@ -28,13 +32,14 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
     # Like the trainer, the Pub/Sub client is built and connected at start, so the completion goes
     # out at once.
-    from sinergym_cloud import contracts, names, signing
+    from sinergym_cloud import contracts, logs, names, signing
     from sinergym_cloud.config import Settings
     from sinergym_cloud.contracts import Completion, Progress, TrainerSpec
     from sinergym_cloud.gcp.clients import Clients
@@ -58,12 +63,25 @@ def main(argv: list[str]) -> int:
             clients.publish(names.TOPIC_COMPLETIONS, data, 30.0, **attributes)
 
     metrics: dict[str, float] = {}
+    failing = spec.experiment_index in json.loads(os.environ.get("BENCH_FAIL") or "[]")
+    status, reason, error_type = "succeeded", "benchmark workload", None
+    print(f"workload: experiment {spec.experiment_index} ({spec.experiment_name}) starts", flush=True)
     schedule = Path(os.environ.get("BENCH_SCHEDULE") or "/nonexistent")
     end_at = json.loads(schedule.read_text()).get(spec.batch_id) if schedule.is_file() else None
-    if end_at is not None:
-        time.sleep(max(0.0, float(end_at) - time.time()))
-    elif script is None:
-        time.sleep(float(os.environ.get("BENCH_WORK_SECONDS", "2")))
+    if script is None:
+        work = float(os.environ.get("BENCH_WORK_SECONDS", "2"))
+        end = time.monotonic() + (max(0.0, float(end_at) - time.time()) if end_at is not None else work)
+        second = 0
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            second += 1
+            print(f"workload: second {second}", flush=True)
+        if failing:
+            try:
+                raise RuntimeError(f"the workload of experiment {spec.experiment_index} failed on purpose")
+            except RuntimeError as exc:
+                traceback.print_exc()
+                status, reason, error_type = "failed", str(exc), type(exc).__name__
     else:
         values = scripted(script, spec.batch_id, spec.experiment_index)
         for episode, value in enumerate(values, 1):
@@ -82,12 +100,16 @@ def main(argv: list[str]) -> int:
         instance=spec.instance,
         zone=spec.zone,
         boot_id=spec.boot_id,
-        status="succeeded",
-        exit_reason="benchmark workload",
+        status=status,
+        exit_reason=reason,
+        error_type=error_type,
+        log_tail=[f"{error_type}: {reason}"] if error_type else [],
         started_at=started,
         metrics=metrics,
         finished_at=dt.datetime.now(dt.UTC),  # the latency of cleanup is measured from here
     )
+    print(f"workload: experiment {spec.experiment_index} {status}", flush=True)
+    logs.request_flush(final=True)  # as the trainer: its log is stored before the completion deletes the VM
     publish(contracts.dump(message))
     return 0
 

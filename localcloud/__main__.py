@@ -66,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 - one 
                 print(line)
             else:
                 subject = incident["documentation"]["subject"] or incident["policy_name"]
+                if incident.get("state") == "closed":
+                    print(f"[{incident['severity']}] closed: {subject}")
+                    continue
                 print(f"[{incident['severity']}] {subject}\n    {incident['documentation']['content']}")
+                for link in incident["documentation"].get("links", []):
+                    print(f"    link: {link['display_name']}: {link['url']}")
         return 0
     return 2
 

@@ -4,7 +4,8 @@
 checked, never slept for):
 
 ====================  ==============================================================
-pubsub                Google's Pub/Sub emulator (Java)
+pubsub                Google's Pub/Sub emulator (Java), behind ``pubsub-front``
+pubsub-front          the gRPC front PUBSUB_EMULATOR_HOST names: applies subscription filters
 gcs                   fake-gcs-server (enforces generation preconditions)
 gcs-front             Cloud Storage's front: Google's limits, two fake-gcs-server differences bridged
 compute               this project's Compute Engine emulator; its instances are local VMs
@@ -42,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from localcloud import limits, procs, services
+from localcloud import iam, identity, limits, procs, services
 from localcloud.provision import provision
 from localcloud.services import StartupError
 from localcloud.settings import (
@@ -112,6 +113,7 @@ class LocalCloud:
         ports = choose_ports(self.options.port_base)
         self._check_ports_free(ports)
         self._ensure_ssh_key()
+        self._identities()
         env = self._client_env(ports)
         limits.write(self.dir, limits.named(self.options.limits_choice))
         self.info_file.write_text(json.dumps({"id": cloud_id, "ports": ports, "env": env, "dir": str(self.dir)}))
@@ -161,7 +163,10 @@ class LocalCloud:
         """What a client of the local cloud needs: the standard variables plus this project's."""
         return {
             "GOOGLE_CLOUD_PROJECT": PROJECT,
+            # gRPC clients reach the emulator through its front (subscription filters); REST clients
+            # (gcloud, the VMs' ready script) reach the emulator itself.
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports['pubsub']}",
+            "LOCALCLOUD_PUBSUB_REST_HOST": f"127.0.0.1:{ports['pubsub-emulator']}",
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports['gcs-front']}",
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
             "SINERGYM_COMPUTE_ENDPOINT": f"http://127.0.0.1:{ports['compute']}",
@@ -172,8 +177,10 @@ class LocalCloud:
             "LOCALCLOUD_DIR": str(self.dir),
             # gcloud against the emulators (e.g. `gcloud pubsub topics publish`).
             "CLOUDSDK_CORE_PROJECT": PROJECT,
-            "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
-            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub']}/",
+            # The operator's credential (a local token): gcloud sends it, the fronts check it.
+            "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(self.operator_token_file),
+            "LOCALCLOUD_TOKEN": self.token("operator"),
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://127.0.0.1:{ports['pubsub-emulator']}/",
             # Every Cloud Storage client, gcloud too, goes through the front (localcloud/gcs_front.py).
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"http://127.0.0.1:{ports['gcs-front']}/storage/v1/",
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"http://127.0.0.1:{ports['compute']}/compute/v1/",
@@ -219,6 +226,43 @@ class LocalCloud:
         services.wait_ready([service], info["ports"])
         say(f"{name} restarted (pid {started.pid})")
         return started.pid
+
+    # ------------------------------------------------------------- identities
+    def _identities(self) -> None:
+        """A credential per component and the policy infra/terraform/iam.tf makes (localcloud/identity.py),
+        and the operator's token in a file for gcloud (CLOUDSDK_AUTH_ACCESS_TOKEN_FILE)."""
+        tokens = identity.new_tokens(self.dir)
+        policy = iam.Policy.load(buckets={"state": STATE_BUCKET, "results": RESULTS_BUCKET})
+        identity.write_policy(self.dir, policy, self.options.iam)
+        path = self.operator_token_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(tokens["operator"])
+
+    @property
+    def operator_token_file(self) -> Path:
+        return identity.iam_dir(self.dir) / "operator.token"
+
+    def token(self, member: str) -> str:
+        """The credential of a component's service account (``admin``: what Terraform and the test
+        harness act as)."""
+        registry = json.loads((identity.iam_dir(self.dir) / "tokens.json").read_text())
+        for value, entry in registry.items():
+            if entry["member"] == member and entry.get("boundary") is None and entry.get("expires") is None:
+                return str(value)
+        raise KeyError(f"no credential of {member} in {self.dir}")
+
+    def admin_env(self) -> dict[str, str]:
+        """The local cloud's environment with the admin's credential: the test harness's and the
+        benchmarks' own clients (the user's environment, ``env()``, carries the operator's)."""
+        return {**self.env(), "LOCALCLOUD_TOKEN": self.token(identity.ADMIN)}
+
+    def set_policy(self, policy: iam.Policy) -> None:
+        """Enforce ``policy`` from now on (a test taking a role away)."""
+        identity.write_policy(self.dir, policy, self.options.iam)
+
+    def policy(self) -> iam.Policy:
+        return identity.read_policy(self.dir)
 
     def set_limits(self, new: limits.Limits) -> None:
         """Enforce ``new`` from now on (every service reads the file again when it changes): e.g. a

@@ -45,7 +45,6 @@ import argparse
 import base64
 import json
 import logging
-import os
 import random
 import signal
 import sys
@@ -54,7 +53,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
 import requests
 from google.api_core import exceptions
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # the package declares no such name to mypy
@@ -380,13 +378,12 @@ class Route:
 
 
 def subscriber_client() -> pubsub_v1.SubscriberClient:
-    """A subscriber of the emulator whose channel takes messages of any size: the client's default
-    channel refuses responses over gRPC's 4 MB default, and Pub/Sub messages go up to 10 MB."""
-    from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+    """The product's own subscriber of the local cloud (a channel that takes messages of any size, as
+    Pub/Sub's reach 10 MB, and Pub/Sub's service agent's credential, LOCALCLOUD_TOKEN)."""
+    from sinergym_cloud.config import Settings
+    from sinergym_cloud.gcp.clients import Clients
 
-    unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-    channel = grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"], options=unlimited)
-    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
+    return Clients(Settings.from_env()).subscriber
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,14 @@
 """Cloud Storage's front door on the local cloud: every client (the product's google-cloud-storage,
 gcsfs under TensorBoard, gcloud storage) talks to fake-gcs-server through it.
 
-It does three things fake-gcs-server does not:
+It does four things fake-gcs-server does not:
 
-- **Google's limits** (limits.py), when they are on: a write to an object name more often than
-  about once a second, or to a bucket faster than its write rate, is answered ``429`` with
+- **Identities**: each request's credential must hold the IAM permissions it needs (the roles
+  infra/terraform/iam.tf grants its account, or a downscoped token's boundary: identity.py,
+  gcs_permissions.py); else ``403 forbidden`` naming the principal and the permission.
+
+- **Google's limits** (limits.py), when they are on: a write to an object name less than about a
+  second after the last one that changed it, or to a bucket faster than its write rate, is answered ``429`` with
   Google's envelope (``errors[].reason`` ``rateLimitExceeded``, domain ``usageLimits``), so the
   client library's own retry policy is what reacts. Every mutation of an object counts: an upload
   (its name is in the query or in the JSON part of a multipart or resumable start), a metadata
@@ -24,7 +28,9 @@ It does three things fake-gcs-server does not:
   benchmarks; ``POST /_front/stats/reset`` starts the count again.
 
 fake-gcs-server's ``-external-url`` is this front, so the resumable-upload sessions it hands out
-come back through here too.
+come back through here too. The front also plays Google's Security Token Service (``POST
+/v1/token``): it mints the downscoped tokens dispatch makes for each VM, and holds requests made with
+them to their access boundary.
 """
 
 from __future__ import annotations
@@ -33,15 +39,19 @@ import argparse
 import http.client
 import json
 import logging
+import os
 import re
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from localcloud import gcs_permissions
+from localcloud.identity import Gate, Rule
 from localcloud.limits import Source
 from localcloud.throttle import Buckets, Peaks
 
@@ -52,6 +62,7 @@ LAYOUT = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/storageLayout$")
 UPLOAD = re.compile(r"^/upload/storage/v1/b/(?P<bucket>[^/]+)/o$")
 TO_DESTINATION = re.compile(r"^/storage/v1/b/[^/]+/o/[^/]+/(copyTo|rewriteTo)/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)$")
 COMPOSE = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)/compose$")
+STS_PATH = "/v1/token"  # the local Security Token Service (google.auth.downscoped's token exchange)
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 OBJECT_RATE_MESSAGE = (
     "The object {bucket}/{name} exceeded the rate limit for object mutation operations (create, update, and "
@@ -174,6 +185,7 @@ class Front(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream: tuple[str, int] = ("127.0.0.1", 0)
     limits = Source()
+    gate = Gate(service="storage")
     objects = Buckets()
     buckets = Buckets()
     stats = Stats()
@@ -184,15 +196,16 @@ class Front(BaseHTTPRequestHandler):
         log.debug(format, *args)
 
     # ------------------------------------------------------------------ limits
-    def _refusal(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> dict[str, Any] | None:
-        """Google's 429 envelope if the limits refuse this request now, else None (and it is counted)."""
+    def _refusal(self, target: tuple[str, str] | None, path: str) -> dict[str, Any] | None:
+        """Google's 429 envelope if the limits refuse this request now, else None. ``target``: the
+        object it would change. Its object's write is counted once it has changed the object
+        (``_mutated``): a write whose precondition fails changes nothing."""
         limits = self.limits.get()
-        target = written_object(method, path, query, body)
         bucket = target[0] if target else _bucket_of(path)
         if target is not None:
-            key = f"{target[0]}/{target[1]}"
             rate = limits.gcs_object_writes_per_second
-            if rate is not None and not self.objects.take(key, rate, limits.gcs_object_write_burst):
+            key = f"{target[0]}/{target[1]}"
+            if rate is not None and not self.objects.available(key, rate, limits.gcs_object_write_burst):
                 return self._too_many("object", OBJECT_RATE_MESSAGE.format(bucket=target[0], name=target[1]))
         if bucket is not None:
             writing = target is not None
@@ -201,12 +214,18 @@ class Front(BaseHTTPRequestHandler):
             if rate is not None and not self.buckets.take(f"{bucket}/{writing}", rate, burst):
                 kind = "writes" if writing else "reads"
                 return self._too_many(f"bucket {kind}", BUCKET_RATE_MESSAGE.format(bucket=bucket, kind=kind))
-        if target is not None:
-            with self.stats.lock:
-                self.stats.writes += 1
-            self.stats.object_peak.record(f"{target[0]}/{target[1]}")
-            self.stats.bucket_peak.record(target[0])
         return None
+
+    def _mutated(self, target: tuple[str, str]) -> None:
+        """An object changed: it spends its write rate, and the figures count it."""
+        limits = self.limits.get()
+        key = f"{target[0]}/{target[1]}"
+        if limits.gcs_object_writes_per_second is not None:
+            self.objects.spend(key, limits.gcs_object_writes_per_second, limits.gcs_object_write_burst)
+        with self.stats.lock:
+            self.stats.writes += 1
+        self.stats.object_peak.record(key)
+        self.stats.bucket_peak.record(target[0])
 
     def _too_many(self, kind: str, message: str) -> dict[str, Any]:
         with self.stats.lock:
@@ -219,6 +238,29 @@ class Front(BaseHTTPRequestHandler):
                 "errors": [{"message": message, "domain": "usageLimits", "reason": "rateLimitExceeded"}],
             }
         }
+
+    # --------------------------------------------------------------- identity
+    def _forbidden(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> bool:
+        """Answer Cloud Storage's 403 (and True) unless the caller's credential holds every permission
+        the request needs (localcloud/identity.py, gcs_permissions.py)."""
+        if not self.gate.enforced:
+            return False
+        name = (query.get("name") or [""])[0] or (_name_in_body(body) if UPLOAD.match(path) else "")
+        for needed, resource in gcs_permissions.needs(method, path, query, name, self._exists):
+            decision = self.gate.check(self.headers.get("Authorization"), needed, resource, f"{method} {path}")
+            if not decision.allowed:
+                message = decision.denial(os.environ.get("GOOGLE_CLOUD_PROJECT", ""))
+                log.warning("403: %s", message)
+                error = {"message": message, "domain": "global", "reason": "forbidden"}
+                self._json(403, {"error": {"code": 403, "message": message, "errors": [error]}})
+                return True
+        return False
+
+    def _exists(self, bucket: str, name: str) -> bool:
+        status, _, _ = self._upstream(
+            "GET", f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}", None, {}
+        )
+        return status == 200
 
     # ---------------------------------------------------------------- forward
     def _connection(self) -> http.client.HTTPConnection:
@@ -251,6 +293,9 @@ class Front(BaseHTTPRequestHandler):
         if url.path.startswith("/_front/"):
             self._own(method, url.path, body)
             return
+        if url.path == STS_PATH and method == "POST":
+            self._sts(body)
+            return
         layout = LAYOUT.match(url.path) if method == "GET" else None
         if layout:
             self._layout(layout["bucket"])
@@ -262,12 +307,18 @@ class Front(BaseHTTPRequestHandler):
             log.info("%d (injected) on %s %s", injected, method, url.path)
             self._json(injected, injected_error(injected))
             return
-        refusal = self._refusal(method, url.path, parse_qs(url.query), body)
+        query = parse_qs(url.query)
+        if self._forbidden(method, url.path, query, body):
+            return
+        target = written_object(method, url.path, query, body)
+        refusal = self._refusal(target, url.path)
         if refusal is not None:
             self._json(429, refusal)
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         status, response_headers, data = self._upstream(method, self.path, body or None, headers)
+        if target is not None and 200 <= status < 300:
+            self._mutated(target)
         if method == "DELETE" and OBJECT.match(url.path) and status == 200 and data.strip() in (b"", b"null"):
             status, data = 204, b""  # Cloud Storage: 204 No Content
         self.send_response(status)
@@ -277,6 +328,39 @@ class Front(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _sts(self, body: bytes) -> None:
+        """The Security Token Service's token exchange, as ``google.auth.downscoped`` calls it: the
+        subject token's member, restricted to the Credential Access Boundary in ``options``."""
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        source = self.gate.token(f"Bearer {form.get('subject_token', '')}")
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" or source is None:
+            self._json(400, {"error": "invalid_grant", "error_description": "The subject token is invalid."})
+            return
+        try:
+            options = json.loads(form.get("options") or "{}")
+            rules = tuple(
+                Rule(
+                    bucket=r["availableResource"].rsplit("/buckets/", 1)[1],
+                    role=r["availablePermissions"][0].removeprefix("inRole:"),
+                    expression=(r.get("availabilityCondition") or {}).get("expression"),
+                )
+                for r in options["accessBoundary"]["accessBoundaryRules"]
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            self._json(400, {"error": "invalid_request", "error_description": f"Invalid access boundary: {exc}"})
+            return
+        lifetime = float(os.environ.get("LOCALCLOUD_STS_LIFETIME", "3600"))
+        token, expires = self.gate.mint(source, rules, lifetime)
+        self._json(
+            200,
+            {
+                "access_token": token,
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": max(1, int(expires - time.time())),
+            },
+        )
 
     def _own(self, method: str, path: str, body: bytes = b"") -> None:
         if path == "/_front/faults" and method == "POST":

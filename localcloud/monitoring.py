@@ -6,7 +6,12 @@ alert policies on every point written, the way Cloud Monitoring does for a ``dur
 condition: a series whose point crosses the threshold opens an incident (one per series and policy,
 so a duplicated point does not alert twice), and the incident is delivered to the local sink: a
 line in this process's log, a line in ``alerts.jsonl`` and, if configured, a POST to a webhook in
-the shape of Cloud Monitoring's webhook notifications.
+the shape of Cloud Monitoring's webhook notifications (``state`` ``open``, with the policy's
+documentation, subject and links rendered for the series).
+
+An incident closes, with a ``closed`` notification, when a point of its series no longer crosses the
+threshold, or when the series has had no point for the policy's ``alert_strategy.auto_close``
+(Cloud Monitoring's "the alert closes by itself"), checked every few seconds.
 """
 
 from __future__ import annotations
@@ -33,8 +38,11 @@ from google.cloud.monitoring_v3 import types
 from google.protobuf import empty_pb2
 
 from localcloud import limits
+from localcloud.iam import Resource
+from localcloud.identity import Gate
 
 log = logging.getLogger("localcloud.monitoring")
+AUTO_CLOSE_CHECK_SECONDS = 5.0
 
 _TERM = re.compile(r'\s*(?P<field>[A-Za-z_.]+)\s*=\s*"(?P<value>[^"]*)"\s*(AND\s+|$)')
 
@@ -130,6 +138,7 @@ class Store:
         self.limits = limits.Source()
         self.last_point: dict[str, float] = {}
         self.refused_file = state_dir / "refused.jsonl"
+        self.last_arrival: dict[str, float] = {}  # series (as incidents name it) -> when its last point arrived
 
     # ---------------------------------------------------------------- metrics
     def create_time_series(self, request: types.CreateTimeSeriesRequest) -> None:
@@ -166,6 +175,7 @@ class Store:
                     refused.append(f"{series['resource']['type']}{{}} timeSeries[{i}]: {key}: {why}")
                     continue
                 self.last_point[key] = at
+                self.last_arrival[json.dumps([series["metric"], series["resource"]], sort_keys=True)] = time.time()
                 record = {
                     **series,
                     "value": value,
@@ -291,6 +301,7 @@ class Store:
                 key = (policy.name, series_key)
                 violating = compare(value, threshold.threshold_value)
                 if violating and key not in self.open_incidents:
+                    documentation = policy.documentation
                     incident = {
                         "incident_id": uuid.uuid4().hex,
                         "policy_name": policy.display_name,
@@ -305,31 +316,98 @@ class Store:
                         if policy.severity
                         else "SEVERITY_UNSPECIFIED",
                         "documentation": {
-                            "content": substitute(policy.documentation.content, series, value),
-                            "subject": substitute(policy.documentation.subject, series, value),
-                            "mime_type": policy.documentation.mime_type or "text/markdown",
+                            "content": substitute(documentation.content, series, value),
+                            "subject": substitute(documentation.subject, series, value),
+                            "mime_type": documentation.mime_type or "text/markdown",
+                            "links": [
+                                {"display_name": link.display_name, "url": substitute(link.url, series, value)}
+                                for link in documentation.links
+                            ],
                         },
+                        "auto_close_seconds": int(policy.alert_strategy.auto_close.total_seconds())
+                        if "alert_strategy" in policy and "auto_close" in policy.alert_strategy
+                        else None,
+                        "series_key": series_key,
                         "summary": f"{condition.display_name or policy.display_name}: observed {value:g} "
                         f"for {series['metric']['type']} {series['metric']['labels']}",
                         "point_time": when,
                     }
                     self.open_incidents[key] = incident
                     fired.append(incident)
-                elif not violating:
-                    self.open_incidents.pop(key, None)
+                elif not violating and key in self.open_incidents:
+                    fired.append(self._closed(self.open_incidents.pop(key), "the condition is met no more"))
         return fired
+
+    @staticmethod
+    def _closed(incident: dict[str, Any], why: str) -> dict[str, Any]:
+        ended = {**incident, "state": "closed", "ended_at": int(time.time())}
+        ended["summary"] = f"{incident['summary']} (closed: {why})"
+        return ended
+
+    def close_stale(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Close (and deliver) every open incident whose series has had no point for its policy's
+        auto_close; returns them."""
+        now = time.time() if now is None else now
+        closing = []
+        with self.lock:
+            for key, incident in list(self.open_incidents.items()):
+                after = incident.get("auto_close_seconds")
+                last = self.last_arrival.get(incident["series_key"], incident["started_at"])
+                if after and now - last >= after:
+                    closing.append(self._closed(self.open_incidents.pop(key), f"no data for {after}s"))
+        for incident in closing:
+            self._deliver(incident)
+        return closing
 
     def _deliver(self, incident: dict[str, Any]) -> None:
         payload = {"version": "1.2", "incident": incident}
         with self.lock, self.alerts_file.open("a") as f:
             f.write(json.dumps(payload) + "\n")
         subject = incident["documentation"]["subject"] or incident["policy_name"]
-        print(f"ALERT [{incident['severity']}] {subject}: {incident['summary']}", flush=True)
+        state = "ALERT" if incident["state"] == "open" else "CLOSED"
+        print(f"{state} [{incident['severity']}] {subject}: {incident['summary']}", flush=True)
         if self.webhook:
             try:
                 requests.post(self.webhook, json=payload, timeout=5).raise_for_status()
             except requests.RequestException as exc:
                 log.warning("alert webhook %s failed: %s", self.webhook, exc)
+
+
+# Each served method's IAM permission (https://cloud.google.com/monitoring/access-control).
+PERMISSIONS = {
+    "CreateTimeSeries": "monitoring.timeSeries.create",
+    "CreateServiceTimeSeries": "monitoring.timeSeries.create",
+    "ListTimeSeries": "monitoring.timeSeries.list",
+    "CreateMetricDescriptor": "monitoring.metricDescriptors.create",
+    "ListMetricDescriptors": "monitoring.metricDescriptors.list",
+    "CreateAlertPolicy": "monitoring.alertPolicies.create",
+    "ListAlertPolicies": "monitoring.alertPolicies.list",
+    "DeleteAlertPolicy": "monitoring.alertPolicies.delete",
+}
+
+
+class Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc declares no types to mypy
+    """Each call's credential must hold the method's permission (localcloud/identity.py), else
+    ``PERMISSION_DENIED`` naming it, as Cloud Monitoring answers."""
+
+    def __init__(self) -> None:
+        self.gate = Gate(service="monitoring")
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        if not self.gate.enforced:
+            return continuation(handler_call_details)
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        permission = PERMISSIONS.get(method, f"monitoring.{method}")
+        authorization = dict(handler_call_details.invocation_metadata or ()).get("authorization")
+        decision = self.gate.check(authorization, permission, Resource("project"), method)
+        if decision.allowed:
+            return continuation(handler_call_details)
+        message = f"Permission {permission} denied (or the resource may not exist). {decision.why}"
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
+
+        return grpc.unary_unary_rpc_method_handler(deny)
 
 
 def _unary(
@@ -383,7 +461,7 @@ def build_server(store: Store, port: int) -> tuple[grpc.Server, int]:
             "DeleteAlertPolicy": _unary(store.delete_policy, types.DeleteAlertPolicyRequest, empty),
         },
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[Gatekeeper()])
     server.add_generic_rpc_handlers((metric, alerts))
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     return server, bound
@@ -403,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(AUTO_CLOSE_CHECK_SECONDS):
+        store.close_stale()
     server.stop(grace=2).wait()
     return 0
 

@@ -1,6 +1,6 @@
 """What Terraform creates in the cloud, made on a fresh local cloud: topics with their dead-letter
-topics, the functions' subscriptions (pulled and pushed by delivery.py), the buckets, the instance
-template and the alert policies."""
+topics, the batch-events topic, the functions' subscriptions (pulled and pushed by delivery.py),
+the buckets, the instance template and the alert policies."""
 
 from __future__ import annotations
 
@@ -34,12 +34,14 @@ def provision(cloud: LocalCloud, ports: dict[str, int], env: dict[str, str]) -> 
     from sinergym_cloud.config import Settings
     from sinergym_cloud.gcp.clients import Clients
 
-    clients = Clients(Settings.from_env(env))
+    clients = Clients(Settings.from_env({**env, "LOCALCLOUD_TOKEN": cloud.token("admin")}))  # Terraform's part
     pub, sub = clients.publisher, clients.subscriber
     for topic in names.TOPICS:
         for t in (topic, names.dead_letter_topic(topic)):
             with contextlib.suppress(exceptions.AlreadyExists):
                 pub.create_topic(name=clients.topic_path(t))
+    with contextlib.suppress(exceptions.AlreadyExists):  # what other services subscribe to (no function does)
+        pub.create_topic(name=clients.topic_path(names.TOPIC_EVENTS))
     backoff = RETRY_BACKOFF[cloud.options.profile]
     for function, topic in names.FUNCTION_TOPICS.items():
         # A pull subscription with the push subscription's settings: localcloud/delivery.py pushes it.
@@ -118,6 +120,7 @@ def provision(cloud: LocalCloud, ports: dict[str, int], env: dict[str, str]) -> 
         timeout=5,
     ).raise_for_status()
     policies = json.loads((REPO / "infra" / "monitoring" / "alert_policies.json").read_text())
+    docs = (REPO / "docs").as_uri()  # Terraform puts var.docs_url here; locally, this checkout's docs
     for p in policies:
         clients.alert_policies.create_alert_policy(
             name=f"projects/{PROJECT}",
@@ -129,7 +132,12 @@ def provision(cloud: LocalCloud, ports: dict[str, int], env: dict[str, str]) -> 
                     "content": p["documentation"],
                     "subject": p["subject"],
                     "mime_type": "text/markdown",
+                    "links": [
+                        {"display_name": link["display_name"], "url": link["url"].replace("{docs}", docs)}
+                        for link in p.get("links", [])
+                    ],
                 },
+                alert_strategy={"auto_close": {"seconds": int(p["auto_close_seconds"])}},
                 conditions=[
                     {
                         "display_name": p["display_name"],

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from localcloud import procs, pubsub
+from localcloud import identity, procs, pubsub
 from localcloud.settings import FUNCTION_SLOTS, FUNCTIONS, PROJECT, REPO, VENV_BIN
 from sinergym_cloud import names
 
@@ -49,7 +49,15 @@ def services(
     (d / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     o = cloud.options
     services = [
-        (svc("pubsub", pubsub.argv(ports["pubsub"])), base),
+        (svc("pubsub", pubsub.argv(ports["pubsub-emulator"])), base),
+        (
+            svc(
+                "pubsub-front",
+                [py, "-m", "localcloud.pubsub_front", "--port", str(ports["pubsub"]),
+                 "--upstream", f"127.0.0.1:{ports['pubsub-emulator']}"],
+            ),
+            base,
+        ),
         (
             svc(
                 "gcs",
@@ -103,6 +111,9 @@ def services(
             {
                 **base,
                 "LOCALCLOUD_PID_DIR": str(cloud.pid_dir),
+                # The VMs run as the trainer's service account (its credential, as their metadata
+                # server would give it).
+                "LOCALCLOUD_VM_TOKEN": cloud.token("trainer"),
                 "SINERGYM_HEARTBEAT_SECONDS": str(o.heartbeat_seconds),
                 "LOCALCLOUD_STRICT": "1" if o.strict else "",
             },
@@ -118,8 +129,6 @@ def services(
         "WORKERS": "2",
         "THREADS": str(FUNCTION_SLOTS // 2),
         "SINERGYM_SSH_USER": getpass.getuser(),
-        "SINERGYM_SSH_KEY_FILE": str(cloud.ssh_key),
-        "SINERGYM_CONTROL_SECRET_FILE": str(cloud.control_secret),
         "SINERGYM_VM_AGENT": str(VENV_BIN / "sinergym-vm"),
         "SINERGYM_HEARTBEAT_TIMEOUT": str(o.heartbeat_timeout),
         "SINERGYM_BOOT_TIMEOUT": str(o.boot_timeout),
@@ -135,7 +144,7 @@ def services(
             "--host", "127.0.0.1",
             "--port", str(ports[f"fn-{function}"]),
         ]  # fmt: skip
-        services.append((svc(f"fn-{function}", argv), fn_env))
+        services.append((svc(f"fn-{function}", argv), {**fn_env, **function_identity(cloud, function)}))
     # Push delivery like Pub/Sub's, from the emulator's (pull) subscriptions: localcloud/delivery.py.
     routes = [
         f"--route=projects/{PROJECT}/subscriptions/{names.push_subscription(f)}="
@@ -144,16 +153,31 @@ def services(
     ]
     scale = o.scale if o.profile == "gce" else 1.0  # the gce profile's times are scaled; so are cold starts
     delivery = [py, "-m", "localcloud.delivery", *routes, "--time-scale", str(scale)]
-    services.append((svc("delivery", delivery), base))
+    # Delivery plays Pub/Sub itself (its service agent pulls and pushes); the scheduler plays Cloud
+    # Scheduler, whose job Terraform makes (the admin's credential stands for both).
+    services.append((svc("delivery", delivery), {**base, "LOCALCLOUD_TOKEN": cloud.token(identity.PUBSUB_AGENT)}))
     if o.sweep_interval > 0:
         argv = [py, "-m", "localcloud.scheduler", "--topic", names.TOPIC_SWEEP, "--every", str(o.sweep_interval)]
-        services.append((svc("scheduler", argv), base))
+        services.append((svc("scheduler", argv), {**base, "LOCALCLOUD_TOKEN": cloud.token(identity.ADMIN)}))
     return services
+
+
+def function_identity(cloud: LocalCloud, function: str) -> dict[str, str]:
+    """A function's credential (its service account's token) and the secrets iam.tf lets its account
+    read: Secret Manager's secrets are files here, handed only to the functions granted them."""
+    env = {"LOCALCLOUD_TOKEN": cloud.token(function)}
+    secrets = identity.read_policy(cloud.dir).secrets_of(function)
+    if "ssh_key" in secrets:
+        env["SINERGYM_SSH_KEY_FILE"] = str(cloud.ssh_key)
+    if "control_secret" in secrets:
+        env["SINERGYM_CONTROL_SECRET_FILE"] = str(cloud.control_secret)
+    return env
 
 
 def wait_ready(services: list[procs.Service], ports: dict[str, int]) -> None:
     checks: dict[str, tuple[Callable[[], bool], float]] = {
-        "pubsub": (lambda: _http_ok(f"http://127.0.0.1:{ports['pubsub']}/"), 60),
+        "pubsub": (lambda: _http_ok(f"http://127.0.0.1:{ports['pubsub-emulator']}/"), 60),
+        "pubsub-front": (lambda: _grpc_ready(f"127.0.0.1:{ports['pubsub']}"), 30),
         "gcs": (lambda: _http_ok(f"http://127.0.0.1:{ports['gcs']}/storage/v1/b"), 30),
         "gcs-front": (lambda: _http_answers(f"http://127.0.0.1:{ports['gcs-front']}/"), 30),
         "mlflow": (lambda: _http_ok(f"http://127.0.0.1:{ports['mlflow']}/health"), 120),

@@ -24,9 +24,12 @@ ACK_DEADLINES = {"launch": 120, "dispatch": 180, "cleanup": 120, "sweeper": 300}
 # redelivery take seconds.
 RETRY_BACKOFF = {"fast": (1, 30), "gce": (10, 600)}
 MAX_DELIVERY_ATTEMPTS = 10
-STOP_ORDER = ("scheduler", "delivery", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute")
+STOP_ORDER = (
+    "scheduler", "delivery", "fn-launch", "fn-dispatch", "fn-cleanup", "fn-sweeper", "compute", "pubsub-front"
+)  # fmt: skip
 SERVICE_ORDER = (
     "pubsub",
+    "pubsub-front",
     "gcs",
     "gcs-front",
     "mlflow",
@@ -35,9 +38,12 @@ SERVICE_ORDER = (
     *(f"fn-{f}" for f in FUNCTIONS),
     "scheduler",
 )
+# "pubsub" is what PUBSUB_EMULATOR_HOST names: the gRPC front (pubsub_front.py); the emulator
+# itself listens on "pubsub-emulator" (REST clients such as gcloud talk to it there).
 PORT_OFFSETS = {
     "pubsub": 0,
     "gcs-front": 1,  # what every client is pointed at (STORAGE_EMULATOR_HOST)
+    "pubsub-emulator": 6,
     "compute": 2,
     "monitoring": 3,
     "mlflow": 4,
@@ -81,7 +87,10 @@ class Options:
     strict: bool = False  # the Compute emulator checks each response against the discovery document
     # Google's published limits (limits.py): "google" or "none"; None: google under the gce profile,
     # none under the fast one (LOCALCLOUD_LIMITS).
-    limits: str | None = None
+    limits: str | None = field(default_factory=lambda: os.environ.get("LOCALCLOUD_LIMITS") or None)
+    # Identities (localcloud/identity.py): "enforce" the roles of infra/terraform/iam.tf, "audit" them
+    # (record what each call would need, refuse nothing), or "off" (LOCALCLOUD_IAM).
+    iam: str = field(default_factory=lambda: os.environ.get("LOCALCLOUD_IAM") or "audit")
     # Test-only: more environment for the function processes (e.g. a PYTHONPATH whose sitecustomize
     # breaks one step on purpose, to show that the soak's checker sees it). No environment variable.
     function_env: dict[str, str] = field(default_factory=dict)
@@ -106,6 +115,7 @@ class Options:
             scale=float(env.get("LOCALCLOUD_SCALE", 1) or 1),
             strict=env.get("LOCALCLOUD_STRICT", "") not in ("", "0", "false"),
             limits=env.get("LOCALCLOUD_LIMITS") or None,
+            iam=env.get("LOCALCLOUD_IAM") or "audit",
         )
 
 

@@ -20,12 +20,26 @@ class Buckets:
         self._swept = time.monotonic()
 
     def take(self, key: str, rate: float, burst: int, now: float | None = None) -> bool:
+        """Spend a token if there is one; False (nothing spent) if there is none."""
+        return self._change(key, rate, burst, now, spend=True, force=False)
+
+    def available(self, key: str, rate: float, burst: int, now: float | None = None) -> bool:
+        """Whether a token is there, spending none."""
+        return self._change(key, rate, burst, now, spend=False, force=False)
+
+    def spend(self, key: str, rate: float, burst: int, now: float | None = None) -> None:
+        """Spend a token for something already done (none left: the bucket stays empty)."""
+        self._change(key, rate, burst, now, spend=True, force=True)
+
+    def _change(self, key: str, rate: float, burst: int, now: float | None, *, spend: bool, force: bool) -> bool:
         now = time.monotonic() if now is None else now
         with self._lock:
             tokens, when = self._tokens.get(key, (float(burst), now))
             tokens = min(float(burst), tokens + (now - when) * rate)
             ok = tokens >= 1.0
-            self._tokens[key] = (tokens - 1.0 if ok else tokens, now)
+            if spend and (ok or force):
+                tokens = max(0.0, tokens - 1.0)
+            self._tokens[key] = (tokens, now)
             if now - self._swept > 10.0:
                 self._sweep(now, rate, burst)
             return ok

@@ -116,6 +116,14 @@ def wait_listening(port: int, timeout: float, process: subprocess.Popen[bytes]) 
     return False
 
 
+def startup_log(home: Path, line: str) -> None:
+    """A line of the VM's startup log (``startup.log`` on its disk), as the cloud startup script tees
+    its output there: the log shipper stores it as the boot's first log chunk."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with contextlib.suppress(OSError), (home / "startup.log").open("a") as f:
+        f.write(f"{stamp} startup: {line}\n")
+
+
 def publish_ready(home: Path, spec: dict[str, Any]) -> None:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -129,9 +137,13 @@ def publish_ready(home: Path, spec: dict[str, Any]) -> None:
         "SSH_PORT": str(spec["ssh_port"]),
         "HOST_KEY_PUB": str(home / "ssh_host_ed25519_key.pub"),
         "BOOT_ID": spec["boot_id"],
-        "PUBSUB_API": f"http://{spec['env']['PUBSUB_EMULATOR_HOST']}",
+        # REST, as the cloud VM's script publishes: the emulator itself (its gRPC front speaks gRPC only).
+        "PUBSUB_API": f"http://{spec['env'].get('LOCALCLOUD_PUBSUB_REST_HOST') or spec['env']['PUBSUB_EMULATOR_HOST']}",
     }
-    subprocess.run(["sh", str(READY_SCRIPT)], env=env, check=True, stdin=subprocess.DEVNULL, timeout=60)
+    with (home / "startup.log").open("ab") as out:
+        subprocess.run(
+            ["sh", str(READY_SCRIPT)], env=env, check=True, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=60
+        )
 
 
 class Init:
@@ -174,6 +186,7 @@ class Init:
     def boot(self) -> None:
         spec = self.spec
         report("RUNNING")
+        startup_log(self.home, f"instance {spec['name']} in {spec['zone']}, boot {spec['boot_id']}")
         delay = float(spec.get("boot_delay", 0))
         if delay > 0:
             time.sleep(delay)  # the simulated boot time, by request of the emulator's configuration
@@ -189,16 +202,20 @@ class Init:
         )
         if not wait_listening(int(spec["ssh_port"]), 10.0, sshd):
             report(f"BOOT-FAILED sshd did not listen on port {spec['ssh_port']} (exit {sshd.poll()})")
+            startup_log(self.home, f"sshd did not listen on port {spec['ssh_port']}")
             return
+        startup_log(self.home, f"sshd listens on 127.0.0.1:{spec['ssh_port']}")
         # Like Google's guest agent: the host keys go to the guest attributes (namespace hostkeys),
         # where dispatch reads them through Compute, never from a message.
         for pub in sorted(self.home.glob("ssh_host_*_key.pub")):
             kind, blob = pub.read_text().split()[:2]
             report(f"GUEST-ATTRIBUTE hostkeys/{kind} {blob}")
+        startup_log(self.home, "host keys published as guest attributes (hostkeys/)")
         try:
             publish_ready(self.home, spec)
         except (subprocess.SubprocessError, OSError) as exc:
             report(f"BOOT-FAILED publishing instance-ready failed: {exc}")
+            startup_log(self.home, f"publishing instance-ready failed: {exc}")
             return
         report(f"READY {spec['ssh_port']}")
 

@@ -158,6 +158,24 @@ def schedule(hours: Sequence[float], parallel: int) -> Schedule:
     )
 
 
+def simulations_at_full_speed(vcpus: int) -> int:
+    """How many simulations (``--n-envs``) one VM of ``vcpus`` runs at full speed: one per vCPU.
+
+    Each EnergyPlus simulation runs in a process of its own and needs a core of its own; the
+    learner's share is small, so steps/s grow near-linearly with ``--n-envs`` up to the VM's vCPUs
+    and not beyond (``make bench`` measures --n-envs 1, 2 and, with 4 cores, 4; docs/design.md,
+    "Machine type and --n-envs"). A managed instance group makes every VM from its template, so the
+    machine type is the batch's template's; this rule says which template an experiment wants.
+    """
+    return max(1, vcpus)
+
+
+def crowded(shape: VmShape, n_envs: Sequence[int]) -> list[int]:
+    """The indices of the experiments whose ``--n-envs`` is above what a VM of ``shape`` runs at full speed."""
+    fit = simulations_at_full_speed(shape.vcpus)
+    return [i for i, n in enumerate(n_envs) if n > fit]
+
+
 _MACHINE_TYPE = re.compile(r"(?:^|/)machineTypes/([a-z0-9-]+)$|^([a-z0-9-]+)$")
 
 

@@ -38,6 +38,13 @@ class Settings:
     control_secret_file: str | None = None
     control_secret: str | None = None  # projects/P/secrets/S/versions/V
     vm_agent: tuple[str, ...] = ("sinergym-vm",)
+    # The local cloud's credential of this component's service account (LOCALCLOUD_TOKEN: a bearer
+    # token its fronts check against infra/terraform/iam.tf); on Google Cloud, the environment's
+    # default credentials are used instead.
+    local_token: str | None = None
+    # A file holding the Cloud Storage token of this VM's experiment (dispatch hands it over SSH and
+    # refreshes it): the trainer's storage client uses it instead of the VM's own account.
+    storage_token_file: str | None = None
     max_preemptions: int = 3
     max_failures: int = 0
     heartbeat_timeout: float = 600.0
@@ -51,6 +58,12 @@ class Settings:
     quota_grace: float = 60.0
     max_runtime_hours: float = 48.0
     call_deadline: float = 30.0  # retries of one external call stop here (well inside the ack deadline)
+    # A batch whose failed experiments pass this share of all its experiments pages on-call at once
+    # (the batch_failing metric, once per batch); 1 or more: never.
+    failure_rate_threshold: float = 0.25
+    # What one VM-hour costs (USD), for the estimated cost in the alerts and the batch.finished event:
+    # the template's machine type at its price (default: a spot e2-standard-2 in europe-west1, roughly).
+    vm_hour_price: float = 0.025
 
     @property
     def local(self) -> bool:
@@ -83,6 +96,8 @@ class Settings:
             control_secret_file=env.get("SINERGYM_CONTROL_SECRET_FILE") or None,
             control_secret=env.get("SINERGYM_CONTROL_SECRET") or None,
             vm_agent=tuple(shlex.split(env.get("SINERGYM_VM_AGENT", "sinergym-vm"))),
+            local_token=env.get("LOCALCLOUD_TOKEN") or None,
+            storage_token_file=env.get("SINERGYM_STORAGE_TOKEN_FILE") or None,
             max_preemptions=int(env.get("SINERGYM_MAX_PREEMPTIONS", 3)),
             max_failures=int(env.get("SINERGYM_MAX_FAILURES", 0)),
             heartbeat_timeout=float(env.get("SINERGYM_HEARTBEAT_TIMEOUT", 600)),
@@ -92,6 +107,8 @@ class Settings:
             quota_grace=float(env.get("SINERGYM_QUOTA_GRACE", 60)),
             max_runtime_hours=float(env.get("SINERGYM_MAX_RUNTIME_HOURS", 48)),
             call_deadline=float(env.get("SINERGYM_CALL_DEADLINE", 30)),
+            failure_rate_threshold=float(env.get("SINERGYM_FAILURE_RATE_THRESHOLD", 0.25)),
+            vm_hour_price=float(env.get("SINERGYM_VM_HOUR_PRICE", 0.025)),
         )
 
 

@@ -37,7 +37,12 @@ class InvalidInput(Permanent, ValueError):
 
 
 class BadMessage(InvalidInput):
-    """A message that does not match its contract (or no message at all)."""
+    """A message that does not match its contract (or no message at all). ``fields``: (dotted path,
+    problem) of each field at fault, when the contract's validation named them."""
+
+    def __init__(self, message: str, fields: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.fields = list(fields or [])
 
 
 class BatchNotFound(SinergymError, LookupError):

@@ -226,6 +226,10 @@ class Ending:
     metrics: dict[str, float] = field(default_factory=dict)
     timesteps: int = 0
     finished_at: float | None = None
+    log_tail: tuple[str, ...] = ()  # the trainer's last log lines (a failure's), already cleaned
+
+
+LOG_TAIL_KEPT = 10  # lines of a trainer's log tail an experiment's record keeps
 
 
 def completed(rec: ExperimentRecord, end: Ending, budgets: Budgets, vm_created: float | None, now: float) -> Transition:
@@ -245,6 +249,8 @@ def completed(rec: ExperimentRecord, end: Ending, budgets: Budgets, vm_created: 
     rec.timesteps = max(rec.timesteps, end.timesteps)
     if end.finished_at is not None:
         rec.trainer_finished_at = end.finished_at
+    if end.log_tail:
+        rec.log_tail = list(end.log_tail)[-LOG_TAIL_KEPT:]
     t = Transition(applied=True)
     if end.status in ("succeeded", "pruned"):
         _finish(rec, end.status, "pruned by the sweep's pruner" if end.status == "pruned" else "", now)
@@ -283,11 +289,15 @@ def lost(
     budgets: Budgets,
     vm_created: float | None,
     now: float,
+    log_tail: tuple[str, ...] = (),
 ) -> Transition:
     """The sweeper gives up on the boot it saw (``seen_boot`` in ``seen_state``): retried on a fresh VM
-    within the loss's budget, or failed. If the record moved on meanwhile, nothing changes."""
+    within the loss's budget, or failed. If the record moved on meanwhile, nothing changes.
+    ``log_tail``: the boot's last log lines, as its log in the bucket has them."""
     if rec.terminal or rec.state == "queued" or rec.boot_id != seen_boot or rec.state != seen_state:
         return NOT_APPLIED  # a queued experiment asked for nothing: it cannot be lost
+    if log_tail:
+        rec.log_tail = list(log_tail)[-LOG_TAIL_KEPT:]
     if rec.boot_id:
         rec.vm_booted(rec.boot_id, vm_created)
     over, _ = _spend(rec, loss, budgets)

@@ -17,6 +17,12 @@ TOPIC_READY = "instance-ready"
 TOPIC_COMPLETIONS = "experiment-completions"
 TOPIC_SWEEP = "sweeper-ticks"
 TOPICS = (TOPIC_BATCHES, TOPIC_READY, TOPIC_COMPLETIONS, TOPIC_SWEEP)
+# What the control plane tells other services (contracts.BatchEvent): every experiment's state
+# change, a batch's end, a batch refused. Consumed by nobody here; no function subscribes to it.
+TOPIC_EVENTS = "batch-events"
+# The attributes of every message on TOPIC_EVENTS, for subscription filters
+# (``attributes.event = "batch.finished"``); experiment_index only on experiment events.
+EVENT_ATTRIBUTES = ("event", "batch_id", "experiment_index", "state")
 # A message carrying this attribute is a probe (``trainer check`` proving it may publish): every
 # function acknowledges it and does nothing else.
 PROBE_ATTRIBUTE = "sinergym_probe"
@@ -63,6 +69,8 @@ METRIC_PREFIX = "custom.googleapis.com/sinergym"
 METRIC_BATCH_FINISHED = f"{METRIC_PREFIX}/batch_finished"
 METRIC_EXPERIMENT_FAILED = f"{METRIC_PREFIX}/experiment_failed"
 METRIC_INSTANCE_OVERDUE = f"{METRIC_PREFIX}/instance_overdue"
+# Written once per batch, when its failed share first passes SINERGYM_FAILURE_RATE_THRESHOLD.
+METRIC_BATCH_FAILING = f"{METRIC_PREFIX}/batch_failing"
 
 # Compute Engine names: 1-63 chars, [a-z]([-a-z0-9]{0,61}[a-z0-9])?
 GCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -173,6 +181,21 @@ def finalize_object(batch_id: str) -> str:
     return f"batches/{batch_id}/finalize.json"
 
 
+def failing_object(batch_id: str) -> str:
+    """Create-only: the batch's failure-rate page was decided (written once, so the metric that pages
+    gets one point, however many experiments fail in the same second)."""
+    return f"batches/{batch_id}/failing.json"
+
+
+# One object per batch, written at launch and at its end, its summary in its custom metadata:
+# ``list`` is one listing of this prefix, never a read per batch.
+INDEX_PREFIX = "index/"
+
+
+def index_object(batch_id: str) -> str:
+    return f"{INDEX_PREFIX}{batch_id}"
+
+
 def active_object(batch_id: str) -> str:
     """Exists while a batch may have live VMs: the sweeper's index of what to look at."""
     return f"active/{batch_id}"
@@ -222,3 +245,22 @@ def heartbeat_object(batch_id: str, experiment_name: str) -> str:
 def checkpoint_prefix(batch_id: str, experiment_name: str) -> str:
     """The experiment's latest resumable checkpoint."""
     return f"{results_prefix(batch_id, experiment_name)}checkpoint/"
+
+
+def logs_prefix(batch_id: str, experiment_name: str) -> str:
+    """The experiment's logs, one folder per boot (``<attempt>-<boot id>/``), kept after its VM is gone."""
+    return f"{results_prefix(batch_id, experiment_name)}logs/"
+
+
+def log_boot_prefix(batch_id: str, experiment_name: str, attempt: int, boot_id: str) -> str:
+    """One boot's logs: numbered chunks, each written once (``000000.log`` is the VM's startup log)."""
+    return f"{logs_prefix(batch_id, experiment_name)}{attempt:03d}-{boot_id}/"
+
+
+# On Google Cloud the VM agent also writes each line to Cloud Logging, under this log name
+# (``gcloud logging read 'logName="projects/P/logs/sinergym-trainer" AND labels.batch_id="B"'``).
+LOG_NAME = "sinergym-trainer"
+
+
+def log_chunk_object(batch_id: str, experiment_name: str, attempt: int, boot_id: str, seq: int) -> str:
+    return f"{log_boot_prefix(batch_id, experiment_name, attempt, boot_id)}{seq:06d}.log"

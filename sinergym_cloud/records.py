@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sinergym_cloud import names
+from sinergym_cloud import budget, names, text
 from sinergym_cloud.contracts import Experiment
 
 ExperimentState = Literal["queued", "pending", "starting", "running", "succeeded", "failed", "cancelled", "pruned"]
@@ -70,6 +72,9 @@ class ExperimentRecord(Record):
     completion_nonce: str | None = None
     completion_key_sha256: str | None = None
     reason: str = ""
+    # The last lines its trainer logged, from its completion (or, for one the sweeper gave up on, from
+    # its log in the bucket): shown beside a failure's reason in status and the alerts.
+    log_tail: list[str] = Field(default_factory=list)
     mlflow_run_id: str | None = None
     output_uris: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -110,15 +115,34 @@ class ExperimentRecord(Record):
         return object_metadata(self.doc())
 
 
-def object_metadata(doc: dict[str, Any]) -> dict[str, str]:
+METADATA_TEXT = 300  # characters of a reason or log line kept in an object's custom metadata
+
+
+def object_metadata(doc: dict[str, Any], now: float | None = None) -> dict[str, str]:
     """What an experiment's state object carries in its custom metadata: one listing then tells every
-    experiment's state without reading N objects (``state.update(..., metadata=object_metadata)``)."""
-    return {"state": str(doc["state"]), "instance": str(doc["instance"])}
+    experiment's state without reading N objects (``state.update(..., metadata=object_metadata)``),
+    and what a batch's summary needs: its VM-hours as of this write (a live VM's grow from the
+    object's update time), and an ended one's reason and last log line (the alerts, ``list``)."""
+    meta = {"state": str(doc["state"]), "instance": str(doc["instance"]), "name": str(doc.get("name", ""))[:200]}
+    hours = budget.vm_hours(doc, time.time() if now is None else now)[0]
+    if hours is not None:
+        meta["vm_hours"] = f"{hours:.5f}"
+    if doc["state"] in TERMINAL and doc.get("reason"):
+        meta["reason"] = text.clean(doc["reason"], METADATA_TEXT)
+    tail = [line for line in doc.get("log_tail") or [] if str(line).strip()]
+    if tail:
+        meta["last_line"] = text.clean(tail[-1], METADATA_TEXT)
+    return meta
 
 
 class LaunchRecord(Record):
     batch_id: str
     status: Literal["launching", "launched", "failed", "cancelled"] = "launching"
+    # Who sent it (the Batch's ``submitted_by``: the publisher's user, or what a service says it is)
+    # and when; a rerun's earlier batch and experiments (``retry_of``, Batch schema 4).
+    submitted_by: str = ""
+    submitted_at: float | None = None
+    retry_of: dict[str, Any] | None = None
     group: str
     zone: str
     template: str
@@ -181,3 +205,49 @@ class FinalizeRecord(Record):
     alerted: bool = False
     counts: dict[str, int] = Field(default_factory=dict)
     finished_at: float | None = None
+    # The batch.finished event was published (None: a teardown from before events, never announced).
+    announced: bool | None = False
+    vm_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A failed experiment as a batch's summary names it."""
+
+    index: int
+    name: str
+    reason: str
+    last_line: str
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """A batch from one listing of its experiment objects (their custom metadata, object_metadata):
+    counts by state, VM-hours so far, and each failed experiment with its reason and last log line."""
+
+    counts: dict[str, int]
+    vm_hours: float
+    failures: list[Failed] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def summarise(listing: dict[int, tuple[dict[str, str], float | None]], now: float) -> BatchSummary:
+    """``listing``: index -> (the object's custom metadata, its update time). A live experiment's
+    VM-hours grow from its object's last write until ``now``."""
+    counts: dict[str, int] = {}
+    hours = 0.0
+    failures = []
+    for index in sorted(listing):
+        meta, updated = listing[index]
+        state = meta.get("state", "")
+        counts[state] = counts.get(state, 0) + 1
+        with contextlib.suppress(ValueError):
+            hours += float(meta.get("vm_hours") or 0.0)
+        if state in LIVE and "vm_hours" in meta and updated is not None:
+            hours += max(0.0, now - updated) / 3600
+        if state == "failed":
+            failures.append(Failed(index, meta.get("name", ""), meta.get("reason", ""), meta.get("last_line", "")))
+    return BatchSummary(counts=counts, vm_hours=hours, failures=failures)

@@ -35,11 +35,16 @@ PROFILE = (os.environ.get("LOCALCLOUD_PROFILE") or "fast", float(os.environ.get(
 @dataclass
 class Cloud:
     local: LocalCloud
-    env: dict[str, str]
+    env: dict[str, str]  # the user's environment: the operator's credential, as `. .local/env` gives it
+
+    @property
+    def admin_env(self) -> dict[str, str]:
+        """The test harness's environment: the admin's credential (what Terraform may do)."""
+        return {**self.env, "LOCALCLOUD_TOKEN": self.local.token("admin")}
 
     @property
     def settings(self) -> Settings:
-        return Settings.from_env(self.env)
+        return Settings.from_env(self.admin_env)
 
     def runtime(self, **overrides: Any) -> Runtime:
         """A runtime like the functions', with the SSH key and agent of the local cloud."""
@@ -47,7 +52,7 @@ class Cloud:
 
         settings = Settings.from_env(
             {
-                **self.env,
+                **self.admin_env,
                 "SINERGYM_SSH_USER": os.environ.get("USER") or __import__("getpass").getuser(),
                 "SINERGYM_SSH_KEY_FILE": str(self.local.ssh_key),
                 "SINERGYM_CONTROL_SECRET_FILE": str(self.local.control_secret),

@@ -28,3 +28,19 @@ def test_previous_takes_each_figure_from_the_newest_run_that_measured_it(tmp_pat
     cold, new = table.splitlines()[2:]
     assert cold.split()[-1] == "9" and "yes" in cold
     assert new.split()[-1] == "-"
+
+
+def test_trainer_figures_are_the_median_of_per_pair_ratios() -> None:
+    from bench.trainer_speed import Paired, Segment
+
+    def trainer(sps: float, longest: float = 0.05, share: float = 0.4) -> Segment:
+        metrics = {"trainer_pause_longest_seconds": longest, "trainer_pause_share_pct": share, "drain_seconds": 0.1}
+        return Segment("trainer", sps * 10, 10.0, metrics)
+
+    paired = Paired("PPO", [(trainer(190), Segment("bare", 2000, 10.0)),  # 0.95
+                            (trainer(300), Segment("bare", 3000, 10.0)),  # 1.00: a faster minute for both
+                            (trainer(98, longest=0.25), Segment("bare", 1000, 10.0))])  # fmt: skip
+    ratio, steps, pauses = paired.rows()
+    assert ratio["value"] == 0.98 and ratio["met"] is True  # the median pair, not 588 / 600
+    assert steps["value"] == "190 | 200; 0.950, 1.000, 0.980"
+    assert pauses["value"] == "250.0 ms | 0.40 % | 0.10 s" and pauses["met"] is False

@@ -87,3 +87,10 @@ def test_names() -> None:
     assert capacity.region_of("europe-west1-b") == "europe-west1"
     with pytest.raises(ValueError, match="not a machine type"):
         capacity.machine_type_name("zones/x/disks/y")
+
+
+def test_a_vm_runs_one_simulation_per_vcpu_at_full_speed() -> None:
+    e2_2 = VmShape("e2-standard-2", 2)
+    assert capacity.simulations_at_full_speed(2) == 2 and capacity.simulations_at_full_speed(0) == 1
+    assert capacity.crowded(e2_2, [1, 2, 4, 3]) == [2, 3]
+    assert capacity.crowded(N2_8, [8, 4]) == []

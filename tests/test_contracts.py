@@ -31,7 +31,15 @@ def test_batch_round_trips_through_the_wire_form() -> None:
         (b"\xff\xfe not utf-8", "not UTF-8"),
         (b"{not json", "not JSON"),
         (b"[1, 2]", "JSON object"),
-        (json.dumps(batch(schema_version=4)).encode(), "unsupported schema_version 4"),
+        (json.dumps(batch(schema_version=5)).encode(), "unsupported schema_version 5"),
+        (
+            json.dumps(batch(retry_of={"batch_id": "old-1", "experiments": [1]})).encode(),
+            "retry_of needs schema_version 4",
+        ),
+        (
+            json.dumps(batch(schema_version=4, retry_of={"batch_id": "old-1", "experiments": [1, 2]})).encode(),
+            "retry_of.experiments names 2 experiment",
+        ),
         (json.dumps(batch(schema_version=1, max_parallel=2)).encode(), "max_parallel needs schema_version 2"),
         (json.dumps(batch(schema_version=2, max_vm_hours=5)).encode(), "max_vm_hours needs schema_version 3"),
         (json.dumps(batch(max_vm_hours=0)).encode(), "max_vm_hours"),
@@ -59,7 +67,7 @@ def test_version_1_batches_are_still_read() -> None:
     assert v2.max_vm_hours is None
     new = contracts.parse(Batch, json.dumps(batch(max_parallel=3, max_vm_hours=12.5)).encode())
     assert (new.schema_version, new.max_parallel, new.max_vm_hours) == (3, 3, 12.5)
-    assert contracts.schema_versions(Batch) == (1, 2, 3)
+    assert contracts.schema_versions(Batch) == (1, 2, 3, 4)
 
 
 def test_zones_of_one_region_in_failover_order() -> None:

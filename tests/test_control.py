@@ -268,6 +268,19 @@ def test_duplicate_and_stale_completions_change_nothing(cloud: Cloud) -> None:
     assert mig_events(cloud, mig, since, "mig.delete") == []
 
 
+def _programs_under(home: str) -> list[list[str]]:
+    """The module and first argument of each Python process started with a spec under ``home``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # ended meanwhile
+        if argv[1:2] == ["-m"] and any(a.startswith(f"{home}/") for a in argv):
+            found.append(argv[2:4])
+    return sorted(found)
+
+
 @pytest.mark.slow
 def test_dispatch_is_idempotent_and_verifies_the_host_key(cloud: Cloud) -> None:
     ensure_quiet_template(cloud)
@@ -294,8 +307,8 @@ def test_dispatch_is_idempotent_and_verifies_the_host_key(cloud: Cloud) -> None:
     home = cloud.instances()[f"{ZONE}/{instance}"]["home"]
     pid_files = list((__import__("pathlib").Path(home) / "experiments").glob("*/trainer.pid"))
     assert len(pid_files) == 1
-    trainers = subprocess.run(["pgrep", "-f", f"trainer run --spec {home}"], capture_output=True, text=True)
-    assert len(trainers.stdout.split()) == 1
+    # One trainer under one log shipper (whose command line holds the trainer's after "--").
+    assert _programs_under(home) == [["sinergym_cloud.vm.logship", "--spec"], ["trainer", "run"]]
     batches.cancel(rt, batch.batch_id)
 
 

@@ -3,6 +3,7 @@ and the VM's ready step run against the local cloud's Pub/Sub emulator."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ ROLE_ALLOWLIST = {
     "roles/pubsub.subscriber",  # Pub/Sub's own agent, on each function's subscription (dead-lettering)
     "roles/secretmanager.secretAccessor",
     "roles/monitoring.metricWriter",
+    "roles/monitoring.viewer",  # the operators, for the alerts status and list show
     "roles/logging.logWriter",
     "roles/artifactregistry.reader",
     "roles/run.invoker",
@@ -365,7 +367,7 @@ def test_the_vm_ready_step_publishes_the_contract_dispatch_reads(cloud: Cloud, t
         "SSH_PORT": "22",
         "HOST_KEY_PUB": f"{key}.pub",
         "BOOT_ID": "1234-ab12cd34",
-        "PUBSUB_API": f"http://{cloud.env['PUBSUB_EMULATOR_HOST']}",
+        "PUBSUB_API": f"http://{cloud.env['LOCALCLOUD_PUBSUB_REST_HOST']}",
     }
     result = subprocess.run(
         ["sh", str(REPO / "infra" / "vm" / "publish-ready.sh")], env=env, capture_output=True, text=True, timeout=60
@@ -386,3 +388,49 @@ def test_the_vm_ready_step_publishes_the_contract_dispatch_reads(cloud: Cloud, t
         env={**env, "BATCH_ID": 'x","evil":"1'}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode != 0 and "unexpected value" in bad.stderr and "evil" in bad.stderr
+
+
+def test_the_events_topic_its_publishers_and_its_example_filter_are_the_codes() -> None:
+    """batch-events is names.TOPIC_EVENTS, every function may publish on it, and the example
+    subscription's filter is Pub/Sub filter syntax that admits exactly the batch.finished events."""
+    from localcloud import pubsub_filter
+
+    resources: dict[str, dict[str, Any]] = {}
+    for block in _parsed(TF)["resource"]:
+        for kind, instances in block.items():
+            resources.setdefault(kind, {}).update(instances)
+    assert resources["google_pubsub_topic"]["batch_events"]["name"] == names.TOPIC_EVENTS
+    grant = resources["google_pubsub_topic_iam_member"]["events_publishers"]
+    assert grant["role"] == "roles/pubsub.publisher" and "local.control_plane" in grant["for_each"]
+    control_plane = next(b["control_plane"] for b in _parsed(TF / ".")["locals"] if "control_plane" in b)
+    assert set(control_plane) == set(names.FUNCTION_TOPICS)
+    example = resources["google_pubsub_subscription"]["batch_finished"]
+    text = example["filter"].replace('\\"', '"')
+    assert pubsub_filter.matches(text, {"event": "batch.finished", "batch_id": "b"})
+    assert not pubsub_filter.matches(text, {"event": "experiment.state_changed", "state": "failed"})
+    assert example["topic"] == "${google_pubsub_topic.batch_events.id}"
+
+
+def test_alert_policies_carry_commands_links_and_close_by_themselves() -> None:
+    """Each policy's documentation names the commands to run, links to its runbook section (which
+    exists in docs/operations.md), and closes by itself; a metric's labels fit Monitoring's ten."""
+    policies = json.loads((REPO / "infra" / "monitoring" / "alert_policies.json").read_text())
+    runbook = (REPO / "docs" / "operations.md").read_text()
+    anchors = {
+        "#" + re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+        for h in re.findall(r"^## (.+)$", runbook, re.M)
+    }
+    for policy in policies:
+        assert "python publisher.py status" in policy["documentation"], policy["id"]
+        assert 1800 <= policy["auto_close_seconds"] <= 7 * 86400
+        assert 1 <= len(policy["links"]) <= 3
+        for link in policy["links"]:
+            assert len(link["display_name"]) <= 63
+            if link["url"].startswith("{docs}/operations.md"):
+                assert link["url"].removeprefix("{docs}/operations.md") in anchors, link
+        labels = set(re.findall(r"\$\{metric\.label\.([a-z_]+)\}", policy["documentation"] + policy["subject"]))
+        assert len(labels) <= 10, (policy["id"], labels)
+    by_id = {p["id"]: p for p in policies}
+    for command in ("logs", "retry"):
+        assert f"python publisher.py {command}" in by_id["batch-finished"]["documentation"]
+        assert f"python publisher.py {command}" in by_id["experiment-failed"]["documentation"]

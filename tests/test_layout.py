@@ -17,7 +17,7 @@ SUBPACKAGES = ("gcp", "control", "vm", "inputs", "publisher")
 ALLOWED = {
     "shared": {"shared"},
     "gcp": {"shared", "gcp"},
-    "vm": {"shared", "vm"},
+    "vm": {"shared", "gcp", "vm"},  # the log shipper stores chunks with gcp's clients
     "inputs": {"shared", "inputs"},
     "control": {"shared", "gcp", "control"},
     "publisher": {"shared", "gcp", "control", "inputs", "publisher"},

@@ -130,9 +130,9 @@ def test_the_products_metric_is_written_again_after_the_sampling_period(cloud: C
     cloud.local.set_limits(limits.GOOGLE)
     rt = cloud.runtime()
     batch_id = new_batch_id()
-    metrics.experiment_failed(rt.clients, batch_id, "e", "boom")
+    metrics.experiment_failed(rt.clients, {"batch_id": batch_id, "experiment": "e", "reason": "boom"})
     started = time.monotonic()
-    metrics.experiment_failed(rt.clients, batch_id, "e", "boom")  # a redelivery writes the point again
+    metrics.experiment_failed(rt.clients, {"batch_id": batch_id, "experiment": "e", "reason": "boom"})  # again
     assert time.monotonic() - started >= metrics.SAMPLING_SECONDS
     assert len(metrics.raised(rt.clients, batch_id)) == 2
 
@@ -151,12 +151,13 @@ def test_a_burst_of_instance_reads_over_a_lowered_quota_meets_rate_limit_exceede
             answered += 1
         except exceptions.Forbidden as exc:
             refused.append(exc)
-    # The minute may turn during the burst: then up to twice the quota is answered.
-    assert 20 <= answered <= 40 and answered + len(refused) == 50, (answered, len(refused))
+    # The quota is the project's: the local cloud's own readers (the sweeper, the VMs' agents) spend
+    # it too, so the burst gets at most the quota, twice if the minute turns during it.
+    assert 0 < answered <= 40 and answered + len(refused) == 50, (answered, len(refused))
     assert errors.reasons(refused[0]) >= {"rateLimitExceeded"}
     assert errors.is_transient(refused[0]), "the product retries it"
     after = cloud.emulator("calls")
-    assert after["refused"].get("instances.get", 0) - calls["refused"].get("instances.get", 0) == len(refused)
+    assert after["refused"].get("instances.get", 0) - calls["refused"].get("instances.get", 0) >= len(refused)
 
 
 def test_a_zonal_group_holds_at_most_its_limit(cloud: Cloud) -> None:

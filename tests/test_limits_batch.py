@@ -81,7 +81,12 @@ def test_a_batch_under_lowered_limits_ends_whole_with_one_alert_and_nothing_left
 
     done = wait_for(ended, 900, f"batch {batch.batch_id} to finish", every=1.0)
     counts = {e.index: e.state for e in done.experiments}
-    assert sorted(counts.values()) == ["succeeded"] * N, counts
+    failed = {
+        e.index: (e.state, e.reason, e.history[-3:], e.log_tail[-5:])
+        for e in done.experiments
+        if e.state != "succeeded"
+    }
+    assert sorted(counts.values()) == ["succeeded"] * N, failed
     # Nothing left: no VM, no group of the batch.
     prefix = names.instance_name(batch.group_name, batch.batch_id, 0).rsplit("-", 1)[0] + "-"
     assert [i for i in cloud.instances() if i.startswith(prefix)] == []

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from sinergym_cloud import names
@@ -167,3 +168,17 @@ def test_launch_takes_its_parallelism_from_the_region_quotas(cloud: Cloud) -> No
     assert quotas(api)["CPUS"][1] == cpus + 4  # the two VMs, and no creation over quota
     batches.cancel(rt, batch_id)
     wait_for(lambda: f"{ZONE}/{mig}" not in cloud.migs(), 60, "the group deleted")
+
+
+def test_launch_warns_of_an_experiment_with_more_simulations_than_its_vm_has_vcpus(
+    cloud: Cloud, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sinergym_cloud.contracts import Batch, Experiment
+    from sinergym_cloud.control import launch
+
+    ensure_quiet_template(cloud)
+    experiments = [Experiment(environment="Eplus-5zone-hot-continuous-v1", n_envs=n) for n in (2, 4, 1)]
+    batch = Batch(batch_id=new_batch_id(), template_name=QUIET_TEMPLATE, zone=ZONE, experiments=experiments)
+    with caplog.at_level("WARNING", logger="sinergym_cloud.control.launch"):
+        launch.decide_parallelism(cloud.runtime(), batch)
+    assert "experiment(s) 1 ask for more simulations (--n-envs) than the 2 vCPUs of e2-standard-2" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -95,7 +96,9 @@ def trainer_env(cloud: Cloud) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def trainer(cloud: Cloud, spec: TrainerSpec, workdir: Path) -> Iterator[subprocess.Popen[str]]:
+def trainer(
+    cloud: Cloud, spec: TrainerSpec, workdir: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "spec.json"
     path.write_text(spec.model_dump_json())
@@ -103,7 +106,7 @@ def trainer(cloud: Cloud, spec: TrainerSpec, workdir: Path) -> Iterator[subproce
         process = subprocess.Popen(
             [sys.executable, "-m", "trainer", "run", "--spec", str(path)],
             cwd=workdir,
-            env=trainer_env(cloud),
+            env=env or trainer_env(cloud),
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -418,3 +421,68 @@ def test_a_trainer_that_died_before_its_first_checkpoint_resumes_its_experiments
     assert mlflow.get_run(first).data.tags["attempt"] == "3"
     assert boot(1, 1) != first, "another experiment of the batch has its own run"
     assert boot(0, 1, instance=None) != first, "a run on a laptop is its own"
+
+
+@pytest.mark.slow
+def test_what_was_queued_in_the_background_is_stored_before_the_completion_even_on_sigterm(
+    cloud: Cloud, completions: str, tmp_path: Path
+) -> None:
+    """Uploads and MLflow batches slowed down by a proxy (1.5 s each), so work is always queued in the
+    trainer's background worker; stopped with SIGTERM mid-training, the trainer still has every
+    episode's metrics in MLflow, its last checkpoint and every TensorBoard event file in the bucket
+    when its completion is published, and never writes one object twice within a second."""
+    from tests.slow_proxy import slow_proxy
+
+    batch_id = new_batch_id("tr")
+    live = f"{batch_id}/PPO-{batch_id}/tensorboard_log"
+    experiment = Experiment.model_validate(
+        {
+            "environment": CONT,
+            "algorithm": "PPO",
+            "episodes": 30,
+            "seed": 2,
+            "runperiod": WEEK,
+            "normalization": True,
+            "checkpoint_every": 1,
+            "tensorboard": f"gs://experiments-storage/{live}",
+            "hyperparameters": {"n_steps": 128, "batch_size": 64},
+        }
+    )
+    spec = spec_for(experiment, batch_id=batch_id)
+    uploads = slow_proxy(cloud.env["STORAGE_EMULATOR_HOST"], lambda m, p: "/upload/" in p, 1.5)
+    batches = slow_proxy(cloud.env["MLFLOW_TRACKING_URI"], lambda m, p: p.endswith("/runs/log-batch"), 1.5)
+    with uploads as gcs, batches as tracking:
+        env = {**trainer_env(cloud), "STORAGE_EMULATOR_HOST": gcs.url, "MLFLOW_TRACKING_URI": tracking.url}
+        with trainer(cloud, spec, tmp_path, env=env) as process:
+            wait_for(lambda: "episode 3:" in log_of(tmp_path), 600, "three episodes", every=0.2)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(300) == 143, log_of(tmp_path)[-3000:]
+        stopped = completion_of(cloud, completions, spec.batch_id)
+        writes = gcs.writes()
+    assert stopped.status == "preempted"
+    assert stopped.metrics["background_failed"] == 0 and "background_left" not in stopped.metrics
+    assert stopped.metrics["background_busy_seconds"] >= 3.0, "the slow uploads were on the worker, queued"
+    done = sorted({int(line.split("episode ", 1)[1].split(":")[0]) for line in log_of(tmp_path).splitlines()
+                   if "trainer: episode " in line})  # fmt: skip
+    assert done == list(range(1, len(done) + 1)) and len(done) >= 3
+    # MLflow: every finished episode's metrics, the run ended as killed.
+    client = mlflow.MlflowClient(tracking_uri=cloud.env["MLFLOW_TRACKING_URI"])
+    steps = sorted(m.step for m in client.get_metric_history(stopped.mlflow_run_id, "train/episode_reward"))
+    assert steps == done
+    assert client.get_run(stopped.mlflow_run_id).info.status == "KILLED"
+    # The bucket: the checkpoint taken at the stop, whole and as signed.
+    bucket = cloud.runtime().clients.storage.bucket("experiments-storage")
+    prefix = names.checkpoint_prefix(spec.batch_id, spec.experiment_name)
+    meta = json.loads(bucket.blob(prefix + "meta.json").download_as_bytes())
+    assert meta["timesteps"] == stopped.timesteps and meta["episodes"] == len(done)
+    model = bucket.blob(prefix + "model.zip").download_as_bytes()
+    assert hashlib.sha256(model).hexdigest() == meta["sha256"]["model.zip"]
+    # Every TensorBoard event file, as last written.
+    local = {p.name: p.stat().st_size for p in (tmp_path / "work" / "tensorboard").rglob("*tfevents*")}
+    stored = {b.name.rsplit("/", 1)[-1]: b.size for b in bucket.list_blobs(prefix=f"{live}/") if "tfevents" in b.name}
+    assert local and stored == local
+    # Cloud Storage's rate for one object name: at most one write a second, whatever was queued.
+    assert writes[prefix + "meta.json"] and writes[names.heartbeat_object(spec.batch_id, spec.experiment_name)]
+    for name, times in writes.items():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(g >= 0.9 for g in gaps), f"{name} written {len(times)} times, gaps {gaps}"

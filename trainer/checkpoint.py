@@ -12,11 +12,21 @@ experiment's checkpoint key (derived by the control plane, handed over SSH in th
 never in the bucket), names this batch and experiment, lists only the allowlisted files, and each
 file matches the SHA-256 the signed ``meta.json`` gives. Anything else is refused with the reason,
 and training starts from scratch.
+
+Writing one does not stop the learner longer than a copy: ``snapshot`` (on the training thread)
+serializes the model into memory as SB3 saves it and copies the replay buffer's filled rows only,
+and ``write`` (on the background worker, trainer/background.py) puts the files on disk, hashes and
+uploads them, meta.json last. A checkpoint's replay buffer holds only its filled rows (a 1,000,000
+transition buffer after one simulated week holds 672), marked so that ``load_replay_buffer``
+gives it back its full size on resume; the final outputs' ``models/replay_buffer.pkl`` stays SB3's
+own, full format.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -24,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sinergym_cloud import names, signing
 from sinergym_cloud.gcp import retry
@@ -140,6 +152,137 @@ def _download(blob: Any, target: Path) -> None:
     retry.call(lambda: blob.download_to_filename(str(target), timeout=300), what=f"download {blob.name}", deadline=300)
 
 
+COMPACTED = "_sinergym_compacted"  # on a checkpoint's replay buffer: {"rows": n, "fields": [...]}
+
+
+def compact_replay_buffer(buffer: Any) -> Any:
+    """A copy of ``buffer`` holding only its filled rows (one more when not full: with
+    ``optimize_memory_usage`` the last next-observation is in the row after the last transition)."""
+    size = int(buffer.buffer_size)
+    rows = size if buffer.full else min(int(buffer.pos) + 1, size)
+    compact = copy.copy(buffer)
+    fields = []
+    for name, value in vars(buffer).items():
+        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == size:
+            setattr(compact, name, value[:rows].copy())
+            fields.append(name)
+        elif (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, np.ndarray) and v.ndim and v.shape[0] == size for v in value.values())
+        ):
+            setattr(compact, name, {k: v[:rows].copy() for k, v in value.items()})
+            fields.append(name)
+    setattr(compact, COMPACTED, {"rows": rows, "fields": fields})
+    return compact
+
+
+def expand_replay_buffer(buffer: Any) -> Any:
+    """Give a compacted buffer back its full size (zeros after the kept rows), in place."""
+    marker = vars(buffer).pop(COMPACTED, None)
+    if not marker:
+        return buffer
+    size, rows = int(buffer.buffer_size), int(marker["rows"])
+
+    def grow(value: np.ndarray) -> np.ndarray:
+        full = np.zeros((size, *value.shape[1:]), dtype=value.dtype)
+        full[:rows] = value[:rows]
+        return full
+
+    for name in marker["fields"]:
+        value = getattr(buffer, name)
+        setattr(buffer, name, {k: grow(v) for k, v in value.items()} if isinstance(value, dict) else grow(value))
+    return buffer
+
+
+def load_replay_buffer(model: Any, path: Path) -> None:
+    """SB3's ``load_replay_buffer``, then the checkpoint's compacted rows back to the buffer's size."""
+    model.load_replay_buffer(path)
+    expand_replay_buffer(model.replay_buffer)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A checkpoint's content, copied on the training thread; written by ``write`` on another."""
+
+    model_zip: bytes
+    replay_buffer: Any  # a compacted copy, or None
+    timesteps: int
+    episodes: int
+    norm_stats: dict[str, Any] | None
+    copy_seconds: float
+
+
+def snapshot(model: Any, vec_env: Any, *, episodes: int, normalization: bool) -> Snapshot:
+    """What a checkpoint holds, copied now: the model as SB3 saves it (into memory), the replay
+    buffer's filled rows, the normalization statistics. The only part that stops the learner."""
+    from trainer import envs
+
+    started = time.perf_counter()
+    buffer = io.BytesIO()
+    model.save(buffer)
+    replay = getattr(model, "replay_buffer", None)
+    return Snapshot(
+        model_zip=buffer.getvalue(),
+        replay_buffer=compact_replay_buffer(replay) if replay is not None else None,
+        timesteps=int(model.num_timesteps),
+        episodes=episodes,
+        norm_stats=envs.normalization_stats(vec_env) if normalization else None,
+        copy_seconds=time.perf_counter() - started,
+    )
+
+
+def write(bucket: Any, owner: Owner, local: Path, snap: Snapshot, *, run_id: str | None) -> None:
+    """Write a snapshot as the checkpoint (staged in ``local``): the files first, the signed meta.json last."""
+    from stable_baselines3.common.save_util import save_to_pkl
+
+    from trainer import storage
+
+    started = time.monotonic()
+    shutil.rmtree(local, ignore_errors=True)
+    local.mkdir(parents=True)
+    (local / "model.zip").write_bytes(snap.model_zip)
+    files = ["model.zip"]
+    if snap.replay_buffer is not None:
+        save_to_pkl(local / "replay_buffer.pkl", snap.replay_buffer)
+        files.append("replay_buffer.pkl")
+    meta: dict[str, Any] = {
+        "batch_id": owner.batch_id,
+        "experiment": owner.name,
+        "files": files,
+        "sha256": {name: _sha256(local / name) for name in files},
+        "timesteps": snap.timesteps,
+        "episodes": snap.episodes,
+        "mlflow_run_id": run_id,
+        "attempt": owner.attempt,
+        "saved_at": time.time(),
+        "norm_stats": snap.norm_stats,
+    }
+    if owner.key:
+        meta = sign_meta(meta, owner.key)
+    prefix = owner.prefix
+    for name in files:
+        storage.upload_file(bucket, local / name, prefix + name)
+    blob = bucket.blob(prefix + "meta.json")
+    body = json.dumps(meta)
+    retry.call(
+        lambda: storage.paced_write(
+            bucket,
+            prefix + "meta.json",
+            lambda: blob.upload_from_string(body, content_type="application/json", timeout=30),
+        ),
+        what="write checkpoint meta",
+        deadline=60,
+    )
+    log.info(
+        "checkpoint saved: %d timesteps, %d episodes (copied in %.3fs, written in %.1fs)",
+        meta["timesteps"],
+        meta["episodes"],
+        snap.copy_seconds,
+        time.monotonic() - started,
+    )
+
+
 def save(
     bucket: Any,
     owner: Owner,
@@ -151,43 +294,6 @@ def save(
     run_id: str | None,
     normalization: bool,
 ) -> None:
-    """Write a checkpoint of ``model`` (staged in ``local``): the files first, the signed meta.json last."""
-    from trainer import envs, storage
-
-    started = time.monotonic()
-    shutil.rmtree(local, ignore_errors=True)
-    local.mkdir(parents=True)
-    model.save(local / "model.zip")
-    files = ["model.zip"]
-    if getattr(model, "replay_buffer", None) is not None:
-        model.save_replay_buffer(local / "replay_buffer.pkl")
-        files.append("replay_buffer.pkl")
-    meta: dict[str, Any] = {
-        "batch_id": owner.batch_id,
-        "experiment": owner.name,
-        "files": files,
-        "sha256": {name: _sha256(local / name) for name in files},
-        "timesteps": int(model.num_timesteps),
-        "episodes": episodes,
-        "mlflow_run_id": run_id,
-        "attempt": owner.attempt,
-        "saved_at": time.time(),
-        "norm_stats": envs.normalization_stats(vec_env) if normalization else None,
-    }
-    if owner.key:
-        meta = sign_meta(meta, owner.key)
-    prefix = owner.prefix
-    for name in files:
-        storage.upload_file(bucket, local / name, prefix + name)
-    blob = bucket.blob(prefix + "meta.json")
-    retry.call(
-        lambda: blob.upload_from_string(json.dumps(meta), content_type="application/json", timeout=30),
-        what="write checkpoint meta",
-        deadline=60,
-    )
-    log.info(
-        "checkpoint saved: %d timesteps, %d episodes (%.1fs)",
-        meta["timesteps"],
-        meta["episodes"],
-        time.monotonic() - started,
-    )
+    """Write a checkpoint of ``model`` now, on this thread (``snapshot`` then ``write``)."""
+    snap = snapshot(model, vec_env, episodes=episodes, normalization=normalization)
+    write(bucket, owner, local, snap, run_id=run_id)

@@ -71,10 +71,15 @@ def message(ctx: Context, outcome: Outcome, tail: LogTail, started: float) -> Co
 
 
 def publish(clients: Any, completion: Completion, completion_key: str | None) -> str:
-    """Publish the completion (signed when dispatch gave a key), retried for up to two minutes."""
-    from sinergym_cloud import signing
+    """Publish the completion (signed when dispatch gave a key), retried for up to two minutes.
+
+    First, everything the run printed is stored by the VM's log shipper (sinergym_cloud/logs.py):
+    the completion makes cleanup delete the VM, and a failure's traceback must outlive it."""
+    from sinergym_cloud import logs, signing
     from sinergym_cloud.gcp import retry
 
+    log.info("experiment %s: %s; storing the log before reporting it", completion.experiment_name, completion.status)
+    logs.request_flush(final=True)
     data = contracts.dump(completion)
     signed: dict[str, Any] = {signing.SIGNATURE_ATTRIBUTE: signing.sign(completion_key, data)} if completion_key else {}
     message_id: str = retry.call(

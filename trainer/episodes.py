@@ -8,42 +8,46 @@ Works with and without Sinergym's LoggerWrapper: it reads the ``info`` of every 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
+
+from trainer.pauses import PauseClock
 
 
 @dataclass
 class _Accumulator:
     steps: int = 0
     reward: float = 0.0
+    reward_squares: float = 0.0
     power: float = 0.0
     violation: float = 0.0
     violation_steps: int = 0
     comfort_term: float = 0.0
     energy_term: float = 0.0
     hours: float = 0.0
-    rewards: list[float] = field(default_factory=list)
 
     def add(self, reward: float, info: dict[str, Any]) -> None:
+        get = info.get
         self.steps += 1
         self.reward += reward
-        self.rewards.append(reward)
-        power = float(info.get("total_power_demand", 0.0) or 0.0)
-        violation = float(info.get("total_temperature_violation", 0.0) or 0.0)
-        self.power += power
+        self.reward_squares += reward * reward
+        self.power += float(get("total_power_demand") or 0.0)
+        violation = float(get("total_temperature_violation") or 0.0)
         self.violation += violation
-        self.violation_steps += violation > 0
-        self.comfort_term += float(info.get("comfort_term", 0.0) or 0.0)
-        self.energy_term += float(info.get("energy_term", 0.0) or 0.0)
-        self.hours = float(info.get("time_elapsed(hours)", self.hours) or self.hours)
+        if violation > 0:
+            self.violation_steps += 1
+        self.comfort_term += float(get("comfort_term") or 0.0)
+        self.energy_term += float(get("energy_term") or 0.0)
+        self.hours = float(get("time_elapsed(hours)") or self.hours)
 
     def summary(self) -> dict[str, float]:
         n = max(self.steps, 1)
         mean = self.reward / n
-        std = math.sqrt(sum((r - mean) ** 2 for r in self.rewards) / n)
+        std = math.sqrt(max(self.reward_squares / n - mean * mean, 0.0))
         step_hours = self.hours / n if self.hours else 0.0
         return {
             "episode_reward": self.reward,
@@ -60,26 +64,40 @@ class _Accumulator:
 
 
 class EpisodeCallback(BaseCallback):
-    """Calls ``on_episode(summary)`` at the end of every training episode; stops when ``stop()`` says so."""
+    """Calls ``on_episode(summary)`` at the end of every training episode; stops when ``stop()`` says so.
 
-    def __init__(self, on_episode: Callable[[dict[str, float]], None], stop: Callable[[], bool]) -> None:
+    Its per-step work is what SB3 hands every callback (the step's rewards, dones and infos) added to
+    a few sums, timed into ``clock`` (trainer/pauses.py) as the trainer's own pause of the loop."""
+
+    def __init__(
+        self, on_episode: Callable[[dict[str, float]], None], stop: Callable[[], bool], clock: PauseClock | None = None
+    ) -> None:
         super().__init__(verbose=0)
         self.on_episode = on_episode
         self.stop = stop
-        self.running: dict[int, _Accumulator] = {}
+        self.clock = clock or PauseClock()
+        self.running: list[_Accumulator] = []
 
     def _on_step(self) -> bool:
-        rewards = self.locals.get("rewards")
-        infos = self.locals.get("infos") or []
-        dones = self.locals.get("dones")
+        started = time.perf_counter()
+        local = self.locals
+        infos = local.get("infos") or ()
+        rewards = local.get("rewards")
+        dones = local.get("dones")
+        running = self.running
+        while len(running) < len(infos):
+            running.append(_Accumulator())
+        finished = []
         for i, info in enumerate(infos):
-            acc = self.running.setdefault(i, _Accumulator())
-            done = bool(dones[i]) if dones is not None else False
-            if done and "terminal_observation" in info and acc.steps == 0:
+            acc = running[i]
+            done = dones is not None and bool(dones[i])
+            if done and acc.steps == 0 and "terminal_observation" in info:
                 continue
             acc.add(float(rewards[i]) if rewards is not None else 0.0, info)
             if done:
-                summary = acc.summary()
-                self.running[i] = _Accumulator()
-                self.on_episode(summary)
+                finished.append(acc.summary())
+                running[i] = _Accumulator()
+        self.clock.step(time.perf_counter() - started)
+        for summary in finished:
+            self.on_episode(summary)  # timed by the runner (PauseClock.episode_end)
         return not self.stop()

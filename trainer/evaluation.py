@@ -9,8 +9,10 @@ simulations in one process deadlock.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,22 @@ log = logging.getLogger(__name__)
 class Evaluator:
     """Evaluates ``experiment``'s model on an environment named ``name`` and keeps the best in ``directory``."""
 
-    def __init__(self, experiment: Experiment, name: str, directory: Path, episode_len: int) -> None:
+    def __init__(
+        self,
+        experiment: Experiment,
+        name: str,
+        directory: Path,
+        episode_len: int,
+        *,
+        record: Callable[[Mapping[str, float], int], None] | None = None,
+        clock: Any = None,
+    ) -> None:
+        """``record(metrics, episode)`` takes the evaluation's MLflow points (the runner's batched
+        ``tracking.Metrics.log``); without it they are logged at once. ``clock`` (trainer.pauses.PauseClock)
+        counts the evaluation episodes apart from the trainer's own pauses."""
         self.experiment = experiment
+        self.record = record
+        self.clock = clock
         self.name = name
         self.episode_len = episode_len
         self.env: Any = None
@@ -42,9 +58,15 @@ class Evaluator:
         if self.experiment.normalization:
             rms = train_env.env_method("get_wrapper_attr", "obs_rms", indices=[0])[0]
             self.env.env_method("set_wrapper_attr", "obs_rms", rms)
-        mean, std = evaluate_policy(model, self.env, n_eval_episodes=self.experiment.eval_length, deterministic=True)
+        with self.clock.evaluation() if self.clock is not None else contextlib.nullcontext():
+            mean, std = evaluate_policy(
+                model, self.env, n_eval_episodes=self.experiment.eval_length, deterministic=True
+            )
         mean, std = float(mean), float(std)  # type: ignore[arg-type]  # scalars unless return_episode_rewards
-        tracking.log_eval(mean, std, episode)
+        if self.record is not None:
+            self.record({"eval/mean_reward": mean, "eval/std_reward": std}, episode)
+        else:
+            tracking.log_eval(mean, std, episode)
         wandb_setup.log_eval(mean, std, episode)
         log.info("evaluation after episode %d: mean reward %.2f (std %.2f)", episode, mean, std)
         if self.best is None or mean > self.best:

@@ -1,7 +1,10 @@
 """The trainer's heartbeat: a small object in the results bucket, rewritten every 30 seconds.
 
 The sweeper reads its age to tell a silent VM from a busy one, and ``publisher.py wait`` shows its
-episode count. A missed beat is only logged: the next one is tried on time.
+episode count. A missed beat is only logged: the next one is tried on time. It has a thread of its
+own, not the background worker's queue: a beat must not wait behind a large checkpoint upload. One
+object rewritten every ``SINERGYM_HEARTBEAT_SECONDS`` (30 s), never more than once a second
+(storage.PACER: Cloud Storage's rate for one object name).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ class Heartbeat:
         self.bucket = bucket
         self.blob_name = blob_name
         self.progress = progress
-        self.every = float(os.environ.get("SINERGYM_HEARTBEAT_SECONDS", "30"))
+        from trainer import storage
+
+        self.pacer = storage.PACER
+        self.every = max(float(os.environ.get("SINERGYM_HEARTBEAT_SECONDS", "30")), self.pacer.interval)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -40,9 +46,11 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             try:
-                self.bucket().blob(self.blob_name).upload_from_string(
-                    json.dumps({"at": time.time(), **self.progress()}), content_type="application/json", timeout=10
-                )
+                bucket = self.bucket()
+                with self.pacer.write(bucket.name, self.blob_name):
+                    bucket.blob(self.blob_name).upload_from_string(
+                        json.dumps({"at": time.time(), **self.progress()}), content_type="application/json", timeout=10
+                    )
             except Exception as exc:  # noqa: BLE001 - a missed heartbeat is retried at the next beat
                 log.warning("heartbeat not written: %s", exc)
             if self._stop.wait(self.every):

@@ -1,7 +1,8 @@
 """A sweep trial's episode reports, for its pruner (control/sweeps.py).
 
-After each episode (its evaluation and checkpoint done), a trial whose sweep has a pruner publishes
-a Progress on the completions topic (attribute ``kind=progress``), signed with its completion key
+After each episode (its evaluation and checkpoint done: the runner queues the report on the
+background worker after the checkpoint's write), a trial whose sweep has a pruner publishes a
+Progress on the completions topic (attribute ``kind=progress``), signed with its completion key
 like its Completion. A report that cannot be published is logged and training goes on: the worst
 case is a trial that is not pruned.
 """
@@ -20,12 +21,17 @@ from trainer.context import Context
 log = logging.getLogger(__name__)
 
 
+def enabled(ctx: Context) -> bool:
+    """Whether this run reports its episodes: a sweep trial with a pruner, started by dispatch."""
+    return bool(ctx.progress and ctx.on_vm and ctx.instance and ctx.zone and ctx.boot_id)
+
+
 def report(
     ctx: Context, clients: Callable[[], Any], episode: int, summary: dict[str, float], eval_mean: float | None
 ) -> None:
     """Publish episode ``episode``'s metrics (and its evaluation's mean reward) if the run reports
     progress. ``clients`` is asked for only then: a run on a laptop has no cloud to publish to."""
-    if not ctx.progress or not ctx.on_vm or ctx.instance is None or ctx.zone is None or ctx.boot_id is None:
+    if not enabled(ctx) or ctx.instance is None or ctx.zone is None or ctx.boot_id is None:
         return
     metrics = {k: float(v) for k, v in summary.items()}
     if eval_mean is not None:

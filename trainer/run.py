@@ -3,7 +3,9 @@
 1. a unique, stable name; 2. an MLflow run (resumed after a preemption); 3. parameters, versions;
 4. reward and wrappers; 5. the model from the algorithm registry and the hyperparameter YAML
 (or from the checkpoint); 6. timesteps = episodes x the environment's real episode length;
-7. evaluation, per-episode metrics, checkpoints, heartbeat, TensorBoard sync; 8. training;
+7. evaluation, per-episode metrics, checkpoints, heartbeat, TensorBoard sync; 8. training, with
+everything that waits on a network or a disk on the background worker (trainer/background.py),
+drained before the run ends;
 9. the final model and Sinergym's monitors into MLflow; 10. with --remote_store every output
 uploaded and verified; 11. the Completion message, on every path: succeeded, failed (with the
 reason and the last log lines) or preempted (SIGTERM: checkpoint first, then the message).
@@ -35,6 +37,8 @@ from trainer.heartbeat import Heartbeat
 log = logging.getLogger("trainer")
 
 EXIT_OK, EXIT_FAILED, EXIT_PREEMPTED = 0, 1, 143
+# How long the end of a run waits for the background worker (checkpoint, metrics, uploads).
+DRAIN_SECONDS = float(os.environ.get("SINERGYM_DRAIN_SECONDS", "600"))
 
 
 def run_spec_file(path: Path) -> int:
@@ -59,6 +63,7 @@ class Callbacks:
     episode: Any  # trainer.episodes.EpisodeCallback
     evaluator: Any  # trainer.evaluation.Evaluator | None
     syncer: Any  # trainer.storage.Syncer | None
+    clock: Any  # trainer.pauses.PauseClock
 
 
 class Runner:
@@ -79,6 +84,8 @@ class Runner:
         self.last_summary: dict[str, float] = {}
         self._clients: Any = None
         self.started = time.time()
+        self.background: Any = None  # trainer.background.Background, while training
+        self.metrics: Any = None  # trainer.tracking.Metrics of the run, while training
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -157,6 +164,7 @@ class Runner:
 
     def _train(self) -> None:
         from trainer import checkpoint, envs, storage, tracking
+        from trainer.background import Background
 
         exp = self.ctx.experiment
         envs.ensure_energyplus()
@@ -169,6 +177,8 @@ class Runner:
             resume = checkpoint.fetch(self.bucket(), self._checkpoint_owner(), self.workdir / "checkpoint")
         run = tracking.start(self.ctx, resume.run_id if resume else None)
         self.outcome.mlflow_run_id = run.info.run_id
+        self.background = Background()
+        self.metrics = tracking.Metrics(run.info.run_id, self.background)
         failed = True
         try:
             self._learn(resume)
@@ -176,6 +186,11 @@ class Runner:
                 tracking.finish(self.models, self.out, exp.mlflow_store, self.outcome.metrics)
             failed = False
         finally:
+            # Whatever happened, what was queued goes out before the run ends and the completion.
+            if not self.background.close(DRAIN_SECONDS):
+                self.outcome.metrics["background_left"] = float(len(self.background.pending()))
+            self.outcome.metrics.update(self.background.stats.metrics())
+            self.outcome.metrics["mlflow_points_lost"] = float(self.metrics.lost)
             tracking.end("KILLED" if self.stop_requested.is_set() else None, failed)
         if exp.remote_store and self.ctx.results_bucket and not self.stop_requested.is_set():
             trees = [(self.out, "sinergym/"), (self.models, "models/"), (self.workdir / "eval", "eval/")]
@@ -191,19 +206,29 @@ class Runner:
 
         return checkpoint.Owner(self.ctx.batch_id, self.ctx.name, self.ctx.checkpoint_key, self.ctx.attempt)
 
-    def _save_checkpoint(self, model: Any, vec_env: Any) -> None:
+    def _queue_checkpoint(self, model: Any, vec_env: Any) -> None:
+        """Copy a checkpoint now (the learner waits for the copy only) and write it on the background
+        worker; a newer checkpoint replaces one still waiting there. A failed write fails the run."""
         from trainer import checkpoint
 
-        checkpoint.save(
-            self.bucket(),
-            self._checkpoint_owner(),
-            self.workdir / "checkpoint-out",
-            model,
-            vec_env,
-            episodes=self.episodes_done,
-            run_id=self.outcome.mlflow_run_id,
-            normalization=self.ctx.experiment.normalization,
+        snap = checkpoint.snapshot(
+            model, vec_env, episodes=self.episodes_done, normalization=self.ctx.experiment.normalization
         )
+        bucket, owner, run_id = self.bucket(), self._checkpoint_owner(), self.outcome.mlflow_run_id
+        local = self.workdir / "checkpoint-out"
+        self.background.submit(
+            f"checkpoint of episode {snap.episodes}",
+            lambda: checkpoint.write(bucket, owner, local, snap, run_id=run_id),
+            key="checkpoint",
+            critical=True,
+        )
+
+    def _drain(self) -> None:
+        """Wait for the background worker to finish what training queued; its time is the run's."""
+        started = time.monotonic()
+        if not self.background.drain(DRAIN_SECONDS):
+            log.warning("background work still running after %.0fs: %s", DRAIN_SECONDS, self.background.pending())
+        self.outcome.metrics["drain_seconds"] = time.monotonic() - started
 
     def _learn(self, resume: Any) -> None:
         from trainer import envs
@@ -214,18 +239,24 @@ class Runner:
         # Factories are pickled into the worker processes: plain functions and data only.
         factories = [functools.partial(envs.make_env, exp, self._env_name(i), norm) for i in range(exp.n_envs)]
         vec_env = envs.vectorize(factories)
+        callbacks = None
         try:
             episode_len = int(vec_env.env_method("get_wrapper_attr", "timestep_per_episode", indices=[0])[0])
             tb_dir = self._tensorboard_dir()
             model = self._build_model(vec_env, resume, start, episode_len, tb_dir)
             callbacks = self._callbacks(model, vec_env, episode_len, tb_dir)
             self._fit(model, callbacks, resume, episode_len)
-            if self.stop_requested.is_set():
-                if self.ctx.results_bucket:
-                    self._save_checkpoint(model, vec_env)
-                return
-            self._finish(model, vec_env, callbacks.evaluator)
+            if self.stop_requested.is_set() and self.ctx.results_bucket:
+                self._queue_checkpoint(model, vec_env)
+            self._drain()
+            self.background.raise_failure()
+            if not self.stop_requested.is_set():
+                self._finish(model, vec_env, callbacks.evaluator)
         finally:
+            if callbacks is not None and callbacks.syncer is not None:
+                self.tensorboard_files = callbacks.syncer.close()  # the final, complete sync
+            if callbacks is not None and callbacks.evaluator is not None:
+                callbacks.evaluator.close()
             vec_env.close()
 
     def _prepare(self, resume: Any) -> Any:
@@ -245,11 +276,22 @@ class Runner:
             from trainer import wandb_setup
 
             wandb_setup.prepare(self.out, self.ctx.batch_id)
-        if exp.n_envs > 1:
-            # Each simulation has a core of its own; torch's own threads would only fight them.
+        from trainer import envs
+
+        threads = envs.torch_threads(exp.n_envs)
+        if threads is not None:
             import torch
 
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) - exp.n_envs + 1))
+            torch.set_num_threads(threads)
+        cores = os.cpu_count() or 1
+        if exp.n_envs > cores:
+            log.warning(
+                "--n-envs %d on %d core(s): the simulations share cores and add little speed "
+                "(a machine type with %d vCPUs runs them at full speed)",
+                exp.n_envs,
+                cores,
+                exp.n_envs,
+            )
         return start
 
     def _build_model(self, vec_env: Any, resume: Any, start: Any, episode_len: int, tb_dir: Path | None) -> Any:
@@ -273,7 +315,9 @@ class Runner:
         if resume:
             model = algo.load(resume.model_path, env=vec_env, tensorboard_log=tensorboard_log)
             if resume.replay_buffer_path is not None:
-                model.load_replay_buffer(resume.replay_buffer_path)
+                from trainer import checkpoint
+
+                checkpoint.load_replay_buffer(model, resume.replay_buffer_path)
             self.episodes_done = resume.episodes
             log.info("resumed from checkpoint: %d timesteps, %d episodes", model.num_timesteps, resume.episodes)
             return model
@@ -293,36 +337,52 @@ class Runner:
         return model
 
     def _callbacks(self, model: Any, vec_env: Any, episode_len: int, tb_dir: Path | None) -> Callbacks:
-        """Phase 2: per-episode metrics, evaluation and checkpoints; the TensorBoard sync."""
-        from trainer import evaluation, progress, tracking
+        """Phase 2: per-episode metrics, evaluation and checkpoints; the TensorBoard sync.
+
+        At an episode's end the training thread only copies and queues: metrics, the checkpoint's
+        write and the sweep's progress report go to the background worker, in that order."""
+        from trainer import evaluation, progress
         from trainer.episodes import EpisodeCallback
+        from trainer.pauses import PauseClock
 
         exp = self.ctx.experiment
+        clock = PauseClock()
         evaluator = (
-            evaluation.Evaluator(exp, self.ctx.name, self.workdir / "eval", episode_len) if exp.evaluation else None
+            evaluation.Evaluator(
+                exp, self.ctx.name, self.workdir / "eval", episode_len, record=self.metrics.log, clock=clock
+            )
+            if exp.evaluation
+            else None
         )
         syncer = self._start_tensorboard_sync(tb_dir)
 
         def on_episode(summary: dict[str, float]) -> None:
-            self.episodes_done += 1
-            self.last_summary = summary
-            self.outcome.timesteps = int(model.num_timesteps)
-            tracking.log_episode(summary, self.episodes_done)
-            log.info(
-                "episode %d: reward %.2f, comfort violation %.1f%%, energy %.1f kWh",
-                self.episodes_done,
-                summary["episode_reward"],
-                summary["comfort_violation_time_pct"],
-                summary["energy_kwh"],
-            )
-            evaluated = None
-            if evaluator and self.episodes_done % exp.eval_freq == 0:
-                evaluated = evaluator.evaluate(model, vec_env, self.episodes_done)
-            if exp.checkpoint_every and self.episodes_done % exp.checkpoint_every == 0 and self.ctx.results_bucket:
-                self._save_checkpoint(model, vec_env)
-            progress.report(self.ctx, lambda: self.clients, self.episodes_done, summary, evaluated)  # after checkpoint
+            with clock.episode_end():
+                self.episodes_done += 1
+                episode = self.episodes_done
+                self.last_summary = summary
+                self.outcome.timesteps = int(model.num_timesteps)
+                self.metrics.log({f"train/{k}": float(v) for k, v in summary.items()}, episode)
+                log.info(
+                    "episode %d: reward %.2f, comfort violation %.1f%%, energy %.1f kWh",
+                    episode,
+                    summary["episode_reward"],
+                    summary["comfort_violation_time_pct"],
+                    summary["energy_kwh"],
+                )
+                evaluated = None
+                if evaluator and episode % exp.eval_freq == 0:
+                    evaluated = evaluator.evaluate(model, vec_env, episode)
+                if exp.checkpoint_every and episode % exp.checkpoint_every == 0 and self.ctx.results_bucket:
+                    self._queue_checkpoint(model, vec_env)
+                if progress.enabled(self.ctx):  # after the checkpoint: the queue keeps the order
+                    self.background.submit(
+                        f"progress of episode {episode}",
+                        functools.partial(progress.report, self.ctx, lambda: self.clients, episode, summary, evaluated),
+                    )
+                self.background.raise_failure()
 
-        return Callbacks(EpisodeCallback(on_episode, self.stop_requested.is_set), evaluator, syncer)
+        return Callbacks(EpisodeCallback(on_episode, self.stop_requested.is_set, clock), evaluator, syncer, clock)
 
     def _fit(self, model: Any, callbacks: Callbacks, resume: Any, episode_len: int) -> None:
         """Phase 3: learn the episodes asked for (what is left of them after a preemption)."""
@@ -342,13 +402,11 @@ class Runner:
                     reset_num_timesteps=resume is None,
                 )
         finally:
-            if callbacks.syncer is not None:
-                self.tensorboard_files = callbacks.syncer.close()
-            if callbacks.evaluator is not None:
-                callbacks.evaluator.close()
+            learn_seconds = time.monotonic() - learn_started
+            self.outcome.metrics.update(callbacks.clock.metrics(learn_seconds))
         self.outcome.timesteps = int(model.num_timesteps)
-        learn_seconds = time.monotonic() - learn_started
         self.outcome.metrics["learn_seconds"] = learn_seconds
+        self.outcome.metrics["learn_timesteps"] = float(model.num_timesteps - before)
         if learn_seconds > 0:
             self.outcome.metrics["steps_per_second"] = (model.num_timesteps - before) / learn_seconds
 
@@ -399,6 +457,7 @@ class Runner:
             self.ctx.results_bucket,
             batch_id=self.ctx.batch_id,
             name=self.ctx.name,
+            background=self.background,
         )
         self.outcome.output_uris.append(uri)
         return syncer

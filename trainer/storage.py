@@ -3,7 +3,11 @@
 Every file is uploaded whole, then its MD5 as reported by Cloud Storage is compared with the local
 one; a manifest (path, size, md5) is written last. The completion message is only sent after this
 verification (invariant 5). TensorBoard cannot append to ``gs://`` without losing data, so event
-files are written locally and synced as whole files (``Syncer``).
+files are written locally and synced as whole files (``Syncer``), by the trainer's background worker.
+
+Cloud Storage takes about one write per second to the same object name and answers more with 429;
+``PACER`` holds every write of the trainer (outputs, TensorBoard event files, checkpoints, the
+heartbeat) to at most one per ``SINERGYM_OBJECT_WRITE_SECONDS`` (1 s) per object name.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from google.cloud import storage
 
@@ -38,6 +45,45 @@ class VerificationError(SinergymError, RuntimeError):
     """An uploaded object does not match its local file."""
 
 
+class Pacer:
+    """At most one write per ``interval`` seconds to each object name, counted from the end of the
+    previous write to the start of the next, whichever thread of this process writes."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.waited = 0.0  # seconds spent holding writes back, for the log
+
+    @contextmanager
+    def write(self, bucket: str, name: str) -> Iterator[None]:
+        key = f"{bucket}/{name}"
+        with self._lock:
+            last = self._last.get(key)
+        if last is not None:
+            wait = last + self.interval - time.monotonic()
+            if wait > 0:
+                self.waited += wait
+                time.sleep(wait)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._last[key] = time.monotonic()
+                if len(self._last) > 10_000:  # objects written long ago need no pacing
+                    horizon = time.monotonic() - self.interval
+                    self._last = {k: t for k, t in self._last.items() if t > horizon}
+
+
+PACER = Pacer(float(os.environ.get("SINERGYM_OBJECT_WRITE_SECONDS", "1")))
+
+
+def paced_write(bucket: storage.Bucket, name: str, fn: Callable[[], object]) -> None:
+    """Run ``fn`` (a write of object ``name``) no sooner than the pacer allows."""
+    with PACER.write(bucket.name, name):
+        fn()
+
+
 @dataclass(frozen=True)
 class Uploaded:
     path: str
@@ -51,8 +97,9 @@ def upload_file(bucket: storage.Bucket, local: Path, name: str) -> Uploaded:
     blob = bucket.blob(name)
 
     def put() -> None:
-        blob.upload_from_filename(str(local), timeout=120)
-        blob.reload(timeout=30)
+        paced_write(bucket, name, lambda: blob.upload_from_filename(str(local), timeout=120))
+        if blob.md5_hash is None or blob.size is None:  # the upload's answer is the object's resource
+            blob.reload(timeout=30)
 
     retry.call(put, what=f"upload {name}", deadline=300)
     if blob.md5_hash and blob.md5_hash != expected:
@@ -80,8 +127,11 @@ def write_manifest(bucket: storage.Bucket, prefix: str, uploaded: Iterable[Uploa
     ]
     name = prefix + "MANIFEST.json"
     blob = bucket.blob(name)
+    data = json.dumps(manifest, indent=1)
     retry.call(
-        lambda: blob.upload_from_string(json.dumps(manifest, indent=1), content_type="application/json", timeout=60),
+        lambda: paced_write(
+            bucket, name, lambda: blob.upload_from_string(data, content_type="application/json", timeout=60)
+        ),
         what=f"upload {name}",
         deadline=120,
     )
@@ -140,27 +190,32 @@ def download_prefix(bucket: storage.Bucket, prefix: str, target: Path) -> list[P
 
 
 class Syncer:
-    """Uploads whole files of a growing directory at a steady interval (TensorBoard event files)."""
+    """Uploads whole files of a growing directory (TensorBoard event files): the changed ones, every
+    ``every`` seconds on the trainer's background worker, and all of them once more at ``close``.
+
+    Each event file is one object rewritten as it grows: at most once per ``every`` (30 s by
+    default, ``SINERGYM_UPLOAD_SECONDS``, never under the pacer's 1 s)."""
 
     def __init__(self, bucket: storage.Bucket, root: Path, prefix: str, every: float) -> None:
         self.bucket = bucket
         self.root = root
         self.prefix = prefix
-        self.every = every
+        self.every = max(every, PACER.interval)
         self.sent: dict[Path, tuple[tuple[int, float], Uploaded]] = {}  # (size, mtime) when uploaded
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="tensorboard-sync", daemon=True)
         self.lock = threading.Lock()
+        self.background: Any = None
 
-    def start(self) -> None:
-        self.thread.start()
+    def start(self, background: Any) -> None:
+        """Sync every ``every`` seconds on ``background`` (trainer.background.Background)."""
+        self.background = background
+        background.every(self.every, f"tensorboard sync to gs://{self.bucket.name}/{self.prefix}", self._tick,
+                         key=f"tensorboard:{self.prefix}")  # fmt: skip
 
-    def _loop(self) -> None:
-        while not self.stop_event.wait(self.every):
-            try:
-                self.sync()
-            except Exception as exc:  # noqa: BLE001 - a missed sync is retried at the next interval
-                log.warning("tensorboard sync to gs://%s/%s failed: %s", self.bucket.name, self.prefix, exc)
+    def _tick(self) -> None:
+        try:
+            self.sync()
+        except Exception as exc:  # noqa: BLE001 - a missed sync is retried at the next interval
+            log.warning("tensorboard sync to gs://%s/%s failed: %s", self.bucket.name, self.prefix, exc)
 
     def sync(self) -> list[Uploaded]:
         """Upload the files that changed since the last sync."""
@@ -179,20 +234,26 @@ class Syncer:
         return uploaded
 
     def close(self) -> list[Uploaded]:
-        """Stop the thread, do a final, complete sync, and return every file as last uploaded
+        """Stop the periodic sync, do a final, complete one, and return every file as last uploaded
         (with the bucket's name, for a manifest kept in another bucket)."""
-        self.stop_event.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=60)
+        if self.background is not None:
+            self.background.cancel_periodic(f"tensorboard:{self.prefix}")
         self.sync()
         return [replace(u, bucket=self.bucket.name) for _, u in self.sent.values()]
 
 
 def tensorboard_syncer(
-    client: storage.Client, tb_dir: Path, target: str, results_bucket: str | None, *, batch_id: str, name: str
+    client: storage.Client,
+    tb_dir: Path,
+    target: str,
+    results_bucket: str | None,
+    *,
+    batch_id: str,
+    name: str,
+    background: Any,
 ) -> tuple[Syncer, str]:
-    """A started Syncer of ``tb_dir`` to where sinergym_cloud.tensorboard says the experiment's event
-    files are (whole files, at a steady interval), and that folder's gs:// URI."""
+    """A Syncer of ``tb_dir``, started on ``background``, to where sinergym_cloud.tensorboard says the
+    experiment's event files are (whole files, at a steady interval), and that folder's gs:// URI."""
     from sinergym_cloud import tensorboard
 
     # Validated (contracts.path_outside): a gs:// target is a folder of the results bucket, and the
@@ -202,5 +263,5 @@ def tensorboard_syncer(
     bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
     every = float(os.environ.get("SINERGYM_UPLOAD_SECONDS", "30"))
     syncer = Syncer(client.bucket(bucket_name), tb_dir, prefix, every)
-    syncer.start()
+    syncer.start(background)
     return syncer, f"gs://{bucket_name}/{prefix}"

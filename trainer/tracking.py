@@ -1,10 +1,20 @@
 """MLflow for one experiment: one run per experiment, resumed (not restarted) after a preemption,
-and after a boot that died before its first checkpoint (the run found by its tags)."""
+and after a boot that died before its first checkpoint (the run found by its tags).
+
+While training, metric points are not sent from the training thread: ``Metrics`` collects them and
+the background worker sends all that are waiting in one ``log_batch`` call (1,000 points a call,
+MLflow's limit), retried on transient errors. MLflow's own asynchronous logging
+(``synchronous=False``) batches too, but does not retry a failed batch and can only be flushed
+without a deadline; the trainer's worker does both, and drains before the run ends.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
+import time
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -176,13 +186,57 @@ def log_params(ctx: Context, hyper: dict[str, Any], episode_len: int, total: int
     mlflow.log_params({k: str(v) for k, v in params.items()})
 
 
-def log_episode(summary: dict[str, float], episode: int) -> None:
-    import mlflow
+class Metrics:
+    """Metric points of one run, sent in batches by ``background`` (trainer.background.Background)."""
 
-    try:
-        mlflow.log_metrics({f"train/{k}": float(v) for k, v in summary.items()}, step=episode)
-    except Exception as exc:  # noqa: BLE001 - a lost metric point must not kill hours of training
-        log.warning("episode %d metrics not logged to MLflow: %s", episode, exc)
+    BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+    def __init__(self, run_id: str, background: Any, tracking_uri: str | None = None) -> None:
+        import mlflow
+
+        self.run_id = run_id
+        self.background = background
+        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self.sent = 0
+        self.lost = 0
+
+    def log(self, values: Mapping[str, float], step: int) -> None:
+        """Queue ``values`` at ``step`` (now as their time); returns at once."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        points = [Metric(key, float(value), now, step) for key, value in values.items()]
+        with self._lock:
+            self._pending.extend(points)
+        self.background.submit("MLflow metrics", self.flush, key=f"mlflow-metrics:{self.run_id}")
+
+    def flush(self) -> None:
+        """Send every point waiting, in batches (on the background worker)."""
+        from mlflow import MlflowClient
+
+        with self._lock:
+            points, self._pending = self._pending, []
+        if not points:
+            return
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        client = self._client
+        for i in range(0, len(points), self.BATCH):
+            chunk = points[i : i + self.BATCH]
+            try:
+                retry.call(
+                    functools.partial(client.log_batch, self.run_id, metrics=chunk, synchronous=True),
+                    what="mlflow log_batch",
+                    deadline=120,
+                    transient=_transient,
+                )
+                self.sent += len(chunk)
+            except Exception as exc:  # noqa: BLE001 - MLflow down must not stop training; the log says so
+                self.lost += len(chunk)
+                log.warning("%d metric point(s) not logged to MLflow: %s", len(chunk), exc)
 
 
 def log_eval(mean: float, std: float, episode: int) -> None:

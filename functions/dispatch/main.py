@@ -15,10 +15,13 @@ from sinergym_cloud.control import dispatch as core
 from sinergym_cloud.control import events
 from sinergym_cloud.gcp import runtime
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @functions_framework.cloud_event
 def dispatch(cloud_event: CloudEvent) -> None:
     rt = runtime.get()
-    events.handle(cloud_event, names.TOPIC_READY, lambda d: core.handle(rt, d), rt.clients.publish)
+    try:
+        events.handle(cloud_event, names.TOPIC_READY, lambda d: core.handle(rt, d), rt.clients.publish)
+    finally:
+        rt.drain()  # the events published beside the work (batch-events)

@@ -348,7 +348,10 @@ module "functions" {
     SINERGYM_HEARTBEAT_TIMEOUT = tostring(var.control.heartbeat_timeout_s)
     SINERGYM_BOOT_TIMEOUT      = tostring(var.control.boot_timeout_s)
     SINERGYM_MAX_RUNTIME_HOURS = tostring(var.control.max_runtime_hours)
-    MLFLOW_TRACKING_URI        = module.mlflow.tracking_uri
+    # A batch whose failed share passes this pages at once; the price makes the alerts' cost estimate.
+    SINERGYM_FAILURE_RATE_THRESHOLD = tostring(var.control.failure_rate_threshold)
+    SINERGYM_VM_HOUR_PRICE          = tostring(var.control.vm_hour_price)
+    MLFLOW_TRACKING_URI             = module.mlflow.tracking_uri
   }
   depends_on = [google_project_service.apis]
 }
@@ -373,6 +376,7 @@ module "monitoring" {
   project_id        = var.project_id
   prefix            = var.prefix
   policies          = jsondecode(file("${path.module}/../monitoring/alert_policies.json"))
+  docs_url          = var.docs_url
   max_runtime_hours = var.control.max_runtime_hours
   notifications     = var.notifications
   slack_auth_token  = var.slack_auth_token

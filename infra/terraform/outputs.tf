@@ -66,3 +66,11 @@ output "wandb_api_key_secret" {
   description = "Secret that may hold the W&B API key for trainers (gcloud secrets versions add ... --data-file=-)."
   value       = google_secret_manager_secret.wandb_api_key.id
 }
+
+output "batch_events" {
+  description = "The batch-events topic other services subscribe to, and the example subscription of batch.finished events."
+  value = {
+    topic        = google_pubsub_topic.batch_events.name
+    subscription = var.events.example_subscription ? google_pubsub_subscription.batch_finished[0].name : null
+  }
+}

@@ -97,12 +97,26 @@ variable "control" {
     boot_timeout_s      = optional(number, 900)
     max_runtime_hours   = optional(number, 48)
     sweep_every_minutes = optional(number, 5)
+    # A batch whose failed experiments pass this share of all of them pages on-call at once (1: never).
+    failure_rate_threshold = optional(number, 0.25)
+    # USD per VM-hour of the trainer's machine type, for the alerts' estimated cost (0: no estimate).
+    vm_hour_price = optional(number, 0.025)
   })
   default = {}
   validation {
     condition     = var.control.max_runtime_hours > 0 && var.control.sweep_every_minutes >= 1
     error_message = "max_runtime_hours must be positive and sweep_every_minutes at least 1."
   }
+  validation {
+    condition     = var.control.failure_rate_threshold > 0 && var.control.failure_rate_threshold <= 1 && var.control.vm_hour_price >= 0
+    error_message = "failure_rate_threshold is a share in (0, 1]; vm_hour_price is at least 0."
+  }
+}
+
+variable "docs_url" {
+  description = "Where on-call staff read this project's docs (the docs/ folder of your copy of the repository): every alert links to its runbook section there."
+  type        = string
+  default     = "https://github.com/ugr-sail/sinergym-cloud/blob/main/docs"
 }
 
 variable "mlflow" {
@@ -143,4 +157,23 @@ variable "labels" {
   description = "Labels on every resource that takes labels."
   type        = map(string)
   default     = {}
+}
+
+variable "events" {
+  description = "The batch-events topic's example subscription (only batch.finished events) and who may read it (IAM members)."
+  type = object({
+    example_subscription = optional(bool, true)
+    subscribers          = optional(list(string), [])
+  })
+  default = {}
+}
+
+variable "operators" {
+  description = "IAM members who run the publisher (user:..., group:...): submit, follow, cancel, read results (operators.tf)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for m in var.operators : can(regex("^(user|group|serviceAccount|domain):", m))])
+    error_message = "Each operator is an IAM member: user:EMAIL, group:EMAIL, serviceAccount:EMAIL or domain:DOMAIN."
+  }
 }

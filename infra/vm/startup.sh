@@ -12,6 +12,13 @@
 # reads the W&B key, if an experiment logs to W&B, from Secret Manager into its own process only).
 set -euo pipefail
 
+# The startup log is kept on the VM's home disk too: the VM agent's log shipper stores it as the first
+# chunk of each experiment's log (gs://RESULTS/BATCH/EXPERIMENT/logs/), which outlives the VM.
+HOME_DIR=/var/lib/sinergym
+mkdir -p "$HOME_DIR"
+exec > >(tee -a "$HOME_DIR/startup.log") 2>&1
+echo "startup: $(date -u +%Y-%m-%dT%H:%M:%SZ) booting"
+
 md() { curl -fsS --retry 5 --max-time 10 -H 'Metadata-Flavor: Google' "http://metadata.google.internal/computeMetadata/v1/$1"; }
 attr() { md "instance/attributes/$1"; }
 
@@ -25,11 +32,9 @@ IMAGE=$(attr sinergym-trainer-image)
 READY_TOPIC=$(attr sinergym-ready-topic)
 MLFLOW_TRACKING_URI=$(attr sinergym-mlflow-uri)
 WANDB_SECRET=$(attr sinergym-wandb-secret || true)   # a secret's name; the trainer reads the value itself
-HOME_DIR=/var/lib/sinergym
 BOOT_ID="$(md instance/id)-$(cut -c1-8 /proc/sys/kernel/random/boot_id)"
 export PROJECT INSTANCE_NAME ZONE ADDRESS MIG BATCH_ID IMAGE READY_TOPIC MLFLOW_TRACKING_URI BOOT_ID
 
-mkdir -p "$HOME_DIR"
 chmod 0777 "$HOME_DIR"   # written by the container's non-root user
 # The VM agent tells dispatch which boot it is on (compared with the instance-ready message's).
 printf '%s\n' "$BOOT_ID" > "$HOME_DIR/boot-id"

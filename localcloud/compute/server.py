@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from localcloud.compute import discovery, quota, rates
+from localcloud.compute import discovery, permissions, quota, rates
 from localcloud.compute.errors import ApiError, invalid, not_found, not_implemented
 from localcloud.compute.paging import filter_of, paginate
 from localcloud.compute.resources import GOOGLE, Operation
 from localcloud.compute.verbs import Cloud
+from localcloud.identity import Gate
 from localcloud.throttle import MinuteWindows
 
 log = logging.getLogger("localcloud.compute")
@@ -339,6 +340,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     api: Api
     windows = MinuteWindows()
+    gate = Gate(service="compute")
     strict = False  # check every response against Google's discovery document (LOCALCLOUD_STRICT)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
@@ -368,6 +370,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             except json.JSONDecodeError:
                 raise invalid("Invalid JSON payload received.") from None
             if not route_name.startswith("emulator."):
+                self._authorized(route_name, m.groupdict(), body, url.path)
                 self._within_rate_quota(route_name, m.groupdict().get("project", ""))
                 with self.api.cloud.lock:
                     self.api.cloud.calls[route_name] += 1
@@ -385,6 +388,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("internal error on %s %s", method, self.path)
             self._reply(500, ApiError(500, "backendError", f"Internal error: {exc}").body())
+
+    def _authorized(self, method: str, groups: dict[str, str], body: Any, path: str) -> None:
+        """Refuse the call (403 ``forbidden``) unless the caller holds every permission it needs."""
+        authorization = self.headers.get("Authorization")
+        permissions.authorize(
+            self.gate, self.api.cloud, method, groups=groups, body=body, path=path, authorization=authorization
+        )
 
     def _within_rate_quota(self, method: str, project: str) -> None:
         """Count the call against its quota group's minute (Google's limits on), or refuse it."""
@@ -446,6 +456,7 @@ VM_ENV_KEYS = (
     "LOCALCLOUD_DIR",
     "GOOGLE_CLOUD_PROJECT",
     "PUBSUB_EMULATOR_HOST",
+    "LOCALCLOUD_PUBSUB_REST_HOST",
     "STORAGE_EMULATOR_HOST",
     "MLFLOW_TRACKING_URI",
     "SINERGYM_COMPUTE_ENDPOINT",
@@ -464,6 +475,9 @@ VM_ENV_KEYS = (
     "BENCH_SCHEDULE",
     "BENCH_LIKE_TRAINER",
     "BENCH_MARKERS",
+    "BENCH_FAIL",
+    # How often a VM's log shipper stores a chunk (sinergym_cloud/vm/logship.py).
+    "SINERGYM_LOG_CHUNK_SECONDS",
 )
 
 
@@ -474,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     vm_env = {k: os.environ[k] for k in VM_ENV_KEYS if k in os.environ}
+    if os.environ.get("LOCALCLOUD_VM_TOKEN"):  # the VMs' service account (the trainer's)
+        vm_env["LOCALCLOUD_TOKEN"] = os.environ["LOCALCLOUD_VM_TOKEN"]
     serve(args.port, args.state_dir, vm_env)
     return 0
 

@@ -1,5 +1,5 @@
 """The messages that cross a boundary: Batch, Experiment, InstanceReady, Completion, Progress,
-TrainerSpec.
+TrainerSpec, and the events of the ``batch-events`` topic (BatchEvent).
 
 Every message is a versioned pydantic model. Experiments are structured: no field is ever a shell
 string, and every string field has a pattern that admits no shell metacharacter, so a message
@@ -8,7 +8,7 @@ bounds, its help and, for an option, its flag (``options.Option``); docs/batch.s
 generated from these models.
 
 Schema versions. Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones, max_vm_hours
-and the sweep; 1 and 2 are still read (``schema_versions()``). Completion: 2 adds the status
+and the sweep, 4 ``retry_of``; 1 to 3 are still read (``schema_versions()``). Completion: 2 adds the status
 ``pruned``; 1 is still read. TrainerSpec: 2 adds the boot's keys, the queue's and the sweep's
 fields (``TRAINER_SPEC_V2``); 1 is still read.
 
@@ -19,7 +19,8 @@ The modules, by concern (import the names from here; every part of the project m
 - ``paths``: where an experiment may write;
 - ``experiment``: ``Experiment`` and its Sinergym-config parts, ``experiment_name``;
 - ``batch``: ``Batch``;
-- ``messages``: ``InstanceReady``, ``Completion``, ``Progress``, ``TrainerSpec``.
+- ``messages``: ``InstanceReady``, ``Completion``, ``Progress``, ``TrainerSpec``;
+- ``events``: ``BatchEvent``, what the ``batch-events`` topic tells other services.
 """
 
 from sinergym_cloud.contracts.base import (
@@ -43,7 +44,18 @@ from sinergym_cloud.contracts.base import (
     schema_versions,
     summarise,
 )
-from sinergym_cloud.contracts.batch import Batch
+from sinergym_cloud.contracts.batch import Batch, RetryOf
+from sinergym_cloud.contracts.events import (
+    EVENTS,
+    BatchEvent,
+    BatchFinished,
+    BatchRejected,
+    ExperimentChanged,
+    Failure,
+    FieldError,
+    Mlflow,
+    event_schema,
+)
 from sinergym_cloud.contracts.experiment import (
     V2_EXPERIMENT_FIELDS,
     EnvParams,
@@ -67,6 +79,7 @@ from sinergym_cloud.contracts.parameters import (
 from sinergym_cloud.contracts.paths import PATH_FIELDS, PATH_RULE, path_outside, path_problem, run_folder
 
 __all__ = [
+    "EVENTS",
     "MAX_EXPERIMENTS",
     "MAX_MESSAGE_BYTES",
     "MAX_ZONES",
@@ -79,21 +92,29 @@ __all__ = [
     "ActionNoise",
     "AlgorithmParameters",
     "Batch",
+    "BatchEvent",
+    "BatchFinished",
     "BatchId",
+    "BatchRejected",
     "BucketName",
     "Completion",
     "ConfigValue",
     "EnvParams",
     "Experiment",
+    "ExperimentChanged",
     "ExperimentStatus",
+    "Failure",
+    "FieldError",
     "GceName",
     "GroupName",
     "Hyperparameters",
     "InitialModel",
     "InstanceReady",
     "Label",
+    "Mlflow",
     "PolicyKwargs",
     "Progress",
+    "RetryOf",
     "SafePath",
     "SharedParameters",
     "Strict",
@@ -103,6 +124,7 @@ __all__ = [
     "Zone",
     "check_size",
     "dump",
+    "event_schema",
     "excerpt",
     "experiment_name",
     "hyperparameter_algorithms",

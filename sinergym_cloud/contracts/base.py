@@ -12,8 +12,8 @@ from sinergym_cloud import names
 from sinergym_cloud.errors import BadMessage
 
 SCHEMA_VERSION = 1  # of InstanceReady
-# Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones, max_vm_hours and the sweep; 1 and 2
-# are still read (schema_versions()). Completion: 2 adds the status ``pruned``; 1 is still read.
+# Batch: 2 adds the Sinergym-config fields and max_parallel, 3 zones, max_vm_hours and the sweep, 4
+# retry_of; 1 to 3 are still read (schema_versions()). Completion: 2 adds the status ``pruned``; 1 is still read.
 # TrainerSpec: 2 adds the boot's keys, the queue's and the sweep's fields (TRAINER_SPEC_V2); 1 is still read.
 MAX_EXPERIMENTS = 5000
 MAX_ZONES = 8
@@ -46,6 +46,15 @@ class Strict(BaseModel):
             if bool not in get_args(annotation) and annotation is not bool:
                 raise ValueError(f"expected {getattr(annotation, '__name__', annotation)}, not a boolean")
         return value
+
+
+def field_errors(error: ValidationError, limit: int = 20) -> list[tuple[str, str]]:
+    """(dotted field path, message) of each problem pydantic found, the first ``limit``."""
+    found = []
+    for item in error.errors()[:limit]:
+        where = ".".join(str(p)[:40] for p in item["loc"])[:200]
+        found.append((where, item["msg"].removeprefix("Value error, ")[:500]))
+    return found
 
 
 def summarise(error: ValidationError) -> str:
@@ -106,7 +115,7 @@ def parse[M: BaseModel](model: type[M], data: bytes | str | dict[str, Any]) -> M
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadMessage(f"invalid {model.__name__}: {summarise(exc)}") from None
+        raise BadMessage(f"invalid {model.__name__}: {summarise(exc)}", fields=field_errors(exc)) from None
     except RecursionError:
         raise BadMessage(f"invalid {model.__name__}: nested too deeply") from None
 

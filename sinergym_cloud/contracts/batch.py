@@ -27,16 +27,27 @@ from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.sweep_spec import Sweep
 
 
+class RetryOf(Strict):
+    """What a batch made by ``publisher.py retry`` reruns: experiments of an earlier batch."""
+
+    batch_id: BatchId = Field(description="The batch whose experiments this one runs again.")
+    experiments: list[int] = Field(
+        min_length=1,
+        max_length=MAX_EXPERIMENTS,
+        description="Their indices in that batch, in the order of this batch's experiments.",
+    )
+
+
 class Batch(Strict):
     """A batch of experiments: one managed instance group, one VM per experiment.
 
     This is the public contract of the ``experiment-batches`` topic: any service may publish it.
     """
 
-    schema_version: Literal[1, 2, 3] = Field(
+    schema_version: Literal[1, 2, 3, 4] = Field(
         3,
-        description="1 and 2 are still read; 2 adds Sinergym-config fields and max_parallel, 3 zones, "
-        "max_vm_hours and the sweep.",
+        description="1 to 3 are still read; 2 adds Sinergym-config fields and max_parallel, 3 zones, "
+        "max_vm_hours and the sweep, 4 retry_of. A publisher writes the lowest version its fields need.",
     )
     batch_id: BatchId = Field(description="Caller-chosen id; resubmitting the same id is a no-op.")
     group_name: GroupName = "sinergym-group"
@@ -117,6 +128,18 @@ class Batch(Strict):
                     problems.append(f"experiments.{i}.{field_name}: {problem}")
         return problems
 
+    # Version 4: a rerun of an earlier batch's experiments (publisher.py retry).
+    retry_of: RetryOf | None = Field(None, description="The earlier batch and experiments this batch reruns.")
+
+    @model_validator(mode="after")
+    def _retry_matches(self) -> Batch:
+        if self.retry_of is not None and len(self.retry_of.experiments) != len(self.experiments):
+            raise ValueError(
+                f"retry_of.experiments names {len(self.retry_of.experiments)} experiment(s); the batch has "
+                f"{len(self.experiments)}"
+            )
+        return self
+
     @model_validator(mode="after")
     def _paths_in_own_prefix(self) -> Batch:
         problems = self._path_problems(self.results_bucket)
@@ -130,7 +153,8 @@ class Batch(Strict):
         assert self.submitted_at is not None
         problems = self._path_problems(results_bucket)
         if problems:
-            raise BadMessage(f"invalid Batch: {problems[0]}")
+            where, _, why = problems[0].partition(": ")
+            raise BadMessage(f"invalid Batch: {problems[0]}", fields=[(where, why)])
 
     @model_validator(mode="after")
     def _sweep_applies(self) -> Batch:
@@ -153,6 +177,8 @@ class Batch(Strict):
 
     @model_validator(mode="after")
     def _version_fields(self) -> Batch:
+        if self.schema_version < 4 and self.retry_of is not None:
+            raise ValueError("retry_of needs schema_version 4")
         if self.schema_version < 3 and self.zones is not None:
             raise ValueError("zones needs schema_version 3")
         if self.schema_version < 3 and self.max_vm_hours is not None:

@@ -16,12 +16,19 @@ from collections.abc import Callable
 from typing import Any
 
 from sinergym_cloud import lifecycle, names
+from sinergym_cloud.control import alerts, announce, batch_index
 from sinergym_cloud.errors import BatchNotFound
-from sinergym_cloud.gcp import metrics
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.gcp.state import Versioned
 from sinergym_cloud.lifecycle import Transition
-from sinergym_cloud.records import TERMINAL, ExperimentRecord, ExperimentState, FinalizeRecord, LaunchRecord
+from sinergym_cloud.records import (
+    TERMINAL,
+    ExperimentRecord,
+    ExperimentState,
+    FinalizeRecord,
+    LaunchRecord,
+    summarise,
+)
 from sinergym_cloud.records import object_metadata as record_metadata
 
 log = logging.getLogger(__name__)
@@ -41,16 +48,21 @@ def transition(
     ``step`` runs on the record as it is now (again after each lost race); the record is written only
     if the transition applied. Returns the record as it then is (None if there is no such
     experiment) and the transition that decided it. ``known``: the record as the caller has just
-    read it (StateStore.update)."""
+    read it (StateStore.update). A change of state is announced on ``batch-events`` (announce.py)."""
     decided = [lifecycle.NOT_APPLIED]
+    before = [""]
 
     def change(doc: dict[str, Any]) -> dict[str, Any] | None:
         rec = ExperimentRecord.model_validate(doc)
+        before[0] = rec.state
         decided[0] = step(rec)
         return rec.doc() if decided[0].applied else None
 
     doc = rt.state.update(names.experiment_object(batch_id, index), change, metadata=record_metadata, known=known)
-    return (ExperimentRecord.model_validate(doc) if doc is not None else None), decided[0]
+    rec = ExperimentRecord.model_validate(doc) if doc is not None else None
+    if rec is not None and decided[0].applied and rec.state != before[0]:
+        rt.later(announce.changed, rt, rec, before[0], time.time())  # off the path to the next VM request
+    return rec, decided[0]
 
 
 def read_launch(rt: Runtime, batch_id: str) -> LaunchRecord | None:
@@ -130,8 +142,9 @@ def settle(rt: Runtime, rec: ExperimentRecord, *, removal_requested: bool = Fals
             remove_vm(rt, rec)
         transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.mark(r, "delete_requested_at", time.time()))
     if rec.state == "failed" and rec.alerted_at is None:
-        metrics.experiment_failed(rt.clients, rec.batch_id, rec.name, rec.reason)
+        alerts.experiment_failed(rt, rec)
         transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.mark(r, "alerted_at", time.time()))
+        alerts.check_failure_rate(rt, rec.batch_id, experiment_listing(rt, rec.batch_id))
 
 
 def set_terminal(
@@ -143,14 +156,23 @@ def set_terminal(
     return rec if t.applied else None
 
 
+Listing = dict[int, tuple[dict[str, str], float | None]]
+
+
+def experiment_listing(rt: Runtime, batch_id: str) -> Listing:
+    """Every experiment's object metadata (records.object_metadata: state, VM-hours, an end's reason
+    and last log line) and update time, from one listing."""
+    found: Listing = {}
+    prefix = names.experiments_prefix(batch_id)
+    for name, meta, updated in rt.state.listing(prefix):
+        index = int(name[len(prefix) :].removesuffix(".json"))
+        found[index] = (meta, updated.timestamp() if updated is not None else None)
+    return found
+
+
 def experiment_states(rt: Runtime, batch_id: str) -> dict[int, str]:
     """Every experiment's state, from one listing (the state is in each object's metadata)."""
-    states = {}
-    prefix = names.experiments_prefix(batch_id)
-    for name, meta, _ in rt.state.listing(prefix):
-        index = int(name[len(prefix) :].removesuffix(".json"))
-        states[index] = meta.get("state", "")
-    return states
+    return {index: meta.get("state", "") for index, (meta, _) in experiment_listing(rt, batch_id).items()}
 
 
 def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: PLR0911 - one return per reason to stop
@@ -160,7 +182,8 @@ def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: P
         return False
     if launch.status == "launching":
         return False
-    states = experiment_states(rt, batch_id)
+    listing = experiment_listing(rt, batch_id)
+    states = {i: meta.get("state", "") for i, (meta, _) in listing.items()}
     if len(states) < launch.experiments or any(s not in TERMINAL for s in states.values()):
         return False
     counts = dict(Counter(states.values()))
@@ -172,7 +195,7 @@ def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: P
         if current is None:
             return False
         held = FinalizeRecord.model_validate(current.data)
-        if held.alerted:
+        if _done(current.data):
             rt.state.delete(names.active_object(batch_id))
             return True
         if held.owner != owner and held.lease_until > now:
@@ -180,7 +203,7 @@ def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: P
             return False
 
         def take_over(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("alerted") or (doc["owner"] != owner and doc["lease_until"] > time.time()):
+            if _done(doc) or (doc["owner"] != owner and doc["lease_until"] > time.time()):
                 raise _Lost
             doc["owner"] = owner
             doc["lease_until"] = time.time() + FINALIZE_LEASE
@@ -198,11 +221,33 @@ def finalize_if_done(rt: Runtime, batch_id: str, owner: str) -> bool:  # noqa: P
             deleted = rt.compute.delete_group(zone, mig)
             log.info("batch %s: group %s/%s %s", batch_id, zone, mig, "deleted" if deleted else "was already gone")
         rt.state.update(path, lambda doc: {**doc, "mig_deleted": True})
-    metrics.batch_finished(rt.clients, batch_id, launch.group, counts, note=finish_note(launch))
-    rt.state.update(path, lambda doc: {**doc, "alerted": True, "finished_at": time.time(), "counts": counts})
+    summary = summarise(listing, now)
+    note = finish_note(launch)
+    finished_at = claim.finished_at or time.time()
+    if not claim.alerted:
+        alerts.batch_finished(rt, launch, summary, note)
+        rt.state.update(
+            path,
+            lambda doc: {
+                **doc,
+                "alerted": True,
+                "finished_at": finished_at,
+                "counts": counts,
+                "vm_hours": round(summary.vm_hours, 5),
+            },
+        )
+    batch_index.finished(rt, launch, summary, announce.batch_outcome(launch), finished_at)
+    if claim.announced is False:
+        announce.finished(rt, launch, summary, note)
+        rt.state.update(path, lambda doc: {**doc, "announced": True})
     rt.state.delete(names.active_object(batch_id))
     log.info("batch %s finished: %s", batch_id, counts)
     return True
+
+
+def _done(claim: dict[str, Any]) -> bool:
+    """Every step of a teardown claim is done (a claim from before events has no ``announced``)."""
+    return bool(claim.get("alerted")) and claim.get("announced") is not False
 
 
 def finish_note(launch: LaunchRecord) -> str:
@@ -239,5 +284,10 @@ def cancel(rt: Runtime, batch_id: str, reason: str = "cancelled by user") -> dic
             changed.append(index)
     for zone, mig in launch.groups():
         rt.compute.delete_group(zone, mig)
-    finalize_if_done(rt, batch_id, owner=f"cancel-{batch_id}")
+    try:
+        finalize_if_done(rt, batch_id, owner=f"cancel-{batch_id}")
+    except Exception as exc:  # noqa: BLE001 - the experiments are cancelled and the groups gone already
+        # e.g. the caller may not publish on batch-events: the sweeper takes the teardown's last steps
+        # (the alert, the event, the index) over once its claim's lease runs out.
+        log.warning("batch %s: the teardown's last steps are left to the sweeper: %s", batch_id, exc)
     return {"batch_id": batch_id, "cancelled": changed, "groups_deleted": launch.migs}

@@ -130,6 +130,7 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
             metrics=dict(c.metrics),
             timesteps=c.timesteps,
             finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,
+            log_tail=tuple(text.clean(line, 300) for line in c.log_tail[-lifecycle.LOG_TAIL_KEPT :]),
         )
         t = lifecycle.completed(rec, end, budgets, vm_created(rec), time.time())
         if t.applied and rec.terminal:

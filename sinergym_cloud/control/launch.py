@@ -19,7 +19,7 @@ from google.api_core import exceptions
 
 from sinergym_cloud import budget, capacity, contracts, errors, names, sweep
 from sinergym_cloud.contracts import Batch
-from sinergym_cloud.control import queue, sweep_runs, sweeps
+from sinergym_cloud.control import announce, batch_index, queue, sweep_runs, sweeps
 from sinergym_cloud.control.events import Delivery
 from sinergym_cloud.errors import Permanent
 from sinergym_cloud.gcp import retry
@@ -45,7 +45,14 @@ def parse_batch(d: Delivery) -> Batch:
 
 
 def handle(rt: Runtime, d: Delivery) -> None:
-    launch(rt, parse_batch(d), message_id=d.message_id)
+    """A Batch message: launched, or refused before anything is made; a refusal is announced on
+    ``batch-events`` (``batch.rejected``, with the fields at fault) besides its dead letter."""
+    try:
+        batch = parse_batch(d)
+    except Permanent as exc:
+        announce.rejected(rt, d, exc)
+        raise
+    launch(rt, batch, message_id=d.message_id, delivery=d)
 
 
 def mlflow_experiment(batch: Batch) -> str:
@@ -73,6 +80,11 @@ def decide_parallelism(rt: Runtime, batch: Batch) -> capacity.Parallelism:
                     type(exc).__name__, exc)  # fmt: skip
     p = capacity.parallelism(len(batch.experiments), shape, quotas, batch.max_parallel)
     log.info("batch %s: %d experiment(s) at once (%s)", batch.batch_id, p.value, p.reason)
+    crowded = capacity.crowded(shape, [e.n_envs for e in batch.experiments]) if shape is not None else []
+    if crowded and shape is not None:
+        log.warning("batch %s: experiment(s) %s ask for more simulations (--n-envs) than the %d vCPUs of %s "
+                    "run at full speed; a template with as many vCPUs as --n-envs would", batch.batch_id,
+                    ", ".join(map(str, crowded[:10])), shape.vcpus, shape.machine_type)  # fmt: skip
     return p
 
 
@@ -135,20 +147,32 @@ def budget_cut_reason(batch: Batch, fit: int) -> str:
     return verdict.reason
 
 
-def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
+def acceptable(rt: Runtime, batch: Batch) -> Batch:
+    """The batch as launch will run it (stamped, a sweep expanded), or Permanent naming why it is
+    refused: checked before anything is made."""
+    if not rt.compute.template_exists(batch.template_name):
+        raise Permanent(
+            f"instance template {batch.template_name!r} does not exist in project {rt.settings.project}; "
+            "nothing was created (deploy infra/ or pass --template_name)"
+        )
+    if batch.submitted_at is None:
+        batch = batch.model_copy(update={"submitted_at": datetime.now(UTC)})
+    batch = expand_sweep(batch)
+    batch.check_paths(batch.results_bucket or rt.settings.results_bucket)
+    return batch
+
+
+def launch(rt: Runtime, batch: Batch, message_id: str = "", delivery: Delivery | None = None) -> LaunchRecord:
     state = rt.state
     bid = batch.batch_id
     current = state.read(names.launch_object(bid))
     if current is None:
-        if not rt.compute.template_exists(batch.template_name):
-            raise Permanent(
-                f"instance template {batch.template_name!r} does not exist in project {rt.settings.project}; "
-                "nothing was created (deploy infra/ or pass --template_name)"
-            )
-        if batch.submitted_at is None:
-            batch = batch.model_copy(update={"submitted_at": datetime.now(UTC)})
-        batch = expand_sweep(batch)
-        batch.check_paths(batch.results_bucket or rt.settings.results_bucket)  # before anything is created
+        try:
+            batch = acceptable(rt, batch)
+        except Permanent as exc:
+            if delivery is not None:
+                announce.rejected(rt, delivery, exc)
+            raise
         accepted = {"batch": batch.model_dump(mode="json"), "accepted_at": time.time(), "message_id": message_id}
         state.create(names.batch_object(bid), accepted)
         stored = state.read(names.batch_object(bid))
@@ -169,6 +193,9 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
             parallelism_reason=parallel.reason,
             zones=batch.all_zones if batch.zones else [],
             max_vm_hours=batch.max_vm_hours,
+            submitted_by=batch.submitted_by or "",
+            submitted_at=batch.submitted_at.timestamp() if batch.submitted_at else None,
+            retry_of=batch.retry_of.model_dump() if batch.retry_of else None,
         )
         state.create(names.launch_object(bid), record.doc())
     else:
@@ -184,6 +211,7 @@ def launch(rt: Runtime, batch: Batch, message_id: str = "") -> LaunchRecord:
     if record.status != "launching":
         log.info("batch %s is already %s: nothing to do", bid, record.status)
         return record
+    batch_index.launched(rt, record)
 
     def count_attempt(doc: dict[str, Any]) -> dict[str, Any]:
         doc["attempts"] = doc.get("attempts", 0) + 1
@@ -250,6 +278,8 @@ def _create(rt: Runtime, batch: Batch, record: LaunchRecord) -> None:
         }
         created = rt.compute.create_instances(batch.zone, mig, wanted)
         log.info("batch %s: group %s has %d instance(s) (%d created now)", bid, mig, len(wanted), len(created))
+    # Once the VMs are asked for (the events never hold them up): each record's state, in one publication.
+    announce.created(rt, [r for r in records if r.index not in {u.index for u in unrunnable}])
     for ended in unrunnable:  # their slots go to the next trials, now that the groups exist
         queue.start_next(rt, ended)
 
@@ -319,11 +349,15 @@ def rollback(rt: Runtime, batch: Batch, reason: str) -> None:
         return doc
 
     rt.state.update(names.launch_object(batch.batch_id), failed)
+    made = []
     for rec in experiment_records(batch):
         # Records a crashed launch never wrote are created failed; existing ones are moved to failed.
         rec.state = "failed"
         rec.reason = reason
         rec.finished_at = time.time()
-        if not rt.state.create(names.experiment_object(batch.batch_id, rec.index), rec.doc(), rec.object_metadata()):
+        if rt.state.create(names.experiment_object(batch.batch_id, rec.index), rec.doc(), rec.object_metadata()):
+            made.append(rec)
+        else:
             batches.set_terminal(rt, batch.batch_id, rec.index, "failed", reason)
+    announce.created(rt, made)
     batches.finalize_if_done(rt, batch.batch_id, owner=f"rollback-{batch.batch_id}")

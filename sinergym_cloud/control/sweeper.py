@@ -21,11 +21,11 @@ import logging
 import time
 from typing import Any
 
-from sinergym_cloud import lifecycle, names
+from sinergym_cloud import lifecycle, names, text
 from sinergym_cloud.contracts import Batch
 from sinergym_cloud.control import batches, launch, queue
 from sinergym_cloud.control.events import Delivery
-from sinergym_cloud.gcp import metrics
+from sinergym_cloud.gcp import logs, metrics
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.records import LIVE, TERMINAL, ExperimentRecord, LaunchRecord
 
@@ -159,7 +159,7 @@ def _sweep_experiment(
     if verdict is None:
         return
     kind, reason = verdict
-    outcome = lose(rt, rec, kind, reason, record.template)
+    outcome = lose(rt, rec, kind, reason, record.template, results_bucket=record.results_bucket)
     report["failed" if outcome == "failed" else "retried"].append(f"{where}: {reason}")
 
 
@@ -339,11 +339,27 @@ def _heartbeat(rt: Runtime, bucket: str, rec: ExperimentRecord) -> float:
     return blob.updated.timestamp() if blob is not None and blob.updated else 0.0
 
 
-def lose(rt: Runtime, rec: ExperimentRecord, kind: lifecycle.Loss, reason: str, template: str) -> str:
+def last_lines(rt: Runtime, results_bucket: str, rec: ExperimentRecord) -> tuple[str, ...]:
+    """The last lines a lost boot logged (its log in the bucket), for the failure's reason; () if none
+    or if the bucket cannot be read now (a missing tail must not stop the sweep)."""
+    if not results_bucket or rec.boot_id is None:
+        return ()
+    try:
+        found = logs.tail(rt.clients.storage.bucket(results_bucket), rec.batch_id, rec.name, lifecycle.LOG_TAIL_KEPT)
+    except Exception as exc:  # noqa: BLE001 - the tail is a courtesy to whoever reads the failure
+        log.info("%s/%d: no log tail read (%s)", rec.batch_id, rec.index, exc)
+        return ()
+    return tuple(text.clean(line, 300) for line in found)
+
+
+def lose(
+    rt: Runtime, rec: ExperimentRecord, kind: lifecycle.Loss, reason: str, template: str, *, results_bucket: str = ""
+) -> str:
     """Retry a lost experiment within its budget, or fail it. Returns "retried", "failed" or "unchanged"."""
     s = rt.settings
     budgets = lifecycle.Budgets(max_failures=s.max_failures, max_preemptions=s.max_preemptions)
     vm_created = batches.vm_creation_time(rt, rec.zone, rec.instance) if rec.boot_id else None
+    tail = last_lines(rt, results_bucket, rec)
     updated, t = batches.transition(
         rt,
         rec.batch_id,
@@ -357,6 +373,7 @@ def lose(rt: Runtime, rec: ExperimentRecord, kind: lifecycle.Loss, reason: str, 
             budgets=budgets,
             vm_created=vm_created,
             now=time.time(),
+            log_tail=tail,
         ),
     )
     if updated is None or not t.applied:

@@ -4,8 +4,11 @@ Clients are built lazily and once per ``Clients`` object, and each Google librar
 when its first client is built: the trainer, which publishes and uploads, never pays the 1.3 s that
 importing ``compute_v1`` costs. Core code receives clients as arguments,
 so the functions, the publisher and the tests share the same construction. Against the local
-cloud every client gets anonymous credentials and the emulator's endpoint; against Google Cloud,
-the default credentials of the environment.
+cloud every client gets the emulator's endpoint and this component's local credential
+(``LOCALCLOUD_TOKEN``, a bearer token the emulators' fronts check against iam.tf: a header on HTTP,
+call metadata on gRPC), or anonymous credentials without one; against Google Cloud, the default
+credentials of the environment. A VM's storage client may use its experiment's downscoped token
+instead (``SINERGYM_STORAGE_TOKEN_FILE``, gcp/tokens.py), on both clouds.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
 # Pub/Sub messages reach 10 MB: gRPC's default 4 MB receive limit would refuse some (Google's own
 # channels are unlimited; emulator channels are built here).
 GRPC_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+# One Publish request carries at most 1000 messages and 10 MB (Pub/Sub's quotas); kept under both.
+PUBLISH_MAX_MESSAGES = 1000
+PUBLISH_MAX_BYTES = 9 * 1024 * 1024
 
 
 def _anonymous() -> Any:
@@ -30,10 +36,47 @@ def _anonymous() -> Any:
     return AnonymousCredentials()
 
 
-def _channel(host: str, options: list[tuple[str, int]] | None = None) -> grpc.Channel:
+def _local_credentials(token: str | None) -> Any:
+    """The local cloud's credential: a bearer token that never expires, or anonymous without one."""
+    if not token:
+        return _anonymous()
+    from google.oauth2.credentials import Credentials
+
+    return Credentials(token=token)
+
+
+def _channel(host: str, options: list[tuple[str, int]] | None = None, token: str | None = None) -> grpc.Channel:
+    """An insecure channel to a local emulator that sends ``token`` as every call's credential."""
     import grpc
 
-    return grpc.insecure_channel(host, options=options)
+    channel = grpc.insecure_channel(host, options=options)
+    return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
+
+
+def _bearer_interceptor_base() -> tuple[type, ...]:
+    import grpc
+
+    return (grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamStreamClientInterceptor)
+
+
+class _Bearer(*_bearer_interceptor_base()):  # type: ignore[misc]  # grpc's interceptor bases, imported lazily
+    """Adds ``authorization: Bearer <token>`` to every call (what Google's channels add from credentials)."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = [*(details.metadata or []), self.header]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
 
 
 class Clients:
@@ -51,7 +94,7 @@ class Clients:
         if host:
             from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-            transport = PublisherGrpcTransport(channel=_channel(host, GRPC_OPTIONS))
+            transport = PublisherGrpcTransport(channel=_channel(host, GRPC_OPTIONS, self.settings.local_token))
             return pubsub_v1.PublisherClient(transport=transport)
         return pubsub_v1.PublisherClient()
 
@@ -63,7 +106,7 @@ class Clients:
         if host:
             from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-            transport = SubscriberGrpcTransport(channel=_channel(host, GRPC_OPTIONS))
+            transport = SubscriberGrpcTransport(channel=_channel(host, GRPC_OPTIONS, self.settings.local_token))
             return pubsub_v1.SubscriberClient(transport=transport)
         return pubsub_v1.SubscriberClient()
 
@@ -99,26 +142,61 @@ class Clients:
         )
         return str(response.message_ids[0])
 
+    def publish_many(
+        self, topic: str, messages: list[tuple[bytes, dict[str, str]]], timeout: float = 30.0
+    ) -> list[str]:
+        """Publish several messages in as few ``Publish`` calls as Pub/Sub takes (at most 1000
+        messages and 10 MB a request); the message ids, in order."""
+        from google.pubsub_v1 import PubsubMessage
+        from google.pubsub_v1.services.publisher.client import PublisherClient
+
+        ids: list[str] = []
+        batch: list[PubsubMessage] = []
+        size = 0
+
+        def send() -> None:
+            if batch:
+                response = PublisherClient.publish(
+                    self.publisher, topic=self.topic_path(topic), messages=list(batch), timeout=timeout
+                )
+                ids.extend(str(i) for i in response.message_ids)
+                batch.clear()
+
+        for data, attributes in messages:
+            weight = len(data) + sum(len(k) + len(v) for k, v in attributes.items())
+            if len(batch) >= PUBLISH_MAX_MESSAGES or size + weight > PUBLISH_MAX_BYTES:
+                send()
+                size = 0
+            batch.append(PubsubMessage(data=data, attributes=attributes))
+            size += weight
+        send()
+        return ids
+
     # Cloud Storage -----------------------------------------------------------
     @functools.cached_property
     def storage(self) -> storage.Client:
         from google.cloud import storage
 
         endpoint = self.settings.storage_endpoint
+        credentials = None
+        if self.settings.storage_token_file:  # a VM: its experiment's downscoped token, on both clouds
+            from sinergym_cloud.gcp import tokens
+
+            credentials = tokens.file_credentials(self.settings.storage_token_file)
         if endpoint:
             return storage.Client(
                 project=self.settings.project,
-                credentials=_anonymous(),
+                credentials=credentials or _local_credentials(self.settings.local_token),
                 client_options={"api_endpoint": endpoint},
             )
-        return storage.Client(project=self.settings.project)
+        return storage.Client(project=self.settings.project, credentials=credentials)
 
     # Compute Engine ----------------------------------------------------------
     def _compute_kwargs(self) -> dict[str, Any]:
         endpoint = self.settings.compute_endpoint
         if endpoint:
             return {
-                "credentials": _anonymous(),
+                "credentials": _local_credentials(self.settings.local_token),
                 "client_options": {"api_endpoint": endpoint},
                 "transport": "rest",
             }
@@ -175,7 +253,8 @@ class Clients:
         if host:
             from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
 
-            return monitoring_v3.MetricServiceClient(transport=MetricServiceGrpcTransport(channel=_channel(host)))
+            channel = _channel(host, token=self.settings.local_token)
+            return monitoring_v3.MetricServiceClient(transport=MetricServiceGrpcTransport(channel=channel))
         return monitoring_v3.MetricServiceClient()
 
     @functools.cached_property
@@ -189,6 +268,6 @@ class Clients:
             )
 
             return monitoring_v3.AlertPolicyServiceClient(
-                transport=AlertPolicyServiceGrpcTransport(channel=_channel(host))
+                transport=AlertPolicyServiceGrpcTransport(channel=_channel(host, token=self.settings.local_token))
             )
         return monitoring_v3.AlertPolicyServiceClient()

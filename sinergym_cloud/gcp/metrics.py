@@ -65,29 +65,20 @@ def write(clients: Clients, metric_type: str, labels: dict[str, Any], value: flo
     log.info("metric %s written: %s", metric_type, labels)
 
 
-def batch_finished(clients: Clients, batch_id: str, group: str, counts: dict[str, int], note: str = "") -> None:
-    """The point that fires the batch-finished alert; ``note`` says what else on-call staff should
-    know (the VM-hour budget stopped the batch), or is empty."""
-    write(
-        clients,
-        names.METRIC_BATCH_FINISHED,
-        {
-            "batch_id": batch_id,
-            "group": group,
-            "succeeded": counts.get("succeeded", 0),
-            "failed": counts.get("failed", 0),
-            "cancelled": counts.get("cancelled", 0),
-            "note": note,
-        },
-    )
+def batch_finished(clients: Clients, labels: dict[str, Any]) -> None:
+    """The point that fires the batch-finished alert; ``labels`` (control/alerts.py) are what its
+    documentation shows on-call staff: counts, VM-hours and cost, the failures, what to run."""
+    write(clients, names.METRIC_BATCH_FINISHED, labels)
 
 
-def experiment_failed(clients: Clients, batch_id: str, experiment: str, reason: str) -> None:
-    write(
-        clients,
-        names.METRIC_EXPERIMENT_FAILED,
-        {"batch_id": batch_id, "experiment": experiment, "reason": reason.splitlines()[0] if reason else "unknown"},
-    )
+def batch_failing(clients: Clients, labels: dict[str, Any], rate: float) -> None:
+    """The point that pages at once: a batch's failed share passed the threshold (written once per
+    batch: control/alerts.py coalesces the experiments that fail together)."""
+    write(clients, names.METRIC_BATCH_FAILING, labels, value=rate)
+
+
+def experiment_failed(clients: Clients, labels: dict[str, Any]) -> None:
+    write(clients, names.METRIC_EXPERIMENT_FAILED, labels)
 
 
 def instance_overdue(clients: Clients, batch_id: str, instance: str, hours: float) -> None:
@@ -99,7 +90,13 @@ def raised(clients: Clients, batch_id: str, since_hours: float = 24 * 30) -> lis
     project = clients.settings.project
     now = time.time()
     found: list[dict[str, Any]] = []
-    for metric in (names.METRIC_BATCH_FINISHED, names.METRIC_EXPERIMENT_FAILED, names.METRIC_INSTANCE_OVERDUE):
+    metrics = (
+        names.METRIC_BATCH_FINISHED,
+        names.METRIC_BATCH_FAILING,
+        names.METRIC_EXPERIMENT_FAILED,
+        names.METRIC_INSTANCE_OVERDUE,
+    )
+    for metric in metrics:
         interval = monitoring_v3.TimeInterval(
             {"end_time": {"seconds": int(now) + 60}, "start_time": {"seconds": int(now - since_hours * 3600)}}
         )

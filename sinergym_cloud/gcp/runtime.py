@@ -8,9 +8,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import wait as wait_all
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from sinergym_cloud.config import Settings
@@ -32,6 +34,9 @@ BACKGROUND_THREADS = 32
 class Runtime:
     settings: Settings
     clients: Clients
+    # Work started with ``later``: what the function waits for before it answers (``drain``).
+    _pending: set[Future[object]] = field(default_factory=set, repr=False)
+    _pending_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @functools.cached_property
     def state(self) -> StateStore:
@@ -49,6 +54,26 @@ class Runtime:
         """Start ``fn(*args, **kwargs)`` beside the caller's own calls; its ``result()`` waits for it
         and raises what it raised."""
         return self._pool.submit(fn, *args, **kwargs)
+
+    def later(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
+        """Start ``fn`` beside the caller's work, off its path, and forget it until ``drain``: for what
+        nobody waits on (an event for other services). A function drains before it answers, since a
+        Cloud Function's CPU is only sure while it serves a request."""
+        future: Future[object] = self.soon(fn, *args, **kwargs)
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[object]) -> None:
+        with self._pending_lock:
+            self._pending.discard(future)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait (at most ``timeout`` seconds) for the work ``later`` started."""
+        with self._pending_lock:
+            pending = set(self._pending)
+        if pending:
+            wait_all(pending, timeout=timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -93,7 +93,7 @@ class StateStore:
         body = json.dumps(data, sort_keys=True, default=str)
 
         def put() -> int | None:
-            self._pace(path)
+            before = self._pace(path)
             writes.debug("state write %s", path)
             try:
                 blob.upload_from_string(
@@ -101,11 +101,13 @@ class StateStore:
                 )
                 return int(blob.generation or 0)
             except exceptions.PreconditionFailed:
+                self._unpace(path, before)
                 return None
             except exceptions.TooManyRequests:
                 # The object was written less than a second ago. By someone else (a concurrent
                 # compare-and-swap, a claim being taken): then this write's precondition fails
                 # anyway, and reading tells so at once instead of after a backoff. Else: wait it out.
+                self._unpace(path, before)
                 if self._generation(path) != generation:
                     return None
                 raise
@@ -117,20 +119,31 @@ class StateStore:
         blob = retry.call(lambda: self.bucket.get_blob(path, timeout=10), what=f"stat {path}", deadline=self.deadline)
         return int(blob.generation or 0) if blob is not None else 0
 
-    def _pace(self, path: str) -> None:
+    def _pace(self, path: str) -> float | None:
         """Wait until this process's last write of ``path`` is ``OBJECT_WRITE_SECONDS`` (and a jitter of
         up to a tenth of it) behind, then count this write: the object's write rate stays under
-        Cloud Storage's one per second whatever the caller does."""
+        Cloud Storage's one per second whatever the caller does. Returns the write counted before,
+        for ``_unpace`` when this one changed nothing (its precondition failed, or it was refused)."""
         while True:
             with self._pace_lock:
                 now = time.monotonic()
-                wait = self._last_write.get(path, -1e9) + OBJECT_WRITE_SECONDS - now
+                before = self._last_write.get(path)
+                wait = (before if before is not None else -1e9) + OBJECT_WRITE_SECONDS - now
                 if wait <= 0:
                     self._last_write[path] = now
                     if len(self._last_write) > 4 * FRESH_MAX:
                         self._last_write = {p: t for p, t in self._last_write.items() if now - t < OBJECT_WRITE_SECONDS}
-                    return
+                    return before
             time.sleep(wait + random.uniform(0, OBJECT_WRITE_SECONDS / 10))
+
+    def _unpace(self, path: str, before: float | None) -> None:
+        """A write that changed nothing does not count: a lost compare-and-swap is read and tried
+        again at once, not a second later."""
+        with self._pace_lock:
+            if before is None:
+                self._last_write.pop(path, None)
+            else:
+                self._last_write[path] = before
 
     def _fresh(self, path: str) -> Versioned | None:
         """The document this process wrote to ``path`` moments ago, if any (taken: used once)."""
@@ -185,10 +198,13 @@ class StateStore:
             log.debug("lost a compare-and-swap race on %s; retrying", path)
         raise Conflict(f"{path}: {attempts} compare-and-swap attempts lost to concurrent writers")
 
-    def put(self, path: str, data: Doc) -> None:
-        """Unconditional write (heartbeats and other last-writer-wins documents)."""
+    def put(self, path: str, data: Doc, metadata: dict[str, str] | None = None) -> None:
+        """Unconditional write (heartbeats and other last-writer-wins documents), with its custom
+        metadata if given."""
         self._written.pop(path, None)
         blob = self.bucket.blob(path)
+        if metadata:
+            blob.metadata = metadata
 
         def write() -> None:
             self._pace(path)

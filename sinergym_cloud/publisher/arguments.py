@@ -7,7 +7,10 @@ Submitting takes the original cloud_manager.py flags (``--project_id/-id``, ``--
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import re
 import sys
+import time
 from pathlib import Path
 
 from sinergym_cloud import config
@@ -19,18 +22,53 @@ Send a batch of Sinergym experiments to run, one VM each, on Compute Engine or o
 
   submit (default)   python publisher.py -cmds 'python3 DRL_battery.py --environment ...' ... [--wait]
                      python publisher.py --batch-file study.yaml [--dry-run]
+  list               every batch: who sent it, when, counts by state, VM-hours, MLflow experiment
+                     [--state running|queued|ended] [--since 7d] [--json]
   status BATCH_ID    experiments, states, instances, MLflow runs, outputs, groups, alerts [--json]
+  logs BATCH_ID [N]  an experiment's log (startup and trainer), kept after its VM [--follow] [--since 10m]
   wait BATCH_ID      live progress until the batch ends (exit 0 only if every experiment succeeded or was pruned)
+  retry BATCH_ID     rerun experiments as a new batch linked to this one: --failed, --index N ... [--new-seeds]
   cancel BATCH_ID    stop the experiments, delete the instances and the group
   report BATCH_ID    an HTML report with learning curves and costs
   tensorboard BATCH_ID  serve the batch's TensorBoard logs from the bucket, live (every experiment a run)
-  schema             print the Batch JSON Schema (the contract of the experiment-batches topic)
+  schema [--events]  print the Batch JSON Schema (experiment-batches), or the batch-events messages' schema
   best BATCH_ID      a sweep's best trial as a batch-file entry, ready to rerun with more seeds
-  (status, wait, cancel, report and tensorboard take --project_id/-id too; `python publisher.py status -h`)
+  (every subcommand but schema takes --project_id/-id too; `python publisher.py status -h`)
 
 Target: --project_id (or GOOGLE_CLOUD_PROJECT) means Google Cloud; without a project, or with the
 local cloud's environment sourced (. .local/env), the local cloud is used and started if needed.
 """
+
+
+_DURATION = re.compile(r"^(?P<n>[0-9]+(?:\.[0-9]+)?)(?P<unit>[smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since(value: str, now: float | None = None) -> float:
+    """``--since``: a duration back from now (``90s``, ``10m``, ``2h``, ``7d``) or a time (ISO 8601,
+    UTC unless it says otherwise, e.g. ``2026-12-04T10:00``). The epoch seconds it names; ValueError
+    naming the value otherwise."""
+    now = time.time() if now is None else now
+    m = _DURATION.match(value.strip())
+    if m:
+        return now - float(m["n"]) * _UNITS[m["unit"]]
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since {value!r}: give a duration (90s, 10m, 2h, 7d) or a time (2026-12-04T10:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def since_argument(value: str) -> float:
+    """argparse's type for ``--since`` (its error names the value)."""
+    try:
+        return since(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def die(message: str) -> int:

@@ -12,10 +12,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from sinergym_cloud.contracts import Batch
+from sinergym_cloud.contracts import Batch, event_schema
 from sinergym_cloud.errors import BatchNotFound
 from sinergym_cloud.publisher import target, views
-from sinergym_cloud.publisher.arguments import EXIT_NOT_FOUND, EXIT_OK, add_batch_arguments, die
+from sinergym_cloud.publisher.arguments import EXIT_NOT_FOUND, EXIT_OK, add_batch_arguments, die, since_argument
 from sinergym_cloud.publisher.render import print_json, render_status, wait
 from sinergym_cloud.publisher.submit import submit
 
@@ -111,7 +111,14 @@ def tensorboard_command(argv: list[str]) -> int:
 
 
 def schema_command(argv: list[str]) -> int:
-    print(json.dumps(Batch.model_json_schema(), indent=2))
+    p = argparse.ArgumentParser(
+        prog="python publisher.py schema",
+        description="Print a contract's JSON Schema: the Batch (the experiment-batches topic), or with --events "
+        "the messages of the batch-events topic.",
+    )
+    p.add_argument("--events", action="store_true", help="the batch-events messages (BatchEvent) instead")
+    args = p.parse_args(argv)
+    print(json.dumps(event_schema() if args.events else Batch.model_json_schema(), indent=2))
     return EXIT_OK
 
 
@@ -128,6 +135,67 @@ def best_command(argv: list[str]) -> int:
     return code
 
 
+def list_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python publisher.py list",
+        description="Every batch of the deployment: who sent it, when, its experiments by state, its VM-hours so far "
+        "and its MLflow experiment, newest first (one listing of the batch index, however many batches ended).",
+    )
+    from sinergym_cloud.publisher import listing
+
+    p.add_argument("--state", choices=listing.STATES, help="only batches running, queued (none runs), or ended")
+    p.add_argument(
+        "--since", type=since_argument, metavar="WHEN", help="only batches sent since: 7d, 12h, 30m, or a time"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--reindex", action="store_true", help="first index batches made before the index (once)")
+    p.add_argument(
+        "--project_id", "-id", help="Google Cloud project (default GOOGLE_CLOUD_PROJECT; none means the local cloud)"
+    )
+    args = p.parse_args(argv)
+    rt = target.runtime(args.project_id)
+    if args.reindex:
+        made = listing.reindex(rt)
+        print(f"indexed {len(made)} batch(es) made before the index", file=sys.stderr)
+    found = listing.lines(rt, state=args.state, since=args.since)
+    if args.json:
+        print(json.dumps([line.as_json() for line in found], indent=2))
+    else:
+        listing.render(found)
+    return EXIT_OK
+
+
+def logs_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python publisher.py logs",
+        description="An experiment's log: its VM's startup log and its trainer's output, per boot, read from the "
+        "results bucket (kept after its VM is deleted). Without INDEX, every experiment of the batch.",
+    )
+    add_batch_arguments(p)
+    p.add_argument("index", type=int, nargs="?", metavar="INDEX", help="the experiment (status shows #)")
+    p.add_argument("--follow", "-f", action="store_true", help="print new output as it is stored, until it ends")
+    p.add_argument("--since", type=since_argument, metavar="WHEN", help="only output since: 10m, 2h, or a time")
+    args = p.parse_args(argv)
+    from sinergym_cloud.publisher import logs_view
+
+    rt = target.runtime(args.project_id)
+    try:
+        logs_view.show(rt, args.batch_id, args.index, follow=args.follow, since=args.since)
+    except BatchNotFound as exc:
+        return _not_found(exc)
+    except ValueError as exc:
+        return die(str(exc))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def retry_command(argv: list[str]) -> int:
+    from sinergym_cloud.publisher import retry
+
+    return retry.main(argv)
+
+
 def report_command(argv: list[str]) -> int:
     from sinergym_cloud.publisher import report
 
@@ -135,7 +203,10 @@ def report_command(argv: list[str]) -> int:
 
 
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "list": list_command,
     "status": status_command,
+    "logs": logs_command,
+    "retry": retry_command,
     "cancel": cancel_command,
     "wait": wait_command,
     "report": report_command,

@@ -33,6 +33,9 @@ def render_status(info: BatchView, console: Any = None) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()))
     zones = ", ".join(info.zones or [info.zone])
     console.print(f"[bold]batch {m(info.batch_id)}[/]: {m(info.status)} ({m(counts)}) zone {m(zones)}")
+    if info.retry_of:
+        rerun = ", ".join(str(i) for i in info.retry_of.get("experiments", []))
+        console.print(m(f"  a retry of batch {info.retry_of.get('batch_id')} (its experiment(s) {rerun})"))
     if info.error:
         console.print(f"  [red]{m(info.error, 1000)}[/]")
     for note in info.limit_notes:
@@ -61,6 +64,19 @@ def render_status(info: BatchView, console: Any = None) -> None:
         )
     console.print(table)
     console.print("[dim]run: MLflow run id (full ids and links: status --json, or the report)[/]")
+    failed = [e for e in info.experiments if e.state == "failed"]
+    for e in failed:
+        console.print(f"[red]#{m(e.index)} failed[/]: {m(e.reason or 'no reason given', 1000)}")
+        for line in e.log_tail:
+            console.print(f"    [dim]{m(line, 300)}[/]")
+    if failed:
+        console.print(
+            m(
+                f"whole logs: python publisher.py logs {info.batch_id} INDEX; "
+                f"rerun them: python publisher.py retry {info.batch_id} --failed"
+            ),
+            style="dim",
+        )
     console.print(
         m(
             f"outputs: {info.results}   MLflow experiment: {info.mlflow_experiment}"

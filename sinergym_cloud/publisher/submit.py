@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import os
 import secrets
@@ -76,11 +77,21 @@ def build_batch(args: argparse.Namespace) -> Batch:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         fields["batch_id"] = f"b-{stamp}-{secrets.token_hex(2)}"
     fields["submitted_at"] = dt.datetime.now(dt.UTC)
-    fields["submitted_by"] = os.environ.get("USER", "")[:100] or None
+    fields["submitted_by"] = submitter()
     try:
         return Batch.model_validate(fields)
     except ValidationError as exc:
         raise SystemExit(die(f"invalid batch: {summarise(exc)}")) from None
+
+
+def submitter() -> str | None:
+    """Who sends a batch from this machine (``submitted_by``: ``list`` shows it): the user's name."""
+    try:
+        user = os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return None
+    cleaned = "".join(ch for ch in user if ch.isalnum() or ch in "_.:@ -")[:100]
+    return cleaned or None
 
 
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,6 +118,15 @@ def submit(argv: list[str]) -> int:
     if args.dry_run:
         return dry_run(batch, args.project_id, args.json)
     settings, local = target_settings(args.project_id)
+    return send(batch, settings, local, as_json=args.json, wait_timeout=args.timeout if args.wait else None)
+
+
+def send(
+    batch: Batch, settings: config.Settings, local: bool, *, as_json: bool = False, wait_timeout: float | None = None
+) -> int:
+    """Publish ``batch`` on ``experiment-batches`` once the template is there and launch's own checks
+    pass, and say where to follow it (a batch id that exists is not sent again). ``wait_timeout``: then
+    follow it live until it ends (``--wait``)."""
     from sinergym_cloud.gcp.runtime import Runtime
 
     rt = Runtime.from_settings(settings)
@@ -118,7 +138,7 @@ def submit(argv: list[str]) -> int:
         return die(no_template(batch, settings))
     if rt.state.read(names.launch_object(batch.batch_id)) is not None:
         print(f"publisher: batch {batch.batch_id} already exists: not resubmitted (see `status {batch.batch_id}`)")
-        return wait(rt, batch.batch_id, args.timeout, args.json) if args.wait else EXIT_OK
+        return wait(rt, batch.batch_id, wait_timeout, as_json) if wait_timeout is not None else EXIT_OK
     data = contracts.dump(batch)
     _validate_as_launch(data, batch.results_bucket or settings.results_bucket)
     message_id = rt.clients.publish(
@@ -132,20 +152,27 @@ def submit(argv: list[str]) -> int:
     mlflow = mlflow_experiment_url(settings.mlflow_uri, experiment, create=True) or (
         f"{settings.mlflow_uri or 'the MLFLOW_TRACKING_URI of the deployment'}  (experiment {experiment})"
     )
-    if args.json and not args.wait:
+    if as_json and wait_timeout is None:
         print(
             json.dumps(
                 {"batch_id": batch.batch_id, "message_id": message_id, "results": f"gs://{bucket}/{batch.batch_id}/"}
             )
         )
     else:
-        print(f"batch {batch.batch_id}: {len(batch.experiments)} experiment(s) submitted (message {message_id})")
+        retry = batch.retry_of
+        what = f" (a retry of batch {retry.batch_id}, experiment(s) {_indices(retry.experiments)})" if retry else ""
+        print(f"batch {batch.batch_id}: {len(batch.experiments)} experiment(s) submitted{what} (message {message_id})")
         print(f"  results:  gs://{bucket}/{batch.batch_id}/")
         target = "" if local else f" --project_id {settings.project}"
         print(f"  MLflow:   {mlflow}")
         print(f"  status:   python publisher.py status {batch.batch_id}{target}")
+        print(f"  logs:     python publisher.py logs {batch.batch_id}{target} INDEX --follow")
         if local:
             print(f"  local cloud: . {local_env_file()} to use its endpoints; make local-down to stop it")
-    if args.wait:
-        return wait(rt, batch.batch_id, args.timeout, args.json)
+    if wait_timeout is not None:
+        return wait(rt, batch.batch_id, wait_timeout, as_json)
     return EXIT_OK
+
+
+def _indices(indices: list[int]) -> str:
+    return ", ".join(str(i) for i in indices)

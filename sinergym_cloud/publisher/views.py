@@ -118,6 +118,8 @@ class ExperimentView:
     running_at: float | None
     finished_at: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # The last lines its log ended with (a failure's: from its completion, else from its log in the bucket).
+    log_tail: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class BatchView:
     alerts: list[AlertView]
     experiments: list[ExperimentView]
     sweep: dict[str, Any] | None = None  # a sweep's trials, best trial and pruning savings (sweep_view.py)
+    submitted_by: str = ""
+    retry_of: dict[str, Any] | None = None  # the batch and experiments this one reruns (publisher.py retry)
 
     @property
     def results_bucket(self) -> str:
@@ -175,7 +179,8 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
     rt: Runtime, batch_id: str, with_compute: bool = True, with_alerts: bool = True, with_links: bool = False
 ) -> BatchView:
     """Everything known about a batch. ``with_links`` also asks the MLflow server for the experiment's
-    UI address (a network call: the status and report commands want it, polling loops do not)."""
+    UI address, and reads the last log lines of a failed experiment whose record has none from the
+    bucket (network calls: the status and report commands want them, polling loops do not)."""
     launch = batches.read_launch(rt, batch_id)
     if launch is None:
         raise BatchNotFound(batch_id, f"gs://{rt.settings.state_bucket}")
@@ -264,11 +269,32 @@ def batch_status(  # noqa: PLR0912 - one view assembled from every source
                 running_at=r.running_at,
                 finished_at=r.finished_at,
                 history=[e.model_dump() for e in r.history],
+                log_tail=_tail(rt, launch.results_bucket, r) if with_links else list(r.log_tail),
             )
             for r in records
         ],
         sweep=_sweep(rt, batch_id, records),
+        submitted_by=launch.submitted_by,
+        retry_of=launch.retry_of,
     )
+
+
+TAIL_LINES = 5  # of a failed experiment's log, in status
+
+
+def _tail(rt: Runtime, bucket: str, rec: ExperimentRecord) -> list[str]:
+    """A failed experiment's last log lines: its record's (the completion's), else its log's in the bucket."""
+    if rec.state != "failed":
+        return list(rec.log_tail)[-TAIL_LINES:]
+    if rec.log_tail:
+        return list(rec.log_tail)[-TAIL_LINES:]
+    try:
+        from sinergym_cloud.gcp import logs
+
+        return logs.tail(rt.clients.storage.bucket(bucket), rec.batch_id, rec.name, TAIL_LINES)
+    except Exception as exc:  # noqa: BLE001 - status must work without the results bucket
+        log.info("no log tail for %s: %s", rec.name, exc)
+        return []
 
 
 def _sweep(rt: Runtime, batch_id: str, records: list[ExperimentRecord]) -> dict[str, Any] | None:

@@ -6,8 +6,9 @@ dispatch decided not to start, and nothing is). One process per dispatch, where 
 ``status`` and ``start-trainer`` took two (each a Python start on the VM).
 
 ``sinergym-vm start-trainer`` reads a TrainerSpec on stdin, writes it to the VM's disk and starts
-the trainer detached (its own session, output to a log file), so that the SSH session can end
-while training goes on. It answers one JSON line. It is idempotent per experiment and boot: a file
+the trainer detached (its own session), under the log shipper (``logship.py``: its output goes to
+``trainer.log`` on the disk and, in chunks, to the bucket), so that the SSH session can end while
+training goes on. It answers one JSON line. It is idempotent per experiment and boot: a file
 lock serialises concurrent calls, and once a trainer was started on this VM, a repeated call
 reports it instead of starting a second one (a trainer that died is the sweeper's business, which
 retries it within the experiment's budget).
@@ -136,12 +137,15 @@ def start_trainer(raw: bytes) -> dict[str, Any]:
         spec_file = workdir / "spec.json"
         spec_file.write_bytes(raw)
         env = {**os.environ, **vm_env(root), "SINERGYM_VM_HOME": str(root)}
-        with open(workdir / "trainer.log", "ab") as log:
+        with open(workdir / "logship.log", "ab") as log:
             # The trainer module is fixed by the VM's configuration, never by a message; the local
             # cloud's benchmark swaps in a short synthetic workload this way (bench/workload.py).
+            # It runs under the log shipper (logship.py), which keeps its output in trainer.log and
+            # stores it in the bucket while it trains.
             module = env.get("SINERGYM_TRAINER_MODULE", "trainer")
+            trainer = [sys.executable, "-m", module, "run", "--spec", str(spec_file)]
             process = subprocess.Popen(
-                [sys.executable, "-m", module, "run", "--spec", str(spec_file)],
+                [sys.executable, "-m", "sinergym_cloud.vm.logship", "--spec", str(spec_file), "--", *trainer],
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,

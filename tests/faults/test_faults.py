@@ -152,7 +152,7 @@ def _hostile_batches() -> list[tuple[str, bytes]]:
         ("non-utf8", b"\xff\xfe\xfd{}"),
         ("latin-1 text", '{"batch_id": "caf\u00e9"}'.encode("latin-1")),
         ("schema version 0", with_(schema_version=0)),
-        ("schema version 4 (not yet)", with_(schema_version=4)),
+        ("schema version 5 (not yet)", with_(schema_version=5)),
         ("schema version string", with_(schema_version="1")),
         ("no experiments", with_(experiments=[])),
         ("experiments null", with_(experiments=None)),

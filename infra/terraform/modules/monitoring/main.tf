@@ -67,9 +67,16 @@ resource "google_monitoring_alert_policy" "metric" {
     subject   = each.value.subject
     content   = each.value.documentation
     mime_type = "text/markdown"
+    dynamic "links" {
+      for_each = each.value.links
+      content {
+        display_name = links.value.display_name
+        url          = replace(links.value.url, "{docs}", trimsuffix(var.docs_url, "/"))
+      }
+    }
   }
   alert_strategy {
-    auto_close = "86400s"
+    auto_close = "${each.value.auto_close_seconds}s"
   }
   notification_channels = local.channels
 }

@@ -19,11 +19,20 @@ variable "policies" {
     severity      = string
     subject       = string
     documentation = string
+    # The incident closes by itself once its series has had no point for this long.
+    auto_close_seconds = number
+    # At most three; "{docs}" in a url stands for var.docs_url.
+    links = list(object({ display_name = string, url = string }))
   }))
   validation {
     condition     = alltrue([for p in var.policies : startswith(p.metric, "custom.googleapis.com/sinergym/")])
     error_message = "Policies here watch the project's own custom.googleapis.com/sinergym/ metrics."
   }
+}
+
+variable "docs_url" {
+  description = "Where on-call staff read the project's docs (its docs/ folder): the alerts link to the runbook there."
+  type        = string
 }
 
 variable "max_runtime_hours" {

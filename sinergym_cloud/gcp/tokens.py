@@ -1,0 +1,128 @@
+"""Each VM's Cloud Storage credential: a token confined to its own experiment's objects.
+
+Every VM runs as the trainer's service account, which holds no Cloud Storage role at all: a VM
+reaches the bucket only through a token dispatch makes for its experiment, a **Credential Access
+Boundary** downscoping of dispatch's own credential (google-auth's ``downscoped.Credentials``, a
+token exchange with Google's Security Token Service). The boundary leaves, on the results bucket,
+``roles/storage.objectUser`` on the objects whose names start with the experiment's prefixes (its
+own ``BATCH/EXPERIMENT/``, and its TensorBoard folder's ``FOLDER/EXPERIMENT/``) and
+``roles/storage.objectViewer`` on what it must only read (an initial model of another experiment).
+Anything else, another experiment's outputs, the batch's records, the control plane's state, is
+refused by Cloud Storage itself with 403, whatever the trainer's code does.
+
+Dispatch hands the token over the verified SSH session (the VM agent writes it to a 0600 file); the
+trainer's storage client reads it from that file (``file_credentials``) and reads it again when it
+expires. A token lives as long as the credential it came from (about an hour); at half its life
+the sweeper asks dispatch for a fresh one (``needs_refresh``).
+
+On the local cloud the STS is the Cloud Storage front's ``/v1/token``, which mints tokens the
+front then holds to their boundary (localcloud/identity.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FRESH_TOKEN_WAIT_SECONDS = 120.0  # how long a VM waits for a fresh token when its own is about to expire
+LOCAL_STS_PATH = "/v1/token"
+
+
+def boundary_rules(bucket: str, writable: Iterable[str], readable: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The Credential Access Boundary's rules, in the STS API's JSON shape: read and write under each
+    ``writable`` prefix, read-only under each ``readable`` one, of ``bucket``."""
+    resource = f"//storage.googleapis.com/projects/_/buckets/{bucket}"
+
+    def rule(role: str, prefixes: Iterable[str]) -> dict[str, Any] | None:
+        names = [f"projects/_/buckets/{bucket}/objects/{p}" for p in sorted(set(prefixes)) if p]
+        if not names:
+            return None
+        expression = " || ".join(f"resource.name.startsWith('{n}')" for n in names)
+        return {
+            "availableResource": resource,
+            "availablePermissions": [f"inRole:{role}"],
+            "availabilityCondition": {"expression": expression},
+        }
+
+    rules = [rule("roles/storage.objectUser", writable), rule("roles/storage.objectViewer", readable)]
+    return [r for r in rules if r is not None]
+
+
+def downscope(source: Any, rules: list[dict[str, Any]], sts_endpoint: str | None = None) -> tuple[str, dt.datetime]:
+    """A token of ``source`` (google-auth credentials) restricted to ``rules``, and its expiry (UTC).
+    ``sts_endpoint``: the local cloud's STS (None: Google's)."""
+    import google.auth.transport.requests
+    from google.auth import downscoped
+    from google.oauth2 import sts
+
+    boundary = downscoped.CredentialAccessBoundary(
+        rules=[
+            downscoped.AccessBoundaryRule(
+                available_resource=r["availableResource"],
+                available_permissions=r["availablePermissions"],
+                availability_condition=downscoped.AvailabilityCondition(
+                    expression=r["availabilityCondition"]["expression"]
+                ),
+            )
+            for r in rules
+        ]
+    )
+    credentials = downscoped.Credentials(source_credentials=source, credential_access_boundary=boundary)
+    if sts_endpoint:
+        # google-auth names Google's STS from the universe domain; the local cloud's is elsewhere.
+        credentials._sts_client = sts.Client(sts_endpoint)
+    credentials.refresh(google.auth.transport.requests.Request())
+    expiry = credentials.expiry or (dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(hours=1))
+    return str(credentials.token), expiry.replace(tzinfo=dt.UTC)
+
+
+def write_token_file(path: Path, token: str, expiry: dt.datetime) -> None:
+    """Store a token for the trainer (0600, replaced whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"token": token, "expiry": expiry.astimezone(dt.UTC).isoformat()}, f)
+    tmp.replace(path)
+
+
+def read_token_file(path: Path) -> tuple[str, dt.datetime]:
+    data = json.loads(path.read_text())
+    return str(data["token"]), dt.datetime.fromisoformat(data["expiry"])
+
+
+def file_credentials(path: str) -> Any:
+    """Credentials that use the token in ``path`` and read the file again when it expires (dispatch
+    writes a fresh one there before)."""
+    from google.auth import exceptions
+    from google.oauth2.credentials import Credentials
+
+    def refresh(request: Any, scopes: Any) -> tuple[str, dt.datetime]:
+        # google-auth wants a token with more than REFRESH_THRESHOLD left: wait a while for dispatch's
+        # fresh one (it comes at half the token's life; this is for a refresh that is late).
+        deadline = time.monotonic() + FRESH_TOKEN_WAIT_SECONDS
+        while True:
+            token, expiry = read_token_file(Path(path))
+            if expiry - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=4):
+                return token, expiry.astimezone(dt.UTC).replace(tzinfo=None)  # google-auth keeps naive UTC
+            if time.monotonic() > deadline:
+                raise exceptions.RefreshError(f"the storage token in {path} expires at {expiry.isoformat()}")
+            time.sleep(1.0)
+
+    token, expiry = read_token_file(Path(path))
+    return Credentials(token=token, expiry=expiry.astimezone(dt.UTC).replace(tzinfo=None), refresh_handler=refresh)
+
+
+def needs_refresh(issued_at: float | None, expires_at: float | None, now: float) -> bool:
+    """Whether a VM's token is past half its life (the sweeper then asks dispatch for a fresh one)."""
+    if issued_at is None or expires_at is None:
+        return False
+    return now >= issued_at + (expires_at - issued_at) / 2

@@ -1,0 +1,233 @@
+"""The trainer's background worker, its per-object write pacing, the checkpoint's copy and MLflow's
+batched metrics: what keeps the training thread free (no EnergyPlus here; the trainer tests run it)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+
+from trainer import checkpoint, storage, tracking
+from trainer.background import Background
+from trainer.episodes import EpisodeCallback
+from trainer.pauses import PauseClock
+
+
+def test_submit_returns_at_once_while_the_worker_is_busy_and_keeps_the_order() -> None:
+    bg = Background()
+    gate = threading.Event()
+    done: list[str] = []
+    bg.submit("slow", gate.wait)
+
+    def submit_all() -> None:
+        for i in range(200):
+            bg.submit(f"task {i}", lambda i=i: done.append(f"task {i}"))
+
+    submitter = threading.Thread(target=submit_all)
+    submitter.start()
+    submitter.join(30)
+    assert not submitter.is_alive(), "submit waited for the blocked worker"
+    assert done == []
+    gate.set()
+    assert bg.drain(10)
+    assert done == [f"task {i}" for i in range(200)]
+    assert bg.close(5)
+
+
+def test_a_keyed_task_replaces_its_pending_twin_in_place() -> None:
+    bg = Background()
+    gate = threading.Event()
+    done: list[str] = []
+    bg.submit("blocker", gate.wait)
+    bg.submit("checkpoint 1", lambda: done.append("checkpoint 1"), key="checkpoint")
+    bg.submit("progress 1", lambda: done.append("progress 1"))
+    bg.submit("checkpoint 2", lambda: done.append("checkpoint 2"), key="checkpoint")
+    bg.submit("progress 2", lambda: done.append("progress 2"))
+    gate.set()
+    assert bg.drain(10)
+    # The newer checkpoint took the older one's place: every report still follows a checkpoint at
+    # least as new as its episode, and the superseded checkpoint was never written.
+    assert done == ["checkpoint 2", "progress 1", "progress 2"]
+    assert bg.stats.coalesced == 1
+    bg.close(5)
+
+
+def test_keyless_tasks_are_capped_without_blocking() -> None:
+    bg = Background(max_pending=3)
+    gate = threading.Event()
+    done: list[int] = []
+    bg.submit("blocker", gate.wait, key="blocker")
+    for i in range(6):
+        bg.submit(f"report {i}", lambda i=i: done.append(i))
+    gate.set()
+    assert bg.drain(10)
+    assert done == [3, 4, 5] and bg.stats.dropped == 3
+    bg.close(5)
+
+
+def test_drain_has_a_deadline_and_close_says_what_was_left() -> None:
+    bg = Background()
+    gate = threading.Event()
+    bg.submit("stuck upload", gate.wait)
+    assert not bg.drain(0.2)
+    assert bg.pending() == ["stuck upload"]
+    assert not bg.close(0.2)
+    gate.set()
+
+
+def test_a_failed_critical_task_is_raised_on_the_training_thread() -> None:
+    bg = Background()
+
+    def broken() -> None:
+        raise OSError("bucket unreachable")
+
+    bg.submit("metrics", broken)  # not critical: counted and logged only
+    bg.submit("checkpoint", broken, critical=True)
+    assert bg.drain(5)
+    assert bg.stats.failed == 2
+    with pytest.raises(OSError, match="bucket unreachable"):
+        bg.raise_failure()
+    bg.raise_failure()  # raised once
+    bg.close(5)
+
+
+def test_periodic_tasks_run_until_cancelled() -> None:
+    bg = Background()
+    ticks: list[float] = []
+    bg.every(0.05, "sync", lambda: ticks.append(time.monotonic()), key="sync")
+    time.sleep(0.4)
+    bg.cancel_periodic("sync")
+    seen = len(ticks)
+    time.sleep(0.2)
+    assert 3 <= seen == len(ticks)
+    bg.close(5)
+
+
+def test_the_pacer_holds_writes_of_one_object_to_one_a_second() -> None:
+    pacer = storage.Pacer(0.3)
+    times: dict[str, list[float]] = {"a": [], "b": []}
+
+    def write(name: str) -> None:
+        with pacer.write("bucket", name):
+            times[name].append(time.monotonic())
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in ("a", "b", "b", "a")]
+    for t in threads:
+        t.start()
+        t.join()
+    for name in ("a", "b"):
+        gaps = np.diff(times[name])
+        assert (gaps >= 0.3).all(), (name, gaps)
+    assert times["b"][0] - times["a"][0] < 0.1, "another object is not held back"
+
+
+def _sac() -> Any:
+    from stable_baselines3 import SAC
+
+    # No gradient steps: the buffer is what is tested, and they cost minutes on a loaded machine.
+    model = SAC("MlpPolicy", "Pendulum-v1", buffer_size=100_000, learning_starts=100_000, seed=3)
+    model.learn(300)
+    return model
+
+
+def test_a_checkpoint_holds_the_filled_rows_and_resumes_at_full_size(tmp_path: Path) -> None:
+    from stable_baselines3 import SAC
+
+    model = _sac()
+    buffer = model.replay_buffer
+    snap = checkpoint.snapshot(model, model.get_env(), episodes=1, normalization=False)
+    assert snap.copy_seconds > 0 and snap.timesteps == 300
+    compact = snap.replay_buffer
+    assert compact.observations.shape[0] == buffer.pos + 1 < buffer.buffer_size
+    model.learn(50, reset_num_timesteps=False)  # the learner goes on: the copy is not touched
+    assert compact.observations.shape[0] == 301
+    path = tmp_path / "replay_buffer.pkl"
+    path.write_bytes(pickle.dumps(compact))
+    assert path.stat().st_size < buffer.observations.nbytes / 50, "only the filled rows are written"
+
+    restored = SAC.load(io.BytesIO(snap.model_zip), env=model.get_env())
+    assert restored.num_timesteps == 300
+    checkpoint.load_replay_buffer(restored, path)
+    rb = restored.replay_buffer
+    assert rb.observations.shape == buffer.observations.shape and rb.pos == 300
+    np.testing.assert_array_equal(rb.observations[:300], buffer.observations[:300])
+    np.testing.assert_array_equal(rb.actions[:300], buffer.actions[:300])
+    assert not hasattr(rb, checkpoint.COMPACTED)
+    restored.learn(100, reset_num_timesteps=False)  # and it trains on
+    assert restored.replay_buffer.pos == 400
+
+
+def test_a_full_buffer_is_kept_whole() -> None:
+    from gymnasium import spaces
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    rb = ReplayBuffer(8, spaces.Box(-1, 1, (2,)), spaces.Box(-1, 1, (1,)), optimize_memory_usage=True,
+                      handle_timeout_termination=False)  # fmt: skip
+    for i in range(11):
+        obs = np.full((1, 2), i, dtype=np.float32)
+        rb.add(obs, obs + 1, np.zeros((1, 1)), np.zeros(1), np.zeros(1), [{}])
+    compact = checkpoint.compact_replay_buffer(rb)
+    assert compact.observations.shape[0] == 8 and not hasattr(compact, "next_observations")
+    again = checkpoint.expand_replay_buffer(pickle.loads(pickle.dumps(compact)))
+    np.testing.assert_array_equal(again.observations, rb.observations)
+
+
+def test_metrics_are_sent_in_batches_from_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.create_run(client.create_experiment("batched"))
+    bg = Background()
+    metrics = tracking.Metrics(run.info.run_id, bg, tracking_uri=uri)
+    calls: list[int] = []
+    real = mlflow.MlflowClient.log_batch
+
+    def counting(self: Any, run_id: str, metrics: Any = (), **kwargs: Any) -> Any:
+        calls.append(len(metrics))
+        return real(self, run_id, metrics=metrics, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counting)
+    gate = threading.Event()
+    bg.submit("blocker", gate.wait)
+    for episode in range(1, 251):
+        metrics.log({f"train/m{k}": episode * k for k in range(10)}, episode)
+    gate.set()
+    assert bg.close(60)
+    assert calls == [1000, 1000, 500], "2,500 points waiting: three log_batch calls"
+    history = client.get_metric_history(run.info.run_id, "train/m3")
+    assert sorted(m.step for m in history) == list(range(1, 251))
+    assert metrics.sent == 2500 and metrics.lost == 0
+
+
+def test_episode_bookkeeping_is_timed_as_the_trainers_pause() -> None:
+    clock = PauseClock()
+    summaries: list[dict[str, float]] = []
+
+    def on_episode(summary: dict[str, float]) -> None:
+        with clock.episode_end():
+            time.sleep(0.02)
+            with clock.evaluation():
+                time.sleep(0.1)
+            summaries.append(summary)
+
+    callback = EpisodeCallback(on_episode, lambda: False, clock)
+    info = {"total_power_demand": 1000.0, "total_temperature_violation": 0.5, "time_elapsed(hours)": 0.25}
+    for step in range(1, 9):
+        callback.locals = {"rewards": np.array([-1.0, -3.0]), "dones": np.array([step % 4 == 0] * 2),
+                           "infos": [dict(info, **{"time_elapsed(hours)": 0.25 * step})] * 2}  # fmt: skip
+        assert callback._on_step()
+    assert len(summaries) == 4 and summaries[0]["length_timesteps"] == 4.0
+    assert summaries[1]["mean_reward"] == -3.0 and summaries[1]["std_reward"] == 0.0
+    assert summaries[0]["comfort_violation_time_pct"] == 100.0
+    figures = clock.metrics(learn_seconds=1.0)
+    assert 0.08 <= figures["trainer_pause_seconds"] < 0.4, figures  # 4 x 20 ms, evaluation left out
+    assert 0.02 <= figures["trainer_pause_longest_seconds"] < 0.1
+    assert figures["evaluation_seconds"] >= 0.4
+    assert figures["trainer_step_bookkeeping_seconds"] < 0.05
