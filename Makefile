@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv local-up local-down local-status demo test test-fast test-slow test-gce lint format bench faults report clean
+.PHONY: help venv local-up local-down local-status demo test test-fast test-slow test-gce lint format bench faults soak report clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,5 +59,11 @@ faults: venv ## The whole fault-injection suite (full run counts) and its figure
 	@SINERGYM_FAULTS_FULL=1 $(PY) -m pytest tests/faults -p no:cacheprovider --no-cov $(PYTEST_ARGS)
 	@$(PY) scripts/faults_table.py
 
+# A seeded soak: SEED replays a run (default: a random seed, printed first), MINUTES its length,
+# EXPERIMENTS caps how many experiments it submits (default: rounds until the time is up).
+MINUTES ?= 10
+soak: venv ## Many faults at once for MINUTES (10) with invariants checked all along; SEED=n replays a run
+	@$(PY) -m tests.soak --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
+
 clean: local-down ## Remove the local cloud's state, caches and test outputs (keeps .venv)
-	@rm -rf .local .pytest_cache .mypy_cache .ruff_cache .coverage coverage.json htmlcov bench-results reports
+	@rm -rf .local .pytest_cache .mypy_cache .ruff_cache .coverage coverage.json htmlcov bench-results reports soak-results

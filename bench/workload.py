@@ -17,7 +17,12 @@ publishes a signed Progress after each episode, as the trainer does; its Complet
 best value as ``best_eval_mean_reward`` and the last as ``final_mean_reward``. ``BENCH_DUPLICATE=1``
 publishes every message twice (Pub/Sub's at-least-once delivery, made certain). ``BENCH_SCHEDULE``
 names a JSON file of batch id -> a moment (seconds since the epoch): every experiment of such a batch
-ends at that moment, however long it ran (a burst of completions within one second).
+ends at that moment, however long it ran (a burst of completions within one second). A key of
+``BENCH_OBJECTIVE`` may name the batch too (``"BATCH/INDEX"``, ``"BATCH/*"``), ahead of the plain ones.
+
+``BENCH_LIKE_TRAINER=1`` makes it behave like the trainer in everything but the training
+(bench/trainer_like.py: heartbeat, MLflow run, checkpoints and resume, verified outputs, SIGTERM);
+the soak (tests/soak) runs it so.
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ def main(argv: list[str]) -> int:
     from sinergym_cloud.gcp.clients import Clients
 
     spec = TrainerSpec.model_validate_json(Path(argv[argv.index("--spec") + 1]).read_text())
+    script = json.loads(os.environ.get("BENCH_OBJECTIVE") or "null")
+    if os.environ.get("BENCH_LIKE_TRAINER") == "1":
+        from bench import trainer_like
+
+        values = scripted(script, spec.batch_id, spec.experiment_index)
+        return trainer_like.run(spec, values or [0.0], float(os.environ.get("BENCH_EPISODE_SECONDS", "1")))
     clients = Clients(Settings.from_env({**os.environ, "GOOGLE_CLOUD_PROJECT": spec.project}))
     clients.open_publisher()
     started = dt.datetime.now(dt.UTC)
@@ -52,7 +63,6 @@ def main(argv: list[str]) -> int:
             clients.publish(names.TOPIC_COMPLETIONS, data, 30.0, **attributes)
 
     metrics: dict[str, float] = {}
-    script = json.loads(os.environ.get("BENCH_OBJECTIVE") or "null")
     failing = spec.experiment_index in json.loads(os.environ.get("BENCH_FAIL") or "[]")
     status, reason, error_type = "succeeded", "benchmark workload", None
     print(f"workload: experiment {spec.experiment_index} ({spec.experiment_name}) starts", flush=True)
@@ -73,7 +83,7 @@ def main(argv: list[str]) -> int:
                 traceback.print_exc()
                 status, reason, error_type = "failed", str(exc), type(exc).__name__
     else:
-        values = script.get(str(spec.experiment_index), script.get("*", []))
+        values = scripted(script, spec.batch_id, spec.experiment_index)
         for episode, value in enumerate(values, 1):
             time.sleep(float(os.environ.get("BENCH_EPISODE_SECONDS", "1")))
             if spec.progress:
@@ -102,6 +112,16 @@ def main(argv: list[str]) -> int:
     logs.request_flush(final=True)  # as the trainer: its log is stored before the completion deletes the VM
     publish(contracts.dump(message))
     return 0
+
+
+def scripted(script: dict[str, list[float]] | None, batch_id: str, index: int) -> list[float]:
+    """The objective after each episode for experiment ``index`` of ``batch_id`` (BENCH_OBJECTIVE)."""
+    if not script:
+        return []
+    for key in (f"{batch_id}/{index}", f"{batch_id}/*", str(index), "*"):
+        if key in script:
+            return [float(v) for v in script[key]]
+    return []
 
 
 if __name__ == "__main__":

@@ -207,6 +207,26 @@ class LocalCloud:
         self.env_file.unlink(missing_ok=True)
         return stopped
 
+    def restart(self, name: str, say: Callable[[str], None] = lambda s: None) -> int:
+        """Stop one service and start it again as ``up`` started it (same ports, environment and
+        state directory), waiting until it answers: an emulator restarting under the product, as a
+        service's front end or backend restarts in the cloud. Returns the new pid."""
+        info = self.info()
+        if info is None:
+            raise RuntimeError(f"no local cloud in {self.dir}: run `make local-up`")
+        found = {s.name: (s, env) for s, env in services.services(self, info["ports"], info["env"], info["id"])}
+        if name not in found:
+            raise ValueError(f"no service {name!r}: the local cloud runs {', '.join(sorted(found))}")
+        service, env = found[name]
+        record = procs.PidRecord.load(service.pid_file)
+        if record is not None and record.alive():
+            procs.kill_tree(record.pid)
+        service.pid_file.unlink(missing_ok=True)
+        started = service.start(env, cwd=REPO)
+        services.wait_ready([service], info["ports"])
+        say(f"{name} restarted (pid {started.pid})")
+        return started.pid
+
     # ------------------------------------------------------------- identities
     def _identities(self) -> None:
         """A credential per component and the policy infra/terraform/iam.tf makes (localcloud/identity.py),

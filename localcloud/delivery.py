@@ -30,12 +30,20 @@ process does the pushing:
   Pub/Sub takes as a nack (redelivered with the subscription's backoff); a new instance pays a
   cold start first; a request runs at most ``function_timeout_seconds`` (540 s for an event
   function). So a burst of a thousand events is handled at the rate twenty instances handle it.
+
+A test (or the soak, tests/soak) can make it misbehave as Pub/Sub may: ``<LOCALCLOUD_DIR>/delivery-faults.json``
+(``Faults``, read again when it changes, as limits.json is) lists rules, each for the next ``count``
+messages of one subscription (``"*"``: any): ``duplicate`` pushes each twice at once (at-least-once
+delivery: a redelivery racing the first), ``delay`` holds each ``seconds`` before pushing it, and
+``reorder`` holds them until ``count`` have arrived (or ``seconds`` passed) and pushes them last
+first. Every applied rule is logged with its id.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import logging
 import random
 import signal
@@ -52,6 +60,9 @@ from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # the package 
 from localcloud.limits import Source
 
 log = logging.getLogger("localcloud.delivery")
+
+FAULTS_FILE = "delivery-faults.json"
+FAULT_KINDS = ("duplicate", "delay", "reorder")
 
 # https://cloud.google.com/pubsub/docs/push#receive_push: these acknowledge; anything else is a nack.
 ACK_CODES = frozenset({102, 200, 201, 202, 204})
@@ -132,6 +143,94 @@ class Instances:
             self.cond.notify()
 
 
+class Reorder:
+    """Messages held together and pushed in reverse order of arrival: the last first."""
+
+    GAP = 0.2  # seconds between two of them, so the order in which they reach the function is the reversed one
+
+    def __init__(self, size: int, wait: float) -> None:
+        self.size = max(1, size)
+        self.wait = wait
+        self.cond = threading.Condition()
+        self.arrived = 0
+        self.released = False
+        self.started = time.monotonic()
+
+    def hold(self) -> None:
+        """Wait for the group to fill (or its time to pass), then for this message's turn."""
+        with self.cond:
+            rank = self.arrived
+            self.arrived += 1
+            if self.arrived >= self.size:
+                self.released = True
+                self.cond.notify_all()
+            deadline = self.started + self.wait
+            while not self.released:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.released = True
+                    self.cond.notify_all()
+                    break
+                self.cond.wait(remaining)
+            held = self.arrived
+        time.sleep((held - 1 - rank) * self.GAP)
+
+
+class Faults:
+    """The delivery faults in force (``delivery-faults.json`` in LOCALCLOUD_DIR): each rule applies to
+    the next ``count`` messages of its subscription, counted here from the moment it first appears."""
+
+    def __init__(self, state_dir: str | None = None) -> None:
+        base = state_dir or os.environ.get("LOCALCLOUD_DIR")
+        self.path = os.path.join(base, FAULTS_FILE) if base else None
+        self.lock = threading.Lock()
+        self.seen: tuple[float, int] | None = None
+        self.rules: dict[str, dict[str, Any]] = {}
+        self.left: dict[str, int] = {}
+        self.groups: dict[str, Reorder] = {}
+
+    def _read(self) -> None:
+        if self.path is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            self.rules = {}
+            return
+        key = (stat.st_mtime, stat.st_size)
+        if key == self.seen:
+            return
+        try:
+            with open(self.path) as f:
+                rules = json.load(f).get("rules", [])
+            parsed = {str(r["id"]): dict(r) for r in rules if r.get("kind") in FAULT_KINDS}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("delivery faults: cannot read %s (%s); keeping the previous ones", self.path, exc)
+            return
+        self.seen = key
+        self.rules = parsed
+        for rid, rule in parsed.items():
+            self.left.setdefault(rid, int(rule.get("count", 1)))
+
+    def take(self, subscription: str) -> tuple[str, dict[str, Any], Reorder | None] | None:
+        """The fault to apply to the next message of ``subscription`` (its id, rule and, for a
+        reorder, its group), or None."""
+        short = subscription.rsplit("/", 1)[-1]
+        with self.lock:
+            self._read()
+            for rid, rule in self.rules.items():
+                if rule.get("subscription", "*") not in ("*", short) or self.left.get(rid, 0) <= 0:
+                    continue
+                self.left[rid] -= 1
+                group = None
+                if rule["kind"] == "reorder":
+                    group = self.groups.setdefault(
+                        rid, Reorder(int(rule.get("count", 1)), float(rule.get("seconds", 5.0)))
+                    )
+                return rid, rule, group
+        return None
+
+
 def envelope(received: Any, subscription: str, dead_letter: bool) -> dict[str, Any]:
     """The JSON body Pub/Sub push POSTs for a pulled message (a ``ReceivedMessage``)."""
     message = received.message
@@ -156,7 +255,9 @@ def envelope(received: Any, subscription: str, dead_letter: bool) -> dict[str, A
 class Route:
     """One subscription pushed to one endpoint."""
 
-    def __init__(self, subscriber: pubsub_v1.SubscriberClient, subscription: str, endpoint: str, args: Any) -> None:
+    def __init__(
+        self, subscriber: pubsub_v1.SubscriberClient, subscription: str, endpoint: str, args: Any, faults: Faults
+    ) -> None:
         self.subscriber = subscriber
         self.subscription = subscription
         self.endpoint = endpoint
@@ -169,6 +270,7 @@ class Route:
         self.dead_letter = False
         self.limits = Source()
         self.instances = Instances(self.limits, args.time_scale)
+        self.faults = faults
 
     def open(self, wait: float) -> None:
         """Read the subscription's settings (it may not exist yet while the local cloud provisions)."""
@@ -236,10 +338,26 @@ class Route:
         finally:
             self.instances.leave()
 
+    def misbehave(self, received: Any) -> None:
+        """Apply the delivery fault in force for this message, if any (Faults)."""
+        fault = self.faults.take(self.subscription)
+        if fault is None:
+            return
+        rid, rule, group = fault
+        kind = rule["kind"]
+        log.info("fault %s: %s of %s on %s", rid, kind, received.message.message_id, self.subscription)
+        if kind == "delay":
+            time.sleep(float(rule.get("seconds", 1.0)))
+        elif kind == "reorder" and group is not None:
+            group.hold()
+        elif kind == "duplicate":  # the same message pushed again, at the same time
+            threading.Thread(target=self.push, args=(received,), daemon=True).start()
+
     def deliver(self, received: Any) -> None:
         ok = False
         try:
             started = time.monotonic()
+            self.misbehave(received)
             status = self.push(received)
             ok = status in ACK_CODES
             log.debug("%s %s -> %s in %.3fs", self.subscription, received.message.message_id, status,
@@ -281,9 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     subscriber = subscriber_client()
     routes = []
+    faults = Faults()
     for spec in args.route:
         subscription, _, endpoint = spec.partition("=")
-        routes.append(Route(subscriber, subscription, endpoint, args))
+        routes.append(Route(subscriber, subscription, endpoint, args, faults))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())

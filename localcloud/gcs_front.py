@@ -19,6 +19,10 @@ It does four things fake-gcs-server does not:
   ``GET /storage/v1/b/<bucket>/storageLayout`` (which ``gcloud storage cp -r`` asks first) is not
   served there: here it answers a flat namespace, as every bucket of the deployment has. Each
   difference has a test that shows it on fake-gcs-server itself, so a release that fixes it shows up.
+- **Injected errors** (a test's or the soak's, ``POST /_front/faults``): ``{"status": 503, "count":
+  N}`` answers the next N Cloud Storage requests 503 ``backendError`` (or 429 ``rateLimitExceeded``,
+  or 500 ``internalError``) in Google's envelope, as a burst of a backend's errors or of throttling
+  would; ``{"clear": true}`` drops what is left. The client libraries' retries are what react.
 - **Figures**: ``GET /_front/stats`` tells how many requests it refused and the most writes any one
   object, and any one bucket, took within a second (whether or not limits are on), for the
   benchmarks; ``POST /_front/stats/reset`` starts the count again.
@@ -100,6 +104,57 @@ def _name_in_body(body: bytes) -> str:
     return ""
 
 
+# Google's error shapes for the injected bursts (https://cloud.google.com/storage/docs/json_api/v1/status-codes).
+INJECTED = {
+    429: ("usageLimits", "rateLimitExceeded", "The rate of change requests to the bucket is too high."),
+    500: ("global", "internalError", "Internal Error"),
+    503: ("global", "backendError", "Backend Error"),
+}
+
+
+class Burst:
+    """Injected errors: the next ``count`` storage requests answered with ``status``, in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: list[list[int]] = []  # [status, requests left]
+
+    def add(self, status: int, count: int) -> None:
+        if status not in INJECTED:
+            raise ValueError(f"status {status}: the front injects {', '.join(map(str, sorted(INJECTED)))}")
+        with self.lock:
+            self.pending.append([status, max(0, count)])
+
+    def clear(self) -> None:
+        with self.lock:
+            self.pending.clear()
+
+    def take(self) -> int | None:
+        """The status to answer this request with, or None to serve it."""
+        with self.lock:
+            while self.pending and self.pending[0][1] <= 0:
+                self.pending.pop(0)
+            if not self.pending:
+                return None
+            self.pending[0][1] -= 1
+            return self.pending[0][0]
+
+    def left(self) -> list[dict[str, int]]:
+        with self.lock:
+            return [{"status": s, "count": c} for s, c in self.pending if c > 0]
+
+
+def injected_error(status: int) -> dict[str, Any]:
+    domain, reason, message = INJECTED[status]
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": domain, "reason": reason}],
+        }
+    }
+
+
 class Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -134,6 +189,7 @@ class Front(BaseHTTPRequestHandler):
     objects = Buckets()
     buckets = Buckets()
     stats = Stats()
+    burst = Burst()
     _local = threading.local()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
@@ -235,7 +291,7 @@ class Front(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         if url.path.startswith("/_front/"):
-            self._own(method, url.path)
+            self._own(method, url.path, body)
             return
         if url.path == STS_PATH and method == "POST":
             self._sts(body)
@@ -243,6 +299,13 @@ class Front(BaseHTTPRequestHandler):
         layout = LAYOUT.match(url.path) if method == "GET" else None
         if layout:
             self._layout(layout["bucket"])
+            return
+        injected = self.burst.take()
+        if injected is not None:
+            with self.stats.lock:
+                self.stats.refused[f"injected {injected}"] += 1
+            log.info("%d (injected) on %s %s", injected, method, url.path)
+            self._json(injected, injected_error(injected))
             return
         query = parse_qs(url.query)
         if self._forbidden(method, url.path, query, body):
@@ -299,8 +362,19 @@ class Front(BaseHTTPRequestHandler):
             },
         )
 
-    def _own(self, method: str, path: str) -> None:
-        if path == "/_front/stats" and method == "GET":
+    def _own(self, method: str, path: str, body: bytes = b"") -> None:
+        if path == "/_front/faults" and method == "POST":
+            try:
+                asked = json.loads(body or b"{}")
+                if asked.get("clear"):
+                    self.burst.clear()
+                else:
+                    self.burst.add(int(asked["status"]), int(asked.get("count", 1)))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self._json(400, {"error": {"code": 400, "message": f"bad fault: {exc}"}})
+                return
+            self._json(200, {"pending": self.burst.left()})
+        elif path == "/_front/stats" and method == "GET":
             self._json(200, self.stats.as_json())
         elif path == "/_front/stats/reset" and method == "POST":
             self.stats.reset()

@@ -133,6 +133,7 @@ def services(
         "SINERGYM_HEARTBEAT_TIMEOUT": str(o.heartbeat_timeout),
         "SINERGYM_BOOT_TIMEOUT": str(o.boot_timeout),
         "PYTHONUNBUFFERED": "1",
+        **o.function_env,
     }
     for function in FUNCTIONS:
         argv = [

@@ -91,6 +91,9 @@ class Options:
     # Identities (localcloud/identity.py): "enforce" the roles of infra/terraform/iam.tf, "audit" them
     # (record what each call would need, refuse nothing), or "off" (LOCALCLOUD_IAM).
     iam: str = field(default_factory=lambda: os.environ.get("LOCALCLOUD_IAM") or "enforce")
+    # Test-only: more environment for the function processes (e.g. a PYTHONPATH whose sitecustomize
+    # breaks one step on purpose, to show that the soak's checker sees it). No environment variable.
+    function_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def limits_choice(self) -> str:

@@ -183,8 +183,11 @@ class VerifiedBoot:
 
 def claim_boot(rec: ExperimentRecord, boot: VerifiedBoot, now: float, *, vm_recreated: bool) -> Transition:
     """Dispatch takes the experiment for a VM boot it has verified. A boot is claimed once, and a boot
-    that is starting or running is replaced only when Compute shows its VM was recreated."""
-    if rec.terminal or (rec.boot_id == boot.boot_id and rec.state in BOOTED):
+    that is starting or running is replaced only when Compute shows its VM was recreated. A queued
+    experiment is never claimed: it holds no VM slot, so a VM of it is one whose request was
+    withdrawn (requeued) without Compute hearing of it, and claiming it would run the experiment
+    beside the batch's parallelism."""
+    if rec.terminal or rec.state == "queued" or (rec.boot_id == boot.boot_id and rec.state in BOOTED):
         return NOT_APPLIED
     if rec.state in BOOTED and not vm_recreated:
         return NOT_APPLIED  # another boot was claimed meanwhile, on this same VM
@@ -237,8 +240,8 @@ def completed(rec: ExperimentRecord, end: Ending, budgets: Budgets, vm_created: 
     nothing (the caller still makes sure a terminal experiment is settled)."""
     if rec.terminal:
         return Transition(applied=False, outcome="duplicate", effects={"settle"})
-    if rec.boot_id is not None and end.boot_id != rec.boot_id:
-        return Transition(applied=False, outcome="stale")
+    if rec.state not in BOOTED or end.boot_id != rec.boot_id:
+        return Transition(applied=False, outcome="stale")  # no boot of it runs, or another one does
     rec.vm_booted(end.boot_id, vm_created)
     rec.mlflow_run_id = end.mlflow_run_id or rec.mlflow_run_id
     rec.output_uris = list(end.output_uris) or rec.output_uris
@@ -291,8 +294,8 @@ def lost(
     """The sweeper gives up on the boot it saw (``seen_boot`` in ``seen_state``): retried on a fresh VM
     within the loss's budget, or failed. If the record moved on meanwhile, nothing changes.
     ``log_tail``: the boot's last log lines, as its log in the bucket has them."""
-    if rec.terminal or rec.boot_id != seen_boot or rec.state != seen_state:
-        return NOT_APPLIED
+    if rec.terminal or rec.state == "queued" or rec.boot_id != seen_boot or rec.state != seen_state:
+        return NOT_APPLIED  # a queued experiment asked for nothing: it cannot be lost
     if log_tail:
         rec.log_tail = list(log_tail)[-LOG_TAIL_KEPT:]
     if rec.boot_id:

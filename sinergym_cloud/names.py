@@ -115,19 +115,30 @@ def instance_name(group: str, batch_id: str, index: int) -> str:
     return f"{mig_name(group, batch_id, mig_part(index))}-{index}"
 
 
+def base_group(mig: str) -> str:
+    """The group a batch's group is named after: itself, or, for the group the batch fails over to in
+    another zone (``zone_mig_name``: the name, a dash and the zone's letter), the name without the
+    letter. Unambiguous: a batch's own group ends in its 8-character digest (or the part's ``p<n>``)."""
+    head, _, letter = mig.rpartition("-")
+    return head if head and len(letter) == 1 and letter.isalpha() else mig
+
+
 def experiment_index(mig: str, instance: str) -> int | None:
     """The experiment index an instance of ``mig`` serves, or None if it is not one of ours.
 
     Exact: the instance name must be the group name, a dash and a decimal index. No substring or
-    position matching.
+    position matching. An experiment keeps its instance name when it moves to another zone, so an
+    instance of a failover group is named after the batch's group (``base_group``).
     """
-    prefix = f"{mig}-"
-    if not instance.startswith(prefix):
-        return None
-    tail = instance[len(prefix) :]
-    if not tail.isdigit() or (len(tail) > 1 and tail.startswith("0")):
-        return None
-    return int(tail)
+    for group in dict.fromkeys((mig, base_group(mig))):
+        prefix = f"{group}-"
+        if not instance.startswith(prefix):
+            continue
+        tail = instance[len(prefix) :]
+        if not tail.isdigit() or (len(tail) > 1 and tail.startswith("0")):
+            return None
+        return int(tail)
+    return None
 
 
 # Cloud Storage object names of the control plane's state (in the state bucket).

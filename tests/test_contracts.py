@@ -106,6 +106,21 @@ def test_names_are_deterministic_and_exact() -> None:
     assert names.experiment_index(names.mig_name("g" * 40, "b" * 63, 4), longest) == 4999
 
 
+def test_an_instance_in_the_group_its_experiment_failed_over_to_still_names_its_experiment() -> None:
+    """An experiment keeps its instance name when it moves to another zone's group (the batch's group
+    plus the zone's letter): dispatch refused every ready of a moved experiment's VM ("not an
+    experiment instance of group ...-c") until the sweeper gave the experiment up; the soak found it."""
+    mig = names.mig_name("sinergym-group", "my-batch")
+    moved = names.zone_mig_name(mig, "europe-west1-c")
+    assert names.base_group(moved) == mig and names.base_group(mig) == mig
+    assert names.experiment_index(moved, names.instance_name("sinergym-group", "my-batch", 3)) == 3
+    part = names.mig_name("sinergym-group", "my-batch", 2)
+    assert names.base_group(part) == part
+    assert names.experiment_index(names.zone_mig_name(part, "europe-west1-d"), f"{part}-2001") == 2001
+    for other in (f"{moved}-x", f"{mig}-07", f"{mig}c-3", "other-3"):
+        assert names.experiment_index(moved, other) is None
+
+
 def test_experiment_names_are_safe_and_stable() -> None:
     exp = Experiment.model_validate({**EXP, "seed": 3})
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)

@@ -207,3 +207,30 @@ def test_a_spot_vm_preempted_again_and_again_fails_over_to_the_next_zone(cloud: 
     deliver(rt, completion(rt, bid, 0, boot_id="b2").model_copy(update={"zone": FREE_ZONE}), key, owner="p2")
     assert record_of(rt, bid, 0).state == "succeeded"
     nothing_left(cloud, batch, {f"{ZONE}/{mig}", f"{FREE_ZONE}/{moved_mig}"})
+
+
+def test_a_moved_experiment_is_dispatched_on_its_vm_in_the_new_zone(cloud: Cloud) -> None:
+    """The VM a moved experiment gets in zone c announces itself with the zone's group; dispatch
+    refused it (the instance keeps the name of the batch's group) until the sweeper gave the
+    experiment up as never ready. The soak found it (seed 5: a two-zone batch under a stockout)."""
+    from sinergym_cloud.control import dispatch
+    from tests.control_helpers import quiet_ready
+
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime(zone_failover_seconds=0)
+    cloud.emulator("config", {"zone_exhausted": [ZONE]})
+    batch = make_batch(ppo(seed=7), template=QUIET_TEMPLATE, zones=[ZONE, FREE_ZONE])
+    bid = batch.batch_id
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, bid)
+    wait_for(lambda: stocked_out(rt, ZONE, mig, 1), 30, "the VM refused by zone b")
+    report = new_report()
+    sweeper.sweep_batch(rt, bid, time.time(), report)
+    assert report["moved"] == [f"{bid}/0: {ZONE} -> {FREE_ZONE}"]
+    ready = quiet_ready(cloud, names.instance_name(batch.group_name, bid, 0))
+    assert (ready.zone, ready.mig) == (FREE_ZONE, names.zone_mig_name(mig, FREE_ZONE))
+    assert dispatch.dispatch(rt, ready) == "trainer started"
+    rec = record_of(rt, bid, 0)
+    assert (rec.state, rec.zone, rec.boot_id) == ("running", FREE_ZONE, ready.boot_id)
+    batches.cancel(rt, bid)
+    nothing_left(cloud, batch, {f"{ZONE}/{mig}", f"{FREE_ZONE}/{names.zone_mig_name(mig, FREE_ZONE)}"})

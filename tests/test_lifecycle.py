@@ -60,6 +60,7 @@ def lose(kind: str, boot: str | None = "b1", state: str = "running") -> Callable
 TABLE: list[tuple[str, dict[str, Any], Callable[[ExperimentRecord], Transition], str, bool, set[str]]] = [
     # (state, other fields), event -> new state, applied, effects
     ("pending", {"boot": None}, claim("b1"), "starting", True, set()),
+    ("queued", {"boot": None}, claim("b1"), "queued", False, set()),  # a VM left for it is not its slot
     ("starting", {}, claim("b1"), "starting", False, set()),
     ("running", {}, claim("b1"), "running", False, set()),
     ("running", {}, claim("b2"), "running", False, set()),  # the same VM: a second boot is not believed

@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from sinergym_cloud import lifecycle, names
 from sinergym_cloud.control import batches, launch, sweeper
 from sinergym_cloud.gcp.runtime import Runtime
@@ -160,3 +162,30 @@ def test_cancel_ends_the_queued_experiments_too(cloud: Cloud) -> None:
     result = batches.cancel(rt, batch.batch_id)
     assert result["cancelled"] == [0, 1, 2]
     assert states(rt, batch.batch_id) == ["cancelled"] * 3
+
+
+def test_a_vm_left_for_a_requeued_experiment_is_withdrawn_not_claimed(cloud: Cloud) -> None:
+    """A queued experiment holds no VM slot. When the withdrawal of a requeued experiment's VM request
+    did not reach Compute (a rate limit, an error), its VM boots once the quota is back: dispatch
+    must not claim it (the batch would run beyond its parallelism), and the sweeper withdraws it.
+    The soak's transition table (tests/soak) showed that claim_boot took a queued record."""
+    from sinergym_cloud.control import dispatch
+    from tests.control_helpers import quiet_ready
+
+    ensure_quiet_template(cloud)
+    rt = cloud.runtime()
+    batch = make_batch(ppo(seed=0), ppo(seed=1), template=QUIET_TEMPLATE, max_parallel=1)
+    launch.launch(rt, batch)
+    mig = names.mig_name(batch.group_name, batch.batch_id)
+    left = names.instance_name(batch.group_name, batch.batch_id, 1)
+    rt.compute.create_instances(ZONE, mig, {left: names.instance_metadata(batch.batch_id, 1)})  # never withdrawn
+    ready = quiet_ready(cloud, left)
+    with pytest.raises(RuntimeError, match="is queued"):  # not claimed; redelivered, in case it is promoted
+        dispatch.dispatch(rt, ready)
+    assert states(rt, batch.batch_id) == ["pending", "queued"]
+    report: dict[str, Any] = {"retried": [], "failed": [], "requeued": [], "started": [], "finalized": []}
+    sweeper.sweep_batch(rt, batch.batch_id, time.time(), report)
+    assert report["withdrawn"] == [f"{batch.batch_id}/1"]
+    wait_for(lambda: left not in live_vms(cloud, batch.batch_id, batch.group_name), 60, "the left VM withdrawn")
+    assert states(rt, batch.batch_id) == ["pending", "queued"]
+    batches.cancel(rt, batch.batch_id)

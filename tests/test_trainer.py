@@ -396,6 +396,33 @@ def test_the_mlflow_run_says_whether_the_experiment_waited_queued(
         TrainerSpec.model_validate({**spec, "started_by": "rm -rf /"})
 
 
+def test_a_trainer_that_died_before_its_first_checkpoint_resumes_its_experiments_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VM killed (or preempted without notice) after its trainer started the MLflow run and before
+    the first checkpoint, which carries the run's id: the retried boot resumed nothing and started a
+    second run of the same experiment. The soak found it (seed 5: a VM killed 7 s into its trainer's
+    life). The run is now found by the experiment's tags."""
+    from trainer import tracking
+    from trainer.run import Context
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def boot(index: int, attempt: int, instance: str | None = "vm-0") -> str:
+        ctx = Context(experiment=Experiment(environment=CONT), name=f"e-{index}", batch_id="b-died", index=index,
+                      instance=instance, zone="z", boot_id=f"boot-{attempt}", attempt=attempt,
+                      mlflow_experiment="died-early")  # fmt: skip
+        run = tracking.start(ctx, None)  # no checkpoint: nothing says which run was this experiment's
+        mlflow.end_run("KILLED")
+        return str(run.info.run_id)
+
+    first = boot(0, 1)
+    assert boot(0, 2) == first and boot(0, 3) == first
+    assert mlflow.get_run(first).data.tags["attempt"] == "3"
+    assert boot(1, 1) != first, "another experiment of the batch has its own run"
+    assert boot(0, 1, instance=None) != first, "a run on a laptop is its own"
+
+
 @pytest.mark.slow
 def test_what_was_queued_in_the_background_is_stored_before_the_completion_even_on_sigterm(
     cloud: Cloud, completions: str, tmp_path: Path

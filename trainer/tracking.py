@@ -1,4 +1,5 @@
-"""MLflow for one experiment: one run per experiment, resumed (not restarted) after a preemption.
+"""MLflow for one experiment: one run per experiment, resumed (not restarted) after a preemption,
+and after a boot that died before its first checkpoint (the run found by its tags).
 
 While training, metric points are not sent from the training thread: ``Metrics`` collects them and
 the background worker sends all that are waiting in one ``log_batch`` call (1,000 points a call,
@@ -67,6 +68,31 @@ def queue_tags(ctx: Context) -> dict[str, str]:
     }
 
 
+def previous_run(ctx: Context) -> str | None:
+    """The run an earlier boot of this experiment started, on a VM: one that died before its first
+    checkpoint (which carries the run's id) left a run behind, and a retry that made a new one would
+    give the experiment two. Found by the experiment's tags, the oldest first."""
+    import mlflow
+    from mlflow.entities import ViewType
+
+    if not ctx.on_vm:
+        return None
+    runs = retry.call(
+        lambda: mlflow.search_runs(
+            experiment_names=[ctx.mlflow_experiment],
+            filter_string=f"tags.batch_id = '{ctx.batch_id}' and tags.experiment_index = '{ctx.index}'",
+            run_view_type=ViewType.ALL,
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+            output_format="list",
+        ),
+        what="find the experiment's mlflow run",
+        deadline=60,
+        transient=_transient,
+    )
+    return str(runs[0].info.run_id) if runs else None
+
+
 def start(ctx: Context, run_id: str | None) -> Any:
     import mlflow
 
@@ -83,6 +109,10 @@ def start(ctx: Context, run_id: str | None) -> Any:
         deadline=60,
         transient=_transient,
     )
+    if not run_id:
+        run_id = previous_run(ctx)
+        if run_id:
+            log.info("MLflow run %s was started by an earlier boot that left no checkpoint: resuming it", run_id)
     if run_id:
         run = retry.call(
             lambda: mlflow.start_run(run_id=run_id), what="resume mlflow run", deadline=60, transient=_transient

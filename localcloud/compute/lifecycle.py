@@ -211,8 +211,10 @@ class Lifecycle:
             return
         self.stop_in_background(mig, member, vm, "delete")
 
-    def _stop_vm(self, mig: Mig, member: Member, vm: Vm, why: str) -> None:
-        """Shut a VM down like Compute Engine: STOPPING, SIGTERM, a grace period, TERMINATED."""
+    def _stop_vm(self, mig: Mig, member: Member, vm: Vm, why: str, notice: bool = True) -> None:
+        """Shut a VM down like Compute Engine: STOPPING, SIGTERM, a grace period, TERMINATED.
+        ``notice`` False: the guest gets no ACPI shutdown, every process of it is killed at once (a
+        preemption whose notice never reached the guest)."""
         with self.state.lock:
             if vm.stopping:
                 return
@@ -220,7 +222,9 @@ class Lifecycle:
             vm.status = "STOPPING"
             grace = self.state.settings.preempt_grace if why == "preempt" else self.state.settings.shutdown_grace
             process = vm.process
-            self.state.event(f"vm.{why}", instance=vm.name, boot_id=vm.boot_id)
+            self.state.event(f"vm.{why}", instance=vm.name, boot_id=vm.boot_id, notice=notice)
+        if process is not None and not notice:
+            procs.kill_tree(process.pid, grace=0.0, sig=signal.SIGKILL)
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
@@ -258,11 +262,11 @@ class Lifecycle:
             member.vm = fresh
             threading.Thread(target=self._boot_vm, args=(mig, member, fresh), daemon=True).start()
 
-    def stop_in_background(self, mig: Mig, member: Member, vm: Vm, why: str) -> None:
+    def stop_in_background(self, mig: Mig, member: Member, vm: Vm, why: str, notice: bool = True) -> None:
         """Start stopping ``vm`` on its own thread (``why``: delete, preempt or recreate)."""
-        threading.Thread(target=self._stop_vm, args=(mig, member, vm, why), daemon=True).start()
+        threading.Thread(target=self._stop_vm, args=(mig, member, vm, why, notice), daemon=True).start()
 
-    def preempt(self, project: str, zone: str, name: str) -> dict[str, Any]:
+    def preempt(self, project: str, zone: str, name: str, notice: bool = True) -> dict[str, Any]:
         with self.state.lock:
             vm = self.state.instances.get((project, zone, name))
             if vm is None or vm.mig is None:
@@ -271,8 +275,8 @@ class Lifecycle:
             member = mig.members[name]
             if vm.status != "RUNNING":
                 raise ApiError(400, "resourceNotReady", f"instance {name} is {vm.status}, not RUNNING")
-        self.stop_in_background(mig, member, vm, "preempt")
-        return {"instance": name, "preempted": True}
+        self.stop_in_background(mig, member, vm, "preempt", notice)
+        return {"instance": name, "preempted": True, "notice": notice}
 
     def shutdown(self) -> None:
         """Stop every VM (the emulator is going away)."""

@@ -329,7 +329,10 @@ class Api:
         "emulator.preempt",
     )
     def preempt(self, g: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        return self.cloud.preempt(g["project"], g["zone"], g["name"])
+        """Preempt a RUNNING VM with the spot notice (SIGTERM, ``preempt_grace``), or with
+        ``?notice=false`` without it: every process of the guest killed at once."""
+        notice = q.get("notice", "true").lower() not in ("false", "0", "no")
+        return self.cloud.preempt(g["project"], g["zone"], g["name"], notice)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -470,6 +473,8 @@ VM_ENV_KEYS = (
     "BENCH_EPISODE_SECONDS",
     "BENCH_DUPLICATE",
     "BENCH_SCHEDULE",
+    "BENCH_LIKE_TRAINER",
+    "BENCH_MARKERS",
     "BENCH_FAIL",
     # How often a VM's log shipper stores a chunk (sinergym_cloud/vm/logship.py).
     "SINERGYM_LOG_CHUNK_SECONDS",

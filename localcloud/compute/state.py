@@ -138,10 +138,17 @@ class State:
             found |= {o.zone for o in self.ops.values() if o.project == project and o.zone}
             return sorted(found)
 
+    def _action(self, vm: Vm) -> str:
+        """The current action of ``vm``'s member in its group ("" for a VM outside a group)."""
+        mig = self.migs.get((vm.project, vm.zone, vm.mig or ""))
+        member = mig.members.get(vm.name) if mig is not None else None
+        return member.current_action if member is not None and member.vm is vm else ""
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "settings": self.settings.__dict__,
+                "templates": sorted(n for (_, n) in self.templates),
                 "migs": {f"{z}/{n}": sorted(m.members) for (_, z, n), m in self.migs.items()},
                 "instances": {
                     f"{z}/{n}": {
@@ -153,6 +160,9 @@ class State:
                         "ready": v.ready,
                         "boot_error": v.boot_error,
                         "mig": v.mig,
+                        "created": v.created,
+                        # The group's current action on it (DELETING once its deletion was asked).
+                        "action": self._action(v),
                     }
                     for (_, z, n), v in self.instances.items()
                 },

@@ -439,8 +439,8 @@ class Cloud(State):
         op.done.wait(self.settings.wait_max)
         return op
 
-    def preempt(self, project: str, zone: str, name: str) -> dict[str, Any]:
-        return self.vms.preempt(project, zone, name)
+    def preempt(self, project: str, zone: str, name: str, notice: bool = True) -> dict[str, Any]:
+        return self.vms.preempt(project, zone, name, notice)
 
     def shutdown(self) -> None:
         self.vms.shutdown()

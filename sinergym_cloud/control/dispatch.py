@@ -88,6 +88,11 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
         # A VM of a finished experiment came up (recreated, or a late ready): make sure it goes away.
         batches.settle(rt, rec)
         return f"ignored: experiment is {rec.state}"
+    if rec.state == "queued":
+        # A VM of an experiment waiting in the queue: its request was withdrawn (requeued over quota)
+        # but the withdrawal did not reach Compute. Not claimed (it holds no slot): the sweeper
+        # withdraws it, and if the experiment is promoted first, this message, redelivered, starts it.
+        raise RuntimeError(f"experiment {index} of {ready.batch_id} is queued: its VM {rec.instance} came early")
     if rec.state == "running" and rec.boot_id == ready.boot_id:
         return "duplicate: trainer already started on this boot"
     host = verified_host(rt, rec, ready)

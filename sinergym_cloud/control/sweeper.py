@@ -56,6 +56,7 @@ def sweep(
         "requeued": [],
         "started": [],
         "moved": [],
+        "withdrawn": [],
     }
     active = [name.removeprefix(names.ACTIVE_PREFIX) for name, _, _ in rt.state.listing(names.ACTIVE_PREFIX)]
     for batch_id in active:
@@ -117,6 +118,8 @@ def sweep_batch(rt: Runtime, batch_id: str, now: float, report: dict[str, Any]) 
     members = _members(rt, record)
     states = batches.experiment_states(rt, batch_id)
     for index, state in sorted(states.items()):
+        if state == "queued":
+            withdraw_queued(rt, record, index, members, report)
         if state in TERMINAL or state == "queued":
             continue  # a queued experiment asked for nothing yet: it is never timed out
         current = rt.state.read(names.experiment_object(batch_id, index))
@@ -230,6 +233,31 @@ def withdraw_left_behind(rt: Runtime, rec: ExperimentRecord, members: dict[tuple
         if zone != rec.zone and left is not None and left["action"] != "DELETING":
             log.warning("%s/%d: withdrawing its VM request left in %s", rec.batch_id, rec.index, zone)
             rt.compute.delete_instances(zone, left["mig"], [rec.instance])
+
+
+def withdraw_queued(
+    rt: Runtime,
+    record: LaunchRecord,
+    index: int,
+    members: dict[tuple[str, str], dict[str, Any]],
+    report: dict[str, Any],
+) -> None:
+    """A queued experiment holds no VM slot: a VM request its group still has for it is one whose
+    withdrawal failed after it was requeued (over quota). Withdraw it now, once the record, read
+    again, still says queued: else, when the quota comes back, its VM would boot beside the
+    batch's parallelism. (A promotion between that read and the withdrawal loses its VM request;
+    the experiment is then retried as a VM that vanished.)"""
+    instance = names.instance_name(record.group, record.batch_id, index)
+    left = [(zone, m) for (zone, name), m in members.items() if name == instance and m["action"] != "DELETING"]
+    if not left:
+        return
+    current = rt.state.read(names.experiment_object(record.batch_id, index))
+    if current is None or current.data.get("state") != "queued":
+        return
+    for zone, member in left:
+        log.warning("%s/%d is queued: withdrawing its VM request left in %s", record.batch_id, index, zone)
+        rt.compute.delete_instances(zone, member["mig"], [instance])
+        report.setdefault("withdrawn", []).append(f"{record.batch_id}/{index}")
 
 
 def lower_parallelism(rt: Runtime, batch_id: str, value: int, why: str) -> None:
