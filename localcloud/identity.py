@@ -230,7 +230,7 @@ class Gate:
         mode a refusal is recorded and let through."""
         token = self.token(authorization)
         decision = self._decide(token, permission, resource)
-        self._audit(decision, call)
+        self._audit(decision, call, downscoped=token is not None and token.boundary is not None)
         if not decision.allowed and self._mode() == "audit":
             return Decision(True, decision.member, permission, resource, f"audit only: {decision.why}")
         return decision
@@ -239,20 +239,22 @@ class Gate:
         if token is None:
             return Decision(False, "", permission, resource, "The request has no valid credential.")
         if token.member in (ADMIN, PUBSUB_AGENT):  # Terraform and the test harness; Pub/Sub itself
-            return Decision(True, token.member, permission, resource, token.member)
-        binding = self.policy().allows(token.member, permission, resource)
-        if binding is None:
-            why = f"No role of infra/terraform/iam.tf grants it to the {token.member} service account."
-            return Decision(False, token.member, permission, resource, why)
-        if token.boundary is not None:
+            source = token.member
+        else:
+            binding = self.policy().allows(token.member, permission, resource)
+            if binding is None:
+                why = f"No role of infra/terraform/iam.tf grants it to the {token.member} service account."
+                return Decision(False, token.member, permission, resource, why)
+            source = binding.source
+        if token.boundary is not None:  # a downscoped token: never more than its boundary, whoever made it
             rule = next((r for r in token.boundary if r.allows(self.policy(), permission, resource)), None)
             if rule is None:
                 why = "The credential's access boundary does not reach this resource."
                 return Decision(False, token.member, permission, resource, why)
-            return Decision(True, token.member, permission, resource, f"{binding.source} within its boundary")
-        return Decision(True, token.member, permission, resource, binding.source)
+            return Decision(True, token.member, permission, resource, f"{source} within its boundary")
+        return Decision(True, token.member, permission, resource, source)
 
-    def _audit(self, decision: Decision, call: str) -> None:
+    def _audit(self, decision: Decision, call: str, downscoped: bool = False) -> None:
         if self.dir is None:
             return
         line = {
@@ -265,6 +267,8 @@ class Gate:
             "allowed": decision.allowed,
             "why": decision.why,
         }
+        if downscoped:
+            line["downscoped"] = True  # a VM's experiment token, made from ``member``'s credential
         with (self.dir / "audit.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
 

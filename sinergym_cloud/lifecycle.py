@@ -346,6 +346,14 @@ def noted(rec: ExperimentRecord, event: str, detail: str) -> Transition:
     return Transition(applied=True, outcome="noted")
 
 
+def token_handed(rec: ExperimentRecord, boot_id: str, issued: float, expires: float) -> Transition:
+    """Dispatch handed the running boot ``boot_id`` a Cloud Storage token valid until ``expires``."""
+    if rec.terminal or rec.boot_id != boot_id or (rec.token_expires_at or 0) >= expires:
+        return NOT_APPLIED
+    rec.token_issued_at, rec.token_expires_at = issued, expires
+    return Transition(applied=True, outcome="token")
+
+
 def mark(rec: ExperimentRecord, step: Literal["delete_requested_at", "alerted_at"], now: float) -> Transition:
     """Record that a follow-up step of a terminal experiment was done, once."""
     if getattr(rec, step) is not None:

@@ -26,6 +26,8 @@ EVENT_ATTRIBUTES = ("event", "batch_id", "experiment_index", "state")
 # A message carrying this attribute is a probe (``trainer check`` proving it may publish): every
 # function acknowledges it and does nothing else.
 PROBE_ATTRIBUTE = "sinergym_probe"
+# The ``kind`` attribute of the sweeper's TokenRefresh on the instance-ready topic (dispatch).
+TOKEN_REFRESH_KIND = "token-refresh"  # noqa: S105 - a message kind, not a secret
 
 
 # Instance metadata. Launch preserves the first two on each VM (per-instance configs); the template

@@ -71,6 +71,10 @@ class ExperimentRecord(Record):
     vm_created_at: float | None = None
     completion_nonce: str | None = None
     completion_key_sha256: str | None = None
+    # The current boot's Cloud Storage token (gcp/tokens.py): when dispatch handed it over and when it
+    # expires; the sweeper asks dispatch for a fresh one at half its life.
+    token_issued_at: float | None = None
+    token_expires_at: float | None = None
     reason: str = ""
     # The last lines its trainer logged, from its completion (or, for one the sweeper gave up on, from
     # its log in the bucket): shown beside a failure's reason in status and the alerts.

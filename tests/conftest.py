@@ -61,6 +61,16 @@ class Cloud:
         )
         return Runtime.from_settings(replace(settings, **overrides))
 
+    def vm_identity(self, spec: Any, token_file: Path) -> dict[str, str]:
+        """A VM's credentials for the trainer of ``spec`` (a TrainerSpec), as dispatch sets them up:
+        the trainer's service account, and the experiment's downscoped storage token in ``token_file``."""
+        from sinergym_cloud.gcp import tokens
+
+        rules = tokens.rules_for_experiment(spec.results_bucket, spec.batch_id, spec.experiment_name, spec.experiment)
+        token, expiry = tokens.mint(self.env["STORAGE_EMULATOR_HOST"], self.local.token("dispatch"), rules)
+        tokens.write_token_file(token_file, token, expiry)
+        return {"LOCALCLOUD_TOKEN": self.local.token("trainer"), "SINERGYM_STORAGE_TOKEN_FILE": str(token_file)}
+
     @property
     def compute_url(self) -> str:
         return self.env["SINERGYM_COMPUTE_ENDPOINT"]

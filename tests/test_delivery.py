@@ -87,7 +87,7 @@ def pushed(cloud: Cloud) -> Iterator[tuple[Sink, str, str]]:
             "localcloud.delivery",
             f"--route={subscription}={sink.url}/projects/{PROJECT}/topics/{topic}",
         ],
-        env={**os.environ, **cloud.env},
+        env={**os.environ, **cloud.env, "LOCALCLOUD_TOKEN": cloud.local.token("pubsub")},  # Pub/Sub's own agent
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,

@@ -102,11 +102,13 @@ def trainer(
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "spec.json"
     path.write_text(spec.model_dump_json())
+    # As on a VM: the trainer's account, and its experiment's storage token from dispatch.
+    env = {**(env or trainer_env(cloud)), **cloud.vm_identity(spec, workdir / "storage-token.json")}
     with open(workdir / "trainer.log", "a") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "trainer", "run", "--spec", str(path)],
             cwd=workdir,
-            env=env or trainer_env(cloud),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,

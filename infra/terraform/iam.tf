@@ -7,7 +7,7 @@ locals {
     dispatch = "reads instances and the SSH key, records state"
     cleanup  = "removes VMs and groups, records state, writes alert metrics"
     sweeper  = "retries or fails lost experiments through the same code as cleanup"
-    trainer  = "runs on the VMs: writes results, publishes ready and completion messages"
+    trainer  = "runs on the VMs: publishes ready and completion messages (results: its experiment's token)"
     mlflow   = "runs the MLflow server: Cloud SQL client, artifact bucket"
   }
   control_plane = ["launch", "dispatch", "cleanup", "sweeper"]
@@ -108,18 +108,14 @@ resource "google_storage_bucket_iam_member" "results_reader" {
   member = "serviceAccount:${google_service_account.sa["sweeper"].email}"
 }
 
-# Trainers write the results bucket only, and only under batch prefixes (not at its root, where
-# nothing of ours lives). The per-experiment prefix is enforced by the trainer's code: a
-# condition cannot name which experiment a VM runs. See infra/README.md, "Security".
-resource "google_storage_bucket_iam_member" "trainer_results" {
+# No VM holds a role on the results bucket: a VM reaches it only with the token dispatch makes for
+# its experiment, dispatch's own access downscoped by a Credential Access Boundary to the
+# experiment's prefixes (sinergym_cloud/gcp/tokens.py). A token cannot carry more than its source
+# holds, so dispatch holds objectUser here; it writes nothing itself. See infra/README.md, "Security".
+resource "google_storage_bucket_iam_member" "dispatch_results" {
   bucket = google_storage_bucket.results.name
   role   = "roles/storage.objectUser"
-  member = "serviceAccount:${google_service_account.sa["trainer"].email}"
-  condition {
-    title       = "batch-prefixes-only"
-    description = "Objects below a batch prefix: <bucket>/<batch>/<experiment>/..."
-    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.results.name}/objects/\") && resource.name.extract(\"/objects/{batch}/\") != \"\""
-  }
+  member = "serviceAccount:${google_service_account.sa["dispatch"].email}"
 }
 
 resource "google_pubsub_topic_iam_member" "trainer_publishes" {

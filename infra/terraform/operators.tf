@@ -72,3 +72,20 @@ resource "google_project_iam_member" "operators_monitoring" {
   role     = "roles/monitoring.viewer"
   member   = each.value
 }
+
+# cancel ends a batch as the control plane would: it tells other services (batch-events) and
+# raises the batch_finished alert for on-call.
+resource "google_pubsub_topic_iam_member" "operators_events" {
+  for_each = toset(var.operators)
+  project  = var.project_id
+  topic    = google_pubsub_topic.batch_events.id
+  role     = "roles/pubsub.publisher"
+  member   = each.value
+}
+
+resource "google_project_iam_member" "operators_alerts" {
+  for_each = toset(var.operators)
+  project  = var.project_id
+  role     = "roles/monitoring.metricWriter"
+  member   = each.value
+}

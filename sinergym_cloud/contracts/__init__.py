@@ -19,7 +19,7 @@ The modules, by concern (import the names from here; every part of the project m
 - ``paths``: where an experiment may write;
 - ``experiment``: ``Experiment`` and its Sinergym-config parts, ``experiment_name``;
 - ``batch``: ``Batch``;
-- ``messages``: ``InstanceReady``, ``Completion``, ``Progress``, ``TrainerSpec``;
+- ``messages``: ``InstanceReady``, ``TokenRefresh``, ``Completion``, ``Progress``, ``TrainerSpec``;
 - ``events``: ``BatchEvent``, what the ``batch-events`` topic tells other services.
 """
 
@@ -65,7 +65,14 @@ from sinergym_cloud.contracts.experiment import (
     Wrapper,
     experiment_name,
 )
-from sinergym_cloud.contracts.messages import TRAINER_SPEC_V2, Completion, InstanceReady, Progress, TrainerSpec
+from sinergym_cloud.contracts.messages import (
+    TRAINER_SPEC_V2,
+    Completion,
+    InstanceReady,
+    Progress,
+    TokenRefresh,
+    TrainerSpec,
+)
 from sinergym_cloud.contracts.parameters import (
     NOISE_ALGORITHMS,
     ActionNoise,
@@ -118,6 +125,7 @@ __all__ = [
     "SafePath",
     "SharedParameters",
     "Strict",
+    "TokenRefresh",
     "TrainerSpec",
     "WandbArtifact",
     "Wrapper",

@@ -40,6 +40,17 @@ class InstanceReady(Strict):
     boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$", description="Changes at every boot of the VM.")
 
 
+class TokenRefresh(Strict):
+    """Published by the sweeper on the instance-ready topic (attribute ``kind=token-refresh``) when a
+    running experiment's Cloud Storage token is past half its life: dispatch mints a fresh one and
+    hands it to the boot's VM. Like InstanceReady a hint: dispatch checks the record and Compute."""
+
+    schema_version: Literal[1] = 1
+    batch_id: BatchId
+    experiment_index: int = Field(ge=0, lt=MAX_EXPERIMENTS)
+    boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+
+
 class Completion(Strict):
     """Published by the trainer when an experiment ends, on every path.
 

@@ -11,6 +11,11 @@ TrainerSpec it hands over the verified session carries the boot's completion key
 experiment's checkpoint key (signing.py). A running experiment is re-claimed only when Compute
 shows its VM was recreated. A redelivered message finds the boot already claimed and the agent
 already running a trainer: no second trainer is ever started.
+
+Beside the spec, the VM gets its experiment's Cloud Storage token (gcp/tokens.py): dispatch's own
+credential downscoped to the experiment's prefixes, the only way a VM reaches the results bucket.
+A ``token-refresh`` message (the sweeper's, at half the token's life) has a fresh one handed to
+the same boot over a new verified session.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ from typing import Any
 import paramiko
 
 from sinergym_cloud import contracts, lifecycle, names, signing
-from sinergym_cloud.contracts import InstanceReady, TrainerSpec
+from sinergym_cloud.contracts import InstanceReady, TokenRefresh, TrainerSpec
 from sinergym_cloud.control import batches, sweep_runs, sweeps
 from sinergym_cloud.control.events import Delivery
 from sinergym_cloud.errors import BadMessage
-from sinergym_cloud.gcp import compute, retry, ssh
+from sinergym_cloud.gcp import compute, retry, ssh, tokens
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import BOOTED
 from sinergym_cloud.records import ExperimentRecord
@@ -42,7 +47,55 @@ def ssh_deadline(rt: Runtime) -> float:
 
 
 def handle(rt: Runtime, d: Delivery) -> None:
+    if d.attributes.get("kind") == names.TOKEN_REFRESH_KIND:
+        refresh(rt, contracts.parse(TokenRefresh, d.data))
+        return
     dispatch(rt, contracts.parse(InstanceReady, d.data))
+
+
+def storage_token(rt: Runtime, rec: ExperimentRecord, results_bucket: str) -> tuple[str, float]:
+    """A token for the experiment's own objects (tokens.rules_for_experiment), and when it expires
+    (epoch seconds)."""
+    rules = tokens.rules_for_experiment(results_bucket, rec.batch_id, rec.name, rec.spec)
+    token, expiry = retry.call(
+        lambda: tokens.mint(rt.settings.storage_endpoint, rt.settings.local_token, rules),
+        what=f"storage token for {rec.name}",
+        deadline=rt.settings.call_deadline,
+    )
+    return token, expiry.timestamp()
+
+
+def refresh(rt: Runtime, ask: TokenRefresh) -> str:
+    """Hand the running boot ``ask.boot_id`` a fresh storage token, if it still runs there."""
+    current = rt.state.read(names.experiment_object(ask.batch_id, ask.experiment_index))
+    if current is None:
+        raise BadMessage(f"no experiment {ask.experiment_index} in batch {ask.batch_id}")
+    rec = ExperimentRecord.model_validate(current.data)
+    if rec.state != "running" or rec.boot_id != ask.boot_id:
+        return f"ignored: experiment is {rec.state} on boot {rec.boot_id}"
+    if not tokens.needs_refresh(rec.token_issued_at, rec.token_expires_at, time.time()):
+        return "ignored: its token is fresh"
+    host = compute.describe_host(rt.compute, rec.zone, rec.instance)
+    if host is None or host.status != "RUNNING" or not ask.boot_id.startswith(f"{host.id}-") or not host.host_keys:
+        return f"ignored: instance {rec.instance} is not running boot {ask.boot_id}"
+    launch = batches.read_launch(rt, ask.batch_id)
+    if launch is None:
+        raise BadMessage(f"batch {ask.batch_id} has no launch record")
+    token, expires = storage_token(rt, rec, launch.results_bucket)
+    client = connect(rt, host, [ssh.public_key_fingerprint(k) for k in host.host_keys])
+    try:
+        body = {"batch_id": rec.batch_id, "experiment_index": rec.index, "boot_id": ask.boot_id,
+                "storage_token": {"token": token, "expires_at": expires}}  # fmt: skip
+        result = ssh.execute(client, [*rt.settings.vm_agent, "token"], json.dumps(body).encode(), timeout=60)
+    finally:
+        client.close()
+    answer = _answer(rec.instance, result)
+    if answer.get("status") != "refreshed":
+        return f"ignored: VM agent on {rec.instance} answered {answer}"
+    now = time.time()
+    batches.transition(rt, rec.batch_id, rec.index, lambda r: lifecycle.token_handed(r, ask.boot_id, now, expires))
+    log.info("%s: storage token refreshed on %s (until %s)", rec.name, rec.instance, time.ctime(expires))
+    return "token refreshed"
 
 
 def recreated(rec: ExperimentRecord, host: compute.Host) -> bool:
@@ -186,10 +239,14 @@ def _converse(rt: Runtime, talk: ssh.Conversation, ready: InstanceReady, *, host
         trial=rec.trial,
         mlflow_parent_run_id=sweep_runs.parent_run_id(rt, rec.batch_id) if rec.trial is not None else None,
     )
-    answer = _answer(ready.instance, talk.finish(spec.model_dump_json().encode()))
+    token, expires = storage_token(rt, rec, launch.results_bucket)
+    issued = time.time()
+    payload = {**json.loads(spec.model_dump_json()), "storage_token": {"token": token, "expires_at": expires}}
+    answer = _answer(ready.instance, talk.finish(json.dumps(payload).encode()))
     status = answer.get("status")
     if status not in ("started", "running", "exited"):
         raise RuntimeError(f"VM agent on {ready.instance} answered {answer}")
+    batches.transition(rt, ready.batch_id, index, lambda r: lifecycle.token_handed(r, ready.boot_id, issued, expires))
 
     batches.transition(
         rt, ready.batch_id, index, lambda r: lifecycle.trainer_started(r, ready.boot_id, str(status), time.time())

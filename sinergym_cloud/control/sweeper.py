@@ -21,11 +21,11 @@ import logging
 import time
 from typing import Any
 
-from sinergym_cloud import lifecycle, names, text
-from sinergym_cloud.contracts import Batch
+from sinergym_cloud import contracts, lifecycle, names, text
+from sinergym_cloud.contracts import Batch, TokenRefresh
 from sinergym_cloud.control import batches, launch, queue
 from sinergym_cloud.control.events import Delivery
-from sinergym_cloud.gcp import logs, metrics
+from sinergym_cloud.gcp import logs, metrics, tokens
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.records import LIVE, TERMINAL, ExperimentRecord, LaunchRecord
 
@@ -157,6 +157,9 @@ def _sweep_experiment(
         return  # waiting for quota is not failing: never timed out for it
     verdict = diagnose(rt, rec, record, member, now)
     if verdict is None:
+        if rec.state == "running" and tokens.needs_refresh(rec.token_issued_at, rec.token_expires_at, now):
+            ask_token_refresh(rt, rec)
+            report.setdefault("tokens", []).append(where)
         return
     kind, reason = verdict
     outcome = lose(rt, rec, kind, reason, record.template, results_bucket=record.results_bucket)
@@ -300,6 +303,14 @@ def restart_queue(rt: Runtime, launch_rec: LaunchRecord) -> list[int]:
             if nxt is not None:
                 started.append(nxt)
     return started
+
+
+def ask_token_refresh(rt: Runtime, rec: ExperimentRecord) -> None:
+    """Ask dispatch (the only one allowed to mint it) for a fresh storage token for the running boot."""
+    assert rec.boot_id is not None, "a running experiment has a boot"
+    ask = TokenRefresh(batch_id=rec.batch_id, experiment_index=rec.index, boot_id=rec.boot_id)
+    rt.clients.publish(names.TOPIC_READY, contracts.dump(ask), 30.0, kind=names.TOKEN_REFRESH_KIND)
+    log.info("%s: storage token past half its life: refresh asked", rec.name)
 
 
 def diagnose(

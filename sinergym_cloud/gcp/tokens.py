@@ -85,18 +85,18 @@ def downscope(source: Any, rules: list[dict[str, Any]], sts_endpoint: str | None
 
 
 def write_token_file(path: Path, token: str, expiry: dt.datetime) -> None:
-    """Store a token for the trainer (0600, replaced whole)."""
+    """Store a token for the trainer (0600, replaced whole), as the VM agent does."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"token": token, "expiry": expiry.astimezone(dt.UTC).isoformat()}, f)
+        json.dump({"token": token, "expires_at": expiry.timestamp()}, f)
     tmp.replace(path)
 
 
 def read_token_file(path: Path) -> tuple[str, dt.datetime]:
     data = json.loads(path.read_text())
-    return str(data["token"]), dt.datetime.fromisoformat(data["expiry"])
+    return str(data["token"]), dt.datetime.fromtimestamp(float(data["expires_at"]), dt.UTC)
 
 
 def file_credentials(path: str) -> Any:
@@ -126,3 +126,60 @@ def needs_refresh(issued_at: float | None, expires_at: float | None, now: float)
     if issued_at is None or expires_at is None:
         return False
     return now >= issued_at + (expires_at - issued_at) / 2
+
+
+def experiment_rules(
+    results_bucket: str, prefix: str, tensorboard: str | None = None, readable: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """The boundary of one experiment's token: read and write under its own ``prefix`` of the results
+    bucket and under its gs:// TensorBoard folder (``tensorboard``, wherever it is), read only each of
+    ``readable`` (``gs://BUCKET/PREFIX``: an initial model's folder). At most Google's ten rules."""
+    writable: dict[str, list[str]] = {results_bucket: [prefix]}
+    reads: dict[str, list[str]] = {}
+    for uri, into in [(tensorboard, writable), *((r, reads) for r in readable)]:
+        if uri and uri.startswith("gs://"):
+            bucket, _, path = uri.removeprefix("gs://").partition("/")
+            into.setdefault(bucket, []).append(path)
+    rules: list[dict[str, Any]] = []
+    for bucket in dict.fromkeys([*writable, *reads]):
+        rules += boundary_rules(bucket, writable.get(bucket, []), reads.get(bucket, []))
+    if len(rules) > 10:
+        raise ValueError(f"an experiment's token needs {len(rules)} boundary rules; Google allows 10")
+    return rules
+
+
+def rules_for_experiment(results_bucket: str, batch_id: str, name: str, experiment: Any) -> list[dict[str, Any]]:
+    """The boundary of experiment ``name``'s token: its prefix, its gs:// TensorBoard folder, and
+    its initial model's folder read-only (``experiment``: a contracts.Experiment)."""
+    from sinergym_cloud import contracts, names
+
+    tensorboard = experiment.tensorboard
+    folder = (
+        contracts.run_folder(tensorboard, batch_id, name) if tensorboard and tensorboard.startswith("gs://") else None
+    )
+    readable = []
+    model = experiment.initial_model
+    if model is not None and model.batch_id and model.experiment:
+        readable.append(f"gs://{results_bucket}/{names.results_prefix(model.batch_id, model.experiment)}")
+    elif model is not None and model.uri and model.uri.startswith("gs://"):
+        readable.append(model.uri.rsplit("/", 1)[0] + "/")
+    return experiment_rules(results_bucket, names.results_prefix(batch_id, name), folder, readable)
+
+
+def source_credentials(storage_endpoint: str | None, local_token: str | None) -> Any:
+    """What an experiment's token is downscoped from: dispatch's own credential (the local cloud's
+    token for its account, or the function's default credentials on Google Cloud)."""
+    if storage_endpoint:
+        from google.oauth2.credentials import Credentials
+
+        return Credentials(token=local_token or "none")
+    import google.auth
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    return credentials
+
+
+def mint(storage_endpoint: str | None, local_token: str | None, rules: list[dict[str, Any]]) -> tuple[str, dt.datetime]:
+    """A token confined to ``rules`` (``experiment_rules``), from Google's STS or the local cloud's."""
+    sts_endpoint = f"{storage_endpoint.rstrip('/')}{LOCAL_STS_PATH}" if storage_endpoint else None
+    return downscope(source_credentials(storage_endpoint, local_token), rules, sts_endpoint)

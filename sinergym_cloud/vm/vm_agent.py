@@ -13,6 +13,12 @@ lock serialises concurrent calls, and once a trainer was started on this VM, a r
 reports it instead of starting a second one (a trainer that died is the sweeper's business, which
 retries it within the experiment's budget).
 
+Beside the spec comes the experiment's Cloud Storage token (``storage_token``: dispatch's, confined
+to the experiment's prefixes, gcp/tokens.py): it is written to ``storage-token.json`` (0600) in the
+experiment's folder, never into the spec on disk, and the trainer and its log shipper read it from
+there (``SINERGYM_STORAGE_TOKEN_FILE``). ``sinergym-vm token`` replaces it with a fresh one for the
+running boot (dispatch, at half the token's life).
+
 The VM's home is ``$SINERGYM_VM_HOME`` (each local VM's sshd sets it) or ``/var/lib/sinergym``. If
 the home holds a ``vm.json`` (written by the local cloud), its ``env`` is the trainer's
 environment, as the container's environment is on Google Cloud.
@@ -122,9 +128,34 @@ def _priority(nice: int) -> Callable[[], None] | None:
     return (lambda: procinfo.lower_priority(nice)) if nice else None
 
 
+TOKEN_FILE = "storage-token.json"  # noqa: S105 - a file name
+
+
+def _token_problem(token: Any) -> str:
+    if not isinstance(token, dict) or not isinstance(token.get("token"), str) or not token["token"]:
+        return "storage_token has no token"
+    if not isinstance(token.get("expires_at"), (int, float)) or isinstance(token.get("expires_at"), bool):
+        return "storage_token has no expires_at"
+    return ""
+
+
+def write_token(workdir: Path, token: dict[str, Any]) -> Path:
+    """The experiment's storage token, readable by this user only, replaced whole."""
+    path = workdir / TOKEN_FILE
+    tmp = workdir / f".{TOKEN_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"token": token["token"], "expires_at": float(token["expires_at"])}, f)
+    tmp.replace(path)
+    return path
+
+
 def start_trainer(raw: bytes) -> dict[str, Any]:
     spec, problem = check_spec(raw)
     if spec is None:
+        return {"status": "rejected", "reason": problem}
+    token = spec.pop("storage_token", None)
+    if token is not None and (problem := _token_problem(token)):
         return {"status": "rejected", "reason": problem}
     root = home()
     workdir = experiment_dir(root, spec)
@@ -135,8 +166,10 @@ def start_trainer(raw: bytes) -> dict[str, Any]:
         if pid_file.exists():
             return {"status": "running" if _alive(pid_file) else "exited", "workdir": str(workdir)}
         spec_file = workdir / "spec.json"
-        spec_file.write_bytes(raw)
+        spec_file.write_text(json.dumps(spec))
         env = {**os.environ, **vm_env(root), "SINERGYM_VM_HOME": str(root)}
+        if token is not None:
+            env["SINERGYM_STORAGE_TOKEN_FILE"] = str(write_token(workdir, token))
         with open(workdir / "logship.log", "ab") as log:
             # The trainer module is fixed by the VM's configuration, never by a message; the local
             # cloud's benchmark swaps in a short synthetic workload this way (bench/workload.py).
@@ -157,6 +190,34 @@ def start_trainer(raw: bytes) -> dict[str, Any]:
         start = procinfo.start_time(process.pid)
         pid_file.write_text(json.dumps({"pid": process.pid, "start": start, "boot_id": spec["boot_id"]}))
         return {"status": "started", "pid": process.pid, "workdir": str(workdir)}
+
+
+def refresh_token(raw: bytes) -> dict[str, Any]:  # noqa: PLR0911 - one answer per refusal
+    """Replace the storage token of the trainer started for this boot (``{"batch_id",
+    "experiment_index", "boot_id", "storage_token"}`` on stdin)."""
+    ask, problem = check_spec(raw)
+    if ask is None:
+        return {"status": "rejected", "reason": problem}
+    if problem := _token_problem(ask.get("storage_token")):
+        return {"status": "rejected", "reason": problem}
+    workdir = experiment_dir(home(), ask)
+    pid_file = workdir / "trainer.pid"
+    if not workdir.is_dir():
+        return {"status": "rejected", "reason": "no trainer of this experiment on this VM"}
+    with open(workdir / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not pid_file.exists():
+            return {"status": "rejected", "reason": "no trainer of this experiment on this VM"}
+        try:
+            started = json.loads(pid_file.read_text())
+        except (OSError, ValueError):
+            started = {}
+        if started.get("boot_id") != ask["boot_id"]:
+            return {"status": "rejected", "reason": f"the trainer here is of boot {started.get('boot_id')}"}
+        if not _alive(pid_file):
+            return {"status": "exited", "workdir": str(workdir)}
+        write_token(workdir, ask["storage_token"])
+    return {"status": "refreshed", "workdir": str(workdir)}
 
 
 def status() -> dict[str, Any]:
@@ -187,9 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("start-trainer", help="start the trainer for the TrainerSpec read on stdin (idempotent)")
     sub.add_parser("status", help="the trainers of this VM")
     sub.add_parser("session", help="print the status line, then start the TrainerSpec read on stdin, if any")
+    sub.add_parser("token", help="replace the storage token of the running trainer of the boot read on stdin")
     args = parser.parse_args(argv)
     if args.command == "session":
         return session()
+    if args.command == "token":
+        result = refresh_token(sys.stdin.buffer.read(MAX_SPEC_BYTES))
+        print(json.dumps(result))
+        return 0 if result["status"] != "rejected" else 2
     if args.command == "start-trainer":
         result = start_trainer(sys.stdin.buffer.read(MAX_SPEC_BYTES))
         print(json.dumps(result))
