@@ -45,6 +45,7 @@ import argparse
 import base64
 import json
 import logging
+import os
 import random
 import signal
 import sys
