@@ -45,7 +45,9 @@ def test_the_policy_is_terraforms_and_no_vm_holds_a_role_on_the_results_bucket()
     assert policy.allows("cleanup", "compute.instanceGroupManagers.update", iam.Resource("project")) is not None
     assert policy.allows("trainer", "pubsub.topics.publish", iam.Resource("topic", names.TOPIC_COMPLETIONS))
     assert policy.allows("trainer", "pubsub.topics.publish", iam.Resource("topic", names.TOPIC_BATCHES)) is None
-    assert policy.secrets_of("dispatch") >= {"ssh_key", "control_secret"} and policy.secrets_of("trainer") == {"wandb_api_key"}
+    assert policy.secrets_of("dispatch") >= {"ssh_key", "control_secret"} and policy.secrets_of("trainer") == {
+        "wandb_api_key"
+    }
 
 
 def test_an_experiment_token_holds_its_prefixes_and_nothing_else() -> None:
