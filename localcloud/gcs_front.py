@@ -338,7 +338,8 @@ class Front(BaseHTTPRequestHandler):
             self._json(400, {"error": "invalid_grant", "error_description": "The subject token is invalid."})
             return
         try:
-            options = json.loads(form.get("options") or "{}")
+            # google-auth quotes the options once more than the form does (as Google's STS reads them).
+            options = json.loads(unquote(form.get("options") or "{}"))
             rules = tuple(
                 Rule(
                     bucket=r["availableResource"].rsplit("/buckets/", 1)[1],

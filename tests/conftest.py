@@ -6,6 +6,7 @@ Tests reach it through the official Google client libraries, exactly as the prod
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -61,12 +62,24 @@ class Cloud:
         )
         return Runtime.from_settings(replace(settings, **overrides))
 
-    def vm_identity(self, spec: Any, token_file: Path) -> dict[str, str]:
+    @functools.cached_property
+    def http(self) -> requests.Session:
+        """Raw HTTP to the emulators as the test harness (the admin's credential): for the tests that
+        speak the REST APIs themselves rather than through a client library."""
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self.local.token('admin')}"
+        return session
+
+    def vm_identity(self, spec: Any, token_file: Path, rules: list[dict[str, Any]] | None = None) -> dict[str, str]:
         """A VM's credentials for the trainer of ``spec`` (a TrainerSpec), as dispatch sets them up:
-        the trainer's service account, and the experiment's downscoped storage token in ``token_file``."""
+        the trainer's service account, and the experiment's downscoped storage token in ``token_file``
+        (``rules``: another boundary than the experiment's)."""
         from sinergym_cloud.gcp import tokens
 
-        rules = tokens.rules_for_experiment(spec.results_bucket, spec.batch_id, spec.experiment_name, spec.experiment)
+        if rules is None:
+            rules = tokens.rules_for_experiment(
+                spec.results_bucket, spec.batch_id, spec.experiment_name, spec.experiment
+            )
         token, expiry = tokens.mint(self.env["STORAGE_EMULATOR_HOST"], self.local.token("dispatch"), rules)
         tokens.write_token_file(token_file, token, expiry)
         return {"LOCALCLOUD_TOKEN": self.local.token("trainer"), "SINERGYM_STORAGE_TOKEN_FILE": str(token_file)}

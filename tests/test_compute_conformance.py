@@ -15,7 +15,6 @@ from importlib import metadata
 from typing import Any
 
 import pytest
-import requests
 from google.api_core import exceptions
 from google.cloud import compute_v1
 
@@ -109,7 +108,7 @@ class Recorder:
         self.kinds: set[str] = set()
 
     def call(self, method_id: str, verb: str, path: str, *, status: int = 200, **kwargs: Any) -> Any:
-        response = requests.request(verb, _url(self.cloud, path), timeout=30, **kwargs)
+        response = self.cloud.http.request(verb, _url(self.cloud, path), timeout=30, **kwargs)
         assert response.status_code == status, (method_id, response.status_code, response.text[:500])
         body = response.json()
         if status == 200:
@@ -185,7 +184,7 @@ def test_every_response_kind_matches_the_discovery_document(cloud: Cloud) -> Non
     assert instance["disks"][0]["boot"] is True and instance["serviceAccounts"]
     attributes = f"zones/{ZONE}/instances/{group}-0/getGuestAttributes"
     wait_for(
-        lambda: requests.get(_url(cloud, attributes), params={"queryPath": "hostkeys/"}, timeout=10).ok,
+        lambda: cloud.http.get(_url(cloud, attributes), params={"queryPath": "hostkeys/"}, timeout=10).ok,
         60,
         "the VM's host keys in its guest attributes",
     )
@@ -248,7 +247,7 @@ def test_every_response_kind_matches_the_discovery_document(cloud: Cloud) -> Non
 
 
 def test_an_unserved_method_fails_loudly_and_names_itself(cloud: Cloud) -> None:
-    response = requests.delete(_url(cloud, f"zones/{ZONE}/instances/some-vm"), timeout=10)
+    response = cloud.http.delete(_url(cloud, f"zones/{ZONE}/instances/some-vm"), timeout=10)
     assert response.status_code == 501
     error = response.json()["error"]
     assert error["errors"][0]["reason"] == "notImplemented"
@@ -257,11 +256,11 @@ def test_an_unserved_method_fails_loudly_and_names_itself(cloud: Cloud) -> None:
     with pytest.raises(exceptions.MethodNotImplemented):
         cloud.runtime().clients.instances.delete(project=PROJECT, zone=ZONE, instance="some-vm")
     # A path Compute Engine does not have at all stays a 404.
-    assert requests.get(_url(cloud, "noSuchCollection"), timeout=10).status_code == 404
+    assert cloud.http.get(_url(cloud, "noSuchCollection"), timeout=10).status_code == 404
 
 
 def _ops(cloud: Cloud) -> list[dict[str, Any]]:
-    return list(requests.get(_url(cloud, f"zones/{ZONE}/operations"), timeout=10).json()["items"])
+    return list(cloud.http.get(_url(cloud, f"zones/{ZONE}/operations"), timeout=10).json()["items"])
 
 
 def test_rejected_requests_leave_no_operation_and_a_retry_gets_the_real_outcome(cloud: Cloud) -> None:
@@ -270,14 +269,14 @@ def test_rejected_requests_leave_no_operation_and_a_retry_gets_the_real_outcome(
     before = {o["name"] for o in _ops(cloud)}
     rid = str(uuid.uuid4())
     body = {"name": group, "baseInstanceName": group, "instanceTemplate": "global/instanceTemplates/missing"}
-    assert requests.post(base, json=body, params={"requestId": rid}, timeout=10).status_code == 404
+    assert cloud.http.post(base, json=body, params={"requestId": rid}, timeout=10).status_code == 404
     cloud.emulator("faults", {"method": "instanceGroupManagers.insert", "code": 503, "reason": "backendError"})
     body["instanceTemplate"] = f"global/instanceTemplates/{TEMPLATE}"
-    assert requests.post(base, json=body, params={"requestId": rid}, timeout=10).status_code == 503
+    assert cloud.http.post(base, json=body, params={"requestId": rid}, timeout=10).status_code == 503
     assert {o["name"] for o in _ops(cloud)} == before  # no ghost: nothing was accepted
-    first = requests.post(base, json=body, params={"requestId": rid}, timeout=10)
+    first = cloud.http.post(base, json=body, params={"requestId": rid}, timeout=10)
     assert first.status_code == 200
-    again = requests.post(base, json=body, params={"requestId": rid}, timeout=10)
+    again = cloud.http.post(base, json=body, params={"requestId": rid}, timeout=10)
     assert again.status_code == 200 and again.json()["name"] == first.json()["name"]
     assert [o for o in _ops(cloud) if o["name"] not in before] == [
         o for o in _ops(cloud) if o["name"] == first.json()["name"]

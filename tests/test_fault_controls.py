@@ -34,7 +34,7 @@ def test_the_front_answers_a_burst_of_googles_errors_then_serves_again(cloud: Cl
         "pending": [{"status": 503, "count": 2}]
     }
     requests.post(f"{front}/_front/faults", json={"status": 429, "count": 1}, timeout=10)
-    answers = [requests.get(listing, timeout=10) for _ in range(4)]
+    answers = [cloud.http.get(listing, timeout=10) for _ in range(4)]
     assert [a.status_code for a in answers] == [503, 503, 429, 200]
     assert answers[0].json()["error"]["errors"][0] == {
         "message": "Backend Error", "domain": "global", "reason": "backendError",
@@ -106,7 +106,8 @@ def delivered(cloud: Cloud) -> Iterator[tuple[Sink, str, Path]]:
     folder.mkdir()
     process = subprocess.Popen(
         [sys.executable, "-m", "localcloud.delivery", f"--route={subscription}={sink.url}/projects/{PROJECT}/topics/{topic}"],
-        env={**os.environ, **cloud.env, "LOCALCLOUD_DIR": str(folder)}, cwd=REPO,
+        env={**os.environ, **cloud.env, "LOCALCLOUD_DIR": str(folder), "LOCALCLOUD_TOKEN": cloud.local.token("pubsub")},
+        cwd=REPO,
     )  # fmt: skip
     try:
         yield sink, topic, folder

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from localcloud import profiles
 from localcloud.cloud import LocalCloud, Options
@@ -54,7 +53,7 @@ def test_the_profile_takes_compute_engines_times() -> None:
 
 
 def _post(cloud: Cloud, path: str, **kwargs: Any) -> dict[str, Any]:
-    response = requests.post(f"{cloud.compute_url}/compute/v1/projects/{PROJECT}/{path}", timeout=30, **kwargs)
+    response = cloud.http.post(f"{cloud.compute_url}/compute/v1/projects/{PROJECT}/{path}", timeout=30, **kwargs)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -68,7 +67,7 @@ def test_a_group_goes_through_the_states_compute_engine_shows(gce: Cloud) -> Non
     assert op["status"] == "RUNNING"  # still running after the request returned
     progress = []
     while op["status"] != "DONE":
-        op = requests.get(
+        op = gce.http.get(
             f"{gce.compute_url}/compute/v1/projects/{PROJECT}/zones/{ZONE}/operations/{op['name']}", timeout=10
         ).json()
         progress.append(op["progress"])

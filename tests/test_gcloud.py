@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from google.auth.credentials import AnonymousCredentials
+from google.oauth2.credentials import Credentials
 
 from sinergym_cloud.gcp.compute import ComputeApi
 from tests.conftest import Cloud, new_batch_id, wait_for
@@ -33,13 +32,17 @@ Gcloud = Callable[..., Any]
 
 @pytest.fixture(scope="session")
 def gcloud(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Gcloud:
-    """Run ``gcloud ARGS --format=json`` with the local cloud's environment and a throwaway config."""
+    """Run ``gcloud ARGS --format=json`` with the local cloud's environment and a throwaway config, as
+    a project owner (the admin's credential: these tests make groups, which operators may not)."""
     binary = shutil.which("gcloud")
     assert binary is not None, "the tests that use this fixture are marked needs('gcloud')"
     config = tmp_path_factory.mktemp("gcloud-config")
+    owner = config / "owner.token"
+    owner.write_text(cloud.local.token("admin"))
     env = {
         **os.environ,
         **cloud.env,
+        "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(owner),
         "CLOUDSDK_CONFIG": str(config),
         "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
         "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
@@ -171,15 +174,15 @@ def test_the_fake_gcs_differences_the_front_bridges_are_real(cloud: Cloud) -> No
     bucket = cloud.settings.results_bucket
     for base in (direct, front):
         cloud.runtime().clients.storage.bucket(bucket).blob("probe/x").upload_from_string("x")
-        deleted = requests.delete(f"{base}/storage/v1/b/{bucket}/o/probe%2Fx", timeout=10)
-        layout = requests.get(f"{base}/storage/v1/b/{bucket}/storageLayout", timeout=10)
+        deleted = cloud.http.delete(f"{base}/storage/v1/b/{bucket}/o/probe%2Fx", timeout=10)
+        layout = cloud.http.get(f"{base}/storage/v1/b/{bucket}/storageLayout", timeout=10)
         if base == direct:
             assert (deleted.status_code, deleted.text.strip()) == (200, "null")
             assert layout.status_code == 404
         else:
             assert (deleted.status_code, deleted.content) == (204, b"")
             assert layout.status_code == 200 and layout.json()["hierarchicalNamespace"] == {"enabled": False}
-    assert requests.get(f"{front}/storage/v1/b/no-such-bucket/storageLayout", timeout=10).status_code == 404
+    assert cloud.http.get(f"{front}/storage/v1/b/no-such-bucket/storageLayout", timeout=10).status_code == 404
 
 
 def test_the_discovery_client_drives_the_group_round_trip(cloud: Cloud) -> None:
@@ -188,7 +191,7 @@ def test_the_discovery_client_drives_the_group_round_trip(cloud: Cloud) -> None:
     compute = discovery.build(
         "compute",
         "v1",
-        credentials=AnonymousCredentials(),
+        credentials=Credentials(cloud.local.token("admin")),  # the harness acts as Terraform
         client_options={"api_endpoint": f"{cloud.compute_url}/compute/v1/"},
         static_discovery=True,
         cache_discovery=False,
@@ -234,3 +237,19 @@ def test_the_discovery_client_drives_the_group_round_trip(cloud: Cloud) -> None:
     assert group not in {
         g["name"] for scope in aggregated["items"].values() for g in scope.get("instanceGroupManagers", [])
     }
+
+
+@pytest.mark.needs("gcloud")
+def test_an_operators_gcloud_looks_but_makes_no_group(cloud: Cloud, tmp_path: Path) -> None:
+    """With `. .local/env` alone (the operator's credential, operators.tf's grants): gcloud lists the
+    groups; creating one is refused with Compute Engine's 403 naming the permission."""
+    binary = shutil.which("gcloud")
+    assert binary is not None
+    env = {**os.environ, **cloud.env, "CLOUDSDK_CONFIG": str(tmp_path), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+           "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1"}  # fmt: skip
+    mig = [binary, "compute", "instance-groups", "managed"]
+    listed = subprocess.run([*mig, "list", "--format=json"], env=env, capture_output=True, text=True, timeout=180)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    made = subprocess.run([*mig, "create", f"g-{new_batch_id()}", "--template", TEMPLATE, "--size", "1",
+                           "--zone", ZONE], env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert made.returncode != 0 and "compute.instanceGroupManagers.create" in made.stderr, made.stderr[-2000:]

@@ -234,14 +234,15 @@ def test_the_group_operator_role_is_exactly_what_the_compute_calls_need() -> Non
 
 
 def test_dispatch_reads_instances_and_host_keys_and_nothing_else() -> None:
-    """dispatch's custom role is exactly what describe_host calls (api.c.*) and instance() need."""
+    """dispatch's custom role is exactly what describe_host calls (api.c.*) and instance() need, and
+    deleteInstances (a VM of an experiment that has ended, handed back to its group)."""
     roles = _custom_roles()
     granted = set(_unquote(roles["instance_reader"])["permissions"])
     source = (REPO / "sinergym_cloud" / "gcp" / "compute.py").read_text()
     calls = set(re.findall(r"api\.c\.([a-z_]+\.[a-z_]+)\b", source)) - {"c.settings"}
     calls = {c for c in calls if not c.startswith("settings.")} | {"instances.get"}  # api.instance()
     assert "instances.get_guest_attributes" in calls, "the host-key call was not found: the pattern is broken"
-    assert {CALL_PERMISSIONS[c] for c in calls} == granted
+    assert {CALL_PERMISSIONS[c] for c in calls} | {CALL_PERMISSIONS["migs.delete_instances_unary"]} == granted
 
 
 def test_no_secret_in_instance_metadata_or_images() -> None:

@@ -58,7 +58,7 @@ def test_the_front_counts_writes_per_object_and_what_it_refused(cloud: Cloud) ->
     with pytest.raises(exceptions.TooManyRequests):
         bucket.blob(name).upload_from_string("b", retry=None)
     # Google's envelope, as a client that reads it (gcloud, the JSON API) sees it.
-    raw = requests.post(
+    raw = cloud.http.post(
         f"{front}/upload/storage/v1/b/{bucket.name}/o",
         params={"uploadType": "media", "name": name},
         data=b"c",

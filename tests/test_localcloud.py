@@ -327,7 +327,7 @@ def test_down_after_a_crash_of_the_starter_still_stops_everything(tmp_path: Path
     from sinergym_cloud.config import Settings
     from sinergym_cloud.gcp.clients import Clients
 
-    api = ComputeApi(Clients(Settings.from_env(env)), PROJECT)
+    api = ComputeApi(Clients(Settings.from_env({**env, "LOCALCLOUD_TOKEN": cloud.token("admin")})), PROJECT)
     api.ensure_group(ZONE, "crash", "sinergym-template")
     api.create_instances(ZONE, "crash", {"crash-0": {"sinergym-batch-id": "crash", "sinergym-experiment-index": "0"}})
     state_url = f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/state"

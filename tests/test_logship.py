@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from sinergym_cloud import names
 from sinergym_cloud.gcp import logs as bucket_logs
+from sinergym_cloud.gcp import tokens
 from sinergym_cloud.vm import logship
 from tests.conftest import Cloud, new_batch_id
 
@@ -110,9 +112,12 @@ def test_after_the_final_flush_nothing_more_is_stored_unless_printed(tmp_path: P
 def test_chunks_in_the_bucket_read_back_in_order(cloud: Cloud, tmp_path: Path) -> None:
     rt = cloud.runtime()
     batch_id = new_batch_id("logs")
+    # As on a VM: the trainer's account, and its experiment's storage token.
+    rules = tokens.experiment_rules(cloud.settings.results_bucket, names.results_prefix(batch_id, "PPO-x-1"))
     env = {
         **__import__("os").environ,
         **cloud.env,
+        **cloud.vm_identity(None, tmp_path / "storage-token.json", rules),
         "SINERGYM_VM_HOME": str(tmp_path),
         "SINERGYM_LOG_CHUNK_SECONDS": "1",
     }

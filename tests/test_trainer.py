@@ -21,6 +21,7 @@ from google.api_core import exceptions
 
 from sinergym_cloud import contracts, names
 from sinergym_cloud.contracts import Completion, Experiment, TrainerSpec
+from sinergym_cloud.gcp import tokens
 from tests.conftest import REPO, Cloud, new_batch_id, wait_for
 from trainer import storage
 
@@ -277,7 +278,11 @@ def test_parallel_environments_and_tensorboard_in_the_bucket(cloud: Cloud, compl
 
 @pytest.mark.slow
 def test_runtime_check_passes_against_the_local_cloud(cloud: Cloud, completions: str, tmp_path: Path) -> None:
-    env = {**trainer_env(cloud), "SINERGYM_RESULTS_BUCKET": "experiments-storage"}
+    # As on a VM: the trainer's account, and a token for the check's prefix (an experiment's, when
+    # publisher.py --check launches it).
+    rules = tokens.experiment_rules("experiments-storage", "checks/")
+    identity = cloud.vm_identity(None, tmp_path.parent / f"{tmp_path.name}-token.json", rules)
+    env = {**trainer_env(cloud), "SINERGYM_RESULTS_BUCKET": "experiments-storage", **identity}
     result = subprocess.run(
         [sys.executable, "-m", "trainer", "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )

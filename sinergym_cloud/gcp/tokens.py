@@ -172,7 +172,13 @@ def source_credentials(storage_endpoint: str | None, local_token: str | None) ->
     if storage_endpoint:
         from google.oauth2.credentials import Credentials
 
-        return Credentials(token=local_token or "none")
+        # google-auth refreshes the source before each exchange: the local credential does not change.
+        value = local_token or "none"
+
+        def same(request: Any, scopes: Any) -> tuple[str, dt.datetime]:
+            return value, dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(hours=1)
+
+        return Credentials(token=value, refresh_handler=same)
     import google.auth
 
     credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
