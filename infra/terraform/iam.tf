@@ -126,6 +126,15 @@ resource "google_pubsub_topic_iam_member" "trainer_publishes" {
   member   = "serviceAccount:${google_service_account.sa["trainer"].email}"
 }
 
+# The sweeper asks dispatch for a running experiment's fresh storage token (a token-refresh
+# message on the instance-ready topic: only dispatch may mint one).
+resource "google_pubsub_topic_iam_member" "sweeper_asks_tokens" {
+  project = var.project_id
+  topic   = module.topics["ready"].topic_id
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.sa["sweeper"].email}"
+}
+
 # Functions publish rejected messages to their topic's dead-letter topic.
 resource "google_pubsub_topic_iam_member" "dead_letters" {
   for_each = { launch = "batches", dispatch = "ready", cleanup = "completions", sweeper = "sweep" }
