@@ -327,19 +327,27 @@ def test_down_after_a_crash_of_the_starter_still_stops_everything(tmp_path: Path
     from sinergym_cloud.config import Settings
     from sinergym_cloud.gcp.clients import Clients
 
-    api = ComputeApi(Clients(Settings.from_env({**env, "LOCALCLOUD_TOKEN": cloud.token("admin")})), PROJECT)
-    api.ensure_group(ZONE, "crash", "sinergym-template")
-    api.create_instances(ZONE, "crash", {"crash-0": {"sinergym-batch-id": "crash", "sinergym-experiment-index": "0"}})
-    state_url = f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/state"
-    import requests
+    try:
+        api = ComputeApi(Clients(Settings.from_env({**env, "LOCALCLOUD_TOKEN": cloud.token("admin")})), PROJECT)
+        api.ensure_group(ZONE, "crash", "sinergym-template")
+        api.create_instances(
+            ZONE, "crash", {"crash-0": {"sinergym-batch-id": "crash", "sinergym-experiment-index": "0"}}
+        )
+        state_url = f"{env['SINERGYM_COMPUTE_ENDPOINT']}/_emulator/state"
+        import requests
 
-    vm = wait_for(
-        lambda: (
-            (v := requests.get(state_url, timeout=5).json()["instances"].get(f"{ZONE}/crash-0")) and v["ready"] and v
-        ),
-        30,
-        "VM up",
-    )
+        vm = wait_for(
+            lambda: (
+                (v := requests.get(state_url, timeout=5).json()["instances"].get(f"{ZONE}/crash-0"))
+                and v["ready"]
+                and v
+            ),
+            30,
+            "VM up",
+        )
+    except BaseException:
+        cloud.down()  # a failure before the crash below must not leave the cloud running
+        raise
     # A process the VM started that left its process group (like a detached trainer).
     subprocess.run(["kill", "-9", str(procs.PidRecord.load(cloud.pid_dir / "compute.json").pid)], check=True)  # type: ignore[union-attr] - its pid file exists while the cloud is up
     os_pid = vm["pid"]
