@@ -73,5 +73,9 @@ def environment(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
     values = dict(env)
     if settings.storage_endpoint:
         values["STORAGE_EMULATOR_HOST"] = settings.storage_endpoint
+        if settings.local_token:
+            # The caller's credential, as gcsfs takes a raw token (fsspec's FSSPEC_<PROTOCOL>_TOKEN
+            # settings); on Google Cloud gcsfs finds the application-default credentials itself.
+            values["FSSPEC_GS_TOKEN"] = values["FSSPEC_GCS_TOKEN"] = settings.local_token
     values.setdefault("GOOGLE_CLOUD_PROJECT", settings.project)
     return values

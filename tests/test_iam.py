@@ -111,7 +111,7 @@ def test_a_vm_token_writes_its_own_experiment_only(cloud: Cloud, tmp_path: Path)
     admin = cloud.runtime().clients.storage
     theirs = f"{names.results_prefix(batch_id, other)}model.zip"
     admin.bucket(RESULTS).blob(theirs).upload_from_string(b"theirs")
-    state_object = names.launch_object(batch_id)
+    state_object = names.experiment_object(batch_id, 0)  # of no launched batch: nothing else reads it
     admin.bucket(STATE).blob(state_object).upload_from_string(b"{}")
     since = time.time()
 
@@ -122,8 +122,8 @@ def test_a_vm_token_writes_its_own_experiment_only(cloud: Cloud, tmp_path: Path)
         "overwrite another experiment's output": lambda: vm.bucket(RESULTS).blob(theirs).upload_from_string(b"x"),
         "delete another experiment's output": lambda: vm.bucket(RESULTS).blob(theirs).delete(),
         "write at the batch's root": lambda: vm.bucket(RESULTS).blob(f"{batch_id}/x").upload_from_string(b"x"),
-        "delete the launch record": lambda: vm.bucket(STATE).blob(state_object).delete(),
-        "read the launch record": lambda: vm.bucket(STATE).blob(state_object).download_as_bytes(),
+        "delete a record of the batch": lambda: vm.bucket(STATE).blob(state_object).delete(),
+        "read a record of the batch": lambda: vm.bucket(STATE).blob(state_object).download_as_bytes(),
     }
     for what, attempt in attempts.items():
         with pytest.raises(exceptions.Forbidden, match="access boundary") as refused:
@@ -134,6 +134,7 @@ def test_a_vm_token_writes_its_own_experiment_only(cloud: Cloud, tmp_path: Path)
     refused = [a for a in audit_lines(cloud, since) if not a["allowed"] and a.get("downscoped")]
     resources = {a["resource"].split("/objects/", 1)[1] for a in refused if "/objects/" in a["resource"]}
     assert resources >= {theirs, f"{batch_id}/x", state_object}, resources
+    admin.bucket(STATE).blob(state_object).delete()
 
 
 # ------------------------------------------------------------------------------- the audit

@@ -55,7 +55,14 @@ def lcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cloud, Pa
         "BENCH_SCHEDULE": str(schedule),
     }
     options = Options(
-        port_base=0, sweep_interval=5, heartbeat_seconds=2, heartbeat_timeout=300, boot_timeout=300, limits="google"
+        # The workload writes no heartbeat: a running experiment counts as lost only after the timeout,
+        # and under these limits on a loaded machine a completion can wait minutes for its function.
+        port_base=0,
+        sweep_interval=5,
+        heartbeat_seconds=2,
+        heartbeat_timeout=900,
+        boot_timeout=300,
+        limits="google",
     )
     with own_cloud(tmp_path_factory.mktemp("limits-cloud"), workload, options) as cloud:
         cloud.local.set_limits(LOWERED)

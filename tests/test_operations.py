@@ -30,7 +30,7 @@ from sinergym_cloud.gcp.runtime import Runtime
 from tests.conftest import REPO, Cloud, new_batch_id, own_cloud, wait_for
 from tests.control_helpers import WEEK, make_batch, ppo, publish_batch, wait_batch
 
-WORK = 12.0  # seconds each experiment "trains": long enough to follow its log while it does
+WORK = 20.0  # seconds each experiment "trains": long enough to follow its log while it does, on a loaded machine too
 PROJECT = "local-project"
 
 

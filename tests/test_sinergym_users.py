@@ -322,7 +322,7 @@ def run_spec(cloud: Cloud, spec: TrainerSpec, workdir: Path) -> str:
     with open(workdir / "trainer.log", "w") as log:
         code = subprocess.call(
             [sys.executable, "-m", "trainer", "run", "--spec", str(workdir / "spec.json")],
-            cwd=workdir, env=trainer_env(**cloud.env, **cloud.vm_identity(spec, workdir / "storage-token.json")),
+            cwd=workdir, env=trainer_env(**{**cloud.env, **cloud.vm_identity(spec, workdir / "storage-token.json")}),
             stdout=log, stderr=subprocess.STDOUT, timeout=600,
         )  # fmt: skip
     text = (workdir / "trainer.log").read_text(errors="replace")
