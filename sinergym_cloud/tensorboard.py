@@ -77,5 +77,6 @@ def environment(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
             # The caller's credential, as gcsfs takes a raw token (fsspec's FSSPEC_<PROTOCOL>_TOKEN
             # settings); on Google Cloud gcsfs finds the application-default credentials itself.
             values["FSSPEC_GS_TOKEN"] = values["FSSPEC_GCS_TOKEN"] = settings.local_token
+            values["FETCH_RAW_TOKEN_EXPIRY"] = "false"  # gcsfs would ask Google's tokeninfo about it
     values.setdefault("GOOGLE_CLOUD_PROJECT", settings.project)
     return values

@@ -35,7 +35,9 @@ LOWERED = limits.GOOGLE.with_(
         "read_requests": 40,
         "list_requests": 60,
         "operation_read_requests": 200,
-        "default": 30,
+        # Mutations: enough to refuse some in a wave's minute, not so few that a completion's
+        # redeliveries back off for minutes (Pub/Sub's backoff grows to its maximum).
+        "default": 60,
     },
     function_max_instances=2,
     function_pending_seconds=1.0,
