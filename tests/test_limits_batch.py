@@ -37,7 +37,7 @@ LOWERED = limits.GOOGLE.with_(
         "operation_read_requests": 200,
         # Mutations: enough to refuse some in a wave's minute, not so few that a completion's
         # redeliveries back off for minutes (Pub/Sub's backoff grows to its maximum).
-        "default": 60,
+        "default": 40,
     },
     function_max_instances=2,
     function_pending_seconds=1.0,
