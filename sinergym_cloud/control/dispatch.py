@@ -67,17 +67,17 @@ def storage_token(rt: Runtime, rec: ExperimentRecord, results_bucket: str) -> tu
 
 def refresh(rt: Runtime, ask: TokenRefresh) -> str:
     """Hand the running boot ``ask.boot_id`` a fresh storage token, if it still runs there."""
-    current = rt.state.read(names.experiment_object(ask.batch_id, ask.experiment_index))
-    if current is None:
-        raise BadMessage(f"no experiment {ask.experiment_index} in batch {ask.batch_id}")
-    rec = ExperimentRecord.model_validate(current.data)
+    rec = _record(rt, ask.batch_id, ask.experiment_index)
     if rec.state != "running" or rec.boot_id != ask.boot_id:
         return f"ignored: experiment is {rec.state} on boot {rec.boot_id}"
     if not tokens.needs_refresh(rec.token_issued_at, rec.token_expires_at, time.time()):
         return "ignored: its token is fresh"
-    host = compute.describe_host(rt.compute, rec.zone, rec.instance)
-    if host is None or host.status != "RUNNING" or not ask.boot_id.startswith(f"{host.id}-") or not host.host_keys:
-        return f"ignored: instance {rec.instance} is not running boot {ask.boot_id}"
+    try:
+        host = verified_host(rt, rec, ask.boot_id)
+    except BadMessage as exc:
+        return f"ignored: {exc}"
+    if not host.host_keys:
+        return f"ignored: instance {rec.instance} has published no host key"
     launch = batches.read_launch(rt, ask.batch_id)
     if launch is None:
         raise BadMessage(f"batch {ask.batch_id} has no launch record")
@@ -107,8 +107,16 @@ def recreated(rec: ExperimentRecord, host: compute.Host) -> bool:
     return host.created_at is not None and rec.vm_created_at is not None and host.created_at > rec.vm_created_at
 
 
-def verified_host(rt: Runtime, rec: ExperimentRecord, ready: InstanceReady) -> compute.Host:
-    """The VM as Compute describes it, if it is the one the message claims to be; BadMessage if not."""
+def _record(rt: Runtime, batch_id: str, index: int) -> ExperimentRecord:
+    current = rt.state.read(names.experiment_object(batch_id, index))
+    if current is None:
+        raise BadMessage(f"no experiment {index} in batch {batch_id}")
+    return ExperimentRecord.model_validate(current.data)
+
+
+def verified_host(rt: Runtime, rec: ExperimentRecord, boot_id: str) -> compute.Host:
+    """The VM as Compute describes it, if it runs the boot ``boot_id`` of the experiment's instance in
+    its group; BadMessage if not."""
     host = compute.describe_host(rt.compute, rec.zone, rec.instance)
     if host is None:
         raise BadMessage(f"instance {rec.instance} does not exist in {rec.zone}")
@@ -116,8 +124,8 @@ def verified_host(rt: Runtime, rec: ExperimentRecord, ready: InstanceReady) -> c
         raise BadMessage(f"instance {rec.instance} is {host.status}, not RUNNING")
     if host.group != rec.mig:
         raise BadMessage(f"instance {rec.instance} is not a member of group {rec.mig}")
-    if not ready.boot_id.startswith(f"{host.id}-"):
-        raise BadMessage(f"boot {ready.boot_id} is not a boot of instance {rec.instance} (id {host.id})")
+    if not boot_id.startswith(f"{host.id}-"):
+        raise BadMessage(f"boot {boot_id} is not a boot of instance {rec.instance} (id {host.id})")
     if not host.address:
         raise BadMessage(f"instance {rec.instance} has no network address")
     return host
@@ -128,11 +136,7 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
     index = names.experiment_index(ready.mig, ready.instance)
     if index is None:
         raise BadMessage(f"instance {ready.instance} is not an experiment instance of group {ready.mig}")
-    path = names.experiment_object(ready.batch_id, index)
-    current = rt.state.read(path)
-    if current is None:
-        raise BadMessage(f"no experiment {index} in batch {ready.batch_id}")
-    rec = ExperimentRecord.model_validate(current.data)
+    rec = _record(rt, ready.batch_id, index)
     if (rec.instance, rec.mig, rec.zone) != (ready.instance, ready.mig, ready.zone):
         raise BadMessage(
             f"instance {ready.instance} in {ready.zone} does not serve experiment {index} of {ready.batch_id}"
@@ -148,7 +152,7 @@ def dispatch(rt: Runtime, ready: InstanceReady) -> str:
         raise RuntimeError(f"experiment {index} of {ready.batch_id} is queued: its VM {rec.instance} came early")
     if rec.state == "running" and rec.boot_id == ready.boot_id:
         return "duplicate: trainer already started on this boot"
-    host = verified_host(rt, rec, ready)
+    host = verified_host(rt, rec, ready.boot_id)
     if rec.state in BOOTED and rec.boot_id != ready.boot_id and not recreated(rec, host):
         raise BadMessage(
             f"experiment {index} of {ready.batch_id} is {rec.state} on boot {rec.boot_id} and Compute shows "
@@ -241,7 +245,7 @@ def _converse(rt: Runtime, talk: ssh.Conversation, ready: InstanceReady, *, host
     )
     token, expires = storage_token(rt, rec, launch.results_bucket)
     issued = time.time()
-    payload = {**json.loads(spec.model_dump_json()), "storage_token": {"token": token, "expires_at": expires}}
+    payload = {**spec.model_dump(mode="json"), "storage_token": {"token": token, "expires_at": expires}}
     answer = _answer(ready.instance, talk.finish(json.dumps(payload).encode()))
     status = answer.get("status")
     if status not in ("started", "running", "exited"):

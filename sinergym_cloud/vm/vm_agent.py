@@ -27,6 +27,7 @@ environment, as the container's environment is on Google Cloud.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import fcntl
 import json
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from sinergym_cloud import names
+from sinergym_cloud.gcp import tokens
 from sinergym_cloud.vm import procinfo
 
 DEFAULT_HOME = "/var/lib/sinergym"
@@ -142,11 +144,8 @@ def _token_problem(token: Any) -> str:
 def write_token(workdir: Path, token: dict[str, Any]) -> Path:
     """The experiment's storage token, readable by this user only, replaced whole."""
     path = workdir / TOKEN_FILE
-    tmp = workdir / f".{TOKEN_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"token": token["token"], "expires_at": float(token["expires_at"])}, f)
-    tmp.replace(path)
+    expiry = dt.datetime.fromtimestamp(float(token["expires_at"]), dt.UTC)
+    tokens.write_token_file(path, token["token"], expiry)
     return path
 
 
