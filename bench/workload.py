@@ -33,7 +33,9 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -41,7 +43,7 @@ def main(argv: list[str]) -> int:
     # out at once.
     from sinergym_cloud import contracts, logs, names, signing
     from sinergym_cloud.config import Settings
-    from sinergym_cloud.contracts import Completion, Progress, TrainerSpec
+    from sinergym_cloud.contracts import Completion, TrainerSpec
     from sinergym_cloud.gcp.clients import Clients
 
     spec = TrainerSpec.model_validate_json(Path(argv[argv.index("--spec") + 1]).read_text())
@@ -63,6 +65,7 @@ def main(argv: list[str]) -> int:
             clients.publish(names.TOPIC_COMPLETIONS, data, 30.0, **attributes)
 
     metrics: dict[str, float] = {}
+    reported: dict[str, dict[str, float]] = {}
     failing = spec.experiment_index in json.loads(os.environ.get("BENCH_FAIL") or "[]")
     status, reason, error_type = "succeeded", "benchmark workload", None
     print(f"workload: experiment {spec.experiment_index} ({spec.experiment_name}) starts", flush=True)
@@ -84,13 +87,7 @@ def main(argv: list[str]) -> int:
                 status, reason, error_type = "failed", str(exc), type(exc).__name__
     else:
         values = scripted(script, spec.batch_id, spec.experiment_index)
-        for episode, value in enumerate(values, 1):
-            time.sleep(float(os.environ.get("BENCH_EPISODE_SECONDS", "1")))
-            if spec.progress:
-                report = Progress(batch_id=spec.batch_id, experiment_index=spec.experiment_index,
-                                  instance=spec.instance, zone=spec.zone, boot_id=spec.boot_id, episode=episode,
-                                  metrics={"eval_mean_reward": value, "mean_reward": value})  # fmt: skip
-                publish(contracts.dump(report), kind="progress")
+        reported = episodes(spec, values, publish)
         if values:
             metrics = {"best_eval_mean_reward": max(values), "final_mean_reward": values[-1], "episodes": len(values)}
     message = Completion(
@@ -106,12 +103,31 @@ def main(argv: list[str]) -> int:
         log_tail=[f"{error_type}: {reason}"] if error_type else [],
         started_at=started,
         metrics=metrics,
+        progress=reported,  # as the trainer: its reports again, for any delivered after this
         finished_at=dt.datetime.now(dt.UTC),  # the latency of cleanup is measured from here
     )
     print(f"workload: experiment {spec.experiment_index} {status}", flush=True)
     logs.request_flush(final=True)  # as the trainer: its log is stored before the completion deletes the VM
     publish(contracts.dump(message))
     return 0
+
+
+def episodes(spec: Any, values: list[float], publish: Callable[..., None]) -> dict[str, dict[str, float]]:
+    """Run the scripted episodes, BENCH_EPISODE_SECONDS each; a trial whose spec asks for progress
+    reports publishes a signed Progress after each. Returns the reports, which the Completion repeats."""
+    from sinergym_cloud import contracts
+    from sinergym_cloud.contracts import Progress
+
+    reported: dict[str, dict[str, float]] = {}
+    for episode, value in enumerate(values, 1):
+        time.sleep(float(os.environ.get("BENCH_EPISODE_SECONDS", "1")))
+        if spec.progress:
+            reported[str(episode)] = {"eval_mean_reward": value, "mean_reward": value}
+            report = Progress(batch_id=spec.batch_id, experiment_index=spec.experiment_index,
+                              instance=spec.instance, zone=spec.zone, boot_id=spec.boot_id, episode=episode,
+                              metrics=reported[str(episode)])  # fmt: skip
+            publish(contracts.dump(report), kind="progress")
+    return reported
 
 
 def scripted(script: dict[str, list[float]] | None, batch_id: str, index: int) -> list[float]:

@@ -58,6 +58,10 @@ class Settings:
     quota_grace: float = 60.0
     max_runtime_hours: float = 48.0
     call_deadline: float = 30.0  # retries of one external call stop here (well inside the ack deadline)
+    # ... and sooner once Compute's per-minute rate quota refused the call: None waits call_deadline.
+    # The functions wait 5 s (runtime.get): a function instance waiting out a quota for half a
+    # minute keeps other messages out, and each 429 they meet spends one of their delivery attempts.
+    rate_limit_wait: float | None = None
     # A batch whose failed experiments pass this share of all its experiments pages on-call at once
     # (the batch_failing metric, once per batch); 1 or more: never.
     failure_rate_threshold: float = 0.25
@@ -107,6 +111,7 @@ class Settings:
             quota_grace=float(env.get("SINERGYM_QUOTA_GRACE", 60)),
             max_runtime_hours=float(env.get("SINERGYM_MAX_RUNTIME_HOURS", 48)),
             call_deadline=float(env.get("SINERGYM_CALL_DEADLINE", 30)),
+            rate_limit_wait=float(env["SINERGYM_RATE_LIMIT_WAIT"]) if env.get("SINERGYM_RATE_LIMIT_WAIT") else None,
             failure_rate_threshold=float(env.get("SINERGYM_FAILURE_RATE_THRESHOLD", 0.25)),
             vm_hour_price=float(env.get("SINERGYM_VM_HOUR_PRICE", 0.025)),
         )

@@ -80,12 +80,15 @@ def reasons(exc: BaseException) -> set[str]:
     return {r for r in found if isinstance(r, str)}
 
 
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: the service is busy or briefly unavailable, or we are rate limited."""
     if isinstance(exc, (*_TRANSIENT_GOOGLE, ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, google.Forbidden):
-        return bool(reasons(exc) & {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
+        return bool(reasons(exc) & RATE_LIMIT_REASONS)
     return False
 
 

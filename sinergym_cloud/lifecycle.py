@@ -319,6 +319,16 @@ def reported(rec: ExperimentRecord, boot_id: str, episode: int, value: float) ->
     return Transition(applied=True, outcome="reported")
 
 
+def reports_repeated(rec: ExperimentRecord, boot_id: str, values: dict[int, float]) -> None:
+    """A sweep trial's completion repeats its episode reports: keep those whose Progress has not
+    arrived yet (a report delivered after the completion finds the trial ended and counts no more).
+    Part of the completion's transition, of its running boot only."""
+    if rec.terminal or rec.boot_id != boot_id:
+        return
+    for episode, value in sorted(values.items()):
+        rec.intermediate.setdefault(str(episode), float(value))
+
+
 def pruned(rec: ExperimentRecord, boot_id: str, episode: int, attrs: dict[str, object], now: float) -> Transition:
     """The sweep's pruner stopped the trial after ``episode``: it ends ``pruned`` and its VM goes at
     once (the trainer checkpointed before it reported). Only the boot that reported, still live."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from google.api_core import exceptions as google
 
@@ -74,3 +76,24 @@ def test_status_exits_not_found_only_for_a_missing_batch(monkeypatch: pytest.Mon
     monkeypatch.setattr(views, "batch_status", broken)
     with pytest.raises(KeyError):
         commands.status_command(["b-1"])
+
+
+def test_a_rate_quota_refusal_is_retried_only_for_the_rate_limited_wait() -> None:
+    calls: list[float] = []
+
+    def refused() -> None:
+        calls.append(time.monotonic())
+        raise google.Forbidden("quota", errors=[{"reason": "rateLimitExceeded"}])
+
+    with pytest.raises(google.Forbidden):
+        retry.call(refused, what="get instance", deadline=30.0, initial=0.05, maximum=0.1, rate_limited=0.5)
+    assert len(calls) > 1 and calls[-1] - calls[0] < 2.0, "given up after about rate_limited, not the deadline"
+    busy: list[float] = []
+
+    def unavailable() -> None:
+        busy.append(time.monotonic())
+        raise google.ServiceUnavailable("busy")
+
+    with pytest.raises(google.ServiceUnavailable):
+        retry.call(unavailable, what="get instance", deadline=1.5, initial=0.05, maximum=0.1, rate_limited=0.2)
+    assert busy[-1] - busy[0] > 1.0, "other transient errors keep the whole deadline"

@@ -217,3 +217,15 @@ def test_a_sweep_trial_is_pruned_once_by_its_running_boot_and_its_reports_are_ke
     other = record("running")
     t = complete("pruned")(other)
     assert (t.outcome, other.state, t.effects) == ("pruned", "pruned", {"settle"})
+
+
+def test_a_trials_completion_fills_in_the_reports_that_have_not_arrived_and_keeps_those_that_did() -> None:
+    rec = record("running")
+    assert lifecycle.reported(rec, "b1", 1, 0.5).applied
+    lifecycle.reports_repeated(rec, "b0", {2: 0.1})
+    assert rec.intermediate == {"1": 0.5}, "an earlier boot's completion repeats nothing into this boot"
+    lifecycle.reports_repeated(rec, "b1", {1: 0.9, 2: 0.7, 3: 0.8})
+    assert rec.intermediate == {"1": 0.5, "2": 0.7, "3": 0.8}, "a report that arrived is not overwritten"
+    assert complete("succeeded")(rec).outcome == "succeeded"
+    lifecycle.reports_repeated(rec, "b1", {4: 0.1})
+    assert "4" not in rec.intermediate, "an ended trial keeps what it had"

@@ -92,7 +92,10 @@ def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly
     full = min((r.finished_at or 0) - (r.running_at or 0) for r in recs if r.index not in pruned)
     for r in recs:
         if r.index in pruned:
-            assert sorted(r.intermediate) == ["1", "2"]
+            # Decided on episode 2's report. A report that arrived while the decision was being made
+            # is kept, so episode 3 may be there on a loaded machine; the decision is what counts.
+            assert r.reason == "pruned after episode 2", (r.reason, r.intermediate)
+            assert {"1", "2"} <= set(r.intermediate) <= {"1", "2", "3"}
             assert r.delete_requested_at is not None and r.finished_at is not None
             assert r.delete_requested_at - r.finished_at < 5.0
             assert r.finished_at - (r.running_at or 0) < full, "pruned before its last episodes"

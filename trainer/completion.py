@@ -12,6 +12,7 @@ from typing import Any
 
 from sinergym_cloud import contracts, names
 from sinergym_cloud.contracts import Completion
+from sinergym_cloud.contracts.messages import MAX_PROGRESS_EPISODES
 from trainer.context import Context, Outcome
 
 log = logging.getLogger("trainer")
@@ -65,6 +66,7 @@ def message(ctx: Context, outcome: Outcome, tail: LogTail, started: float) -> Co
         output_uris=outcome.output_uris[:100],
         mlflow_run_id=outcome.mlflow_run_id,
         timesteps=outcome.timesteps,
+        progress=dict(list(outcome.progress.items())[-MAX_PROGRESS_EPISODES:]),
         started_at=dt.datetime.fromtimestamp(started, dt.UTC),
         finished_at=dt.datetime.now(dt.UTC),
     )

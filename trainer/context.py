@@ -101,3 +101,4 @@ class Outcome:
     output_uris: list[str] = field(default_factory=list)
     mlflow_run_id: str | None = None
     timesteps: int = 0
+    progress: dict[str, dict[str, float]] = field(default_factory=dict)  # a sweep trial's episode reports

@@ -26,6 +26,15 @@ def enabled(ctx: Context) -> bool:
     return bool(ctx.progress and ctx.on_vm and ctx.instance and ctx.zone and ctx.boot_id)
 
 
+def values(summary: dict[str, float], eval_mean: float | None) -> dict[str, float]:
+    """An episode's report: its summary, and its evaluation's mean reward if it had one. The
+    Completion repeats every report (``Completion.progress``), so one delivered late still counts."""
+    metrics = {k: float(v) for k, v in summary.items()}
+    if eval_mean is not None:
+        metrics["eval_mean_reward"] = float(eval_mean)
+    return metrics
+
+
 def report(
     ctx: Context, clients: Callable[[], Any], episode: int, summary: dict[str, float], eval_mean: float | None
 ) -> None:
@@ -33,9 +42,7 @@ def report(
     progress. ``clients`` is asked for only then: a run on a laptop has no cloud to publish to."""
     if not enabled(ctx) or ctx.instance is None or ctx.zone is None or ctx.boot_id is None:
         return
-    metrics = {k: float(v) for k, v in summary.items()}
-    if eval_mean is not None:
-        metrics["eval_mean_reward"] = float(eval_mean)
+    metrics = values(summary, eval_mean)
     message = Progress(batch_id=ctx.batch_id, experiment_index=ctx.index, instance=ctx.instance, zone=ctx.zone,
                        boot_id=ctx.boot_id, episode=episode, metrics=metrics)  # fmt: skip
     data = contracts.dump(message)

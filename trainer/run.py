@@ -376,6 +376,7 @@ class Runner:
                 if exp.checkpoint_every and episode % exp.checkpoint_every == 0 and self.ctx.results_bucket:
                     self._queue_checkpoint(model, vec_env)
                 if progress.enabled(self.ctx):  # after the checkpoint: the queue keeps the order
+                    self.outcome.progress[str(episode)] = progress.values(summary, evaluated)
                     self.background.submit(
                         f"progress of episode {episode}",
                         functools.partial(progress.report, self.ctx, lambda: self.clients, episode, summary, evaluated),

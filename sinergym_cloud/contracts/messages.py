@@ -51,6 +51,11 @@ class TokenRefresh(Strict):
     boot_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
 
 
+MAX_PROGRESS_EPISODES = 1000  # the last episodes a Completion repeats the reports of
+Episode = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}$")]
+EpisodeMetrics = Annotated[dict[Annotated[str, Field(max_length=100)], float], Field(max_length=50)]
+
+
 class Completion(Strict):
     """Published by the trainer when an experiment ends, on every path.
 
@@ -73,6 +78,14 @@ class Completion(Strict):
     timesteps: int = Field(0, ge=0)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    progress: dict[Episode, Annotated[dict[Annotated[str, Field(max_length=100)], float], Field(max_length=50)]] = (
+        Field(
+            default_factory=dict,
+            max_length=MAX_PROGRESS_EPISODES,
+            description="A sweep trial's episode reports (episode -> its Progress metrics), again: a report "
+            "delivered after the completion still reaches the pruner's history.",
+        )
+    )
 
     @model_validator(mode="after")
     def _version_status(self) -> Completion:

@@ -22,7 +22,7 @@ from sinergym_cloud.control.events import Delivery
 from sinergym_cloud.errors import BadMessage
 from sinergym_cloud.gcp.runtime import Runtime
 from sinergym_cloud.lifecycle import Budgets, Ending
-from sinergym_cloud.records import ExperimentRecord
+from sinergym_cloud.records import ExperimentRecord, LaunchRecord
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,31 @@ def own_outputs(uris: list[str], bucket: str, batch_id: str, name: str, tensorbo
     return [u for u in uris if u.startswith(tuple(prefixes)) and ".." not in u.split("/")]
 
 
+def ending(c: Completion, rec: ExperimentRecord, bucket: str) -> Ending:
+    """What the Completion says about its boot's end, cleaned, its outputs only the experiment's own."""
+    return Ending(
+        status=c.status,
+        boot_id=c.boot_id,
+        exit_reason=text.clean(c.exit_reason, 1000),
+        error_type=text.clean(c.error_type or "", 200),
+        mlflow_run_id=c.mlflow_run_id,
+        output_uris=tuple(own_outputs(c.output_uris, bucket, rec.batch_id, rec.name, rec.spec.tensorboard)),
+        metrics=dict(c.metrics),
+        timesteps=c.timesteps,
+        finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,
+        log_tail=tuple(text.clean(line, 300) for line in c.log_tail[-lifecycle.LOG_TAIL_KEPT :]),
+    )
+
+
+def fail_over(rt: Runtime, launch: LaunchRecord, rec: ExperimentRecord) -> None:
+    """A preempted experiment that is retried: after ``zone_failover_preemptions`` in its zone, the
+    batch moves on to its next zone (at its last zone it stays)."""
+    preempted_here = lifecycle.preemptions_in_zone(rec)
+    limit = rt.settings.zone_failover_preemptions
+    if limit and preempted_here >= limit:
+        batches.move_to_next_zone(rt, launch, rec, f"preempted {preempted_here} times in {rec.zone}")
+
+
 def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None = None) -> ExperimentRecord:
     """Apply a Completion, if it is signed with the key of the boot that is running the experiment,
     then do what the transition asks (see lifecycle.completed).
@@ -94,6 +119,8 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
     # chooses the next queued experiment from (queue.hand_over_in_ending).
     launch_read = rt.soon(batches.read_launch, rt, c.batch_id)
     states_read = rt.soon(batches.experiment_states, rt, c.batch_id)
+    # A sweep trial's completion repeats its episode reports: the pruner needs them in the record.
+    repeated_read = rt.soon(sweeps.repeated_reports, rt, c.batch_id, c.progress) if c.progress else None
     reads: queue.Reads = {}
     refusal: list[str] = []
     read_created: dict[str, float | None] = {}
@@ -119,19 +146,9 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
             refusal.append(f"experiment is {rec.state}: {why}" if rec.terminal else why)
             return lifecycle.NOT_APPLIED
         launch = launch_read.result()
-        bucket = launch.results_bucket if launch else settings.results_bucket
-        end = Ending(
-            status=c.status,
-            boot_id=c.boot_id,
-            exit_reason=text.clean(c.exit_reason, 1000),
-            error_type=text.clean(c.error_type or "", 200),
-            mlflow_run_id=c.mlflow_run_id,
-            output_uris=tuple(own_outputs(c.output_uris, bucket, rec.batch_id, rec.name, rec.spec.tensorboard)),
-            metrics=dict(c.metrics),
-            timesteps=c.timesteps,
-            finished_at=c.finished_at.timestamp() if c.finished_at is not None else None,
-            log_tail=tuple(text.clean(line, 300) for line in c.log_tail[-lifecycle.LOG_TAIL_KEPT :]),
-        )
+        end = ending(c, rec, launch.results_bucket if launch else settings.results_bucket)
+        if repeated_read is not None and rec.report_progress:
+            lifecycle.reports_repeated(rec, c.boot_id, repeated_read.result())
         t = lifecycle.completed(rec, end, budgets, vm_created(rec), time.time())
         if t.applied and rec.terminal:
             try:
@@ -153,11 +170,7 @@ def complete(rt: Runtime, c: Completion, owner: str, signature: Signature | None
         log.info("%s failed (%d/%d allowed); recreating its VM", rec.instance, rec.failures, settings.max_failures)
         rt.compute.recreate_instance(rec.zone, rec.mig, rec.instance)
     if t.outcome == "retried" and c.status == "preempted" and launch is not None:
-        preempted_here = lifecycle.preemptions_in_zone(rec)
-        limit = settings.zone_failover_preemptions
-        if limit and preempted_here >= limit:
-            why = f"preempted {preempted_here} times in {rec.zone}"
-            batches.move_to_next_zone(rt, launch, rec, why)  # "" at the batch's last zone: it stays
+        fail_over(rt, launch, rec)
     # Also for a duplicate: the follow-up steps are each done once. An ending that started another
     # experiment cannot be the batch's last: that one is live (its own ending tears the batch down).
     if rec.terminal:

@@ -40,6 +40,16 @@ def batch_sweep(rt: Runtime, batch_id: str) -> tuple[Batch, Sweep] | None:
     return (batch, batch.sweep) if batch.sweep is not None else None
 
 
+def repeated_reports(rt: Runtime, batch_id: str, progress: dict[str, dict[str, float]]) -> dict[int, float]:
+    """The pruner's value of each episode a trial's completion repeats (``Completion.progress``):
+    what its Progress reports said, for those delivered after the completion."""
+    found = batch_sweep(rt, batch_id)
+    if found is None or not found[1].goals:
+        return {}
+    key = intermediate_key(found[1].goals[0].metric)
+    return {int(episode): metrics[key] for episode, metrics in progress.items() if key in metrics}
+
+
 def records(rt: Runtime, batch_id: str) -> list[ExperimentRecord]:
     out = []
     for name, _, _ in rt.state.listing(names.experiments_prefix(batch_id)):

@@ -71,10 +71,18 @@ def raise_for_operation(op: compute_v1.Operation) -> None:
 
 
 class ComputeApi:
-    def __init__(self, clients: Clients, project: str, deadline: float = 30.0, op_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        clients: Clients,
+        project: str,
+        deadline: float = 30.0,
+        op_timeout: float = 120.0,
+        rate_limit_wait: float | None = None,
+    ) -> None:
         self.c = clients
         self.project = project
         self.deadline = deadline  # retries of one call
+        self.rate_limit_wait = rate_limit_wait  # of them, once Compute's rate quota refused it
         self.op_timeout = op_timeout  # waiting for one operation
 
     # ------------------------------------------------------------- operations
@@ -99,7 +107,12 @@ class ComputeApi:
         """Issue a mutation and wait for it. Its request id is set once, so a retry of the same call
         is recognised by Compute Engine and never applied twice."""
         request.request_id = str(uuid.uuid4())
-        op = retry.call(functools.partial(method, request=request), what=what, deadline=self.deadline)
+        op = retry.call(
+            functools.partial(method, request=request),
+            what=what,
+            deadline=self.deadline,
+            rate_limited=self.rate_limit_wait,
+        )
         self.wait(op, zone)
 
     # ------------------------------------------------------------------ groups
@@ -129,6 +142,7 @@ class ComputeApi:
                 lambda: self.c.templates.get(project=self.project, instance_template=template),
                 what=f"get template {template}",
                 deadline=self.deadline,
+                rate_limited=self.rate_limit_wait,
             )
         except exceptions.NotFound:
             return None
@@ -155,6 +169,7 @@ class ComputeApi:
             lambda: self.c.machine_types.get(project=self.project, zone=zone, machine_type=machine_type),
             what=f"get machine type {machine_type}",
             deadline=self.deadline,
+            rate_limited=self.rate_limit_wait,
         )
         scheduling = props.scheduling
         spot = scheduling.provisioning_model == "SPOT" or bool(scheduling.preemptible)
@@ -167,6 +182,7 @@ class ComputeApi:
             lambda: self.c.regions.get(project=self.project, region=region),
             what=f"get region {region}",
             deadline=self.deadline,
+            rate_limited=self.rate_limit_wait,
         )
         return [capacity.Quota(q.metric, float(q.limit), float(q.usage)) for q in found.quotas]
 
@@ -179,6 +195,7 @@ class ComputeApi:
                 lambda: self.c.migs.get(project=self.project, zone=zone, instance_group_manager=name),
                 what=f"get group {name}",
                 deadline=self.deadline,
+                rate_limited=self.rate_limit_wait,
             )
             return True
         except exceptions.NotFound:
@@ -189,6 +206,7 @@ class ComputeApi:
             lambda: list(self.c.migs.list(project=self.project, zone=zone)),
             what="list groups",
             deadline=self.deadline,
+            rate_limited=self.rate_limit_wait,
         )
         return [
             Group(g.name, g.description or "", epoch(g.creation_timestamp) if g.creation_timestamp else None)
@@ -205,6 +223,7 @@ class ComputeApi:
                 ),
                 what=f"list members of {group}",
                 deadline=self.deadline,
+                rate_limited=self.rate_limit_wait,
             )
         except exceptions.NotFound:
             return None
@@ -321,6 +340,7 @@ class ComputeApi:
                 lambda: self.c.instances.get(project=self.project, zone=zone, instance=name),
                 what=f"get instance {name}",
                 deadline=self.deadline,
+                rate_limited=self.rate_limit_wait,
             )
         except exceptions.NotFound:
             return None
@@ -380,6 +400,7 @@ def host_keys(api: ComputeApi, zone: str, name: str) -> tuple[str, ...]:
             ),
             what=f"get host keys of {name}",
             deadline=api.deadline,
+            rate_limited=api.rate_limit_wait,
         )
     except exceptions.NotFound:
         return ()

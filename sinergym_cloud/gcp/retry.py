@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable
 
+from sinergym_cloud import errors
 from sinergym_cloud.errors import is_transient
 
 __all__ = ["call", "is_transient"]
@@ -22,13 +23,18 @@ def call[T](
     initial: float = 0.25,
     maximum: float = 8.0,
     transient: Callable[[BaseException], bool] = is_transient,
+    rate_limited: float | None = None,
 ) -> T:
     """Call ``fn`` until it succeeds, a non-transient error occurs, or ``deadline`` seconds pass.
 
     The last transient error is re-raised at the deadline, so the caller (a function) fails and
     Pub/Sub redelivers the message later: the retry budget of one invocation stays bounded.
+    ``rate_limited`` (seconds) shortens the deadline once a refusal is a rate quota's
+    (``rateLimitExceeded``): a per-minute quota is not back within seconds, and a function that
+    waits it out holds one of its capped instances (see Settings.rate_limit_wait).
     """
-    end = time.monotonic() + deadline
+    start = time.monotonic()
+    end = start + deadline
     delay = initial
     attempt = 0
     while True:
@@ -38,6 +44,8 @@ def call[T](
         except Exception as exc:
             if not transient(exc):
                 raise
+            if rate_limited is not None and errors.reasons(exc) & errors.RATE_LIMIT_REASONS:
+                end = min(end, start + rate_limited)
             remaining = end - time.monotonic()
             if remaining <= 0:
                 log.warning("%s: giving up after %d attempts: %s", what, attempt, exc)

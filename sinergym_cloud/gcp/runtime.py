@@ -5,6 +5,7 @@ Built once per process (module-level and lazy in the function entry points), pas
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -28,6 +29,10 @@ R = TypeVar("R")
 # request threads, so they are shared with these too. A completion has up to four such calls in
 # flight, and the local cloud's function processes serve ten requests at once.
 BACKGROUND_THREADS = 32
+# How long a function retries a Compute call its rate quota refused (Settings.rate_limit_wait):
+# then the message is nacked, the instance is free for the next one, and Pub/Sub redelivers it after
+# its backoff, when the minute's quota may be back.
+FUNCTION_RATE_LIMIT_WAIT = 5.0
 
 
 @dataclass
@@ -44,7 +49,12 @@ class Runtime:
 
     @functools.cached_property
     def compute(self) -> ComputeApi:
-        return ComputeApi(self.clients, self.settings.project, self.settings.call_deadline)
+        return ComputeApi(
+            self.clients,
+            self.settings.project,
+            self.settings.call_deadline,
+            rate_limit_wait=self.settings.rate_limit_wait,
+        )
 
     @functools.cached_property
     def _pool(self) -> ThreadPoolExecutor:
@@ -82,9 +92,13 @@ class Runtime:
 
 @functools.cache
 def get() -> Runtime:
-    """The process's runtime, from the environment. ``SINERGYM_DEBUG_LOGGERS`` (comma-separated
-    logger names) turns those loggers to DEBUG, e.g. ``sinergym_cloud.gcp.state.writes`` for the
-    benchmark's count of state-object writes."""
+    """A function's runtime, from the environment (a Compute rate-limit refusal is waited out for
+    FUNCTION_RATE_LIMIT_WAIT unless SINERGYM_RATE_LIMIT_WAIT says otherwise).
+    ``SINERGYM_DEBUG_LOGGERS`` (comma-separated logger names) turns those loggers to DEBUG, e.g.
+    ``sinergym_cloud.gcp.state.writes`` for the benchmark's count of state-object writes."""
     for name in filter(None, (n.strip() for n in os.environ.get("SINERGYM_DEBUG_LOGGERS", "").split(","))):
         logging.getLogger(name).setLevel(logging.DEBUG)
-    return Runtime.from_settings(Settings.from_env())
+    settings = Settings.from_env()
+    if settings.rate_limit_wait is None:
+        settings = dataclasses.replace(settings, rate_limit_wait=FUNCTION_RATE_LIMIT_WAIT)
+    return Runtime.from_settings(settings)
