@@ -99,6 +99,7 @@ class StateStore:
                 blob.upload_from_string(
                     body, content_type="application/json", if_generation_match=generation, timeout=10, retry=None
                 )
+                self._wrote(path)
                 return int(blob.generation or 0)
             except exceptions.PreconditionFailed:
                 self._unpace(path, before)
@@ -135,6 +136,13 @@ class StateStore:
                         self._last_write = {p: t for p, t in self._last_write.items() if now - t < OBJECT_WRITE_SECONDS}
                     return before
             time.sleep(wait + random.uniform(0, OBJECT_WRITE_SECONDS / 10))
+
+    def _wrote(self, path: str) -> None:
+        """The write of ``path`` was answered: the next one waits from now, not from when this one
+        was sent. Cloud Storage counts arrivals, and on a loaded machine a request can reach it a
+        good part of a second after it was counted here."""
+        with self._pace_lock:
+            self._last_write[path] = max(self._last_write.get(path, 0.0), time.monotonic())
 
     def _unpace(self, path: str, before: float | None) -> None:
         """A write that changed nothing does not count: a lost compare-and-swap is read and tried
@@ -210,6 +218,7 @@ class StateStore:
             self._pace(path)
             writes.debug("state write %s", path)
             blob.upload_from_string(json.dumps(data, default=str), content_type="application/json", timeout=10)
+            self._wrote(path)
 
         retry.call(write, what=f"put {path}", deadline=self.deadline)
 
