@@ -78,13 +78,11 @@ class Completion(Strict):
     timesteps: int = Field(0, ge=0)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-    progress: dict[Episode, Annotated[dict[Annotated[str, Field(max_length=100)], float], Field(max_length=50)]] = (
-        Field(
-            default_factory=dict,
-            max_length=MAX_PROGRESS_EPISODES,
-            description="A sweep trial's episode reports (episode -> its Progress metrics), again: a report "
-            "delivered after the completion still reaches the pruner's history.",
-        )
+    progress: dict[Episode, EpisodeMetrics] = Field(
+        default_factory=dict,
+        max_length=MAX_PROGRESS_EPISODES,
+        description="A sweep trial's episode reports (episode -> its Progress metrics), again: a report "
+        "delivered after the completion still reaches the pruner's history.",
     )
 
     @model_validator(mode="after")

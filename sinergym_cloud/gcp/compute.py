@@ -85,6 +85,11 @@ class ComputeApi:
         self.rate_limit_wait = rate_limit_wait  # of them, once Compute's rate quota refused it
         self.op_timeout = op_timeout  # waiting for one operation
 
+    def call[T](self, fn: Callable[[], T], what: str) -> T:
+        """``fn`` with the bounded retries of one Compute call (a rate-quota refusal retried only
+        for ``rate_limit_wait``)."""
+        return retry.call(fn, what=what, deadline=self.deadline, rate_limited=self.rate_limit_wait)
+
     # ------------------------------------------------------------- operations
     def wait(self, op: compute_v1.Operation, zone: str | None, timeout: float | None = None) -> None:
         """Wait for ``op`` to finish, at most ``timeout`` seconds, and raise if it failed."""
@@ -107,11 +112,9 @@ class ComputeApi:
         """Issue a mutation and wait for it. Its request id is set once, so a retry of the same call
         is recognised by Compute Engine and never applied twice."""
         request.request_id = str(uuid.uuid4())
-        op = retry.call(
+        op = self.call(
             functools.partial(method, request=request),
             what=what,
-            deadline=self.deadline,
-            rate_limited=self.rate_limit_wait,
         )
         self.wait(op, zone)
 
@@ -138,11 +141,9 @@ class ComputeApi:
     def _template_properties(self, template: str) -> compute_v1.InstanceProperties | None:
         """An instance template's properties, or None if it does not exist."""
         try:
-            found = retry.call(
+            found = self.call(
                 lambda: self.c.templates.get(project=self.project, instance_template=template),
                 what=f"get template {template}",
-                deadline=self.deadline,
-                rate_limited=self.rate_limit_wait,
             )
         except exceptions.NotFound:
             return None
@@ -165,11 +166,9 @@ class ComputeApi:
         if props is None:
             return None
         machine_type = capacity.machine_type_name(props.machine_type)
-        mt = retry.call(
+        mt = self.call(
             lambda: self.c.machine_types.get(project=self.project, zone=zone, machine_type=machine_type),
             what=f"get machine type {machine_type}",
-            deadline=self.deadline,
-            rate_limited=self.rate_limit_wait,
         )
         scheduling = props.scheduling
         spot = scheduling.provisioning_model == "SPOT" or bool(scheduling.preemptible)
@@ -178,11 +177,9 @@ class ComputeApi:
 
     def region_quotas(self, region: str) -> list[capacity.Quota]:
         """The region's quotas with their usage (``regions.get``)."""
-        found = retry.call(
+        found = self.call(
             lambda: self.c.regions.get(project=self.project, region=region),
             what=f"get region {region}",
-            deadline=self.deadline,
-            rate_limited=self.rate_limit_wait,
         )
         return [capacity.Quota(q.metric, float(q.limit), float(q.usage)) for q in found.quotas]
 
@@ -191,22 +188,18 @@ class ComputeApi:
 
     def group_exists(self, zone: str, name: str) -> bool:
         try:
-            retry.call(
+            self.call(
                 lambda: self.c.migs.get(project=self.project, zone=zone, instance_group_manager=name),
                 what=f"get group {name}",
-                deadline=self.deadline,
-                rate_limited=self.rate_limit_wait,
             )
             return True
         except exceptions.NotFound:
             return False
 
     def list_groups(self, zone: str, prefix: str = "") -> list[Group]:
-        pages = retry.call(
+        pages = self.call(
             lambda: list(self.c.migs.list(project=self.project, zone=zone)),
             what="list groups",
-            deadline=self.deadline,
-            rate_limited=self.rate_limit_wait,
         )
         return [
             Group(g.name, g.description or "", epoch(g.creation_timestamp) if g.creation_timestamp else None)
@@ -217,13 +210,11 @@ class ComputeApi:
     def members(self, zone: str, group: str) -> list[Member] | None:
         """The group's instances, or None if the group does not exist."""
         try:
-            managed = retry.call(
+            managed = self.call(
                 lambda: list(
                     self.c.migs.list_managed_instances(project=self.project, zone=zone, instance_group_manager=group)
                 ),
                 what=f"list members of {group}",
-                deadline=self.deadline,
-                rate_limited=self.rate_limit_wait,
             )
         except exceptions.NotFound:
             return None
@@ -336,11 +327,9 @@ class ComputeApi:
 
     def instance(self, zone: str, name: str) -> compute_v1.Instance | None:
         try:
-            return retry.call(
+            return self.call(
                 lambda: self.c.instances.get(project=self.project, zone=zone, instance=name),
                 what=f"get instance {name}",
-                deadline=self.deadline,
-                rate_limited=self.rate_limit_wait,
             )
         except exceptions.NotFound:
             return None
@@ -391,7 +380,7 @@ def host_keys(api: ComputeApi, zone: str, name: str) -> tuple[str, ...]:
     """The SSH host keys in the instance's guest attributes (``hostkeys/``, as ``gcloud compute ssh``
     reads them), as OpenSSH public-key lines; empty if the guest has published none (yet)."""
     try:
-        found = retry.call(
+        found = api.call(
             lambda: api.c.instances.get_guest_attributes(
                 request=compute_v1.GetGuestAttributesInstanceRequest(
                     project=api.project, zone=zone, instance=name, query_path="hostkeys/"
@@ -399,8 +388,6 @@ def host_keys(api: ComputeApi, zone: str, name: str) -> tuple[str, ...]:
                 timeout=10,
             ),
             what=f"get host keys of {name}",
-            deadline=api.deadline,
-            rate_limited=api.rate_limit_wait,
         )
     except exceptions.NotFound:
         return ()
