@@ -17,6 +17,7 @@ import numpy as np
 
 from sinergym_cloud.contracts import Experiment
 from sinergym_cloud.contracts.experiment import space_of
+from trainer.episode_end import end_without_waiting
 
 
 def ensure_energyplus() -> str:
@@ -94,6 +95,7 @@ def make_env(
     if building:
         kwargs["building_config"] = building
     env = gym.make(experiment.environment, **kwargs)
+    end_without_waiting(env)  # the last step of an episode would wait 2 s (trainer/episode_end.py)
     if experiment.wrappers is not None:
         return apply_wrappers(env, experiment, env_name, norm_stats, evaluation)
     if isinstance(env.action_space, gym.spaces.Box):
