@@ -114,7 +114,10 @@ def _parser() -> argparse.ArgumentParser:
         "--quick: PPO,SAC)",
     )
     parser.add_argument(
-        "--pairs", type=int, default=0, help="trainer only: trainer/bare pairs per algorithm (default 3; --quick: 1)"
+        "--pairs",
+        type=int,
+        default=0,
+        help="trainer only: trainer/bare pairs per algorithm, the order alternating (default 4; --quick: 1)",
     )
     parser.add_argument(
         "--n-envs-rounds",

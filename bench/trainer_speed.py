@@ -6,18 +6,19 @@ heartbeat, the CSV logger, every output uploaded, against the local cloud's buck
 server), and the bare loop (``bench/bare.py``) with the same algorithm, environment, wrappers,
 hyperparameters and seed, and nothing else.
 
-Machine noise (other jobs on a shared machine, CPU frequency, the page cache) drifts over minutes,
-so the two are measured in pairs of segments of the same length (one simulated week each, a fresh
-process each) run back to back, the order alternating from pair to pair (trainer first, then bare
-first), and the figure is the median of the per-pair ratios, not a ratio of averages. Each
-segment's steps/s is over ``learn`` only, so process start-up (imports, EnergyPlus's first start)
-counts for neither; the trainer's also counts the time it waits, after ``learn``, for its
-background worker to finish what training queued (drain): work not overlapped with training is
-charged to the trainer. What only the trainer does at the very end (the final model, the upload
-and verification of every output) is reported apart, as the end-of-run time.
+A segment is ``EPISODES`` one-week episodes in a fresh process, so that every checkpoint but the
+last is written while the next episode trains, as in a run of many episodes. Machine noise (other
+jobs on a shared machine, CPU frequency, the page cache) drifts over minutes, so the two are
+measured in pairs of segments run back to back, the order alternating from pair to pair (trainer
+first, then bare first; an even number of pairs has as many of each), and the figure is the median
+of the per-pair ratios, not a ratio of averages. Each segment's steps/s is over ``learn`` only, so
+process start-up (imports, EnergyPlus's first start) counts for neither. What the trainer does only
+once a run ends is reported apart, beside start-up: the wait for its background worker after
+``learn`` (the drain: the last episode's checkpoint and metrics, which no training can overlap),
+the final model, the upload and verification of every output.
 
 The heartbeat and the TensorBoard sync run every ``upload_seconds`` (5 s here, 30 s on a VM), so
-that a one-week segment of a few seconds sees several of them: a stricter test than a VM's.
+that a segment of a few seconds sees several of them: a stricter test than a VM's.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
     "CrossQ": {"algorithm_parameters": {"learning_starts": 100}, "runperiod": (1, 1, 1991, 2, 1, 1991)},
     "ARS": {"algorithm_parameters": {"n_delta": 1, "n_top": 1}},
 }
+EPISODES = 3  # one-week episodes per segment (CrossQ: two-day ones)
 RATIO_GOAL = 0.97
 LONGEST_PAUSE_GOAL = 0.2  # seconds
 PAUSE_SHARE_GOAL = 1.0  # percent of learn's wall time
@@ -70,7 +72,7 @@ def experiment(algorithm: str, **extra: Any) -> Any:
     fields = {
         "environment": CONTINUOUS,
         "algorithm": algorithm,
-        "episodes": 1,
+        "episodes": EPISODES,
         "seed": 1,
         "runperiod": WEEK,
         "normalization": True,
@@ -172,8 +174,7 @@ class Trainers:
         metrics = self._completion(batch_id)
         metrics["process_seconds"] = wall
         learnt = metrics.get("learn_timesteps", metrics.get("timesteps", 0.0))
-        seconds = metrics["learn_seconds"] + metrics.get("drain_seconds", 0.0)
-        return Segment("trainer", learnt, seconds, metrics, load=os.getloadavg()[0])
+        return Segment("trainer", learnt, metrics["learn_seconds"], metrics, load=os.getloadavg()[0])
 
     def _completion(self, batch_id: str) -> dict[str, float]:
         from sinergym_cloud import contracts
@@ -246,7 +247,7 @@ def trainer_vs_bare(trainers: Trainers, algorithms: list[str], pairs: int) -> li
 
 
 def n_envs_scaling(trainers: Trainers, rounds: int) -> tuple[list[dict[str, Any]], dict[int, list[float]]]:
-    """PPO at --n-envs 1, 2 and (with 4 cores or more) 4, each environment simulating one week;
+    """PPO at --n-envs 1, 2 and (with 4 cores or more) 4, each environment simulating EPISODES weeks;
     each round runs every count once, the order rotating, and each count's speed-up over
     --n-envs 1 is taken within its round."""
     cores = os.cpu_count() or 1
@@ -258,7 +259,7 @@ def n_envs_scaling(trainers: Trainers, rounds: int) -> tuple[list[dict[str, Any]
         got: dict[int, float] = {}
         for n in order:
             say(f"--n-envs {n}, round {r + 1}/{rounds}")
-            got[n] = trainers.segment(experiment("PPO", n_envs=n, episodes=n)).steps_per_second
+            got[n] = trainers.segment(experiment("PPO", n_envs=n, episodes=EPISODES * n)).steps_per_second
             speeds[n].append(got[n])
         for n, values in ups.items():
             values.append(got[n] / got[1])
@@ -281,10 +282,10 @@ def end_of_run_rows(results: list[Paired]) -> list[dict[str, Any]]:
     for p in results:
         for t, _ in p.pairs:
             m = t.metrics
-            ends.append(m.get("wall_time_s", 0.0) - m["learn_seconds"] - m.get("drain_seconds", 0.0))
+            ends.append(m.get("wall_time_s", 0.0) - m["learn_seconds"])
     if not ends:
         return []
-    return [row("trainer's start-up and end of run (MLflow, final outputs uploaded and verified), median",
+    return [row("trainer's start-up and end of run (MLflow, drain, final outputs uploaded and verified), median",
                 statistics.median(ends), "s", "reported", None)]  # fmt: skip
 
 
@@ -333,7 +334,7 @@ def trainer(
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown:
         raise SystemExit(f"unknown algorithm(s) {', '.join(unknown)}; known: {', '.join(ALGORITHMS)}")
-    pairs = pairs or (1 if quick else 3)
+    pairs = pairs or (1 if quick else 4)
     rounds = rounds if rounds is not None else (1 if quick else 3)
     load = os.getloadavg()
     rows: list[dict[str, Any]] = []

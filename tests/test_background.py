@@ -152,7 +152,7 @@ def test_a_checkpoint_holds_the_filled_rows_and_resumes_at_full_size(tmp_path: P
     path.write_bytes(pickle.dumps(compact))
     assert path.stat().st_size < buffer.observations.nbytes / 50, "only the filled rows are written"
 
-    restored = SAC.load(io.BytesIO(snap.model_zip), env=model.get_env())
+    restored = SAC.load(io.BytesIO(snap.model_zip()), env=model.get_env())
     assert restored.num_timesteps == 300
     checkpoint.load_replay_buffer(restored, path)
     rb = restored.replay_buffer
@@ -162,6 +162,64 @@ def test_a_checkpoint_holds_the_filled_rows_and_resumes_at_full_size(tmp_path: P
     assert not hasattr(rb, checkpoint.COMPACTED)
     restored.learn(100, reset_num_timesteps=False)  # and it trains on
     assert restored.replay_buffer.pos == 400
+
+
+@pytest.mark.parametrize("algorithm", ["PPO", "SAC", "TD3", "DQN", "TQC", "RecurrentPPO", "CrossQ", "ARS"])
+def test_the_checkpoints_copy_writes_the_model_sb3_would_have_saved_then(algorithm: str) -> None:
+    """The copy taken at an episode's end, serialized later on the worker while the learner goes on,
+    loads as the model ``save`` wrote at that moment: same parameters, optimizer states, attributes."""
+    from trainer import registry
+
+    algo = registry.algos()[algorithm]
+    env = "CartPole-v1" if algorithm == "DQN" else "Pendulum-v1"
+    kwargs: dict[str, Any] = {"seed": 5}
+    if algorithm in ("SAC", "TD3", "TQC", "CrossQ", "DQN"):
+        kwargs |= {"learning_starts": 50, "buffer_size": 5_000}
+    if algorithm in ("PPO", "RecurrentPPO"):
+        kwargs |= {"n_steps": 64, "batch_size": 32}
+    if algorithm == "TD3":
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(1), 0.1 * np.ones(1))
+    policy = "MlpLstmPolicy" if algorithm == "RecurrentPPO" else "MlpPolicy"
+    model = algo(policy, env, **kwargs)
+    model.learn(200)
+    steps = model.num_timesteps  # whole rollouts for the on-policy ones
+    snap = checkpoint.snapshot(model, model.get_env(), episodes=1, normalization=False)
+    assert isinstance(snap.model, checkpoint.ModelCopy), "the copy was taken, not a whole save"
+    reference = io.BytesIO()
+    model.save(reference)
+    model.learn(200, reset_num_timesteps=False)  # the learner goes on before the worker serializes
+    copied = algo.load(io.BytesIO(snap.model_zip()))
+    saved = algo.load(io.BytesIO(reference.getvalue()))
+    assert copied.num_timesteps == saved.num_timesteps == steps < model.num_timesteps
+    assert sorted(vars(copied)) == sorted(vars(saved))
+    for name, state in saved.get_parameters().items():
+        mine = copied.get_parameters()[name]
+        flat_saved, flat_mine = _tensors(state), _tensors(mine)
+        assert flat_saved.keys() == flat_mine.keys()
+        for key, value in flat_saved.items():
+            assert np.array_equal(value, flat_mine[key]), f"{name}.{key} differs"
+    assert any(not np.array_equal(v, _tensors(model.get_parameters()[n])[k])
+               for n, state in saved.get_parameters().items() for k, v in _tensors(state).items()), \
+        "the learner changed nothing after the copy: this test would not see a copy that shares its tensors"  # fmt: skip
+
+
+def _tensors(state: Any, prefix: str = "") -> dict[str, Any]:
+    """A state dict's tensors (and numbers), flattened with their paths, as numpy values."""
+    import torch
+
+    out: dict[str, Any] = {}
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list) else []
+    for key, value in items:
+        path = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor):
+            out[path] = value.detach().cpu().numpy()
+        elif isinstance(value, dict | list):
+            out |= _tensors(value, path + ".")
+        elif isinstance(value, int | float):
+            out[path] = np.asarray(value)
+    return out
 
 
 def test_a_full_buffer_is_kept_whole() -> None:

@@ -186,6 +186,7 @@ class Background:
             except BaseException as exc:  # noqa: BLE001 - a failed task is counted, logged, and raised if critical
                 self._failed(task, exc)
             took = time.monotonic() - started
+            log.debug("background: %s took %.3f s", task.what, took)
             with self._cond:
                 self.stats.done += 1
                 self.stats.busy_seconds += took

@@ -202,28 +202,70 @@ def load_replay_buffer(model: Any, path: Path) -> None:
 
 
 @dataclass(frozen=True)
+class ModelCopy:
+    """What SB3's ``save`` writes of a model, copied: the attributes it keeps, the state dicts of its
+    networks and optimizers, its torch variables (SAC's entropy coefficient). Deep copies of a
+    policy's tensors take a few milliseconds; the serialization ``save`` spends most of its time on
+    (every attribute pickled and base64-encoded, the state dicts torch-saved into a zip) is left to
+    ``zip_bytes``, on the background worker."""
+
+    data: dict[str, Any]
+    params: dict[str, Any]
+    pytorch_variables: dict[str, Any]
+
+    @classmethod
+    def of(cls, model: Any) -> ModelCopy:
+        """The copy, chosen as ``BaseAlgorithm.save`` chooses (its exclusions and the algorithm's own)."""
+        from stable_baselines3.common.save_util import recursive_getattr
+
+        state_dicts, torch_variables = model._get_torch_save_params()
+        excluded = set(model._excluded_save_params())
+        excluded |= {name.split(".")[0] for name in [*state_dicts, *torch_variables]}
+        data = {k: v for k, v in vars(model).items() if k not in excluded}
+        variables = {name: recursive_getattr(model, name) for name in torch_variables}
+        return cls(copy.deepcopy(data), copy.deepcopy(model.get_parameters()), copy.deepcopy(variables))
+
+    def zip_bytes(self) -> bytes:
+        """The model.zip SB3's ``save`` would have written when the copy was taken."""
+        from stable_baselines3.common.save_util import save_to_zip_file
+
+        buffer = io.BytesIO()
+        save_to_zip_file(buffer, data=self.data, params=self.params, pytorch_variables=self.pytorch_variables)
+        return buffer.getvalue()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """A checkpoint's content, copied on the training thread; written by ``write`` on another."""
 
-    model_zip: bytes
+    model: ModelCopy | bytes  # the copy, or (when one could not be taken) the model.zip saved at once
     replay_buffer: Any  # a compacted copy, or None
     timesteps: int
     episodes: int
     norm_stats: dict[str, Any] | None
     copy_seconds: float
 
+    def model_zip(self) -> bytes:
+        return self.model if isinstance(self.model, bytes) else self.model.zip_bytes()
+
 
 def snapshot(model: Any, vec_env: Any, *, episodes: int, normalization: bool) -> Snapshot:
-    """What a checkpoint holds, copied now: the model as SB3 saves it (into memory), the replay
-    buffer's filled rows, the normalization statistics. The only part that stops the learner."""
+    """What a checkpoint holds, copied now: the model's state (``ModelCopy``), the replay buffer's
+    filled rows, the normalization statistics. The only part that stops the learner."""
     from trainer import envs
 
     started = time.perf_counter()
-    buffer = io.BytesIO()
-    model.save(buffer)
+    taken: ModelCopy | bytes
+    try:
+        taken = ModelCopy.of(model)
+    except Exception as exc:  # noqa: BLE001 - an attribute that refuses a deep copy: save whole, now, as SB3 does
+        log.debug("model state not copied (%s: %s); saving the model at once", type(exc).__name__, exc)
+        buffer = io.BytesIO()
+        model.save(buffer)
+        taken = buffer.getvalue()
     replay = getattr(model, "replay_buffer", None)
     return Snapshot(
-        model_zip=buffer.getvalue(),
+        model=taken,
         replay_buffer=compact_replay_buffer(replay) if replay is not None else None,
         timesteps=int(model.num_timesteps),
         episodes=episodes,
@@ -241,7 +283,7 @@ def write(bucket: Any, owner: Owner, local: Path, snap: Snapshot, *, run_id: str
     started = time.monotonic()
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir(parents=True)
-    (local / "model.zip").write_bytes(snap.model_zip)
+    (local / "model.zip").write_bytes(snap.model_zip())
     files = ["model.zip"]
     if snap.replay_buffer is not None:
         save_to_pkl(local / "replay_buffer.pkl", snap.replay_buffer)
