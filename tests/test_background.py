@@ -289,3 +289,31 @@ def test_episode_bookkeeping_is_timed_as_the_trainers_pause() -> None:
     assert 0.02 <= figures["trainer_pause_longest_seconds"] < 0.1
     assert figures["evaluation_seconds"] >= 0.4
     assert figures["trainer_step_bookkeeping_seconds"] < 0.05
+
+
+def test_sb3s_tensorboard_dumps_flush_at_a_pace_and_every_point_reaches_the_event_file(tmp_path: Path) -> None:
+    """A2C dumps every iteration (five steps) at log_interval 1: SB3 flushed the event file at each;
+    paced, it flushes at most every ``every`` seconds, and ``flush`` (before each sync) writes all."""
+    from stable_baselines3 import A2C
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trainer import tensorboard_writes
+
+    model = A2C("MlpPolicy", "Pendulum-v1", seed=2, tensorboard_log=str(tmp_path), device="cpu")
+    flushes: list[float] = []
+    paced: list[int] = []
+
+    def on_start() -> None:
+        paced.append(tensorboard_writes.pace(model, every=3600))
+        writer = tensorboard_writes._tensorboard_outputs(model)[0].writer.writer
+        real = writer.flush
+        writer.flush = lambda: (flushes.append(time.monotonic()), real())[1]
+
+    model.learn(500, log_interval=1, callback=EpisodeCallback(lambda s: None, lambda: False, on_start=on_start))
+    assert paced == [1]
+    assert flushes == [], "no flush within the hour's pace: SB3 would have flushed at each of 100 dumps"
+    tensorboard_writes.flush(model)
+    assert len(flushes) == 1
+    run = next(tmp_path.iterdir())
+    points = EventAccumulator(str(run)).Reload().Scalars("time/fps")  # recorded at every dump
+    assert len(points) == 100 and points[-1].step == 500  # every dump's point, on disk

@@ -70,13 +70,22 @@ class EpisodeCallback(BaseCallback):
     a few sums, timed into ``clock`` (trainer/pauses.py) as the trainer's own pause of the loop."""
 
     def __init__(
-        self, on_episode: Callable[[dict[str, float]], None], stop: Callable[[], bool], clock: PauseClock | None = None
+        self,
+        on_episode: Callable[[dict[str, float]], None],
+        stop: Callable[[], bool],
+        clock: PauseClock | None = None,
+        on_start: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(verbose=0)
         self.on_episode = on_episode
         self.stop = stop
         self.clock = clock or PauseClock()
+        self.on_start = on_start  # once learn has set the model's logger up
         self.running: list[_Accumulator] = []
+
+    def _on_training_start(self) -> None:
+        if self.on_start is not None:
+            self.on_start()
 
     def _on_step(self) -> bool:
         started = time.perf_counter()

@@ -30,7 +30,7 @@ from typing import Any
 
 from sinergym_cloud import names
 from sinergym_cloud.contracts import Experiment, TrainerSpec
-from trainer import completion
+from trainer import completion, tensorboard_writes
 from trainer.context import Context, Outcome
 from trainer.heartbeat import Heartbeat
 
@@ -240,6 +240,7 @@ class Runner:
         factories = [functools.partial(envs.make_env, exp, self._env_name(i), norm) for i in range(exp.n_envs)]
         vec_env = envs.vectorize(factories)
         callbacks = None
+        model = None
         try:
             episode_len = int(vec_env.env_method("get_wrapper_attr", "timestep_per_episode", indices=[0])[0])
             tb_dir = self._tensorboard_dir()
@@ -254,6 +255,8 @@ class Runner:
                 self._finish(model, vec_env, callbacks.evaluator)
         finally:
             if callbacks is not None and callbacks.syncer is not None:
+                if model is not None:
+                    tensorboard_writes.flush(model)
                 self.tensorboard_files = callbacks.syncer.close()  # the final, complete sync
             if callbacks is not None and callbacks.evaluator is not None:
                 callbacks.evaluator.close()
@@ -383,7 +386,11 @@ class Runner:
                     )
                 self.background.raise_failure()
 
-        return Callbacks(EpisodeCallback(on_episode, self.stop_requested.is_set, clock), evaluator, syncer, clock)
+        if syncer is not None:  # what the event files' writer holds goes to disk before each upload
+            syncer.before_sync = functools.partial(tensorboard_writes.flush, model)
+        on_start = functools.partial(tensorboard_writes.pace, model) if tb_dir else None
+        episode = EpisodeCallback(on_episode, self.stop_requested.is_set, clock, on_start=on_start)
+        return Callbacks(episode, evaluator, syncer, clock)
 
     def _fit(self, model: Any, callbacks: Callbacks, resume: Any, episode_len: int) -> None:
         """Phase 3: learn the episodes asked for (what is left of them after a preemption)."""

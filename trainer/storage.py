@@ -204,6 +204,7 @@ class Syncer:
         self.sent: dict[Path, tuple[tuple[int, float], Uploaded]] = {}  # (size, mtime) when uploaded
         self.lock = threading.Lock()
         self.background: Any = None
+        self.before_sync: Callable[[], object] | None = None  # e.g. flush the event files' writer
 
     def start(self, background: Any) -> None:
         """Sync every ``every`` seconds on ``background`` (trainer.background.Background)."""
@@ -220,6 +221,8 @@ class Syncer:
     def sync(self) -> list[Uploaded]:
         """Upload the files that changed since the last sync."""
         uploaded = []
+        if self.before_sync is not None:
+            self.before_sync()
         with self.lock:
             if not self.root.exists():
                 return []
