@@ -291,29 +291,34 @@ def test_episode_bookkeeping_is_timed_as_the_trainers_pause() -> None:
     assert figures["trainer_step_bookkeeping_seconds"] < 0.05
 
 
-def test_sb3s_tensorboard_dumps_flush_at_a_pace_and_every_point_reaches_the_event_file(tmp_path: Path) -> None:
-    """A2C dumps every iteration (five steps) at log_interval 1: SB3 flushed the event file at each;
-    paced, it flushes at most every ``every`` seconds, and ``flush`` (before each sync) writes all."""
+def test_sb3s_tensorboard_points_wait_for_the_worker_and_every_one_reaches_the_event_file(tmp_path: Path) -> None:
+    """A2C dumps every iteration (five steps) at log_interval 1: SB3 wrote each point and flushed the
+    event file at every dump on the training thread; deferred, the learner only records them, and
+    ``write_out`` (the worker's, before each sync and the final one) writes them all, with their times."""
     from stable_baselines3 import A2C
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from trainer import tensorboard_writes
 
     model = A2C("MlpPolicy", "Pendulum-v1", seed=2, tensorboard_log=str(tmp_path), device="cpu")
-    flushes: list[float] = []
-    paced: list[int] = []
+    deferred: list[int] = []
+    writes: list[int] = []
 
     def on_start() -> None:
-        paced.append(tensorboard_writes.pace(model, every=3600))
+        deferred.append(tensorboard_writes.defer(model))
         writer = tensorboard_writes._tensorboard_outputs(model)[0].writer.writer
-        real = writer.flush
-        writer.flush = lambda: (flushes.append(time.monotonic()), real())[1]
+        real_add, real_flush = writer.add_scalar, writer.flush
+        writer.add_scalar = lambda *a, **k: (writes.append(1), real_add(*a, **k))[1]
+        writer.flush = lambda: (writes.append(0), real_flush())[1]
 
+    started = time.time()
     model.learn(500, log_interval=1, callback=EpisodeCallback(lambda s: None, lambda: False, on_start=on_start))
-    assert paced == [1]
-    assert flushes == [], "no flush within the hour's pace: SB3 would have flushed at each of 100 dumps"
-    tensorboard_writes.flush(model)
-    assert len(flushes) == 1
+    assert deferred == [1]
+    assert writes == [], "nothing written on the training thread: SB3 wrote 100 dumps and flushed each"
+    assert tensorboard_writes.write_out(model) > 100 * 4
+    assert writes[-1] == 0 and writes.count(0) == 1  # the points, then one flush
     run = next(tmp_path.iterdir())
     points = EventAccumulator(str(run)).Reload().Scalars("time/fps")  # recorded at every dump
-    assert len(points) == 100 and points[-1].step == 500  # every dump's point, on disk
+    assert len(points) == 100 and points[-1].step == 500
+    assert started <= points[0].wall_time <= points[-1].wall_time  # when recorded, not when written
+    assert tensorboard_writes.write_out(model) == 0

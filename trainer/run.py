@@ -254,9 +254,12 @@ class Runner:
             if not self.stop_requested.is_set():
                 self._finish(model, vec_env, callbacks.evaluator)
         finally:
+            if model is not None:
+                try:
+                    tensorboard_writes.write_out(model)  # every point recorded, before the final sync
+                except Exception as exc:  # noqa: BLE001 - TensorBoard points must not hide the run's own outcome
+                    log.warning("TensorBoard points not written: %s", exc)
             if callbacks is not None and callbacks.syncer is not None:
-                if model is not None:
-                    tensorboard_writes.flush(model)
                 self.tensorboard_files = callbacks.syncer.close()  # the final, complete sync
             if callbacks is not None and callbacks.evaluator is not None:
                 callbacks.evaluator.close()
@@ -386,10 +389,16 @@ class Runner:
                     )
                 self.background.raise_failure()
 
-        if syncer is not None:  # what the event files' writer holds goes to disk before each upload
-            syncer.before_sync = functools.partial(tensorboard_writes.flush, model)
-        on_start = functools.partial(tensorboard_writes.pace, model) if tb_dir else None
-        episode = EpisodeCallback(on_episode, self.stop_requested.is_set, clock, on_start=on_start)
+        if syncer is not None:  # the points recorded so far go to the event files before each upload
+            syncer.before_sync = functools.partial(tensorboard_writes.write_out, model)
+
+        def on_start() -> None:  # SB3's logger exists once learn has begun
+            if tensorboard_writes.defer(model):
+                write = functools.partial(tensorboard_writes.write_out, model)
+                self.background.every(tensorboard_writes.WRITE_SECONDS, "tensorboard points", write,
+                                      key="tensorboard-points")  # fmt: skip
+
+        episode = EpisodeCallback(on_episode, self.stop_requested.is_set, clock, on_start=on_start if tb_dir else None)
         return Callbacks(episode, evaluator, syncer, clock)
 
     def _fit(self, model: Any, callbacks: Callbacks, resume: Any, episode_len: int) -> None:

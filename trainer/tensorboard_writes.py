@@ -1,45 +1,66 @@
-"""SB3's TensorBoard output without a flush of the event file at every dump.
+"""SB3's TensorBoard points written by the trainer's background worker, not at every dump.
 
-SB3's ``TensorBoardOutputFormat.write`` ends every dump with ``SummaryWriter.flush()``, which waits
-on the training thread until the event file's writer thread has written and flushed everything
-queued. A dump comes every ``log_interval`` iterations, every five steps for A2C at the trainer's
-default of 1, and each flush is a hand-over between two threads and a write to disk.
+SB3's ``TensorBoardOutputFormat.write`` turns every dumped value into an event (torch's
+``add_scalar``: a protobuf summary, an event, TensorBoard's pure-Python CRC; 35-45 µs a point here)
+and ends every dump with ``SummaryWriter.flush()``, which waits on the training thread until the
+event file's writer thread has written everything queued. A dump comes every ``log_interval``
+iterations: every five steps for A2C at the trainer's default of 1, some eleven points each.
 
-``pace`` wraps the writer of each TensorBoard output of a model's logger so that ``flush`` runs at
-most once per ``every`` seconds; the scalars themselves are queued to the event file's writer
-thread as before. ``flush`` forces the flush the trainer needs: before each sync of the event
-files to the bucket, and before the final sync, so an upload holds every point written up to it.
+``defer`` wraps the writer of each TensorBoard output of a model's logger: on the training thread a
+scalar is only appended to a list (with its wall time, so TensorBoard shows when it was recorded)
+and SB3's flush does nothing; ``write_out`` adds the points to the event file and flushes it. The
+runner calls ``write_out`` on the background worker every ``WRITE_SECONDS``, before each sync of the
+event files to the bucket, and before the final sync, so an upload holds every point recorded up
+to it. Anything else SB3 writes (text, histograms, images) goes through at once, as before.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import Any
 
-FLUSH_SECONDS = 5.0  # at most this old, a point reaches the event file on disk (TensorBoard's own: 120 s)
+WRITE_SECONDS = 5.0  # at most this old, a point reaches the event file on disk (TensorBoard's own flush: 120 s)
 
 
-class PacedFlush:
-    """A SummaryWriter whose ``flush`` runs at most once per ``every`` seconds; ``flush_now`` always does."""
+class DeferredScalars:
+    """A SummaryWriter whose ``add_scalar`` only records the point and whose ``flush`` waits for
+    ``write_out``; everything else is the writer's own."""
 
-    def __init__(self, writer: Any, every: float = FLUSH_SECONDS) -> None:
+    def __init__(self, writer: Any) -> None:
         self.writer = writer
-        self.every = every
-        self.last = time.monotonic()
-        self.lock = threading.Lock()  # the background worker's flush_now may meet the training thread's
+        # Appended on the training thread, taken on the worker: a deque's append and popleft are atomic.
+        self.points: collections.deque[tuple[str, Any, int | None, float]] = collections.deque()
+        self.lock = threading.Lock()  # one write_out at a time (the worker's, the final one)
 
-    def __getattr__(self, name: str) -> Any:  # add_scalar, add_text, file_writer, close...
+    def __getattr__(self, name: str) -> Any:  # add_text, add_histogram, file_writer, close...
         return getattr(self.writer, name)
 
-    def flush(self) -> None:
-        if time.monotonic() - self.last >= self.every:
-            self.flush_now()
+    def add_scalar(self, tag: str, scalar_value: Any, global_step: int | None = None, walltime: float | None = None,
+                   **kwargs: Any) -> None:  # fmt: skip
+        if kwargs:  # new_style or double_precision: not what SB3 asks for; written as asked
+            self.writer.add_scalar(tag, scalar_value, global_step, walltime, **kwargs)
+            return
+        self.points.append((tag, scalar_value, global_step, time.time() if walltime is None else walltime))
 
-    def flush_now(self) -> None:
+    def flush(self) -> None:
+        """SB3's flush after every dump: the points wait for ``write_out``."""
+
+    def write_out(self) -> int:
+        """Add the recorded points to the event file and flush it; how many points were written."""
+        written = 0
         with self.lock:
+            while self.points:
+                tag, value, step, walltime = self.points.popleft()
+                self.writer.add_scalar(tag, value, step, walltime)
+                written += 1
             self.writer.flush()
-            self.last = time.monotonic()
+        return written
+
+    def close(self) -> None:
+        self.write_out()
+        self.writer.close()
 
 
 def _tensorboard_outputs(model: Any) -> list[Any]:
@@ -49,18 +70,23 @@ def _tensorboard_outputs(model: Any) -> list[Any]:
     return [f for f in getattr(logger, "output_formats", ()) if isinstance(f, TensorBoardOutputFormat)]
 
 
-def pace(model: Any, every: float = FLUSH_SECONDS) -> int:
-    """Pace the flushes of ``model``'s TensorBoard outputs (call once learn has set its logger up);
-    how many outputs were paced."""
+def defer(model: Any) -> int:
+    """Defer the points of ``model``'s TensorBoard outputs (call once learn has set its logger up);
+    how many outputs there are."""
     outputs = _tensorboard_outputs(model)
     for output in outputs:
-        if not isinstance(output.writer, PacedFlush):
-            output.writer = PacedFlush(output.writer, every)
+        if not isinstance(output.writer, DeferredScalars):
+            output.writer = DeferredScalars(output.writer)
     return len(outputs)
 
 
-def flush(model: Any) -> None:
-    """Write everything ``model``'s TensorBoard outputs hold to their event files, now."""
+def write_out(model: Any) -> int:
+    """Write every point ``model``'s TensorBoard outputs hold to their event files, now."""
+    written = 0
     for output in _tensorboard_outputs(model):
         writer = output.writer
-        (writer.flush_now if isinstance(writer, PacedFlush) else writer.flush)()
+        if isinstance(writer, DeferredScalars):
+            written += writer.write_out()
+        else:
+            writer.flush()
+    return written
