@@ -161,11 +161,12 @@ def schedule(hours: Sequence[float], parallel: int) -> Schedule:
 def simulations_at_full_speed(vcpus: int) -> int:
     """How many simulations (``--n-envs``) one VM of ``vcpus`` runs at full speed: one per vCPU.
 
-    Each EnergyPlus simulation runs in a process of its own and needs a core of its own; the
-    learner's share is small, so steps/s grow near-linearly with ``--n-envs`` up to the VM's vCPUs
-    and not beyond (``make bench`` measures --n-envs 1, 2 and, with 4 cores, 4; docs/design.md,
-    "Machine type and --n-envs"). A managed instance group makes every VM from its template, so the
-    machine type is the batch's template's; this rule says which template an experiment wants.
+    Each EnergyPlus simulation runs in a process of its own and keeps a vCPU busy; past the VM's
+    vCPUs they share them and add nothing. Below that the gain per environment is well under one
+    (measured 1.3x for two on two vCPUs: the environments step in lockstep and the learner is
+    serial; ``make bench`` measures --n-envs 1, 2 and, with 4 cores, 4; docs/design.md, "Machine
+    type and --n-envs"). A managed instance group makes every VM from its template, so the machine
+    type is the batch's template's; this rule says which template an experiment wants.
     """
     return max(1, vcpus)
 

@@ -389,7 +389,11 @@ def test_evaluate_a_model_from_the_bucket(cloud: Cloud, trained_sac: TrainerSpec
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                             env=trainer_env(**cloud.env))  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    out = json.loads(result.stdout[result.stdout.index("{\n") :])
+    # The result is the last thing printed: an object opening at the start of a line.
+    try:
+        out = json.loads(result.stdout[result.stdout.rindex("\n{\n") + 1 :])
+    except ValueError:
+        raise AssertionError(f"stdout does not end with the JSON result:\n{result.stdout[-4000:]}") from None
     assert out["model"] == uri and len(out["episodes"]) == 2
     assert all(e["length_timesteps"] == 672 for e in out["episodes"])
     assert "normalization statistics: yes" in result.stderr
@@ -452,8 +456,9 @@ def test_a_batch_of_sinergym_configs_end_to_end_with_live_tensorboard(cloud: Clo
                     # The PPO config as it is, on one week, its outputs kept, TensorBoard beside them.
                     {"config": str(CONFIGS / "train_agent_PPO.yaml"), "runperiod": list(WEEK), "remote_store": True,
                      "tensorboard": "./tensorboard_log"},
-                    # A longer one whose TensorBoard logs are watched while it trains, in the batch's folder.
-                    {"environment": CONT, "algorithm": "PPO", "episodes": 12, "runperiod": list(WEEK), "seed": 2,
+                    # A longer one whose TensorBoard logs are watched while it trains, in the batch's folder
+                    # (40 one-week episodes: about a minute of training, for two reads while it runs).
+                    {"environment": CONT, "algorithm": "PPO", "episodes": 40, "runperiod": list(WEEK), "seed": 2,
                      "tensorboard": folder, "hyperparameters": {"n_steps": 64}},
                 ],
             }
