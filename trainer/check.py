@@ -151,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", help="results bucket to test (default $SINERGYM_RESULTS_BUCKET)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")
     import tempfile
 
     here = os.getcwd()

@@ -133,6 +133,9 @@ def load_spec(path: Path) -> TrainerSpec | Experiment:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Sinergym's progress bars (tqdm) would flood the log and `evaluate`'s stdout, which ends with its
+    # JSON result; tqdm reads TQDM_DISABLE when first imported, and nothing has imported it yet.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         from trainer import check

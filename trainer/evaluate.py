@@ -89,7 +89,6 @@ def evaluate(experiment: Experiment, workdir: Path, mlflow_experiment: str) -> d
 
     assert experiment.initial_model is not None
     envs.ensure_energyplus()
-    os.environ.setdefault("TQDM_DISABLE", "1")
     workdir = workdir.resolve()
     out = workdir / "output"
     out.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,6 @@ class Runner:
     # ---------------------------------------------------------------------- run
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        os.environ.setdefault("TQDM_DISABLE", "1")  # Sinergym's progress bars would flood the log
         self.workdir.mkdir(parents=True, exist_ok=True)
         heartbeat = None
         if self.ctx.on_vm:

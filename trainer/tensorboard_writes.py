@@ -7,7 +7,7 @@ event file's writer thread has written everything queued. A dump comes every ``l
 iterations: every five steps for A2C at the trainer's default of 1, some eleven points each.
 
 ``defer`` wraps the writer of each TensorBoard output of a model's logger: on the training thread a
-scalar is only appended to a list (with its wall time, so TensorBoard shows when it was recorded)
+scalar is only appended to a deque (with its wall time, so TensorBoard shows when it was recorded)
 and SB3's flush does nothing; ``write_out`` adds the points to the event file and flushes it. The
 runner calls ``write_out`` on the background worker every ``WRITE_SECONDS``, before each sync of the
 event files to the bucket, and before the final sync, so an upload holds every point recorded up
