@@ -23,7 +23,10 @@ from sinergym_cloud.control import sweep_runs, sweeps
 from sinergym_cloud.publisher import render, report, sweep_view, views
 from tests.conftest import Cloud, new_batch_id, own_cloud, wait_for
 
-GOOD, BAD = [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]
+# A bad trial runs twice as many episodes as a good one: if its pruning were late (progress reports
+# queue behind each other at the emulator's two push loops on a loaded machine), it still has 9 s
+# of episodes left after the report that decides it, instead of 3.
+GOOD, BAD = [1.0] * 4, [0.0] * 8
 SCRIPT = {"0": GOOD, "1": GOOD, "2": GOOD, "3": BAD, "4": GOOD, "5": BAD, "6": BAD, "7": GOOD}
 MUST_BE_PRUNED = {3, 5, 6}  # trials 0 and 1 complete first; a bad trial starts only after one of them ended
 
@@ -73,7 +76,8 @@ def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly
     recs = sweeps.records(rt, bid)
     assert [r.index for r in recs] == list(range(8)), "exactly 8 trials"
     pruned = {r.index for r in recs if r.state == "pruned"}
-    assert pruned == MUST_BE_PRUNED, {r.index: (r.state, r.intermediate) for r in recs}
+    states = {r.index: (r.state, r.intermediate, r.reason) for r in recs}
+    assert pruned == MUST_BE_PRUNED, str(states)  # a string: pytest would shorten the dict's repr
     assert {r.state for r in recs if r.index not in pruned} == {"succeeded"}
     for r in recs:
         assert r.attempts == 1, f"experiment {r.index} ran {r.attempts} times"
@@ -89,7 +93,6 @@ def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly
     for r in recs[:2]:
         assert r.params == sweep.propose(batch.sweep, r.index, [])[0]
     # A pruned trial stops at min_episodes, and its VM is removed at the decision, not when it would have ended.
-    full = min((r.finished_at or 0) - (r.running_at or 0) for r in recs if r.index not in pruned)
     for r in recs:
         if r.index in pruned:
             # Decided on episode 2's report. A report that arrived while the decision was being made
@@ -98,7 +101,6 @@ def test_a_tpe_sweep_prunes_the_bad_trials_gives_their_vms_back_and_runs_exactly
             assert {"1", "2"} <= set(r.intermediate) <= {"1", "2", "3"}
             assert r.delete_requested_at is not None and r.finished_at is not None
             assert r.delete_requested_at - r.finished_at < 5.0
-            assert r.finished_at - (r.running_at or 0) < full, "pruned before its last episodes"
     deleted = {i for e in cloud.events(0, "mig.deleteInstances") for i in e.get("instances", [])}
     assert {r.instance for r in recs if r.index in pruned} <= deleted
     ours = {r.instance for r in recs}
