@@ -41,6 +41,23 @@ def test_submit_returns_at_once_while_the_worker_is_busy_and_keeps_the_order() -
     assert bg.close(5)
 
 
+def test_the_worker_counts_its_cpu_apart_from_its_waits() -> None:
+    bg = Background()
+
+    def compute() -> None:
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            sum(range(1000))
+
+    bg.submit("compute", compute)
+    bg.submit("wait", lambda: time.sleep(0.3))
+    assert bg.close(30)
+    metrics = bg.stats.metrics()
+    assert metrics["background_cpu_seconds"] >= 0.05
+    # The sleep is in the worker's busy time, not in its CPU time.
+    assert metrics["background_busy_seconds"] >= metrics["background_cpu_seconds"] + 0.3
+
+
 def test_a_keyed_task_replaces_its_pending_twin_in_place() -> None:
     bg = Background()
     gate = threading.Event()

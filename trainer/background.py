@@ -59,6 +59,9 @@ class Stats:
     dropped: int = 0  # keyless tasks dropped over max_pending
     failed: int = 0
     busy_seconds: float = 0.0
+    # The worker thread's CPU time: what it took from the training thread's share of the
+    # interpreter lock and of the cores (waits on the network or a disk are not in it).
+    cpu_seconds: float = 0.0
     longest_seconds: float = 0.0
     longest_what: str = ""
     max_pending: int = 0
@@ -71,6 +74,7 @@ class Stats:
             "background_dropped": float(self.dropped),
             "background_failed": float(self.failed),
             "background_busy_seconds": self.busy_seconds,
+            "background_cpu_seconds": self.cpu_seconds,
             "background_longest_task_seconds": self.longest_seconds,
             "background_max_pending": float(self.max_pending),
         }
@@ -180,16 +184,17 @@ class Background:
 
     def _loop(self) -> None:
         while (task := self._next()) is not None:
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.thread_time()
             try:
                 task.fn()
             except BaseException as exc:  # noqa: BLE001 - a failed task is counted, logged, and raised if critical
                 self._failed(task, exc)
-            took = time.monotonic() - started
-            log.debug("background: %s took %.3f s", task.what, took)
+            took, cpu = time.monotonic() - started, time.thread_time() - cpu
+            log.debug("background: %s took %.3f s (%.3f s of CPU)", task.what, took, cpu)
             with self._cond:
                 self.stats.done += 1
                 self.stats.busy_seconds += took
+                self.stats.cpu_seconds += cpu
                 if took > self.stats.longest_seconds:
                     self.stats.longest_seconds, self.stats.longest_what = took, task.what
                 self._running = None

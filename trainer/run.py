@@ -283,11 +283,7 @@ class Runner:
             wandb_setup.prepare(self.out, self.ctx.batch_id)
         from trainer import envs
 
-        threads = envs.torch_threads(exp.n_envs)
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
+        envs.tune_torch(exp.n_envs)
         cores = os.cpu_count() or 1
         if exp.n_envs > cores:
             log.warning(

@@ -1,0 +1,74 @@
+"""The trainer's torch settings (trainer.envs.tune_torch): no argument validation of torch's
+distributions, and a diverged policy still stops the run, refused by Sinergym."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+from trainer import envs
+
+
+def test_distributions_are_built_without_validation_after_tuning() -> None:
+    was = torch.distributions.Distribution._validate_args
+    try:
+        torch.distributions.Distribution.set_default_validate_args(True)
+        with pytest.raises(ValueError, match="loc"):
+            torch.distributions.Normal(torch.tensor([float("nan")]), torch.tensor([1.0]))
+        envs.tune_torch(1)
+        normal = torch.distributions.Normal(torch.tensor([float("nan")]), torch.tensor([1.0]))
+        assert torch.isnan(normal.sample()).all()
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(was)
+
+
+DIVERGED = r"""
+import json, sys
+import torch
+from stable_baselines3 import PPO
+from sinergym_cloud.contracts import Experiment
+from trainer import envs
+
+envs.ensure_energyplus()
+envs.tune_torch(1)
+exp = Experiment.model_validate({"environment": "Eplus-5zone-hot-continuous-v1", "runperiod": (1, 1, 1991, 7, 1, 1991),
+                                 "seed": 3, "normalization": True, "logger": False})
+vec_env = envs.vectorize([lambda: envs.make_env(exp, "diverged")])
+model = PPO("MlpPolicy", vec_env, seed=3, n_steps=64, batch_size=32)
+with torch.no_grad():
+    for p in model.policy.parameters():
+        p.fill_(float("nan"))
+try:
+    model.learn(total_timesteps=64)
+    print(json.dumps({"raised": None}))
+except Exception as exc:
+    print(json.dumps({"raised": type(exc).__name__, "message": str(exc)}))
+finally:
+    vec_env.close()
+"""
+
+
+@pytest.mark.slow
+def test_a_policy_with_nan_weights_stops_at_its_first_action(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", DIVERGED],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    # Sinergym logs to stdout as the environment closes, after the result.
+    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith('{"raised"')))
+    # Without validation the NaN reaches the environment, which refuses it before EnergyPlus sees it.
+    assert result["raised"] == "ValueError", result
+    assert "nan" in result["message"] and "is not valid" in result["message"], result
