@@ -9,6 +9,8 @@ import contextlib
 import functools
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -145,6 +147,22 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
+
+
+def run_python(script: str, *args: str, cwd: Path) -> str:
+    """Run ``script`` in a fresh interpreter with the project importable (a process of its own: one
+    EnergyPlus simulation per process), fail the test if it fails, and return what it printed."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
 
 
 @contextlib.contextmanager

@@ -4,17 +4,14 @@ with a stand-in simulation thread, then a real EnergyPlus week stepped with and 
 from __future__ import annotations
 
 import json
-import os
 import queue
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_python
 from trainer.episode_end import SimulationAwareQueue, end_without_waiting
 
 
@@ -132,17 +129,7 @@ print(json.dumps({"rows": rows, "last_step_seconds": last, "per_episode": env.un
 
 
 def step_a_week(mode: str, cwd: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-c", STEP_A_WEEK, mode],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(run_python(STEP_A_WEEK, mode, cwd=cwd).strip().splitlines()[-1])
     return result
 
 

@@ -4,15 +4,12 @@ distributions, and a diverged policy still stops the run, refused by Sinergym.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import run_python
 from trainer import envs
 
 
@@ -57,18 +54,9 @@ finally:
 
 @pytest.mark.slow
 def test_a_policy_with_nan_weights_stops_at_its_first_action(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", DIVERGED],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    printed = run_python(DIVERGED, cwd=tmp_path)
     # Sinergym logs to stdout as the environment closes, after the result.
-    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith('{"raised"')))
+    result = json.loads(next(line for line in printed.splitlines() if line.startswith('{"raised"')))
     # Without validation the NaN reaches the environment, which refuses it before EnergyPlus sees it.
     assert result["raised"] == "ValueError", result
     assert "nan" in result["message"] and "is not valid" in result["message"], result
