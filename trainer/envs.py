@@ -220,15 +220,20 @@ def torch_threads(n_envs: int, cores: int | None = None) -> int | None:
 
 
 def vectorize(factories: Sequence[Callable[[], Any]], subprocess: bool = False) -> Any:
-    """One environment in-process, several (or ``subprocess=True``) in subprocesses, one core each.
+    """One environment in-process; several with the first in-process and the others in worker
+    processes (trainer.vec_env.LocalFirstVecEnv), one core each; ``subprocess=True``: all in workers.
 
     A process holds at most one running EnergyPlus simulation: EnergyPlus is not re-entrant.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    if len(factories) == 1 and not subprocess:
+    if subprocess:
+        return SubprocVecEnv(list(factories), start_method="forkserver")
+    if len(factories) == 1:
         return DummyVecEnv(list(factories))
-    return SubprocVecEnv(list(factories), start_method="forkserver")
+    from trainer.vec_env import LocalFirstVecEnv
+
+    return LocalFirstVecEnv(factories)
 
 
 def normalization_stats(vec_env: Any) -> dict[str, Any] | None:
