@@ -1,5 +1,6 @@
-"""The trainer's torch settings (trainer.envs.tune_torch): no argument validation of torch's
-distributions, and a diverged policy still stops the run, refused by Sinergym."""
+"""The trainer process's settings: torch's (trainer.envs.tune_torch: no argument validation of
+torch's distributions, and a diverged policy still stops the run, refused by Sinergym) and MLflow's
+(no usage telemetry unless asked for)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,25 @@ def test_a_policy_with_nan_weights_stops_at_its_first_action(tmp_path: Path) -> 
     # Without validation the NaN reaches the environment, which refuses it before EnergyPlus sees it.
     assert result["raised"] == "ValueError", result
     assert "nan" in result["message"] and "is not valid" in result["message"], result
+
+
+TELEMETRY = r"""
+import os, sys
+# As on a VM: none of the variables by which MLflow recognises a test or a CI run.
+for name in ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS"):
+    os.environ.pop(name, None)
+if sys.argv[1] != "unset":
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = sys.argv[1]
+from trainer import cli
+try:
+    cli.main(["check", "--help"])
+except SystemExit:
+    pass
+from mlflow.telemetry.utils import is_telemetry_disabled
+print(is_telemetry_disabled())
+"""
+
+
+@pytest.mark.parametrize(("setting", "disabled"), [("unset", "True"), ("false", "False"), ("true", "True")])
+def test_mlflow_telemetry_is_off_in_the_trainer_unless_turned_on(tmp_path: Path, setting: str, disabled: str) -> None:
+    assert run_python(TELEMETRY, setting, cwd=tmp_path).split()[-1] == disabled

@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     # Sinergym's progress bars (tqdm) would flood the log and `evaluate`'s stdout, which ends with its
     # JSON result; tqdm reads TQDM_DISABLE when first imported, and nothing has imported it yet.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # MLflow 3 sends usage telemetry from two threads of its own: CPU and network on a VM that is paid
+    # to train, and nothing the experiment asked for. Off unless the environment turns it on.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         from trainer import check
