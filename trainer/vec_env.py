@@ -14,7 +14,7 @@ environment 0's, and evaluation runs in its own worker (trainer.evaluation).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -49,16 +49,16 @@ class LocalFirstVecEnv(VecEnv):
 
     # The two parts, by environment index.
 
-    def _split(self, indices: VecEnvIndices) -> tuple[list[int], list[int], list[int]]:
-        """The requested indices in order, those of environment 0 (as [0]) and the workers' (from 0)."""
+    def _per_env(self, indices: VecEnvIndices, call: Callable[[VecEnv, list[int]], list[Any]]) -> list[Any]:
+        """``call(part, its_indices)`` on this process's part and the workers', answers in the order asked."""
         wanted = list(self._get_indices(indices))
-        return wanted, [0] if 0 in wanted else [], [i - 1 for i in wanted if i > 0]
-
-    def _gather(self, wanted: Iterable[int], local: list[Any], remote: list[Any], remote_idx: list[int]) -> list[Any]:
-        by_index = {i + 1: value for i, value in zip(remote_idx, remote, strict=True)}
-        if local:
-            by_index[0] = local[0]
-        return [by_index[i] for i in wanted]
+        answers: dict[int, Any] = {}
+        if 0 in wanted:
+            answers[0] = call(self.local, [0])[0]
+        remote = [i - 1 for i in wanted if i > 0]
+        if remote:
+            answers.update({i + 1: value for i, value in zip(remote, call(self.remote, remote), strict=True)})
+        return [answers[i] for i in wanted]
 
     # Stepping.
 
@@ -100,37 +100,21 @@ class LocalFirstVecEnv(VecEnv):
     # Attributes and methods of the environments.
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        wanted, local, remote = self._split(indices)
-        return self._gather(
-            wanted,
-            self.local.get_attr(attr_name, local) if local else [],
-            self.remote.get_attr(attr_name, remote) if remote else [],
-            remote,
-        )
+        return self._per_env(indices, lambda part, idx: part.get_attr(attr_name, idx))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        _, local, remote = self._split(indices)
-        if local:
-            self.local.set_attr(attr_name, value, local)
-        if remote:
-            self.remote.set_attr(attr_name, value, remote)
+        def set_on(part: VecEnv, idx: list[int]) -> list[None]:
+            part.set_attr(attr_name, value, idx)
+            return [None] * len(idx)
+
+        self._per_env(indices, set_on)
 
     def env_method(
         self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
     ) -> list[Any]:
-        wanted, local, remote = self._split(indices)
-        return self._gather(
-            wanted,
-            self.local.env_method(method_name, *method_args, indices=local, **method_kwargs) if local else [],
-            self.remote.env_method(method_name, *method_args, indices=remote, **method_kwargs) if remote else [],
-            remote,
+        return self._per_env(
+            indices, lambda part, idx: part.env_method(method_name, *method_args, indices=idx, **method_kwargs)
         )
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        wanted, local, remote = self._split(indices)
-        return self._gather(
-            wanted,
-            self.local.env_is_wrapped(wrapper_class, local) if local else [],
-            self.remote.env_is_wrapped(wrapper_class, remote) if remote else [],
-            remote,
-        )
+        return self._per_env(indices, lambda part, idx: part.env_is_wrapped(wrapper_class, idx))
