@@ -1,7 +1,8 @@
 """Print test coverage per package (and the total) from the .coverage data of the last run.
 
 Coverage is measured in the test process and in every Python subprocess it starts (the local
-cloud's functions, emulators and trainers), then combined here.
+cloud's functions, emulators and trainers), then combined here. ``coverage_summary.py [ROOT]``: the
+data and sources of ROOT (default: this checkout).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from pathlib import Path
 PACKAGES = ("sinergym_cloud", "functions", "localcloud", "trainer")
 
 
-def main() -> int:
-    root = Path(__file__).resolve().parent.parent
+def main(argv: list[str]) -> int:
+    root = Path(argv[0]).resolve() if argv else Path(__file__).resolve().parent.parent
     coverage = [sys.executable, "-m", "coverage"]
-    # pytest-cov usually combined the subprocesses' data already; then this finds nothing, says so, and
-    # that line would only puzzle a reader of the CI log.
-    subprocess.run([*coverage, "combine", "--quiet"], cwd=root, check=False, capture_output=True)
+    # pytest-cov combined the data of the processes that had ended by then into .coverage. A process
+    # that ends later (a VM's trainer, a server of the local cloud stopping) leaves a file of its
+    # own, added here. --append: without it, combine starts clean and .coverage would hold only the
+    # late files. With nothing to add, combine says so, which would only puzzle a reader of the CI log.
+    subprocess.run([*coverage, "combine", "--append", "--quiet"], cwd=root, check=False, capture_output=True)
     out = root / "coverage.json"
     result = subprocess.run([*coverage, "json", "--quiet", "-o", str(out)], cwd=root, check=False)
     if result.returncode != 0 or not out.exists():
@@ -43,4 +46,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
