@@ -331,7 +331,7 @@ def reports_repeated(rec: ExperimentRecord, boot_id: str, values: dict[int, floa
 
 def pruned(rec: ExperimentRecord, boot_id: str, episode: int, attrs: dict[str, object], now: float) -> Transition:
     """The sweep's pruner stopped the trial after ``episode``: it ends ``pruned`` and its VM goes at
-    once (the trainer checkpointed before it reported). Only the boot that reported, still live."""
+    once (the trainer's last checkpoint was written before it reported). Only the boot that reported, still live."""
     if rec.terminal or rec.boot_id != boot_id:
         return NOT_APPLIED
     rec.pruner_attrs = dict(attrs)

@@ -155,6 +155,27 @@ def _sac() -> Any:
     return model
 
 
+def test_checkpoints_every_n_episodes_but_no_sooner_than_the_floor_after_the_last() -> None:
+    def taken(every: int, floor: float, ends: list[float]) -> list[int]:
+        """The episodes whose end (at the times ``ends``) queues a checkpoint, as the runner asks."""
+        last, out = None, []
+        for episode, now in enumerate(ends, start=1):
+            if checkpoint.due(episode, every, floor, last, now):
+                last = now
+                out.append(episode)
+        return out
+
+    two_seconds_each = [2.0 * e for e in range(1, 101)]  # one-week episodes of PPO: 100 in 200 s
+    assert taken(1, 0.0, two_seconds_each) == list(range(1, 101))
+    assert taken(1, 60.0, two_seconds_each) == [1, 31, 61, 91]  # the first, then one a minute
+    assert taken(5, 60.0, two_seconds_each) == [5, 35, 65, 95]  # due ones only, then the floor
+    assert taken(0, 0.0, two_seconds_each) == []
+    hours = [3600.0 * e for e in range(1, 4)]  # year-long episodes: the floor changes nothing
+    assert taken(1, 60.0, hours) == [1, 2, 3]
+    assert checkpoint.due(1, 1, 60.0, None)  # the first, whatever the clock
+    assert not checkpoint.due(2, 1, 60.0, time.monotonic())
+
+
 def test_a_checkpoint_holds_the_filled_rows_and_resumes_at_full_size(tmp_path: Path) -> None:
     from stable_baselines3 import SAC
 

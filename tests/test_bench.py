@@ -35,15 +35,18 @@ def test_trainer_figures_are_the_median_of_per_pair_ratios() -> None:
 
     def trainer(sps: float, longest: float = 0.05, share: float = 0.4) -> Segment:
         metrics = {"trainer_pause_longest_seconds": longest, "trainer_pause_share_pct": share, "drain_seconds": 0.1,
-                   "background_cpu_seconds": sps / 1000}  # fmt: skip
+                   "background_cpu_seconds": sps / 1000, "checkpoints": 2.0, "process_seconds": 40.0,
+                   "servers_cpu_seconds": sps / 100}  # fmt: skip
         return Segment("trainer", sps * 10, 10.0, metrics)
 
     paired = Paired("PPO", [(trainer(190), Segment("bare", 2000, 10.0)),  # 0.95
                             (trainer(300), Segment("bare", 3000, 10.0)),  # 1.00: a faster minute for both
                             (trainer(98, longest=0.25), Segment("bare", 1000, 10.0))])  # fmt: skip
-    ratio, steps, pauses, worker = paired.rows()
+    ratio, steps, pauses, worker, servers = paired.rows()
     assert ratio["value"] == 0.98 and ratio["met"] is True  # the median pair, not 588 / 600
     assert steps["value"] == "190 | 200; 0.950, 1.000, 0.980"
     assert pauses["value"] == "250.0 ms | 0.40 % | 0.10 s" and pauses["met"] is False
     # The worker's CPU time over learn's 10 s: 1.9 %, 3.0 %, 0.98 %; the median pair's.
-    assert worker["value"] == "1.90 %" and worker["met"] is None
+    assert worker["value"] == "1.90 % | 2" and worker["met"] is None
+    # The local cloud's servers' CPU over each trainer process's 40 s: 4.75 %, 7.5 %, 2.45 %.
+    assert servers["value"] == "4.8 %" and servers["met"] is None

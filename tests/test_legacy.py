@@ -55,6 +55,7 @@ RUN_VALUES = {
     "group_name": "study-a",
     "n_envs": "2",
     "checkpoint_every": "5",
+    "checkpoint_min_seconds": "90.0",
 }
 
 

@@ -482,6 +482,8 @@ def test_what_was_queued_in_the_background_is_stored_before_the_completion_even_
     prefix = names.checkpoint_prefix(spec.batch_id, spec.experiment_name)
     meta = json.loads(bucket.blob(prefix + "meta.json").download_as_bytes())
     assert meta["timesteps"] == stopped.timesteps and meta["episodes"] == len(done)
+    # The first episode's, then at most one a minute (checkpoint_min_seconds), and the stop's.
+    assert 2 <= stopped.metrics["checkpoints"] <= 2 + stopped.metrics["learn_seconds"] // 60 < len(done) + 1
     model = bucket.blob(prefix + "model.zip").download_as_bytes()
     assert hashlib.sha256(model).hexdigest() == meta["sha256"]["model.zip"]
     # Every TensorBoard event file, as last written.

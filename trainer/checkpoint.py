@@ -1,6 +1,7 @@
 """Resumable checkpoints in the results bucket: model, replay buffer, normalization statistics.
 
-Saved every ``checkpoint_every`` episodes and on SIGTERM, under
+Saved every ``checkpoint_every`` episodes (no sooner than ``checkpoint_min_seconds`` after the
+last) and on SIGTERM, under
 ``gs://<bucket>/<batch>/<experiment>/checkpoint/``. The files go first and ``meta.json`` last, so a
 checkpoint is only visible once it is whole. A trainer that finds a checkpoint for its experiment
 (a VM replacing a preempted one) resumes it: same MLflow run, same step count.
@@ -69,6 +70,18 @@ class Owner:
 
 
 FILES = ("model.zip", "replay_buffer.pkl")  # the only files a checkpoint may name
+
+
+def due(episode: int, every: int, min_seconds: float, last: float | None, now: float | None = None) -> bool:
+    """Whether the end of episode ``episode`` saves a checkpoint: every ``every`` episodes (0: never),
+    but not sooner than ``min_seconds`` after the last one (``last``, ``time.monotonic()`` when it
+    was queued; None: none yet, so the first is always due). A checkpoint's write (serializing,
+    hashing, uploading) takes CPU from training, several percent of it with short episodes and a
+    large model; the floor bounds that to one write a period, and a crash without notice loses at
+    most one period more. The stop's checkpoint at SIGTERM does not ask."""
+    if not every or episode % every:
+        return False
+    return last is None or (time.monotonic() if now is None else now) - last >= min_seconds
 
 
 def _canonical(meta: dict[str, Any]) -> bytes:

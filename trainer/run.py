@@ -80,6 +80,8 @@ class Runner:
         self.tail = completion.setup_logging()
         self.outcome = Outcome()
         self.episodes_done = 0
+        self.last_checkpoint: float | None = None  # time.monotonic() when this process queued its last
+        self.checkpoints = 0  # queued by this process (a newer one may replace one not yet written)
         self.tensorboard_files: list[Any] = []  # storage.Uploaded of a gs:// --tensorboard
         self.last_summary: dict[str, float] = {}
         self._clients: Any = None
@@ -189,6 +191,7 @@ class Runner:
             if not self.background.close(DRAIN_SECONDS):
                 self.outcome.metrics["background_left"] = float(len(self.background.pending()))
             self.outcome.metrics.update(self.background.stats.metrics())
+            self.outcome.metrics["checkpoints"] = float(self.checkpoints)
             self.outcome.metrics["mlflow_points_lost"] = float(self.metrics.lost)
             tracking.end("KILLED" if self.stop_requested.is_set() else None, failed)
         if exp.remote_store and self.ctx.results_bucket and not self.stop_requested.is_set():
@@ -210,6 +213,8 @@ class Runner:
         worker; a newer checkpoint replaces one still waiting there. A failed write fails the run."""
         from trainer import checkpoint
 
+        self.last_checkpoint = time.monotonic()
+        self.checkpoints += 1
         snap = checkpoint.snapshot(
             model, vec_env, episodes=self.episodes_done, normalization=self.ctx.experiment.normalization
         )
@@ -342,7 +347,7 @@ class Runner:
 
         At an episode's end the training thread only copies and queues: metrics, the checkpoint's
         write and the sweep's progress report go to the background worker, in that order."""
-        from trainer import evaluation, progress
+        from trainer import checkpoint, evaluation, progress
         from trainer.episodes import EpisodeCallback
         from trainer.pauses import PauseClock
 
@@ -374,7 +379,8 @@ class Runner:
                 evaluated = None
                 if evaluator and episode % exp.eval_freq == 0:
                     evaluated = evaluator.evaluate(model, vec_env, episode)
-                if exp.checkpoint_every and episode % exp.checkpoint_every == 0 and self.ctx.results_bucket:
+                due = checkpoint.due(episode, exp.checkpoint_every, exp.checkpoint_min_seconds, self.last_checkpoint)
+                if due and self.ctx.results_bucket:
                     self._queue_checkpoint(model, vec_env)
                 if progress.enabled(self.ctx):  # after the checkpoint: the queue keeps the order
                     self.outcome.progress[str(episode)] = progress.values(summary, evaluated)

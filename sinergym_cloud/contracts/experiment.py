@@ -228,6 +228,13 @@ class Experiment(Strict):
     checkpoint_every: Annotated[int, Option(long="--checkpoint-every")] = Field(
         1, ge=0, le=10_000, description="Save a resumable checkpoint every N episodes (default 1; 0 disables)."
     )
+    checkpoint_min_seconds: Annotated[float, Option(long="--checkpoint-min-seconds")] = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="At least this many seconds between two checkpoints: a due one is skipped sooner "
+        "(default 60; 0: every --checkpoint-every episodes). The stop's checkpoint (SIGTERM) is always saved.",
+    )
     hyperparameters: Hyperparameters = Hyperparameters()
     mode: Literal["train", "check"] = Field(
         "train", description="check: run `python -m trainer check` on the VM instead of training."
