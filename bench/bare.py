@@ -5,7 +5,8 @@ environment and wrappers (``trainer.envs.make_env``, in the same ``DummyVecEnv``
 algorithm, hyperparameters (``trainer.registry``), action noise and seed, then ``learn`` - and
 nothing else: no callback, no TensorBoard, no MLflow, no checkpoints, no uploads, no heartbeat.
 It runs torch with the trainer's number of threads (``trainer.envs.torch_threads``: torch's default
-for one environment). Writes RESULT.json: the timesteps learnt and the seconds ``learn`` took.
+for one environment). Writes RESULT.json: the timesteps learnt, the seconds ``learn`` took and the
+CPU time this process's threads used meanwhile.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ def main(argv: list[str]) -> int:
             params["action_noise"] = NormalActionNoise(np.zeros(n), sigma * np.ones(n))
         model = registry.algos()[experiment.algorithm](policy, vec_env, seed=experiment.seed, **params)
         episode_len = int(vec_env.env_method("get_wrapper_attr", "timestep_per_episode", indices=[0])[0])
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         model.learn(total_timesteps=experiment.episodes * episode_len, log_interval=experiment.log_interval)
-        seconds = time.monotonic() - started
-        Path(argv[1]).write_text(json.dumps({"timesteps": int(model.num_timesteps), "seconds": seconds}))
+        seconds, cpu = time.monotonic() - started, time.process_time() - cpu_started
+        result = {"timesteps": int(model.num_timesteps), "seconds": seconds, "cpu_seconds": cpu}
+        Path(argv[1]).write_text(json.dumps(result))
     finally:
         vec_env.close()
     return 0

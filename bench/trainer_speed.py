@@ -1,21 +1,21 @@
 """The trainer against a bare loop, for every algorithm the project accepts, and ``--n-envs`` scaling.
 
-Both are measured the way a VM-hour is spent: the trainer as dispatch starts it on a VM (``python
--m trainer run --spec``: MLflow, TensorBoard synced live, signed checkpoints every episode, the
-heartbeat, the CSV logger, every output uploaded, against the local cloud's bucket and MLflow
-server), and the bare loop (``bench/bare.py``) with the same algorithm, environment, wrappers,
-hyperparameters and seed, and nothing else.
+Both are measured the way a VM-hour is spent: the trainer as dispatch starts it on a VM (``python -m
+trainer run --spec``: MLflow, TensorBoard synced live, signed checkpoints at the defaults (every
+episode, at most one a minute), the heartbeat, the CSV logger, every output uploaded, against the
+local cloud's bucket and MLflow server), and the bare loop (``bench/bare.py``) with the same
+algorithm, environment, wrappers, hyperparameters and seed, and nothing else.
 
-A segment is ``EPISODES`` one-week episodes in a fresh process, so that every checkpoint but the
-last is written while the next episode trains, as in a run of many episodes. Machine noise (other
-jobs on a shared machine, CPU frequency, the page cache) drifts over minutes, so the two are
-measured in pairs of segments run back to back, the order alternating from pair to pair (trainer
-first, then bare first; an even number of pairs has as many of each), and the figure is the median
-of the per-pair ratios, not a ratio of averages. Each segment's steps/s is over ``learn`` only, so
-process start-up (imports, EnergyPlus's first start) counts for neither. What the trainer does only
-once a run ends is reported apart, beside start-up: the wait for its background worker after
-``learn`` (the drain: the last episode's checkpoint and metrics, which no training can overlap),
-the final model, the upload and verification of every output.
+A segment is ``EPISODES`` one-week episodes in a fresh process: the first episode's checkpoint is
+written while the next one trains, as in a run of many episodes. Machine noise (other jobs on a
+shared machine, CPU frequency, the page cache) drifts over minutes, so the two are measured in pairs
+of segments run back to back, the order alternating from pair to pair (trainer first, then bare
+first; an even number of pairs has as many of each), and the figure is the median of the per-pair
+ratios, not a ratio of averages. Each segment's steps/s is over ``learn`` only, so process start-up
+(imports, EnergyPlus's first start) counts for neither. What the trainer does only once a run ends
+is reported apart, beside start-up: the wait for its background worker after ``learn`` (the drain:
+the last episode's metrics and a checkpoint still queued, which no training can overlap), the final
+model, the upload and verification of every output.
 
 The heartbeat and the TensorBoard sync run every ``upload_seconds`` (5 s here, 30 s on a VM), so
 that a segment of a few seconds sees several of them: a stricter test than a VM's.
@@ -106,10 +106,15 @@ class Segment:
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     load: float = 0.0  # 1-minute load average when it ended
+    cpu_seconds: float = float("nan")  # the process's threads' CPU time during learn
 
     @property
     def steps_per_second(self) -> float:
         return self.timesteps / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def cpu_per_step(self) -> float:
+        return self.cpu_seconds / self.timesteps if self.timesteps > 0 else float("nan")
 
 
 def bare_segment(exp: Any) -> Segment:
@@ -129,7 +134,8 @@ def bare_segment(exp: Any) -> Segment:
         if out.returncode != 0:
             raise RuntimeError(f"bare {exp.algorithm}: {out.stderr[-3000:]}")
         result = json.loads(result_path.read_text())
-    return Segment("bare", float(result["timesteps"]), float(result["seconds"]), load=os.getloadavg()[0])
+    return Segment("bare", float(result["timesteps"]), float(result["seconds"]), load=os.getloadavg()[0],
+                   cpu_seconds=float(result.get("cpu_seconds", "nan")))  # fmt: skip
 
 
 class Trainers:
@@ -192,7 +198,8 @@ class Trainers:
         if servers:
             metrics["servers_cpu_seconds"] = servers_cpu
         learnt = metrics.get("learn_timesteps", metrics.get("timesteps", 0.0))
-        return Segment("trainer", learnt, metrics["learn_seconds"], metrics, load=os.getloadavg()[0])
+        cpu = metrics.get("learn_cpu_seconds", float("nan"))
+        return Segment("trainer", learnt, metrics["learn_seconds"], metrics, os.getloadavg()[0], cpu)
 
     def _completion(self, batch_id: str) -> dict[str, float]:
         from sinergym_cloud import contracts
@@ -222,6 +229,13 @@ class Paired:
     @property
     def ratios(self) -> list[float]:
         return [t.steps_per_second / b.steps_per_second for t, b in self.pairs]
+
+    @property
+    def cpu_ratios(self) -> list[float]:
+        """Per pair, the bare loop's CPU time a step over the trainer's: the trainer's own work on
+        the same scale as the ratio of speeds, without the machine's other jobs (time they take from
+        the process is not its CPU time) and without the local cloud's servers (not on a VM)."""
+        return [b.cpu_per_step / t.cpu_per_step for t, b in self.pairs]
 
     def rows(self) -> list[dict[str, Any]]:
         a = self.algorithm
@@ -256,6 +270,9 @@ class Paired:
                 f"{worker:.2f} % | {checkpoints:.0f}", "", "reported", None),
             row(f"  {a}: the local cloud's servers' CPU during the trainer's process (not on a VM), share of one core",
                 f"{servers:.1f} %", "", "reported", None),
+            row(f"  {a}: by CPU time a step (the bare loop's over the trainer's; median; per pair)",
+                f"{statistics.median(self.cpu_ratios):.3f}; " + ", ".join(f"{r:.3f}" for r in self.cpu_ratios), "",
+                "reported", None),
         ]  # fmt: skip
 
 

@@ -37,12 +37,12 @@ def test_trainer_figures_are_the_median_of_per_pair_ratios() -> None:
         metrics = {"trainer_pause_longest_seconds": longest, "trainer_pause_share_pct": share, "drain_seconds": 0.1,
                    "background_cpu_seconds": sps / 1000, "checkpoints": 2.0, "process_seconds": 40.0,
                    "servers_cpu_seconds": sps / 100}  # fmt: skip
-        return Segment("trainer", sps * 10, 10.0, metrics)
+        return Segment("trainer", sps * 10, 10.0, metrics, cpu_seconds=12.0)  # 1.2x the bare loop's CPU a step
 
-    paired = Paired("PPO", [(trainer(190), Segment("bare", 2000, 10.0)),  # 0.95
-                            (trainer(300), Segment("bare", 3000, 10.0)),  # 1.00: a faster minute for both
-                            (trainer(98, longest=0.25), Segment("bare", 1000, 10.0))])  # fmt: skip
-    ratio, steps, pauses, worker, servers = paired.rows()
+    paired = Paired("PPO", [(trainer(190), Segment("bare", 2000, 10.0, cpu_seconds=10.0)),  # 0.95
+                            (trainer(300), Segment("bare", 3000, 10.0, cpu_seconds=10.0)),  # 1.00: a faster minute
+                            (trainer(98, longest=0.25), Segment("bare", 1000, 10.0, cpu_seconds=10.0))])  # fmt: skip
+    ratio, steps, pauses, worker, servers, cpu = paired.rows()
     assert ratio["value"] == 0.98 and ratio["met"] is True  # the median pair, not 588 / 600
     assert steps["value"] == "190 | 200; 0.950, 1.000, 0.980"
     assert pauses["value"] == "250.0 ms | 0.40 % | 0.10 s" and pauses["met"] is False
@@ -50,3 +50,5 @@ def test_trainer_figures_are_the_median_of_per_pair_ratios() -> None:
     assert worker["value"] == "1.90 % | 2" and worker["met"] is None
     # The local cloud's servers' CPU over each trainer process's 40 s: 4.75 %, 7.5 %, 2.45 %.
     assert servers["value"] == "4.8 %" and servers["met"] is None
+    # CPU a step: bare 10 s / 2000, 3000, 1000 steps; trainer 12 s / 1900, 3000, 980 steps.
+    assert cpu["value"] == "0.817; 0.792, 0.833, 0.817" and cpu["met"] is None

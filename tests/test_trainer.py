@@ -159,6 +159,9 @@ def test_each_algorithm_trains_on_real_energyplus(
     assert done.status == "succeeded" and done.boot_id == "boot-1"
     assert done.timesteps >= 671
     assert done.metrics["episodes"] == 1.0
+    assert done.metrics["checkpoints"] == 1.0  # the first episode's is always taken
+    # The CPU time of the process's threads while it learnt (the bench compares it a step with a bare loop's).
+    assert 0 < done.metrics["learn_cpu_seconds"] <= (os.cpu_count() or 1) * done.metrics["learn_seconds"] + 0.1
     client = mlflow.MlflowClient(tracking_uri=cloud.env["MLFLOW_TRACKING_URI"])
     run = client.get_run(done.mlflow_run_id)
     assert run.info.status == "FINISHED"

@@ -409,7 +409,7 @@ class Runner:
         # mid-episode), so what is left is counted in whole episodes.
         remaining = (exp.episodes - self.episodes_done) * episode_len if resume else exp.episodes * episode_len
         before = int(model.num_timesteps)
-        learn_started = time.monotonic()
+        learn_started, cpu_started = time.monotonic(), time.process_time()
         try:
             if remaining > 0:
                 model.learn(
@@ -421,6 +421,9 @@ class Runner:
                 )
         finally:
             learn_seconds = time.monotonic() - learn_started
+            # Every thread of this process (the simulation's, the worker's, the heartbeat's), not the
+            # --n-envs workers: what the bench compares per step with a bare loop's.
+            self.outcome.metrics["learn_cpu_seconds"] = time.process_time() - cpu_started
             self.outcome.metrics.update(callbacks.clock.metrics(learn_seconds))
         self.outcome.timesteps = int(model.num_timesteps)
         self.outcome.metrics["learn_seconds"] = learn_seconds
