@@ -303,6 +303,34 @@ def test_metrics_are_sent_in_batches_from_the_worker(tmp_path: Path, monkeypatch
     assert metrics.sent == 2500 and metrics.lost == 0
 
 
+@pytest.mark.parametrize("stop_after", [None, 30])
+def test_ars_hands_the_callback_its_episodes_and_stops_when_asked(stop_after: int | None) -> None:
+    """sb3-contrib's ARS evaluates its candidates without giving the callback the step's locals and
+    ignores its answer; the trainer's ARS does both, as SB3's own loops (CartPole: no EnergyPlus)."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from trainer import registry
+
+    summaries: list[dict[str, float]] = []
+    steps = [0]
+
+    def stop() -> bool:
+        steps[0] += 1
+        return stop_after is not None and steps[0] >= stop_after
+
+    env = DummyVecEnv([lambda: gym.make("CartPole-v1")])
+    model = registry.algos()["ARS"]("LinearPolicy", env, n_delta=1, n_top=1, seed=3)
+    model.learn(total_timesteps=2000, callback=EpisodeCallback(summaries.append, stop))
+    if stop_after is None:
+        assert model.num_timesteps >= 2000
+        assert summaries and sum(s["length_timesteps"] for s in summaries) <= model.num_timesteps
+        assert all(s["length_timesteps"] >= 1 and s["episode_reward"] == s["length_timesteps"] for s in summaries)
+    else:  # stopped at the step that asked, inside a candidate's episode
+        assert model.num_timesteps == stop_after == steps[0]
+    env.close()
+
+
 def test_episode_bookkeeping_is_timed_as_the_trainers_pause() -> None:
     clock = PauseClock()
     summaries: list[dict[str, float]] = []

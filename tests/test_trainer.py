@@ -220,6 +220,31 @@ def test_sigterm_checkpoints_then_a_new_attempt_resumes(cloud: Cloud, completion
 
 
 @pytest.mark.slow
+def test_ars_runs_count_their_candidates_episodes(cloud: Cloud, completions: str, tmp_path: Path) -> None:
+    """ARS learns from whole episodes of perturbed policies (two candidates here, a week each); each
+    is an episode of the run: summarised in MLflow, and checkpointed like any other's."""
+    experiment = Experiment.model_validate(
+        {
+            "environment": CONT,
+            "algorithm": "ARS",
+            "episodes": 1,
+            "seed": 5,
+            "runperiod": WEEK,
+            "algorithm_parameters": {"n_delta": 1, "n_top": 1},
+        }
+    )
+    spec = spec_for(experiment)
+    assert run_to_end(cloud, spec, tmp_path) == 0, log_of(tmp_path)[-3000:]
+    done = completion_of(cloud, completions, spec.batch_id)
+    assert done.status == "succeeded"
+    assert done.metrics["episodes"] == 2.0 and done.timesteps == 2 * 672  # one update: two candidates' weeks
+    assert done.metrics["checkpoints"] == 1.0
+    client = mlflow.MlflowClient(tracking_uri=cloud.env["MLFLOW_TRACKING_URI"])
+    history = client.get_metric_history(done.mlflow_run_id, "train/length_timesteps")
+    assert sorted((m.step, m.value) for m in history) == [(1, 672.0), (2, 672.0)]
+
+
+@pytest.mark.slow
 def test_failure_publishes_failed_with_the_reason(cloud: Cloud, completions: str, tmp_path: Path) -> None:
     # NormalizedLinearReward does not take the 5-zone building's LinearReward arguments.
     experiment = Experiment(environment=CONT, runperiod=WEEK, reward="NormalizedLinearReward")

@@ -29,7 +29,41 @@ def algos() -> dict[str, type[Any]]:
     except ImportError:
         return table
     table.update({name: getattr(sb3_contrib, name) for name in catalog.CONTRIB_ALGORITHMS})
+    if "ARS" in table:
+        table["ARS"] = _ars(table["ARS"])
     return table
+
+
+class _Stopped(Exception):
+    """A callback asked ARS to stop in the middle of a candidate's evaluation."""
+
+
+def _ars(base: type[Any]) -> type[Any]:
+    """sb3-contrib's ARS with what its evaluation of candidates leaves out and SB3's own loops do:
+    before each step's ``on_step`` the callback gets the step's locals (the rewards, dones and
+    infos the trainer's episode summaries, checkpoints and sweep reports are counted from: without
+    them an ARS run had no episode at all), and a callback that returns False stops ``learn`` at
+    that step (a SIGTERM's stop, which ARS ignored until its last update). A stopped ``learn``
+    returns without ``on_training_end``; the policy is the last update's (candidates are evaluated
+    on a copy), so the stop's checkpoint holds a whole model."""
+
+    class ARS(base):  # type: ignore[misc]
+        def _trigger_callback(self, _locals: dict[str, Any], _globals: dict[str, Any], callback: Any,
+                              n_envs: int) -> None:  # fmt: skip
+            callback.update_locals(_locals)
+            self.num_timesteps += n_envs
+            if not callback.on_step():
+                raise _Stopped
+
+        def learn(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().learn(*args, **kwargs)
+            except _Stopped:
+                return self
+
+    ARS.__qualname__ = ARS.__name__ = base.__name__
+    ARS.__module__ = __name__
+    return ARS
 
 
 def load_table(algorithm: str) -> dict[str, dict[str, Any]]:
