@@ -54,24 +54,15 @@ def server_pids(cloud: Any) -> list[int]:
     descendants: what runs elsewhere than on the VM in Google Cloud."""
     from localcloud import procs
 
-    pids: list[int] = []
-    for path in sorted(cloud.pid_dir.glob("*.json")):
-        record = procs.PidRecord.load(path)
-        if record is not None and not record.name.startswith("vm-") and record.alive():
-            pids += [record.pid, *procs.descendants(record.pid)]
-    return pids
+    live = [r.pid for r in cloud.service_records() if r.alive()]
+    return [p for pid in live for p in (pid, *procs.descendants(pid))]
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """User and system CPU time the live processes ``pids`` have used so far (from /proc)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime and stime, the stat file's 14th and 15th
-    return ticks / os.sysconf("SC_CLK_TCK")
+    from sinergym_cloud.vm import procinfo
+
+    return sum(procinfo.cpu_seconds(pid) for pid in pids)
 
 
 @contextlib.contextmanager

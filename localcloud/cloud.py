@@ -79,14 +79,14 @@ class LocalCloud:
         except (OSError, ValueError):
             return None
 
+    def service_records(self) -> list[procs.PidRecord]:
+        """The recorded processes of the services (not the VMs'), alive or not."""
+        records = (procs.PidRecord.load(p) for p in sorted(self.pid_dir.glob("*.json")))  # none if no folder
+        return [r for r in records if r is not None and not r.name.startswith("vm-")]
+
     def running(self) -> dict[str, bool]:
         """Each recorded service and whether its process is alive."""
-        result = {}
-        for path in sorted(self.pid_dir.glob("*.json")) if self.pid_dir.is_dir() else []:
-            record = procs.PidRecord.load(path)
-            if record is not None and not record.name.startswith("vm-"):
-                result[record.name] = record.alive()
-        return result
+        return {record.name: record.alive() for record in self.service_records()}
 
     def is_up(self) -> bool:
         status = self.running()

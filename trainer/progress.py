@@ -3,8 +3,8 @@
 After each episode (its evaluation done, and its checkpoint when it has one: the runner queues
 the report on the background worker after the checkpoint's write), a trial whose sweep has a
 pruner publishes a Progress on the completions topic (attribute ``kind=progress``), signed with its
-completion key like its Completion. A report that cannot be published is logged and training goes on: the worst
-case is a trial that is not pruned.
+completion key like its Completion. A report that cannot be published is logged and training goes
+on: the worst case is a trial that is not pruned.
 """
 
 from __future__ import annotations

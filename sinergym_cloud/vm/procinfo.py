@@ -22,6 +22,12 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time the process has used so far (fields 14 and 15), or 0 if gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
 def is_zombie(pid: int) -> bool:
     fields = _stat_fields(pid)
     return fields is None or fields[0] in ("Z", "X")
