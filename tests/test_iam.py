@@ -201,8 +201,14 @@ def test_a_token_past_half_its_life_is_replaced_on_the_vm(audited: Cloud) -> Non
     fresh = wait_for(lambda: (d := json.loads(token_file.read_text()))["token"] != first["token"] and d,
                      120, "a fresh token on the VM", every=1.0)  # fmt: skip
     assert fresh["expires_at"] >= first["expires_at"]
-    after = ExperimentRecord.model_validate(rt.state.read(path).data)  # type: ignore[union-attr]
-    assert after.token_issued_at is not None and after.token_issued_at > issued
+
+    # Dispatch records the hand-over after the VM agent answers, so the file can change first.
+    def recorded() -> ExperimentRecord | None:
+        rec = ExperimentRecord.model_validate(rt.state.read(path).data)  # type: ignore[union-attr]
+        return rec if rec.token_issued_at is not None and rec.token_issued_at > issued else None
+
+    after = wait_for(recorded, 60, "the record of the fresh token", every=0.5)
+    assert after.token_expires_at is not None and after.token_expires_at >= fresh["expires_at"]
     batches.cancel(rt, batch.batch_id)
 
 
