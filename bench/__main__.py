@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
         help="trainer only: rounds of --n-envs 1, 2 (and 4 with 4 cores) (default 3; --quick: 1; 0: skip)",
     )
     parser.add_argument(
+        "--n-envs-environments",
+        default="",
+        help="trainer only: comma-separated Sinergym environments the --n-envs rounds run on, each in turn "
+        "(default Eplus-5zone-hot-continuous-v1; a building whose simulation step costs more, such as "
+        "Eplus-officegrid-hot-continuous-v1, shows what the learner's serial work leaves of the speed-up)",
+    )
+    parser.add_argument(
         "--profiles",
         default="fast,gce",
         help="control only: the Compute timings to measure under (fast: every VM at once; gce: Compute Engine's)",
@@ -166,6 +173,7 @@ def _measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()] or None,
             pairs=args.pairs or None,
             rounds=None if args.n_envs_rounds < 0 else args.n_envs_rounds,
+            n_envs_environments=[e.strip() for e in args.n_envs_environments.split(",") if e.strip()] or None,
         )
     return rows
 

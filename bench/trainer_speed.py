@@ -297,29 +297,34 @@ def trainer_vs_bare(trainers: Trainers, algorithms: list[str], pairs: int) -> li
     return list(results.values())
 
 
-def n_envs_scaling(trainers: Trainers, rounds: int) -> tuple[list[dict[str, Any]], dict[int, list[float]]]:
-    """PPO at --n-envs 1, 2 and (with 4 cores or more) 4, each environment simulating EPISODES weeks;
-    each round runs every count once, the order rotating, and each count's speed-up over
-    --n-envs 1 is taken within its round."""
+def n_envs_scaling(
+    trainers: Trainers, rounds: int, environment: str = CONTINUOUS
+) -> tuple[list[dict[str, Any]], dict[int, list[float]]]:
+    """PPO at --n-envs 1, 2 and (with 4 cores or more) 4 on ``environment``, each environment
+    simulating EPISODES weeks; each round runs every count once, the order rotating, and each
+    count's speed-up over --n-envs 1 is taken within its round."""
     cores = os.cpu_count() or 1
     counts = [1, 2] + ([4] if cores >= 4 else [])
     speeds: dict[int, list[float]] = {n: [] for n in counts}
     ups: dict[int, list[float]] = {n: [] for n in counts if n > 1}
+    building = environment.removeprefix("Eplus-").split("-")[0]
     for r in range(rounds):
         order = counts[r % len(counts) :] + counts[: r % len(counts)]
         got: dict[int, float] = {}
         for n in order:
-            say(f"--n-envs {n}, round {r + 1}/{rounds}")
-            got[n] = trainers.segment(experiment("PPO", n_envs=n, episodes=EPISODES * n)).steps_per_second
+            say(f"--n-envs {n} ({building}), round {r + 1}/{rounds}")
+            exp = experiment("PPO", n_envs=n, episodes=EPISODES * n, environment=environment)
+            got[n] = trainers.segment(exp).steps_per_second
             speeds[n].append(got[n])
         for n, values in ups.items():
             values.append(got[n] / got[1])
-    rows = [row(f"--n-envs {n}: trainer steps/s (PPO, median of {rounds})", statistics.median(v), "steps/s", "-", None)
+    rows = [row(f"--n-envs {n}: trainer steps/s (PPO, {building}, median of {rounds})", statistics.median(v),
+                "steps/s", "-", None)
             for n, v in speeds.items()]  # fmt: skip
     for n, values in ups.items():
         goal = 0.9 * n
         up = statistics.median(values)
-        rows.append(row(f"--n-envs {n} / --n-envs 1 ({cores} cores; per round: "
+        rows.append(row(f"--n-envs {n} / --n-envs 1 ({building}, {cores} cores; per round: "
                         + ", ".join(f"{v:.2f}" for v in values) + ")", up, "x",
                         f">= {goal:.1f} ({n} cores)", up >= goal if cores >= n else None))  # fmt: skip
     if cores < 4:
@@ -374,17 +379,24 @@ def idle_share(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def trainer(
+    *,
     quick: bool = False,
     algorithms: list[str] | None = None,
     pairs: int | None = None,
     rounds: int | None = None,
     upload_seconds: float = 5.0,
+    n_envs_environments: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The trainer's figures: trainer / bare per algorithm, --n-envs scaling, the idle VM share."""
     algorithms = algorithms or (["PPO", "SAC"] if quick else list(ALGORITHMS))
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown:
         raise SystemExit(f"unknown algorithm(s) {', '.join(unknown)}; known: {', '.join(ALGORITHMS)}")
+    for environment in n_envs_environments or []:
+        try:  # an unknown environment is refused now, not after an hour of pairs
+            experiment("PPO", environment=environment)
+        except ValueError as error:
+            raise SystemExit(f"--n-envs-environments: {error}") from None
     pairs = pairs or (1 if quick else 4)
     rounds = rounds if rounds is not None else (1 if quick else 3)
     load = os.getloadavg()
@@ -396,7 +408,8 @@ def trainer(
             rows += paired.rows()
         rows += end_of_run_rows(results)
         if rounds:
-            rows += n_envs_scaling(trainers, rounds)[0]
+            for environment in n_envs_environments or [CONTINUOUS]:
+                rows += n_envs_scaling(trainers, rounds, environment)[0]
         if not quick:
             rows += idle_share(env)
     details = {

@@ -319,9 +319,17 @@ def test_ars_hands_the_callback_its_episodes_and_stops_when_asked(stop_after: in
         steps[0] += 1
         return stop_after is not None and steps[0] >= stop_after
 
+    class Ending(EpisodeCallback):
+        ends = 0
+
+        def _on_training_end(self) -> None:
+            self.ends += 1
+
     env = DummyVecEnv([lambda: gym.make("CartPole-v1")])
     model = registry.algos()["ARS"]("LinearPolicy", env, n_delta=1, n_top=1, seed=3)
-    model.learn(total_timesteps=2000, callback=EpisodeCallback(summaries.append, stop))
+    callback = Ending(summaries.append, stop)
+    model.learn(total_timesteps=2000, callback=callback)
+    assert callback.ends == 1, "learn ends with on_training_end, stopped or not"
     if stop_after is None:
         assert model.num_timesteps >= 2000
         assert summaries and sum(s["length_timesteps"] for s in summaries) <= model.num_timesteps

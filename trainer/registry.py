@@ -43,9 +43,9 @@ def _ars(base: type[Any]) -> type[Any]:
     before each step's ``on_step`` the callback gets the step's locals (the rewards, dones and
     infos the trainer's episode summaries, checkpoints and sweep reports are counted from: without
     them an ARS run had no episode at all), and a callback that returns False stops ``learn`` at
-    that step (a SIGTERM's stop, which ARS ignored until its last update). A stopped ``learn``
-    returns without ``on_training_end``; the policy is the last update's (candidates are evaluated
-    on a copy), so the stop's checkpoint holds a whole model."""
+    that step (a SIGTERM's stop, which ARS ignored until its last update). A stopped ``learn`` ends
+    as SB3's own loops do, with the callback's ``on_training_end``; the policy is the last update's
+    (candidates are evaluated on a copy), so the stop's checkpoint holds a whole model."""
 
     class ARS(base):  # type: ignore[misc]
         def _trigger_callback(self, _locals: dict[str, Any], _globals: dict[str, Any], callback: Any,
@@ -53,12 +53,13 @@ def _ars(base: type[Any]) -> type[Any]:
             callback.update_locals(_locals)
             self.num_timesteps += n_envs
             if not callback.on_step():
-                raise _Stopped
+                raise _Stopped(callback)
 
         def learn(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return super().learn(*args, **kwargs)
-            except _Stopped:
+            except _Stopped as stopped:
+                stopped.args[0].on_training_end()
                 return self
 
     ARS.__qualname__ = ARS.__name__ = base.__name__
