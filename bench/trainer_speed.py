@@ -328,7 +328,8 @@ def n_envs_scaling(
                         + ", ".join(f"{v:.2f}" for v in values) + ")", up, "x",
                         f">= {goal:.1f} ({n} cores)", up >= goal if cores >= n else None))  # fmt: skip
     if cores < 4:
-        rows.append(row("--n-envs 4 / --n-envs 1", "not measured", "", f"needs 4 cores (this machine: {cores})", None))
+        rows.append(row(f"--n-envs 4 / --n-envs 1 ({building})", "not measured", "",
+                        f"needs 4 cores (this machine: {cores})", None))  # fmt: skip
     return rows, speeds
 
 
