@@ -2,8 +2,9 @@
 
 What a hand-written Sinergym + Stable-Baselines3 script does with the same experiment: the same
 environment and wrappers (``trainer.envs.make_env``, in the same ``DummyVecEnv``), the same
-algorithm, hyperparameters (``trainer.registry``), action noise and seed, then ``learn`` - and
-nothing else: no callback, no TensorBoard, no MLflow, no checkpoints, no uploads, no heartbeat.
+algorithm, hyperparameters (``trainer.registry``), action noise, seed and optimizers (Adam fused, as
+``trainer.optimizers`` makes the trainer's), then ``learn`` - and nothing else: no callback, no
+TensorBoard, no MLflow, no checkpoints, no uploads, no heartbeat.
 It runs torch with the trainer's number of threads (``trainer.envs.torch_threads``: torch's default
 for one environment). Writes RESULT.json: the timesteps learnt, the seconds ``learn`` took and the
 CPU time this process's threads used meanwhile.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     from sinergym_cloud.contracts import Experiment
-    from trainer import envs, registry
+    from trainer import envs, optimizers, registry
 
     experiment = Experiment.model_validate_json(Path(argv[0]).read_text())
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> int:
             n = vec_env.action_space.shape[-1]
             params["action_noise"] = NormalActionNoise(np.zeros(n), sigma * np.ones(n))
         model = registry.algos()[experiment.algorithm](policy, vec_env, seed=experiment.seed, **params)
+        optimizers.fuse(model)
         episode_len = int(vec_env.env_method("get_wrapper_attr", "timestep_per_episode", indices=[0])[0])
         started, cpu_started = time.monotonic(), time.process_time()
         model.learn(total_timesteps=experiment.episodes * episode_len, log_interval=experiment.log_interval)

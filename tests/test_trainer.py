@@ -155,6 +155,7 @@ def test_each_algorithm_trains_on_real_energyplus(
     spec = spec_for(experiment)
     code = run_to_end(cloud, spec, tmp_path)
     assert code == 0, log_of(tmp_path)[-3000:]
+    assert ("fused Adam: " in log_of(tmp_path)) == (algorithm != "A2C")  # A2C's RMSprop stays as it is
     done = completion_of(cloud, completions, spec.batch_id)
     assert done.status == "succeeded" and done.boot_id == "boot-1"
     assert done.timesteps >= 671
@@ -211,6 +212,7 @@ def test_sigterm_checkpoints_then_a_new_attempt_resumes(cloud: Cloud, completion
     again = spec_for(experiment, batch_id=spec.batch_id, attempt=2)
     assert run_to_end(cloud, again, second) == 0, log_of(second)[-3000:]
     assert "resumed from checkpoint" in log_of(second)
+    assert "fused Adam: actor.optimizer, critic.optimizer, ent_coef_optimizer" in log_of(second)
     done = completion_of(cloud, completions, spec.batch_id)
     assert done.status == "succeeded" and done.mlflow_run_id == stopped.mlflow_run_id
     assert done.timesteps >= 3 * 671

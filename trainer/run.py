@@ -30,7 +30,7 @@ from typing import Any
 
 from sinergym_cloud import names
 from sinergym_cloud.contracts import Experiment, TrainerSpec
-from trainer import completion, tensorboard_writes
+from trainer import completion, optimizers, tensorboard_writes
 from trainer.context import Context, Outcome
 from trainer.heartbeat import Heartbeat
 
@@ -249,6 +249,8 @@ class Runner:
             episode_len = int(vec_env.env_method("get_wrapper_attr", "timestep_per_episode", indices=[0])[0])
             tb_dir = self._tensorboard_dir()
             model = self._build_model(vec_env, resume, start, episode_len, tb_dir)
+            if fused := optimizers.fuse(model):
+                log.info("fused Adam: %s", ", ".join(fused))
             callbacks = self._callbacks(model, vec_env, episode_len, tb_dir)
             self._fit(model, callbacks, resume, episode_len)
             if self.stop_requested.is_set() and self.ctx.results_bucket:
