@@ -1,4 +1,4 @@
-"""`python -m bench [--only cloud,control,queue,list,limits,trainer] [--quick]`: run the benchmarks, print one table.
+"""`python -m bench [--only GROUP,...] [--quick]`: run the benchmarks, print one table.
 
 Each figure is printed with its goal; nothing is asserted. Results are written to
 bench-results/bench-<time>.json and bench-results/latest.json; a previous latest.json is compared.
@@ -77,13 +77,17 @@ def render(rows: list[dict[str, Any]], before: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+GROUPS = ("cloud", "control", "queue", "list", "limits", "optimizer", "trainer")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--only",
-        default="cloud,control,queue,list,limits,trainer",
+        default=",".join(GROUPS),
         help="comma-separated groups: cloud, control, queue, list, limits (the scale figures without and under "
-        "Google's limits, side by side), trainer",
+        "Google's limits, side by side), optimizer (Adam fused against its loop: SB3's gradient steps alone), "
+        "trainer",
     )
     parser.add_argument(
         "--list-sizes", default="", help="list only: the numbers of ended batches (default 1000,5000; --quick: 500)"
@@ -165,6 +169,10 @@ def _measure(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         size = args.limits_size or (40 if args.quick else limits.SIZE)
         rows += limits.limits(size=size, parallel=max(1, size // 10), launch_size=200 if args.quick else limits.LAUNCH)
+    if "optimizer" in groups:
+        from bench import optimizer
+
+        rows += optimizer.optimizer(rounds=1 if args.quick else 3)
     if "trainer" in groups:
         from bench import trainer_speed
 
@@ -179,7 +187,11 @@ def _measure(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    unknown = [g for g in args.only.split(",") if g not in GROUPS]
+    if unknown:
+        parser.error(f"--only: unknown group(s) {', '.join(map(repr, unknown))}; the groups: {', '.join(GROUPS)}")
     # Stopped (timeout, kill): unwind, so the local clouds and processes the figures started are stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = dt.datetime.now(dt.UTC)

@@ -1,11 +1,14 @@
-"""The benchmark table's bookkeeping (the figures themselves come from `make bench`)."""
+"""The benchmark table's bookkeeping (the figures themselves come from `make bench`), its refusal of
+an unknown group, and the optimizer group's figures on a small run."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bench.__main__ import previous_values, render
+import pytest
+
+from bench.__main__ import main, previous_values, render
 
 
 def _run(path: Path, rows: dict[str, float]) -> None:
@@ -52,3 +55,24 @@ def test_trainer_figures_are_the_median_of_per_pair_ratios() -> None:
     assert servers["value"] == "4.8 %" and servers["met"] is None
     # CPU a step: bare 10 s / 2000, 3000, 1000 steps; trainer 12 s / 1900, 3000, 980 steps.
     assert cpu["value"] == "0.817; 0.792, 0.833, 0.817" and cpu["met"] is None
+
+
+def test_the_optimizer_figures_time_both_kinds_of_adam() -> None:
+    from bench import optimizer
+
+    rows = optimizer.optimizer(rounds=1)
+    assert [r["figure"].split(",")[0] for r in rows[::2]] == [
+        "Adam fused: PPO's update",
+        "Adam fused: SAC's gradient step",
+    ]
+    for timed, ratio in zip(rows[::2], rows[1::2], strict=True):
+        looped, fused = (float(v) for v in timed["value"].split(" | "))
+        assert looped > 0 and fused > 0
+        assert abs(ratio["value"] - looped / fused) < 0.02  # from the unrounded times
+
+
+def test_an_unknown_group_is_refused_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--only", "optimiser,trainer"])
+    assert exit_.value.code == 2
+    assert "unknown group(s) 'optimiser'; the groups: cloud, control" in capsys.readouterr().err
