@@ -4,8 +4,8 @@ torch's Adam and AdamW run, by default on the CPU, a Python loop over the parame
 tensor operations each; with ``fused=True`` one kernel updates them all. The arithmetic is Adam's
 either way (the same hyperparameters, the same state), and the results agree to rounding. For
 SB3's small networks a gradient step is mostly such per-operation overhead: PPO's update took 17 %
-less time a sample and SAC and TD3 learnt 10-14 % more steps a second (docs/design.md, "Fused
-Adam").
+less time a sample, and on the 5-zone building SAC and TD3 learnt 8-9 % more steps a second
+(docs/design.md, "Adam fused").
 
 The optimizers are the ones SB3 saves (``_get_torch_save_params``: ``policy.optimizer``, SAC's
 ``actor.optimizer``, ``critic.optimizer`` and ``ent_coef_optimizer``...), each replaced by a fused
