@@ -351,10 +351,10 @@ def test_continue_from_a_previous_batch_experiment(cloud: Cloud, trained_sac: Tr
     first_models = names.results_prefix(trained_sac.batch_id, trained_sac.experiment_name) + "models/"
     first_stats = json.loads(bucket.blob(first_models + "normalization.json").download_as_bytes())
     assert bucket.get_blob(first_models + "replay_buffer.pkl") is not None
-    experiment = trained_sac.experiment.model_copy(
-        update={"initial_model": {"batch_id": trained_sac.batch_id, "experiment": trained_sac.experiment_name}}
+    start = contracts.InitialModel(batch_id=trained_sac.batch_id, experiment=trained_sac.experiment_name)
+    experiment = Experiment.model_validate(
+        trained_sac.experiment.model_copy(update={"initial_model": start}).model_dump()
     )
-    experiment = Experiment.model_validate(experiment.model_dump())
     batch_id = new_batch_id("second")
     spec = spec_for(experiment, batch_id, f"sac-{batch_id}")
     text = run_spec(cloud, spec, tmp_path / "vm")

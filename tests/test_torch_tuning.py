@@ -138,7 +138,7 @@ def test_fused_adam_learns_what_the_loop_learns_and_survives_a_checkpoint(tmp_pa
 
     def largest_difference(a: PPO, b: PPO) -> float:
         pairs = zip(a.policy.parameters(), b.policy.parameters(), strict=True)
-        return max(float((p - q).abs().max()) for p, q in pairs)
+        return max(float((p - q).detach().abs().max()) for p, q in pairs)
 
     def ppo(fuse: bool, timesteps: int) -> PPO:  # seeding reseeds torch's global generator: one model at a time
         model = PPO("MlpPolicy", _Box(), seed=7, n_steps=64, batch_size=32, device="cpu")
