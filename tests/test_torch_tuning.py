@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
@@ -88,23 +87,6 @@ def test_mlflow_telemetry_is_off_in_the_trainer_unless_turned_on(tmp_path: Path,
     assert run_python(TELEMETRY, setting, cwd=tmp_path).split()[-1] == disabled
 
 
-class _Box(gym.Env[np.ndarray, np.ndarray]):
-    """A cheap deterministic environment for the optimizers' tests."""
-
-    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
-    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(3, np.float32), {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self.t += 1
-        obs = np.array([np.sin(self.t), np.cos(self.t), action[0]], np.float32)
-        return obs, float(-np.square(action).sum()), False, self.t % 50 == 0, {}
-
-
 def _groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     return [{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")} for g in optimizer.param_groups]
 
@@ -113,22 +95,22 @@ def test_fused_adam_keeps_what_each_policy_chose_and_leaves_other_optimizers() -
     from stable_baselines3 import A2C, PPO, SAC
     from stable_baselines3.common.save_util import recursive_getattr
 
-    ppo = PPO("MlpPolicy", _Box(), seed=0, device="cpu")
+    ppo = PPO("MlpPolicy", "Pendulum-v1", seed=0, device="cpu")
     before = _groups(ppo.policy.optimizer)
     assert optimizers.fuse(ppo) == ["policy.optimizer"]
     assert type(ppo.policy.optimizer) is torch.optim.Adam
     assert ppo.policy.optimizer.param_groups[0]["fused"] is True
     assert _groups(ppo.policy.optimizer) == before and before[0]["eps"] == 1e-5  # SB3's eps for PPO's Adam
-    sac = SAC("MlpPolicy", _Box(), seed=0, device="cpu")
+    sac = SAC("MlpPolicy", "Pendulum-v1", seed=0, device="cpu")
     names = ["actor.optimizer", "critic.optimizer", "ent_coef_optimizer"]
     assert optimizers.fuse(sac) == names
     assert all(recursive_getattr(sac, n).param_groups[0]["fused"] for n in names)
     assert sac.actor.optimizer is sac.policy.actor.optimizer  # what SAC's train() steps is the fused one
-    a2c = A2C("MlpPolicy", _Box(), seed=0, device="cpu")
+    a2c = A2C("MlpPolicy", "Pendulum-v1", seed=0, device="cpu")
     rmsprop = a2c.policy.optimizer
     assert optimizers.fuse(a2c) == [] and a2c.policy.optimizer is rmsprop
     for chosen in ({"foreach": True}, {"fused": False}, {"foreach": False}):
-        ppo = PPO("MlpPolicy", _Box(), seed=0, device="cpu", policy_kwargs={"optimizer_kwargs": chosen})
+        ppo = PPO("MlpPolicy", "Pendulum-v1", seed=0, device="cpu", policy_kwargs={"optimizer_kwargs": chosen})
         assert optimizers.fuse(ppo) == [], chosen
         assert {k: ppo.policy.optimizer.param_groups[0][k] for k in chosen} == chosen
 
@@ -141,7 +123,7 @@ def test_fused_adam_learns_what_the_loop_learns_and_survives_a_checkpoint(tmp_pa
         return max(float((p - q).detach().abs().max()) for p, q in pairs)
 
     def ppo(fuse: bool, timesteps: int) -> PPO:  # seeding reseeds torch's global generator: one model at a time
-        model = PPO("MlpPolicy", _Box(), seed=7, n_steps=64, batch_size=32, device="cpu")
+        model = PPO("MlpPolicy", "Pendulum-v1", seed=7, n_steps=64, batch_size=32, device="cpu")
         if fuse:
             optimizers.fuse(model)
         return model.learn(timesteps) if timesteps else model
@@ -150,11 +132,11 @@ def test_fused_adam_learns_what_the_loop_learns_and_survives_a_checkpoint(tmp_pa
     assert largest_difference(start, plain) > 1e-3, "four PPO updates moved the weights"
     differ = largest_difference(plain, fused)
     assert differ < 1e-4, f"fused and looped Adam differ by {differ} after four PPO updates"
-    sac = SAC("MlpPolicy", _Box(), seed=7, learning_starts=20, device="cpu")
+    sac = SAC("MlpPolicy", "Pendulum-v1", seed=7, learning_starts=20, device="cpu")
     optimizers.fuse(sac)
     sac.learn(60)
     sac.save(tmp_path / "sac.zip")
-    resumed = SAC.load(tmp_path / "sac.zip", env=_Box(), device="cpu")
+    resumed = SAC.load(tmp_path / "sac.zip", env=gym.make("Pendulum-v1"), device="cpu")
     assert optimizers.fuse(resumed) == ["actor.optimizer", "critic.optimizer", "ent_coef_optimizer"]
     steps = float(resumed.critic.optimizer.state_dict()["state"][0]["step"])  # a copy: Adam counts in place
     resumed.learn(30, reset_num_timesteps=False)
